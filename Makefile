@@ -1,0 +1,49 @@
+# Verbs a contributor uses. `make run` and `make test` are the README's Quick start.
+PYTHON ?= python3
+SERVER ?= c-threaded
+STRICT ?=
+SERVERS := $(notdir $(patsubst %/,%,$(wildcard servers/*/)))
+SERVER_ARGS ?=
+
+.PHONY: all install run test test-fast lint servers clean $(addprefix server-,$(SERVERS))
+
+all: install servers
+
+# Editable install: the Cython extension is compiled in place (volley/_core.*.so).
+install: volley/.installed
+volley/.installed: setup.py pyproject.toml volley/_core.pyx volley/_posix.pxd
+	$(PYTHON) -m pip install --quiet -e '.[dev,uvloop]'
+	@touch $@
+
+# Benchmark one bundled server with the defaults (server on the lower half of the CPUs,
+# one client per CPU of the upper half).
+run: install server-$(SERVER)
+	volley-bench $(SERVER_ARGS) target/servers/$(SERVER)
+
+test: install servers
+	$(PYTHON) -m pytest -q
+
+lint: install
+	ruff check volley tests bench
+	ruff format --check volley tests bench
+	mypy
+	cython-lint volley/_core.pyx volley/_posix.pxd
+
+# Every servers/NAME/ builds into target/servers/NAME (the seed's contract). A server whose
+# toolchain is missing is skipped with one line, or fails the build with STRICT=1.
+servers: $(addprefix server-,$(SERVERS))
+
+$(addprefix server-,$(SERVERS)): server-%:
+	@mkdir -p target/servers
+	@if missing=$$($(MAKE) -s --no-print-directory -C servers/$* toolchain PYTHON=$(PYTHON) 2>/dev/null); then \
+		$(MAKE) --no-print-directory -C servers/$* $* PYTHON=$(PYTHON) && \
+		{ cmp -s servers/$*/$* target/servers/$* || cp -p servers/$*/$* target/servers/$*; }; \
+	elif [ -n "$(STRICT)" ]; then \
+		echo "error: cannot build $*: $$missing" >&2; exit 1; \
+	else \
+		echo "skipping $*: $$missing" >&2; \
+	fi
+
+clean:
+	@for d in $(SERVERS); do $(MAKE) -s --no-print-directory -C servers/$$d clean; done
+	rm -rf target build volley/_core.c volley/*.so volley/.installed *.egg-info

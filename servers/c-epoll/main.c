@@ -1,0 +1,191 @@
+// Optimised: one epoll event loop thread per CPU in the affinity mask, each with its own
+// SO_REUSEPORT listener; non-blocking sockets with per-connection word and output buffers.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RBUF 4096 /* bytes read per event; multiple of 4, so replies fit in RBUF bytes */
+
+struct conn {
+	int fd;
+	int waiting;                    /* output pending: polling for EPOLLOUT, not EPOLLIN */
+	unsigned inlen;                 /* bytes of a partial word held in `in` */
+	unsigned outoff, outlen;        /* reply bytes out[outoff..outlen) not yet written */
+	unsigned char in[4];
+	unsigned char out[RBUF];
+};
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: c-epoll -p PORT\n");
+	exit(2);
+}
+
+/* Accept exactly "-p PORT" with PORT a decimal in 1..65535. */
+static int parse_port(int argc, char **argv)
+{
+	if (argc != 3 || strcmp(argv[1], "-p") != 0 || argv[2][0] < '0' || argv[2][0] > '9')
+		usage();
+	char *end;
+	errno = 0;
+	long port = strtol(argv[2], &end, 10);
+	if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
+		usage();
+	return (int)port;
+}
+
+static int listen_on(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		perror("socket");
+		exit(1);
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port),
+				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 4096) < 0) {
+		perror("bind/listen");
+		exit(1);
+	}
+	return fd;
+}
+
+static void set_events(int ep, struct conn *c, int waiting)
+{
+	struct epoll_event ev = { .events = waiting ? EPOLLOUT : EPOLLIN, .data.ptr = c };
+	c->waiting = waiting;
+	epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Write pending replies; on a full socket wait for EPOLLOUT. Returns -1 if the peer failed. */
+static int flush(int ep, struct conn *c)
+{
+	while (c->outoff < c->outlen) {
+		ssize_t w = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
+		if (w >= 0) {
+			c->outoff += (unsigned)w;
+		} else if (errno == EAGAIN) {
+			if (!c->waiting)
+				set_events(ep, c, 1);
+			return 0;
+		} else if (errno != EINTR) {
+			return -1;
+		}
+	}
+	c->outoff = c->outlen = 0;
+	if (c->waiting)
+		set_events(ep, c, 0);
+	return 0;
+}
+
+/* One read per readiness event (level-triggered); answers every complete word. */
+static int on_readable(int ep, struct conn *c)
+{
+	unsigned char buf[RBUF];
+	ssize_t n = read(c->fd, buf, sizeof buf);
+	if (n <= 0)
+		return n == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
+	for (ssize_t i = 0; i < n; i++) {
+		c->in[c->inlen++] = buf[i];
+		if (c->inlen < 4)
+			continue;
+		uint32_t x;
+		memcpy(&x, c->in, 4);
+		x = ntohl(x);
+		if (x == 0)
+			_exit(0); /* zero word: the whole server ends at once */
+		x = htonl(x + 1);
+		memcpy(c->out + c->outlen, &x, 4);
+		c->outlen += 4;
+		c->inlen = 0;
+	}
+	return flush(ep, c);
+}
+
+static void on_acceptable(int ep, int lfd)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return; /* EAGAIN: drained; EMFILE etc.: retried on the next event */
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		struct conn *c = calloc(1, sizeof *c);
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+		if (!c || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+	}
+}
+
+static void *event_loop(void *arg)
+{
+	int lfd = (int)(intptr_t)arg;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }; /* NULL: the listener */
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
+		perror("epoll");
+		exit(1);
+	}
+	struct epoll_event evs[256];
+	for (;;) {
+		int n = epoll_wait(ep, evs, 256, -1);
+		for (int i = 0; i < n; i++) {
+			struct conn *c = evs[i].data.ptr;
+			if (!c) {
+				on_acceptable(ep, lfd);
+			} else if ((c->waiting ? flush(ep, c) : on_readable(ep, c)) < 0) {
+				close(c->fd); /* also removes it from the epoll set */
+				free(c);
+			}
+		}
+		if (n < 0 && errno != EINTR) {
+			perror("epoll_wait");
+			exit(1);
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	int port = parse_port(argc, argv);
+	signal(SIGPIPE, SIG_IGN); /* a peer closing mid-write must not kill the server */
+
+	cpu_set_t set;
+	int ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+	if (ncpu < 1)
+		ncpu = 1;
+
+	int lfds[CPU_SETSIZE]; /* bind every listener before serving, so errors show up front */
+	for (int i = 0; i < ncpu; i++)
+		lfds[i] = listen_on(port);
+	for (int i = 1; i < ncpu; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, event_loop, (void *)(intptr_t)lfds[i]) != 0) {
+			fprintf(stderr, "pthread_create failed\n");
+			exit(1);
+		}
+	}
+	event_loop((void *)(intptr_t)lfds[0]);
+}

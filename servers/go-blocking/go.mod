@@ -1,0 +1,3 @@
+module volley/servers/go-blocking
+
+go 1.22

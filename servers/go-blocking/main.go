@@ -1,0 +1,150 @@
+// One locked OS thread per connection doing blocking read(2)/write(2) on the raw fd:
+// thread-per-connection in Go, bypassing the runtime's netpoller.
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+const usage = "usage: go-blocking -p PORT"
+
+// parsePort accepts exactly `-p PORT`, PORT a decimal in 1..65535.
+func parsePort(args []string) (int, bool) {
+	if len(args) != 2 || args[0] != "-p" || args[1] == "" {
+		return 0, false
+	}
+	for _, c := range args[1] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	port, err := strconv.ParseUint(args[1], 10, 16)
+	if err != nil || port == 0 {
+		return 0, false
+	}
+	return int(port), true
+}
+
+// detach takes the socket away from the netpoller: it duplicates the fd, closes the
+// net.Conn (which deregisters the original from epoll) and makes the copy blocking.
+func detach(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	ctlErr := rc.Control(func(s uintptr) {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			dupErr = errno
+			return
+		}
+		fd = int(r)
+	})
+	c.Close()
+	if ctlErr != nil {
+		return -1, ctlErr
+	}
+	if dupErr != nil {
+		return -1, dupErr
+	}
+	// O_NONBLOCK lives on the shared file description; clear it for our copy.
+	if err := syscall.SetNonblock(fd, false); err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// readFull reads exactly len(b) bytes; false on EOF or error.
+func readFull(fd int, b []byte) bool {
+	for n := 0; n < len(b); {
+		m, err := syscall.Read(fd, b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			return false
+		}
+		n += m
+	}
+	return true
+}
+
+// writeAll writes all of b, resuming after partial writes; false on error.
+func writeAll(fd int, b []byte) bool {
+	for n := 0; n < len(b); {
+		m, err := syscall.Write(fd, b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			return false
+		}
+		n += m
+	}
+	return true
+}
+
+// serve owns one OS thread for the connection's lifetime. It never unlocks, so the
+// thread exits with the goroutine, as a pthread per connection would.
+func serve(c *net.TCPConn) {
+	runtime.LockOSThread()
+	fd, err := detach(c)
+	if err != nil {
+		return
+	}
+	defer syscall.Close(fd)
+	var word [4]byte
+	for {
+		if !readFull(fd, word[:]) {
+			return
+		}
+		v := binary.BigEndian.Uint32(word[:])
+		if v == 0 {
+			os.Exit(0)
+		}
+		binary.BigEndian.PutUint32(word[:], v+1)
+		if !writeAll(fd, word[:]) {
+			return
+		}
+	}
+}
+
+func main() {
+	port, ok := parsePort(os.Args[1:])
+	if !ok {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	// Every connection pins a thread; the runtime's default cap (10000) would crash
+	// the process before the kernel's own limits are reached.
+	debug.SetMaxThreads(1 << 20)
+
+	// net.Listen sets SO_REUSEADDR and uses the kernel's somaxconn as backlog;
+	// accepted TCP connections get TCP_NODELAY, which the duplicated fd shares.
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "go-blocking:", err)
+		os.Exit(1)
+	}
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			// E.g. EMFILE: back off instead of spinning, keep serving the others.
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		go serve(c)
+	}
+}

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import RUN_MARK, server
+
+
+def marked_processes(mark: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.environ().get(RUN_MARK) == mark:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Every process a test starts inherits a mark; none may outlive the suite."""
+    mark = uuid.uuid4().hex
+    os.environ[RUN_MARK] = mark
+    yield
+    survivors = [p for p in marked_processes(mark) if p.status() != psutil.STATUS_ZOMBIE]
+    described = [f"{p.pid} {' '.join(p.cmdline())}" for p in survivors if p.is_running()]
+    for p in survivors:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    assert not described, f"processes left behind by the tests: {described}"
+
+
+@pytest.fixture(scope="session")
+def c_threaded() -> Path:
+    return server("c-threaded")

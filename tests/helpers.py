@@ -1,0 +1,50 @@
+"""Shared by the tests: where things are, and how to run volley as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "target" / "servers"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FAULTY = FIXTURES / "faulty_server.py"
+# Marks every process a test starts, so the suite can find any it left behind.
+RUN_MARK = "VOLLEY_TEST_RUN"
+
+# Short runs: tests check behaviour, not precision.
+QUICK = ["--warmup", "0.2s", "--round-time", "0.3s", "--quiet"]
+
+
+@dataclass
+class Completed:
+    status: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.stdout)
+
+
+def volley(*args: str | Path, timeout: float = 60, env: dict[str, str] | None = None) -> Completed:
+    """Run ``python -m volley ARGS`` to completion (bounded) and capture its output."""
+    command = [sys.executable, "-m", "volley", *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return Completed(done.returncode, done.stdout, done.stderr)
+
+
+def bench(*args: str | Path, timeout: float = 60) -> Completed:
+    return volley("bench", *args, timeout=timeout)
+
+
+def server(name: str) -> Path:
+    path = SERVERS / name
+    if not path.exists():
+        subprocess.run(["make", f"server-{name}"], cwd=ROOT, check=True, capture_output=True)
+    return path

@@ -1,0 +1,17 @@
+from typing import Final
+
+OK: Final[int]
+FAILED_ERRNO: Final[int]
+PEER_CLOSED: Final[int]
+WRONG_REPLY: Final[int]
+OP_TIMEOUT: Final[int]
+
+def play(
+    fd: int,
+    latency_ns: memoryview,
+    seed: int,
+    start_ns: int,
+    deadline_ns: int,
+    stop: memoryview,
+) -> tuple[int, int, int, int, int]: ...
+def monotonic_ns() -> int: ...

@@ -1,0 +1,235 @@
+"""Command line: parse options, call the library, export, pick the exit status.
+
+Exit status: 0 significant (or all checks passed), 1 the run failed, 2 bad input,
+3 finished without reaching the target precision, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+import typer
+
+from volley import __version__, coordinator, cpus, results, server, stats
+from volley.report import StreamProgress, summary
+
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_CODES = {
+    results.SIGNIFICANT: 0,
+    results.NOT_SIGNIFICANT: EXIT_NOT_SIGNIFICANT,
+    results.INTERRUPTED: EXIT_INTERRUPTED,
+    results.FAILED: EXIT_FAILED,
+}
+
+
+class BadInput(ValueError):
+    """Input that makes no sense; reported in one line with exit status 2."""
+
+
+def fail(message: str, status: int) -> NoReturn:
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "volley"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise typer.Exit(status)
+
+
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
+_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration_s(text: str, option: str, allow_zero: bool = False) -> float:
+    """``"180"``, ``"180s"``, ``"3m"``, ``"500ms"`` -> seconds."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise BadInput(f"{option} {text!r} is not a duration; write it like 30s, 500ms or 3m")
+    seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise BadInput(f"{option} {text!r} must be more than zero")
+    return seconds
+
+
+def parse_confidence(text: str) -> float:
+    """``0.95`` or ``95%``."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise BadInput(f"--confidence {text!r} is not a number; write it like 0.95 or 95%") from None
+    if not 0.5 <= value < 1:
+        raise BadInput(f"--confidence {text!r} must be at least 0.5 and below 1 (like 0.95)")
+    return value
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--connect {text!r} is not HOST:PORT (like 127.0.0.1:2222)")
+    return host.strip("[]"), int(port)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"volley {__version__}")
+        raise typer.Exit()
+
+
+def bench(
+    server_path: str | None = typer.Argument(
+        None, metavar="SERVER", help="Server binary to start with -p PORT (not with --connect)."
+    ),
+    args: list[str] | None = typer.Argument(
+        None, metavar="[-- ARGS...]",
+        help="Extra server arguments; {server_cores} and {client_cores} become the counts.",
+    ),
+    cores: str | None = typer.Option(
+        None, "--cores", help="Client CPUs, taskset syntax (0-39,41). Default: upper half."
+    ),
+    server_cores: str | None = typer.Option(
+        None, "--server-cores", help="Server CPUs. Default: the lower half of usable CPUs."
+    ),
+    clients: int | None = typer.Option(
+        None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
+    ),
+    precision: str = typer.Option(
+        "1%", "--precision", help="Stop when the CI half-width is this share of the mean, or "
+        "this time (5us)."
+    ),
+    confidence: str = typer.Option("0.95", "--confidence", help="Confidence level of the CI."),
+    max_time: str = typer.Option(
+        "180s", "--max-time", help="Give up (exit 3, not significant) after this long."
+    ),
+    warmup: str = typer.Option("1s", "--warmup", help="Ops in this first stretch are discarded."),
+    round_time: str = typer.Option("1s", "--round-time", help="Length of one round."),
+    op_timeout: str = typer.Option(
+        "10s", "--op-timeout", help="A reply slower than this is an error, not a hang."
+    ),
+    startup_timeout: str = typer.Option(
+        "10s", "--startup-timeout", help="How long the server may take to start listening."
+    ),
+    port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
+    connect: str | None = typer.Option(
+        None, "--connect", metavar="HOST:PORT",
+        help="Measure a server that is already running; it is left running.",
+    ),
+    json_path: str | None = typer.Option(
+        None, "--json", metavar="PATH", help="Write the result as JSON (- for stdout)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Measure a server's latency with pinned ping-pong clients until the mean is known."""
+    try:
+        config = make_config(
+            server_path, args or [], cores, server_cores, clients, precision, confidence,
+            max_time, warmup, round_time, op_timeout, startup_timeout, port, connect,
+        )
+        if json_path and json_path != "-":
+            results.check_writable(Path(json_path))
+    except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    if config.placement.warning and not quiet:
+        print(f"warning: {config.placement.warning}", file=sys.stderr)
+    try:
+        result = coordinator.benchmark(config, None if quiet else StreamProgress())
+    except KeyboardInterrupt:
+        fail("interrupted before any round completed", EXIT_INTERRUPTED)
+    except (server.ServerError, coordinator.BenchError) as e:
+        fail(str(e), EXIT_FAILED)
+    human = sys.stderr if json_path == "-" else sys.stdout
+    print(summary(result), file=human)
+    if json_path == "-":
+        sys.stdout.write(results.dumps(result))
+    elif json_path:
+        results.write_atomically(Path(json_path), results.dumps(result))
+    raise typer.Exit(EXIT_CODES[result.status])
+
+
+def make_config(
+    server_path: str | None, args: list[str], cores: str | None, server_cores: str | None,
+    clients: int | None, precision: str, confidence: str, max_time: str, warmup: str,
+    round_time: str, op_timeout: str, startup_timeout: str, port: int | None,
+    connect: str | None,
+) -> coordinator.BenchConfig:
+    """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
+    address = parse_address(connect) if connect else None
+    if address and server_path:
+        raise BadInput("give either SERVER or --connect HOST:PORT, not both")
+    if not address and not server_path:
+        raise BadInput("missing SERVER: give a server binary (like target/servers/c-threaded) "
+                       "or --connect HOST:PORT")
+    if server_path:
+        server_path = server.resolve(server_path)
+    if port is not None and not 0 < port < 65536:
+        raise BadInput(f"--port {port} is not a TCP port (1-65535)")
+    placement = cpus.place(cores, server_cores)
+    if clients is None:
+        clients = len(placement.client_cpus)
+    if clients < 1:
+        raise BadInput(f"--clients {clients} must be at least 1")
+    try:
+        target = stats.parse_precision(precision)
+    except ValueError as e:
+        raise BadInput(f"--precision: {e}") from None
+    return coordinator.BenchConfig(
+        server=server_path or connect or "",
+        server_args=args,
+        clients=clients,
+        placement=placement,
+        precision=target,
+        confidence=parse_confidence(confidence),
+        max_time_s=parse_duration_s(max_time, "--max-time"),
+        warmup_s=parse_duration_s(warmup, "--warmup", allow_zero=True),
+        round_time_s=parse_duration_s(round_time, "--round-time"),
+        op_timeout_s=parse_duration_s(op_timeout, "--op-timeout"),
+        startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
+        port=port,
+        connect=address,
+    )
+
+
+SETTINGS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings=SETTINGS,
+    help="Volley: latency of server networking stacks.",
+)
+app.command("bench", help="Same as volley-bench.")(bench)
+
+
+@app.callback()
+def volley(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Volley: latency of server networking stacks."""
+
+
+def run(typer_app: typer.Typer) -> None:
+    """Run an app with click's errors shortened to one line."""
+    try:
+        typer_app(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        prog = Path(sys.argv[0]).name
+        print(f"{prog}: error: {e.format_message()} (see {prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def main() -> None:
+    run(app)
+
+
+def bench_main() -> None:
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                         rich_markup_mode=None, context_settings=SETTINGS)
+    single.command()(bench)
+    run(single)
+
+
+if __name__ == "__main__":
+    main()

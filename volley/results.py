@@ -1,0 +1,170 @@
+"""The result of one benchmark run, and its versioned JSON form.
+
+Format history (``version`` in the JSON):
+  1  first format: the volley-bench keys listed in the README.
+
+Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from volley import __version__
+
+FORMAT_VERSION = 1
+
+SIGNIFICANT = "significant"
+NOT_SIGNIFICANT = "not-significant"
+INTERRUPTED = "interrupted"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latency statistics in nanoseconds. Percentiles are within 0.1% (histogram buckets)."""
+
+    mean: float
+    stddev: float
+    ci_low: float
+    ci_high: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p99: float
+    p99_9: float
+    # (percentile, latency_ns) pairs for a distribution plot
+    distribution: list[tuple[float, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["p99.9"] = data.pop("p99_9")
+        data["distribution"] = [list(pair) for pair in self.distribution]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LatencySummary:
+        data = dict(data)
+        data["p99_9"] = data.pop("p99.9")
+        data["distribution"] = [tuple(pair) for pair in data.get("distribution", [])]
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    pid: int
+    cpus: list[int]
+    clients: int
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    kernel: str
+    cpu_model: str
+    cpus: int
+
+    @classmethod
+    def this_machine(cls) -> HostInfo:
+        model = platform.processor() or "unknown"
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        model = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        return cls(kernel=platform.release(), cpu_model=model, cpus=os.cpu_count() or 0)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One volley-bench run. ``status`` says whether the numbers can be trusted."""
+
+    status: str
+    server: str
+    server_args: list[str]
+    clients: int
+    client_cores: list[int]
+    server_cores: list[int]
+    n: int
+    rounds: int
+    elapsed_s: float
+    measured_s: float
+    throughput_ops_s: float
+    confidence: float
+    precision: str
+    ci_batches: int
+    latency_ns: LatencySummary | None
+    workers: list[WorkerInfo]
+    host: HostInfo
+    started_at: str
+    warmup_s: float
+    error: str | None = None
+    version: int = FORMAT_VERSION
+    volley_version: str = __version__
+
+    @property
+    def significant(self) -> bool:
+        return self.status == SIGNIFICANT
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["significant"] = self.significant
+        data["latency_ns"] = self.latency_ns.to_json() if self.latency_ns else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchResult:
+        version = data.get("version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"result format version {version!r} is not one this volley reads "
+                f"(up to {FORMAT_VERSION}); upgrade volley"
+            )
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        latency = data.get("latency_ns")
+        data["latency_ns"] = LatencySummary.from_json(latency) if latency else None
+        data["workers"] = [WorkerInfo(**w) for w in data["workers"]]
+        data["host"] = HostInfo(**data["host"])
+        return cls(**data)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either nothing or all of it."""
+    directory = path.parent
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def dumps(result: BenchResult) -> str:
+    return json.dumps(result.to_json(), indent=2) + "\n"
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a long run, not after it, if the result could not be written."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OSError(f"cannot write {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise OSError(f"cannot write {path}: directory {directory} is not writable")
+    if path.is_dir():
+        raise OSError(f"cannot write {path}: it is a directory")

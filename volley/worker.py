@@ -1,0 +1,181 @@
+"""A worker: one process pinned to one client CPU, running its clients as threads.
+
+Each client owns one connection, opened and verified once and kept across rounds. In a
+round every client thread runs ``_core.play`` with the GIL released, writing latencies
+straight into a shared file mapping the coordinator reads with numpy, so no per-op value
+ever crosses a pipe. Messages on the pipe are few and small:
+
+    coordinator -> worker:  ("round", start_ns, deadline_ns) | ("close",)
+    worker -> coordinator:  ("ready",) | ("failed", message) | ("done", [ClientReport...])
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_names
+import mmap
+import os
+import random
+import signal
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from volley import _core
+
+# The first page of the shared mapping holds the stop flag; latencies start after it.
+CONTROL_BYTES = mmap.PAGESIZE
+SAMPLE_BYTES = 8
+# Threads here only run play(); a small stack lets thousands of clients share a worker.
+CLIENT_STACK_BYTES = 256 * 1024
+# After a stop request, a client still blocked in recv this long gets its socket shut down.
+STOP_GRACE_S = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What one worker needs to know: where it runs, whom it plays, where to write."""
+
+    index: int
+    cpu: int
+    client_ids: list[int]
+    host: str
+    port: int
+    op_timeout_s: float
+    samples_path: str
+    capacity: int  # latencies one client may record in one round
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """How one client's round ended: ops completed and, if it failed, why."""
+
+    client: int
+    completed: int
+    outcome: int
+    errno: int
+    challenge: int
+    reply: int
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome != _core.OK
+
+    def describe(self) -> str:
+        if self.outcome == _core.PEER_CLOSED:
+            return "the server closed the connection"
+        if self.outcome == _core.WRONG_REPLY:
+            return (
+                f"wrong reply to challenge {self.challenge} (0x{self.challenge:08x}): expected "
+                f"{(self.challenge + 1) & 0xFFFFFFFF}, received {self.reply} (0x{self.reply:08x})"
+            )
+        if self.outcome == _core.OP_TIMEOUT:
+            return f"no reply to challenge {self.challenge} within the op timeout"
+        name = errno_names.errorcode.get(self.errno, str(self.errno))
+        if self.errno in (errno_names.EPIPE, errno_names.ECONNRESET):
+            return f"the server closed the connection ({name})"
+        return f"socket error {name}: {os.strerror(self.errno)}"
+
+
+def connect(host: str, port: int, op_timeout_s: float) -> socket.socket:
+    """A blocking, Nagle-free connection whose sends and recvs give up after the op timeout."""
+    sock = socket.create_connection((host, port), timeout=op_timeout_s)
+    sock.settimeout(None)  # blocking for play(); the kernel enforces the timeout below
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    seconds = int(op_timeout_s)
+    timeval = struct.pack("ll", seconds, int((op_timeout_s - seconds) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    return sock
+
+
+class Client:
+    def __init__(self, client_id: int, sock: socket.socket, latency_ns: memoryview) -> None:
+        self.id = client_id
+        self.sock = sock
+        self.latency_ns = latency_ns
+        self.seed = random.getrandbits(32) | 1
+        self.report: ClientReport | None = None
+
+    def play(self, start_ns: int, deadline_ns: int, stop: memoryview) -> None:
+        self.seed = random.getrandbits(32) | 1
+        result = _core.play(self.sock.fileno(), self.latency_ns, self.seed, start_ns,
+                            deadline_ns, stop)
+        self.report = ClientReport(self.id, *result)
+
+
+def main(plan: WorkerPlan, pipe: Connection) -> None:
+    """Entry point of the worker process."""
+    # Pinning comes first, so that every thread the worker starts inherits it.
+    os.sched_setaffinity(0, {plan.cpu})
+    # The coordinator owns Ctrl-C; a worker whose coordinator dies must die too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        return
+    threading.stack_size(CLIENT_STACK_BYTES)
+    with open(plan.samples_path, "r+b") as f:
+        mapping = mmap.mmap(f.fileno(), 0)
+    view = memoryview(mapping)
+    stop = view[:1]
+    samples = view[CONTROL_BYTES:].cast("q")
+    clients: list[Client] = []
+    try:
+        for client_id in plan.client_ids:
+            try:
+                sock = connect(plan.host, plan.port, plan.op_timeout_s)
+            except OSError as e:
+                pipe.send(("failed", f"client {client_id} could not connect to "
+                                     f"{plan.host}:{plan.port}: {e.strerror or e}"))
+                return
+            row = samples[client_id * plan.capacity:(client_id + 1) * plan.capacity]
+            client = Client(client_id, sock, row)
+            clients.append(client)
+            # One exchange proves the connection before any measuring.
+            client.play(0, 0, memoryview(bytearray(1)))
+            assert client.report is not None
+            if client.report.failed or client.report.completed != 1:
+                pipe.send(("failed", f"client {client_id} failed its first exchange: "
+                                     f"{client.report.describe()}"))
+                return
+        pipe.send(("ready",))
+        serve(pipe, clients, stop)
+    except (EOFError, BrokenPipeError):
+        pass  # the coordinator is gone; nothing to report to
+    finally:
+        # The mapping itself goes with the process; the clients' views of it are still alive.
+        for client in clients:
+            client.sock.close()
+
+
+def serve(pipe: Connection, clients: list[Client], stop: memoryview) -> None:
+    while True:
+        message = pipe.recv()
+        if message[0] == "close":
+            return
+        _, start_ns, deadline_ns = message
+        threads = [
+            threading.Thread(target=c.play, args=(start_ns, deadline_ns, stop), daemon=True)
+            for c in clients
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for_round(threads, clients, stop)
+        pipe.send(("done", [c.report for c in clients]))
+
+
+def wait_for_round(threads: list[threading.Thread], clients: list[Client],
+                   stop: memoryview) -> None:
+    """Join the round's threads; once a stop is asked for, unblock any client stuck in recv."""
+    stop_seen_at = None
+    for thread, client in zip(threads, clients):
+        while thread.is_alive():
+            thread.join(0.05)
+            if stop[0] and thread.is_alive():
+                now = _core.monotonic_ns()
+                stop_seen_at = stop_seen_at or now
+                if now - stop_seen_at > STOP_GRACE_S * 1e9:
+                    client.sock.shutdown(socket.SHUT_RDWR)
