@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
-import click
 import typer
 
 from volley import __version__, coordinator, cpus, results, server, stats
@@ -30,9 +29,13 @@ class BadInput(ValueError):
     """Input that makes no sense; reported in one line with exit status 2."""
 
 
+def program() -> str:
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "volley" if name in ("", "__main__.py", "-m") else name
+
+
 def fail(message: str, status: int) -> NoReturn:
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "volley"
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{program()}: error: {message}", file=sys.stderr)
     raise typer.Exit(status)
 
 
@@ -160,8 +163,13 @@ def make_config(
                        "or --connect HOST:PORT")
     if server_path:
         server_path = server.resolve(server_path)
+    if address:
+        server.probe(*address)
     if port is not None and not 0 < port < 65536:
         raise BadInput(f"--port {port} is not a TCP port (1-65535)")
+    if port is not None and not server.port_is_free(server.LOOPBACK, port):
+        raise BadInput(f"--port {port} is already in use on {server.LOOPBACK}; pick another "
+                       "or leave --port out to get a free one")
     placement = cpus.place(cores, server_cores)
     if clients is None:
         clients = len(placement.client_cpus)
@@ -188,13 +196,126 @@ def make_config(
     )
 
 
+def sweep_command(
+    experiment_path: Annotated[Path, typer.Argument(
+        metavar="EXPERIMENT", help="Experiment file (TOML): servers, clients, server-cores, "
+        "client-cores and [bench] options; see bench/local.toml.",
+    )],
+    out_dir: Annotated[Path | None, typer.Option(
+        "-o", "--output", metavar="DIR",
+        help="Where results.jsonl and the exports go. Default: out/<EXPERIMENT's name>.",
+    )] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue DIR/results.jsonl: run only the points it lacks.",
+    )] = False,
+    export: Annotated[list[str] | None, typer.Option(
+        "--export", metavar="csv|dat",
+        help="Also write DIR/results.csv (csv) or the seed's DIR/plot.dat (dat); repeatable.",
+    )] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the points and their CPUs; run nothing.",
+    )] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Run volley-bench for every point of an experiment's grid, one JSON line per point.
+
+    Exit status: 0 every point that fits this machine is recorded (each point's own status
+    is in the results), 1 the results could not be written, 2 bad input, 130 interrupted
+    (--resume continues).
+    """
+    from volley import sweep as sweeps
+
+    try:
+        experiment = sweeps.load(experiment_path)
+        formats = sweeps.check_exports(export or [])
+        usable = cpus.usable_cpus()
+        if dry_run:
+            the_plan = sweeps.plan(experiment, usable, set())
+            for line in sweeps.skip_lines(the_plan, experiment):
+                print(line, file=sys.stderr)
+            for point in the_plan.todo:
+                server_cpus, client_cpus = sweeps.assign_cpus(point, usable)
+                print(f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
+                      f"on CPU {cpus.format_cpu_list(client_cpus)}")
+            raise typer.Exit(0)
+        out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
+        results_path, done, notes = sweeps.open_results(out, experiment, resume)
+    except (sweeps.ExperimentError, sweeps.SweepError, ValueError) as e:
+        fail(str(e), EXIT_USAGE)
+    the_plan = sweeps.plan(experiment, usable, done)
+    for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
+        print(line, file=sys.stderr)
+    if not the_plan.total:
+        fail(f"nothing to run in {experiment_path}: no point fits this machine with a built "
+             "server", EXIT_USAGE)
+    progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
+    if not quiet:
+        bound = sweeps.format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
+        print(f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
+              + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
+              + f", at most {bound}; results in {results_path}", file=sys.stderr)
+    try:
+        outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(),
+                             progress)
+        written = sweeps.export(results_path, formats)
+        records, _ = sweeps.read_records(results_path) if results_path.exists() else ([], [])
+    except OSError as e:
+        fail(f"cannot write the results: {e}", EXIT_FAILED)
+    print(f"{results_path}: {len(records)} of {the_plan.total} points "
+          f"({sweeps.totals(records)})")
+    for path in written:
+        print(f"wrote {path}")
+    if outcome.interrupted:
+        fail("interrupted; add --resume to run the remaining points", EXIT_INTERRUPTED)
+
+
+def plot_command(
+    results_path: Annotated[Path, typer.Argument(
+        metavar="RESULTS", help="A sweep's results.jsonl (volley sweep -o DIR).",
+    )],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", metavar="FILE",
+        help="perf.png or perf.svg; perf-latency.* and perf-distribution.* go beside it. "
+        "Default: perf.png beside RESULTS.",
+    )] = None,
+    servers: Annotated[list[str] | None, typer.Option(
+        "--server", metavar="NAME", help="Plot only this server; repeatable.",
+    )] = None,
+    clients: Annotated[list[int] | None, typer.Option(
+        "--clients", metavar="N", help="Plot only this client count; repeatable.",
+    )] = None,
+    cores: Annotated[int | None, typer.Option(
+        "--cores", metavar="N",
+        help="Server core count of the points in the distribution figure. "
+        "Default: the largest measured.",
+    )] = None,
+) -> None:
+    """Draw the throughput, latency and latency-distribution figures of a sweep."""
+    from volley import plot as plots
+
+    target = output if output is not None else results_path.parent / "perf.png"
+    try:
+        written, notes = plots.plot(results_path, target, servers or None, clients or None,
+                                    cores)
+    except plots.MissingMatplotlib as e:
+        fail(str(e), EXIT_FAILED)
+    except (plots.PlotError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}")
+
+
 SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False, pretty_exceptions_enable=False,
     rich_markup_mode=None, context_settings=SETTINGS,
     help="Volley: latency of server networking stacks.",
 )
 app.command("bench", help="Same as volley-bench.")(bench)
+app.command("sweep")(sweep_command)
+app.command("plot")(plot_command)
 
 
 @app.callback()
@@ -209,15 +330,18 @@ def volley(
 def run(typer_app: typer.Typer) -> None:
     """Run an app with click's errors shortened to one line."""
     try:
-        typer_app(standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+        # Without standalone mode click returns the status of typer.Exit instead of exiting.
+        status = typer_app(standalone_mode=False)
+    except typer.Abort:
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as e:
-        prog = Path(sys.argv[0]).name
+    except Exception as e:
+        # Click's usage errors (typer may bundle its own click, so match by shape).
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        prog = program()
         print(f"{prog}: error: {e.format_message()} (see {prog} --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 def main() -> None:

@@ -119,11 +119,6 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
         return Coordinator(config, host, port, progress).run()
     path = server.resolve(config.server)
     port = config.port or server.choose_port()
-    if config.port and not server.port_is_free(server.LOOPBACK, port):
-        raise server.ServerError(
-            f"port {port} is already in use on {server.LOOPBACK}; pick another with --port "
-            "or leave it out to get a free one"
-        )
     args = server.substitute(
         config.server_args, len(placement.server_cpus), len(placement.client_cpus)
     )
@@ -331,8 +326,8 @@ class Coordinator:
         index, plan = next((i, w.plan) for i, w in enumerate(self.workers)
                            if failure.client in w.plan.client_ids)
         where = "warm-up" if rounds == 0 else f"round {rounds}"
-        message = (f"client {failure.client} (worker {index}, CPU {plan.cpu}) in {where}, "
-                   f"after {failure.completed} ops: {failure.describe()}")
+        message = (f"client {failure.client} (worker {index}, CPU {plan.cpu}), {where}, "
+                   f"op {failure.completed + 1} of the round: {failure.describe()}")
         process = self.server_process
         if process is not None:
             try:

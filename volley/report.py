@@ -37,7 +37,8 @@ class StreamProgress(Progress):
             text = (
                 f"round {p.round}: {p.n:,} ops, mean {format_ns(p.mean_ns)} "
                 f"± {format_ns(p.half_width_ns)} (target ± {format_ns(p.target_ns)}, "
-                f"{'met' if ratio <= 1 else f'{ratio:.1f}x too wide'}), {p.elapsed_s:.1f} s"
+                f"{'met' if ratio <= 1 else f'{ratio:.{1 if ratio < 10 else 0}f}x too wide'}), "
+                f"{p.elapsed_s:.1f} s"
             )
         if self.live:
             self.stream.write("\r\033[K" + text)
@@ -80,7 +81,8 @@ def summary(result: BenchResult) -> str:
             f"p99 {format_ns(lat.p99)}  p99.9 {format_ns(lat.p99_9)}  max {format_ns(lat.max)}",
         ]
     lines += [
-        f"  n {result.n:,} ops in {result.rounds} rounds ({result.measured_s:.1f} s measured, "
+        f"  n {result.n:,} ops in {result.rounds} round{'' if result.rounds == 1 else 's'} "
+        f"({result.measured_s:.1f} s measured, "
         f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
         "  " + VERDICTS.get(result.status, "significant: NO (failed; incomplete result)"),
     ]

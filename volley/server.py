@@ -4,6 +4,7 @@ reaping its whole process group."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -22,6 +23,8 @@ ZERO_GRACE_S = 2.0
 TERM_GRACE_S = 2.0
 LOG_TAIL_LINES = 8
 POLL_S = 0.02
+# After the server itself has ended, how long its children get to follow it.
+SETTLE_S = 1.0
 
 
 class ServerError(RuntimeError):
@@ -90,6 +93,15 @@ class StopReport:
     leftovers: list[int] = field(default_factory=list)  # processes alive after it ended
 
 
+@dataclass(frozen=True)
+class EndReport:
+    """How a server ended when told to (zero or SIGTERM), measured, not enforced."""
+
+    exited_after_s: float | None  # None: still running when the bound passed
+    exit_status: int | None
+    leftovers: list[int] = field(default_factory=list)  # its processes alive after SETTLE_S
+
+
 @dataclass
 class ServerProcess:
     command: list[str]
@@ -97,6 +109,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     log_path: str
     host: str = LOOPBACK
+    # Every process of its family seen so far, so stop() finds them once they are orphaned.
+    seen: dict[int, psutil.Process] = field(default_factory=dict, repr=False)
 
     @property
     def pid(self) -> int:
@@ -110,8 +124,12 @@ class ServerProcess:
             return ""
         return " | ".join(line.strip() for line in lines if line.strip())
 
-    def wait_listening(self, timeout_s: float) -> None:
-        """Return once the server accepts a connection; ServerError if it exits or never does."""
+    def wait_listening(self, timeout_s: float, connect: bool = True) -> None:
+        """Return once the server accepts a connection; ServerError if it exits or never does.
+
+        With ``connect=False`` it watches the server's sockets for a listener on the port
+        instead of connecting, so a server that reacts to a closed connection is not disturbed.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             status = self.process.poll()
@@ -121,24 +139,88 @@ class ServerProcess:
                     f"server exited with {describe_status(status)} before listening on port "
                     f"{self.port}" + (f"; its last output: {tail}" if tail else "")
                 )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
-            except OSError:
-                pass
+            if self._accepts() if connect else self._listens():
+                return
             if time.monotonic() > deadline:
+                what = "accept connections" if connect else "listen"
                 raise ServerError(
-                    f"server did not accept connections on {self.host}:{self.port} within "
+                    f"server did not {what} on {self.host}:{self.port} within "
                     f"{timeout_s:g} s (raise --startup-timeout if it is just slow)"
                 )
             time.sleep(POLL_S)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _listens(self) -> bool:
+        try:
+            processes = [psutil.Process(self.pid), *self._family()]
+        except psutil.Error:
+            return False
+        for p in processes:
+            try:
+                sockets = p.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            for s in sockets:
+                if s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port:
+                    return True
+        return False
+
+    def family(self) -> list[psutil.Process]:
+        """The server's processes besides itself that are alive now: its descendants and the
+        rest of its process group (which survives it, orphaned)."""
+        found = {p.pid: p for p in self._family()}
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if p.pid != self.pid and p.pid not in found and os.getpgid(p.pid) == self.pid:
+                    found[p.pid] = p
+        self.seen.update(found)
+        return [p for p in found.values() if _alive(p)]
+
+    def terminate(self, timeout_s: float = TERM_GRACE_S) -> EndReport:
+        """SIGTERM to the server process alone (as ``kill PID`` sends it) and report how it
+        ended. Kills nothing else: call stop() or kill() afterwards."""
+        family = self.family()
+        sent = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        return self.watch_end(sent, timeout_s, family)
+
+    def watch_end(
+        self, since: float, timeout_s: float, family: list[psutil.Process]
+    ) -> EndReport:
+        """Wait until ``since + timeout_s`` for the server to exit after being told to end,
+        then up to SETTLE_S for ``family`` (taken before telling it) and its process group to
+        follow. Kills nothing."""
+        if not self._exited_within(max(0.0, since + timeout_s - time.monotonic())):
+            return EndReport(None, None)
+        took = time.monotonic() - since
+        family = family + self.family()
+        deadline = time.monotonic() + SETTLE_S
+        while any(_alive(p) for p in family) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        leftovers = sorted({p.pid for p in family if _alive(p)})
+        return EndReport(took, self.process.returncode, leftovers)
+
+    def kill(self) -> StopReport:
+        """End the server and everything it started at once with SIGKILL; always reaps.
+        Never raises. For after watching how it ends, or a server that misbehaved."""
+        family = self._family()
+        how = "exited" if self.process.poll() is not None else "sigkill"
+        leftovers = [p.pid for p in family if _alive(p)]
+        self._kill_all(family)
+        return StopReport(how, self.process.returncode, leftovers)
 
     def stop(self, zero: bool = True) -> StopReport:
         """End the server and everything it started; always reaps. Never raises."""
         family = self._family()
         how = "exited"
-        if self.process.poll() is None and zero:
-            send_zero(self.host, self.port)
+        if self.process.poll() is None and zero and send_zero(self.host, self.port):
             how = "zero"
         if not self._exited_within(ZERO_GRACE_S if how == "zero" else 0):
             how = "sigterm"
@@ -152,25 +234,27 @@ class ServerProcess:
             deadline = time.monotonic() + TERM_GRACE_S
             while any(_alive(p) for p in family) and time.monotonic() < deadline:
                 time.sleep(POLL_S)
+        self._kill_all(family)
+        return StopReport(how, self.process.returncode, leftovers)
+
+    def _kill_all(self, family: list[psutil.Process]) -> None:
         self._signal_group(signal.SIGKILL)
         for p in family:
             if _alive(p):
-                try:
+                with contextlib.suppress(psutil.Error):
                     p.kill()
-                except psutil.Error:
-                    pass
         self.process.wait()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.log_path)
-        except OSError:
-            pass
-        return StopReport(how, self.process.returncode, leftovers)
 
     def _family(self) -> list[psutil.Process]:
+        """Its descendants now, and those seen before (orphans are no longer descendants)."""
         try:
-            return psutil.Process(self.pid).children(recursive=True)
+            found = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
-            return []
+            found = []
+        known = {p.pid for p in found}
+        return found + [p for pid, p in self.seen.items() if pid not in known and _alive(p)]
 
     def _exited_within(self, seconds: float) -> bool:
         try:
@@ -180,10 +264,8 @@ class ServerProcess:
         return self.process.poll() is not None
 
     def _signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)  # the server leads its own process group
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -199,13 +281,66 @@ def describe_status(status: int) -> str:
     return f"status {status}"
 
 
-def send_zero(host: str, port: int) -> None:
+def probe(host: str, port: int, timeout_s: float = 1.0) -> None:
+    """ServerError unless something accepts connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ServerError(
+            f"nothing accepts connections at {host}:{port} ({e.strerror or e}); start the "
+            "server first, or give its binary instead of --connect"
+        ) from None
+
+
+def describe_processes(pids: list[int]) -> list[str]:
+    """``"PID command line"`` for each process, for messages."""
+    described = []
+    for pid in pids:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline()) or "?"
+        except psutil.Error:
+            command = "(gone)"
+        described.append(f"{pid} {command}")
+    return described
+
+
+def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int | None, str]:
+    """Run ``command`` pinned, in its own process group, for at most ``timeout_s``: its exit
+    status (None if it was still running and had to be killed) and its stderr. Whatever is
+    left of its process group is killed either way."""
+    err_fd, err_path = tempfile.mkstemp(prefix="volley-run-", suffix=".err")
+    try:
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_fd,
+                start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            )
+        except OSError as e:
+            raise ServerError(f"could not start {command[0]!r}: {e.strerror or e}") from None
+        finally:
+            os.close(err_fd)
+        try:
+            status: int | None = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            status = None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        with open(err_path, "rb") as f:
+            return status, f.read(64 * 1024).decode(errors="replace")
+    finally:
+        os.unlink(err_path)
+
+
+def send_zero(host: str, port: int) -> bool:
     """The seed's way to end a server: a zero challenge on a fresh connection."""
     try:
         with socket.create_connection((host, port), timeout=1.0) as sock:
             sock.sendall(b"\0\0\0\0")
     except OSError:
-        pass
+        return False
+    return True
 
 
 def start(

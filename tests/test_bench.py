@@ -1,0 +1,167 @@
+"""volley-bench end to end against the bundled thread-per-connection C server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from helpers import QUICK, bench
+
+from volley import server as server_module
+from volley.cpus import usable_cpus
+
+LATENCY_KEYS = {"mean", "stddev", "ci_low", "ci_high", "min", "max", "p50", "p90", "p99", "p99.9"}
+TOP_KEYS = {"n", "clients", "client_cores", "server_cores", "significant", "rounds", "elapsed_s",
+            "throughput_ops_s", "confidence", "latency_ns", "workers", "host", "version"}
+TWO_CPUS = len(usable_cpus()) >= 2
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_significant_run_writes_sane_json(c_threaded, tmp_path):
+    out = tmp_path / "out.json"
+    done = bench("--clients", "4", "--precision", "20%", "--max-time", "30s", *QUICK,
+                 "--json", out, c_threaded)
+    assert done.status == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert TOP_KEYS <= set(result)
+    assert result["significant"] is True and result["status"] == "significant"
+    lat = result["latency_ns"]
+    assert LATENCY_KEYS <= set(lat)
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert lat["ci_low"] < lat["mean"] < lat["ci_high"]
+    assert (lat["ci_high"] - lat["ci_low"]) / 2 <= 0.2 * lat["mean"]
+    assert lat["min"] <= lat["mean"] <= lat["max"] and lat["stddev"] > 0
+    assert result["n"] > 0 and result["rounds"] >= 3 and result["clients"] == 4
+    assert result["throughput_ops_s"] > 0 and result["confidence"] == 0.95
+    assert set(result["host"]) == {"kernel", "cpu_model", "cpus"}
+    assert sum(w["clients"] for w in result["workers"]) == 4
+    # The human summary went to stdout alongside the JSON file.
+    assert "significant: yes" in done.stdout and "p99.9" in done.stdout
+    # Nothing it started is left: workers and server are gone.
+    assert all(gone(w["pid"]) for w in result["workers"])
+
+
+@pytest.mark.parametrize("clients", [1, 16])
+def test_client_counts(c_threaded, clients):
+    done = bench("--clients", str(clients), "--max-time", "2s", "--precision", "50%", *QUICK,
+                 "--json", "-", c_threaded)
+    assert done.status in (0, 3), done.stderr
+    result = done.json()
+    assert result["clients"] == clients and result["n"] >= clients
+    assert sum(w["clients"] for w in result["workers"]) == clients
+    assert len(result["workers"]) == min(clients, len(result["client_cores"]))
+
+
+def cpus_allowed(pid: int) -> set[str]:
+    """Cpus_allowed_list of every thread of a process, as the kernel reports it."""
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    found.add(line.split(":", 1)[1].strip())
+    return found
+
+
+@pytest.mark.skipif(not TWO_CPUS, reason="pinning server and clients apart needs two CPUs")
+def test_workers_and_server_are_pinned_while_running(c_threaded, tmp_path):
+    cpus = usable_cpus()
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+    out = tmp_path / "out.json"
+    command = [sys.executable, "-m", "volley", "bench", "--clients", "4", "--cores",
+               str(client_cpu), "--server-cores", str(server_cpu), "--max-time", "4s",
+               "--precision", "0.001%", *QUICK, "--json", str(out), str(c_threaded)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        workers, servers = [], []
+        while time.monotonic() < deadline and not (workers and servers):
+            time.sleep(0.2)
+            family = psutil.Process(process.pid).children(recursive=True)
+            workers = [p for p in family if "multiprocessing.spawn" in " ".join(p.cmdline())
+                       and "resource_tracker" not in " ".join(p.cmdline())]
+            servers = [p for p in psutil.process_iter(["cmdline"])
+                       if p.info["cmdline"] and p.info["cmdline"][0] == str(c_threaded)
+                       and p.info["cmdline"][1:2] == ["-p"]
+                       and os.environ.get("VOLLEY_TEST_RUN")
+                       == p.environ().get("VOLLEY_TEST_RUN")]
+        assert workers and servers, "worker or server never showed up"
+        time.sleep(1.0)  # into the rounds: client threads exist now
+        for w in workers:
+            assert cpus_allowed(w.pid) == {str(client_cpu)}
+        assert cpus_allowed(servers[0].pid) == {str(server_cpu)}
+    finally:
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 3, stderr
+    result = json.loads(out.read_text())
+    assert [w["cpus"] for w in result["workers"]] == [[client_cpu]]
+    assert result["server_cores"] == [server_cpu] and result["client_cores"] == [client_cpu]
+    assert gone(servers[0].pid) and all(gone(w.pid) for w in workers)
+
+
+def test_not_significant_exits_3_with_the_result(c_threaded):
+    done = bench("--clients", "2", "--precision", "0.0001%", "--max-time", "1.5s", *QUICK,
+                 "--json", "-", c_threaded)
+    assert done.status == 3, done.stderr
+    result = done.json()
+    assert result["significant"] is False and result["status"] == "not-significant"
+    assert result["n"] > 0 and result["elapsed_s"] < 10
+    assert "significant: NO" in done.stderr  # human summary moves to stderr with --json -
+
+
+def test_connect_mode_leaves_the_server_running(c_threaded):
+    port = server_module.choose_port()
+    running = server_module.start(str(c_threaded), [], port, usable_cpus()[:1])
+    try:
+        running.wait_listening(10)
+        done = bench("--connect", f"127.0.0.1:{port}", "--clients", "3", "--max-time", "1.5s",
+                     "--precision", "50%", *QUICK, "--json", "-")
+        assert done.status in (0, 3), done.stderr
+        assert done.json()["n"] > 0
+        assert running.process.poll() is None
+        running.wait_listening(2)  # still answers
+    finally:
+        report = running.stop()
+    assert report.how == "zero" and report.exit_status == 0
+
+
+def test_server_args_placeholders_reach_the_server(tmp_path):
+    # A server that records its argv, then behaves: the fixture with an extra flag.
+    script = tmp_path / "argv-server"
+    log = tmp_path / "argv.txt"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$@\" > {log}\n"
+        "port=$2; shift 2\n"
+        f"exec {sys.executable} {os.path.dirname(__file__)}/fixtures/faulty_server.py -p $port\n"
+    )
+    script.chmod(0o755)
+    done = bench("--clients", "1", "--max-time", "1s", "--precision", "50%", *QUICK,
+                 str(script), "--", "-t", "{server_cores}", "-c", "{client_cores}")
+    assert done.status in (0, 3), done.stderr
+    words = log.read_text().split()
+    assert words[0] == "-p" and words[2:] == ["-t", "1", "-c", "1"]
+
+
+def test_single_cpu_shares_it_with_a_warning(c_threaded):
+    cpu = usable_cpus()[0]
+    command = [sys.executable, "-m", "volley", "bench", "--clients", "2", "--max-time", "1.5s",
+               "--precision", "50%", "--warmup", "0.2s", "--round-time", "0.3s", "--json", "-",
+               str(c_threaded)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    assert done.returncode in (0, 3), done.stderr
+    assert f"warning: server and clients share CPU {cpu}" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["server_cores"] == result["client_cores"] == [cpu] and result["n"] > 0
