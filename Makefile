@@ -1,7 +1,7 @@
 # Verbs a contributor uses. `make run` and `make test` are the README's Quick start.
 PYTHON ?= python3
 SERVER ?= c-threaded
-STRICT ?=
+STRICT ?= $(filter true 1 yes,$(CI))
 SERVERS := $(notdir $(patsubst %/,%,$(wildcard servers/*/)))
 SERVER_ARGS ?=
 

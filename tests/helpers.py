@@ -34,13 +34,23 @@ class Completed:
 def volley(*args: str | Path, timeout: float = 60, env: dict[str, str] | None = None) -> Completed:
     """Run ``python -m volley ARGS`` to completion (bounded) and capture its output."""
     command = [sys.executable, "-m", "volley", *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
     return Completed(done.returncode, done.stdout, done.stderr)
 
 
 def bench(*args: str | Path, timeout: float = 60) -> Completed:
     return volley("bench", *args, timeout=timeout)
+
+
+def check(*args: str | Path, timeout: float = 90) -> Completed:
+    return volley("check", *args, timeout=timeout)
 
 
 def server(name: str) -> Path:

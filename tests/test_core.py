@@ -65,8 +65,9 @@ def test_fills_the_buffer_with_positive_latencies(core):
     sock, peer = connected()
     latency, stop = buffers(200)
     with sock:
-        done, outcome, err, challenge, reply = core.play(sock.fileno(), latency, 7, 0,
-                                                          FAR_FUTURE, stop)
+        done, outcome, err, challenge, reply = core.play(
+            sock.fileno(), latency, 7, 0, FAR_FUTURE, stop
+        )
     assert (done, outcome, err) == (200, core.OK, 0)
     assert reply == (challenge + 1) & 0xFFFFFFFF
     assert all(0 < latency[i] < 1e9 for i in range(200))
@@ -99,8 +100,9 @@ def test_wrong_reply_stops_with_both_values_and_raises_the_stop_flag(core):
     sock, peer = connected("wrong", after=5)
     latency, stop = buffers(100)
     with sock:
-        done, outcome, _, challenge, reply = core.play(sock.fileno(), latency, 3, 0,
-                                                        FAR_FUTURE, stop)
+        done, outcome, _, challenge, reply = core.play(
+            sock.fileno(), latency, 3, 0, FAR_FUTURE, stop
+        )
     assert (done, outcome) == (5, core.WRONG_REPLY)
     assert challenge == peer.challenges[-1]
     assert reply == (challenge + 2) & 0xFFFFFFFF
@@ -155,8 +157,9 @@ def test_play_releases_the_gil():
     sock, _ = connected("stall", after=0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 500_000))
     latency, stop = buffers(1)
-    thread = threading.Thread(target=_core.play,
-                              args=(sock.fileno(), latency, 3, 0, FAR_FUTURE, stop))
+    thread = threading.Thread(
+        target=_core.play, args=(sock.fileno(), latency, 3, 0, FAR_FUTURE, stop)
+    )
     thread.start()
     time.sleep(0.05)
     counted = 0

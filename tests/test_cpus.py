@@ -5,8 +5,14 @@ from volley.cpus import CpuError, format_cpu_list, parse_cpu_list, place, spread
 
 @pytest.mark.parametrize(
     ("text", "cpus"),
-    [("0", [0]), ("0-3", [0, 1, 2, 3]), ("0,2,4-7", [0, 2, 4, 5, 6, 7]), ("3,1,1-2", [1, 2, 3]),
-     (" 5 , 7 ", [5, 7]), ("0-39", list(range(40)))],
+    [
+        ("0", [0]),
+        ("0-3", [0, 1, 2, 3]),
+        ("0,2,4-7", [0, 2, 4, 5, 6, 7]),
+        ("3,1,1-2", [1, 2, 3]),
+        (" 5 , 7 ", [5, 7]),
+        ("0-39", list(range(40))),
+    ],
 )
 def test_parse_cpu_list(text, cpus):
     assert parse_cpu_list(text) == cpus

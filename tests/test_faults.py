@@ -29,9 +29,11 @@ def leftover(pattern: str) -> list[str]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if (pattern in " ".join(p.info["cmdline"] or [])
-                    and p.environ().get(RUN_MARK) == os.environ[RUN_MARK]
-                    and p.status() != psutil.STATUS_ZOMBIE):
+            if (
+                pattern in " ".join(p.info["cmdline"] or [])
+                and p.environ().get(RUN_MARK) == os.environ[RUN_MARK]
+                and p.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(f"{p.pid} {' '.join(p.info['cmdline'])}")
         except psutil.Error:
             continue
@@ -47,6 +49,7 @@ def one_line_error(done, status: int = 2) -> str:
 
 
 # --- bad input ---------------------------------------------------------------------------
+
 
 def test_missing_server(tmp_path):
     assert "does not exist" in one_line_error(bench(tmp_path / "nope"))
@@ -115,12 +118,14 @@ def test_port_already_in_use(c_threaded):
 
 
 def test_default_port_is_free_and_outside_the_ephemeral_range():
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
     ports = {choose_port() for _ in range(50)}
     assert all(1024 <= p < low for p in ports)
 
 
 # --- faults of the server ----------------------------------------------------------------
+
 
 def test_server_exits_before_listening():
     line = one_line_error(bench(FAULTY, "--", "--fault", "exit-early"), status=1)
@@ -130,8 +135,9 @@ def test_server_exits_before_listening():
 
 def test_server_never_listens():
     started = time.monotonic()
-    line = one_line_error(bench("--startup-timeout", "1s", FAULTY, "--", "--fault",
-                                "never-listen"), status=1)
+    line = one_line_error(
+        bench("--startup-timeout", "1s", FAULTY, "--", "--fault", "never-listen"), status=1
+    )
     assert "did not accept connections" in line and "within 1 s" in line
     assert time.monotonic() - started < 15
     assert not leftover("never-listen")
@@ -139,15 +145,29 @@ def test_server_never_listens():
 
 @pytest.mark.parametrize(
     ("fault", "message"),
-    [("crash-after", "the server exited with status 1"),
-     ("close-after", "the server closed the connection"),
-     ("wrong-after", "wrong reply to challenge")],
+    [
+        ("crash-after", "the server exited with status 1"),
+        ("close-after", "the server closed the connection"),
+        ("wrong-after", "wrong reply to challenge"),
+    ],
 )
 def test_server_fails_mid_run(tmp_path, fault, message):
     out = tmp_path / "out.json"
     started = time.monotonic()
-    done = bench("--clients", "2", *LONG, *QUICK, "--json", out, FAULTY, "--",
-                 "--fault", fault, "--after", "20000")  # past the 0.2 s warm-up
+    done = bench(
+        "--clients",
+        "2",
+        *LONG,
+        *QUICK,
+        "--json",
+        out,
+        FAULTY,
+        "--",
+        "--fault",
+        fault,
+        "--after",
+        "20000",
+    )  # past the 0.2 s warm-up
     assert done.status == 1, done.stderr
     assert time.monotonic() - started < 30
     assert message in done.stdout and "client " in done.stdout and "round " in done.stdout
@@ -159,8 +179,20 @@ def test_server_fails_mid_run(tmp_path, fault, message):
 
 
 def test_wrong_reply_names_challenge_expected_and_received(tmp_path):
-    done = bench("--clients", "1", *LONG, *QUICK, "--json", "-", FAULTY, "--",
-                 "--fault", "wrong-after", "--after", "100")
+    done = bench(
+        "--clients",
+        "1",
+        *LONG,
+        *QUICK,
+        "--json",
+        "-",
+        FAULTY,
+        "--",
+        "--fault",
+        "wrong-after",
+        "--after",
+        "100",
+    )
     error = done.json()["error"]
     challenge = int(error.split("wrong reply to challenge ")[1].split()[0])
     assert f"expected {(challenge + 1) & 0xFFFFFFFF}" in error
@@ -170,8 +202,22 @@ def test_wrong_reply_names_challenge_expected_and_received(tmp_path):
 
 def test_stalled_server_is_an_op_timeout_not_a_hang():
     started = time.monotonic()
-    done = bench("--clients", "3", *LONG, *QUICK, "--op-timeout", "1s", "--json", "-",
-                 FAULTY, "--", "--fault", "stall-after", "--after", "2000")
+    done = bench(
+        "--clients",
+        "3",
+        *LONG,
+        *QUICK,
+        "--op-timeout",
+        "1s",
+        "--json",
+        "-",
+        FAULTY,
+        "--",
+        "--fault",
+        "stall-after",
+        "--after",
+        "2000",
+    )
     assert done.status == 1, done.stderr
     assert "within the op timeout" in done.json()["error"]
     assert time.monotonic() - started < 30
@@ -180,8 +226,9 @@ def test_stalled_server_is_an_op_timeout_not_a_hang():
 
 def test_server_that_ignores_zero_and_sigterm_is_killed(tmp_path):
     stubborn = tmp_path / "stubborn"
-    stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} "
-                        "--fault ignore-zero \"$@\"\n")
+    stubborn.write_text(
+        f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} --fault ignore-zero \"$@\"\n"
+    )
     stubborn.chmod(0o755)
     done = bench("--clients", "1", "--max-time", "1s", "--precision", "50%", *QUICK, stubborn)
     assert done.status in (0, 3), done.stderr
@@ -189,21 +236,35 @@ def test_server_that_ignores_zero_and_sigterm_is_killed(tmp_path):
 
 
 def test_children_of_the_server_are_ended_too():
-    done = bench("--clients", "1", "--max-time", "1s", "--precision", "50%", *QUICK,
-                 FAULTY, "--", "--fault", "fork-children")
+    done = bench(
+        "--clients",
+        "1",
+        "--max-time",
+        "1s",
+        "--precision",
+        "50%",
+        *QUICK,
+        FAULTY,
+        "--",
+        "--fault",
+        "fork-children",
+    )
     assert done.status in (0, 3), done.stderr
     assert not leftover("fork-children")
 
 
 def test_stop_escalates_from_zero_to_sigterm_to_sigkill(tmp_path):
     stubborn = tmp_path / "stubborn"
-    stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} "
-                        "--fault ignore-zero \"$@\"\n")
+    stubborn.write_text(
+        f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} --fault ignore-zero \"$@\"\n"
+    )
     stubborn.chmod(0o755)
     ways = {}
-    for name, path, args in [("polite", str(FAULTY), []),
-                             ("no-zero", str(FAULTY), ["--fault", "ignore-zero"]),
-                             ("stubborn", str(stubborn), [])]:
+    for name, path, args in [
+        ("polite", str(FAULTY), []),
+        ("no-zero", str(FAULTY), ["--fault", "ignore-zero"]),
+        ("stubborn", str(stubborn), []),
+    ]:
         server = start(path, args, choose_port(), [os.sched_getaffinity(0).pop()])
         server.wait_listening(10)
         ways[name] = server.stop().how
@@ -212,14 +273,29 @@ def test_stop_escalates_from_zero_to_sigterm_to_sigkill(tmp_path):
 
 # --- faults of the user ------------------------------------------------------------------
 
+
 def interrupt_mid_run(sig: int, tmp_path: Path, *server: str | Path, extra=()):
     """Start a minute-long run, signal it a few seconds in, and see how it ends."""
     out = tmp_path / "out.json"
-    command = [sys.executable, "-m", "volley", "bench", "--clients", "4", *LONG,
-               "--warmup", "0.2s", "--round-time", "0.3s", "--quiet", *extra,
-               "--json", str(out), *map(str, server)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "volley",
+        "bench",
+        "--clients",
+        "4",
+        *LONG,
+        "--warmup",
+        "0.2s",
+        "--round-time",
+        "0.3s",
+        "--quiet",
+        *extra,
+        "--json",
+        str(out),
+        *map(str, server),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(3)  # past start-up and warm-up: rounds are under way
         family = psutil.Process(process.pid).children(recursive=True)
@@ -250,8 +326,16 @@ def test_interrupt_stops_cleanly_with_partial_result(c_threaded, tmp_path, sig):
 def test_interrupt_while_the_server_stalls(tmp_path):
     # Clients are blocked in recv; the stop must not wait for the 10 s op timeout.
     status, _, result, took, _ = interrupt_mid_run(
-        signal.SIGINT, tmp_path, FAULTY, "--", "--fault", "stall-after", "--after", "3000",
-        extra=("--op-timeout", "60s"))
+        signal.SIGINT,
+        tmp_path,
+        FAULTY,
+        "--",
+        "--fault",
+        "stall-after",
+        "--after",
+        "3000",
+        extra=("--op-timeout", "60s"),
+    )
     assert status == 130 and result["status"] == "interrupted"
     assert took < 5
     assert not leftover("stall-after")
@@ -276,13 +360,27 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
 
 # --- scale -------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_five_thousand_clients(tmp_path):
     epoll = Path(__file__).resolve().parent.parent / "target" / "servers" / "c-epoll"
     if not epoll.exists():
         subprocess.run(["make", "server-c-epoll"], cwd=epoll.parents[2], check=True)
-    done = bench("--clients", "5120", "--max-time", "3s", "--precision", "50%",
-                 "--warmup", "0.5s", "--json", "-", "--quiet", epoll, timeout=180)
+    done = bench(
+        "--clients",
+        "5120",
+        "--max-time",
+        "3s",
+        "--precision",
+        "50%",
+        "--warmup",
+        "0.5s",
+        "--json",
+        "-",
+        "--quiet",
+        epoll,
+        timeout=180,
+    )
     assert done.status in (0, 3), done.stderr
     result = done.json()
     assert result["clients"] == 5120 and result["n"] >= 5120
@@ -294,7 +392,11 @@ def test_open_files_hard_limit_too_low_is_a_clear_error(c_threaded):
 
     done = subprocess.run(
         [sys.executable, "-m", "volley", "bench", "--clients", "5120", str(c_threaded)],
-        capture_output=True, text=True, timeout=60, preexec_fn=low_limit)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_limit,
+    )
     assert done.returncode == 1
     assert "5120 clients need 5376 open files but the hard limit is 1024" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -18,8 +18,9 @@ from volley.stats import (
 )
 
 
-@pytest.mark.parametrize(("df", "expected"), [(5, 2.5706), (10, 2.2281), (31, 2.0395),
-                                              (100, 1.9840), (10**6, 1.9600)])
+@pytest.mark.parametrize(
+    ("df", "expected"), [(5, 2.5706), (10, 2.2281), (31, 2.0395), (100, 1.9840), (10**6, 1.9600)]
+)
 def test_t_quantile_matches_tables(df, expected):
     assert t_quantile(0.95, df) == pytest.approx(expected, abs=2e-3)
 
@@ -125,9 +126,17 @@ def test_latency_record_slices_by_each_clients_own_clock():
     assert iv.mean == pytest.approx(1_000_000)
 
 
-@pytest.mark.parametrize(("text", "relative", "absolute"),
-                         [("1%", 0.01, None), ("0.5%", 0.005, None), ("5us", None, 5000.0),
-                          ("2ms", None, 2e6), ("100ns", None, 100.0), ("1.5 µs", None, 1500.0)])
+@pytest.mark.parametrize(
+    ("text", "relative", "absolute"),
+    [
+        ("1%", 0.01, None),
+        ("0.5%", 0.005, None),
+        ("5us", None, 5000.0),
+        ("2ms", None, 2e6),
+        ("100ns", None, 100.0),
+        ("1.5 µs", None, 1500.0),
+    ],
+)
 def test_parse_precision(text, relative, absolute):
     p = parse_precision(text)
     assert p.relative == (pytest.approx(relative) if relative else None)

@@ -59,7 +59,9 @@ def parse_confidence(text: str) -> float:
     try:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise BadInput(f"--confidence {text!r} is not a number; write it like 0.95 or 95%") from None
+        raise BadInput(
+            f"--confidence {text!r} is not a number; write it like 0.95 or 95%"
+        ) from None
     if not 0.5 <= value < 1:
         raise BadInput(f"--confidence {text!r} must be at least 0.5 and below 1 (like 0.95)")
     return value
@@ -83,7 +85,8 @@ def bench(
         None, metavar="SERVER", help="Server binary to start with -p PORT (not with --connect)."
     ),
     args: list[str] | None = typer.Argument(
-        None, metavar="[-- ARGS...]",
+        None,
+        metavar="[-- ARGS...]",
         help="Extra server arguments; {server_cores} and {client_cores} become the counts.",
     ),
     cores: str | None = typer.Option(
@@ -96,8 +99,9 @@ def bench(
         None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
     ),
     precision: str = typer.Option(
-        "1%", "--precision", help="Stop when the CI half-width is this share of the mean, or "
-        "this time (5us)."
+        "1%",
+        "--precision",
+        help="Stop when the CI half-width is this share of the mean, or this time (5us).",
     ),
     confidence: str = typer.Option("0.95", "--confidence", help="Confidence level of the CI."),
     max_time: str = typer.Option(
@@ -113,7 +117,9 @@ def bench(
     ),
     port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
     connect: str | None = typer.Option(
-        None, "--connect", metavar="HOST:PORT",
+        None,
+        "--connect",
+        metavar="HOST:PORT",
         help="Measure a server that is already running; it is left running.",
     ),
     json_path: str | None = typer.Option(
@@ -124,8 +130,20 @@ def bench(
     """Measure a server's latency with pinned ping-pong clients until the mean is known."""
     try:
         config = make_config(
-            server_path, args or [], cores, server_cores, clients, precision, confidence,
-            max_time, warmup, round_time, op_timeout, startup_timeout, port, connect,
+            server_path,
+            args or [],
+            cores,
+            server_cores,
+            clients,
+            precision,
+            confidence,
+            max_time,
+            warmup,
+            round_time,
+            op_timeout,
+            startup_timeout,
+            port,
+            connect,
         )
         if json_path and json_path != "-":
             results.check_writable(Path(json_path))
@@ -149,9 +167,19 @@ def bench(
 
 
 def make_config(
-    server_path: str | None, args: list[str], cores: str | None, server_cores: str | None,
-    clients: int | None, precision: str, confidence: str, max_time: str, warmup: str,
-    round_time: str, op_timeout: str, startup_timeout: str, port: int | None,
+    server_path: str | None,
+    args: list[str],
+    cores: str | None,
+    server_cores: str | None,
+    clients: int | None,
+    precision: str,
+    confidence: str,
+    max_time: str,
+    warmup: str,
+    round_time: str,
+    op_timeout: str,
+    startup_timeout: str,
+    port: int | None,
     connect: str | None,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
@@ -159,8 +187,10 @@ def make_config(
     if address and server_path:
         raise BadInput("give either SERVER or --connect HOST:PORT, not both")
     if not address and not server_path:
-        raise BadInput("missing SERVER: give a server binary (like target/servers/c-threaded) "
-                       "or --connect HOST:PORT")
+        raise BadInput(
+            "missing SERVER: give a server binary (like target/servers/c-threaded) "
+            "or --connect HOST:PORT"
+        )
     if server_path:
         server_path = server.resolve(server_path)
     if address:
@@ -168,8 +198,10 @@ def make_config(
     if port is not None and not 0 < port < 65536:
         raise BadInput(f"--port {port} is not a TCP port (1-65535)")
     if port is not None and not server.port_is_free(server.LOOPBACK, port):
-        raise BadInput(f"--port {port} is already in use on {server.LOOPBACK}; pick another "
-                       "or leave --port out to get a free one")
+        raise BadInput(
+            f"--port {port} is already in use on {server.LOOPBACK}; pick another "
+            "or leave --port out to get a free one"
+        )
     placement = cpus.place(cores, server_cores)
     if clients is None:
         clients = len(placement.client_cpus)
@@ -197,24 +229,45 @@ def make_config(
 
 
 def sweep_command(
-    experiment_path: Annotated[Path, typer.Argument(
-        metavar="EXPERIMENT", help="Experiment file (TOML): servers, clients, server-cores, "
-        "client-cores and [bench] options; see bench/local.toml.",
-    )],
-    out_dir: Annotated[Path | None, typer.Option(
-        "-o", "--output", metavar="DIR",
-        help="Where results.jsonl and the exports go. Default: out/<EXPERIMENT's name>.",
-    )] = None,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue DIR/results.jsonl: run only the points it lacks.",
-    )] = False,
-    export: Annotated[list[str] | None, typer.Option(
-        "--export", metavar="csv|dat",
-        help="Also write DIR/results.csv (csv) or the seed's DIR/plot.dat (dat); repeatable.",
-    )] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the points and their CPUs; run nothing.",
-    )] = False,
+    experiment_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="EXPERIMENT",
+            help="Experiment file (TOML): servers, clients, server-cores, "
+            "client-cores and [bench] options; see bench/local.toml.",
+        ),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="DIR",
+            help="Where results.jsonl and the exports go. Default: out/<EXPERIMENT's name>.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue DIR/results.jsonl: run only the points it lacks.",
+        ),
+    ] = False,
+    export: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--export",
+            metavar="csv|dat",
+            help="Also write DIR/results.csv (csv) or the seed's DIR/plot.dat (dat); repeatable.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the points and their CPUs; run nothing.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Run volley-bench for every point of an experiment's grid, one JSON line per point.
@@ -235,8 +288,10 @@ def sweep_command(
                 print(line, file=sys.stderr)
             for point in the_plan.todo:
                 server_cpus, client_cpus = sweeps.assign_cpus(point, usable)
-                print(f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
-                      f"on CPU {cpus.format_cpu_list(client_cpus)}")
+                print(
+                    f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
+                    f"on CPU {cpus.format_cpu_list(client_cpus)}"
+                )
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
@@ -246,23 +301,27 @@ def sweep_command(
     for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
         print(line, file=sys.stderr)
     if not the_plan.total:
-        fail(f"nothing to run in {experiment_path}: no point fits this machine with a built "
-             "server", EXIT_USAGE)
+        fail(
+            f"nothing to run in {experiment_path}: no point fits this machine with a built server",
+            EXIT_USAGE,
+        )
     progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
     if not quiet:
         bound = sweeps.format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
-        print(f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
-              + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
-              + f", at most {bound}; results in {results_path}", file=sys.stderr)
+        print(
+            f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
+            + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
+            + f", at most {bound}; results in {results_path}",
+            file=sys.stderr,
+        )
     try:
-        outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(),
-                             progress)
+        outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
         written = sweeps.export(results_path, formats)
         records, _ = sweeps.read_records(results_path) if results_path.exists() else ([], [])
+        records = sweeps.of_plan(records, the_plan)
     except OSError as e:
         fail(f"cannot write the results: {e}", EXIT_FAILED)
-    print(f"{results_path}: {len(records)} of {the_plan.total} points "
-          f"({sweeps.totals(records)})")
+    print(f"{results_path}: {len(records)} of {the_plan.total} points ({sweeps.totals(records)})")
     for path in written:
         print(f"wrote {path}")
     if outcome.interrupted:
@@ -270,33 +329,55 @@ def sweep_command(
 
 
 def plot_command(
-    results_path: Annotated[Path, typer.Argument(
-        metavar="RESULTS", help="A sweep's results.jsonl (volley sweep -o DIR).",
-    )],
-    output: Annotated[Path | None, typer.Option(
-        "-o", "--output", metavar="FILE",
-        help="perf.png or perf.svg; perf-latency.* and perf-distribution.* go beside it. "
-        "Default: perf.png beside RESULTS.",
-    )] = None,
-    servers: Annotated[list[str] | None, typer.Option(
-        "--server", metavar="NAME", help="Plot only this server; repeatable.",
-    )] = None,
-    clients: Annotated[list[int] | None, typer.Option(
-        "--clients", metavar="N", help="Plot only this client count; repeatable.",
-    )] = None,
-    cores: Annotated[int | None, typer.Option(
-        "--cores", metavar="N",
-        help="Server core count of the points in the distribution figure. "
-        "Default: the largest measured.",
-    )] = None,
+    results_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RESULTS",
+            help="A sweep's results.jsonl (volley sweep -o DIR).",
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="perf.png or perf.svg; perf-latency.* and perf-distribution.* go beside it. "
+            "Default: perf.png beside RESULTS.",
+        ),
+    ] = None,
+    servers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            metavar="NAME",
+            help="Plot only this server; repeatable.",
+        ),
+    ] = None,
+    clients: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--clients",
+            metavar="N",
+            help="Plot only this client count; repeatable.",
+        ),
+    ] = None,
+    cores: Annotated[
+        int | None,
+        typer.Option(
+            "--cores",
+            metavar="N",
+            help="Server core count of the points in the distribution figure. "
+            "Default: the largest measured.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the throughput, latency and latency-distribution figures of a sweep."""
     from volley import plot as plots
 
     target = output if output is not None else results_path.parent / "perf.png"
     try:
-        written, notes = plots.plot(results_path, target, servers or None, clients or None,
-                                    cores)
+        written, notes = plots.plot(results_path, target, servers or None, clients or None, cores)
     except plots.MissingMatplotlib as e:
         fail(str(e), EXIT_FAILED)
     except (plots.PlotError, OSError) as e:
@@ -307,15 +388,122 @@ def plot_command(
         print(f"wrote {path}")
 
 
+def check_command(
+    server_path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SERVER",
+            help="Server binary to check; started with -p PORT (not with --connect).",
+        ),
+    ] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- ARGS...]",
+            help="Extra server arguments.",
+        ),
+    ] = None,
+    connect: Annotated[
+        str | None,
+        typer.Option(
+            "--connect",
+            metavar="HOST:PORT",
+            help="Check a server that is already running, with the checks that do not end it.",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="NAME",
+            help="Run only these checks (repeat, or comma-separate).",
+        ),
+    ] = None,
+    list_checks: Annotated[bool, typer.Option("--list", help="List the checks and exit.")] = False,
+    startup_timeout: Annotated[
+        str,
+        typer.Option(
+            "--startup-timeout",
+            help="How long the server may take to start listening.",
+        ),
+    ] = "10s",
+    json_path: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            metavar="PATH",
+            help="Write the results as JSON (- for stdout).",
+        ),
+    ] = None,
+) -> None:
+    """Check that a server keeps the contract for servers (README, "Contributing servers").
+
+    Exit status: 0 every check passed, 1 a check failed, 2 bad input, 130 interrupted.
+    """
+    from volley import check as checks
+
+    if list_checks:
+        print(checks.listing())
+        raise typer.Exit(0)
+    try:
+        address = parse_address(connect) if connect else None
+        if address and server_path:
+            raise BadInput("give either SERVER or --connect HOST:PORT, not both")
+        if not address and not server_path:
+            raise BadInput(
+                "missing SERVER: give a server binary (like target/servers/c-threaded)"
+                " or --connect HOST:PORT"
+            )
+        if address and args:
+            raise BadInput("server arguments need SERVER; a server at --connect is already running")
+        path = server.resolve(server_path) if server_path else None
+        chosen = checks.select(only, connect=address is not None)
+        timeout_s = parse_duration_s(startup_timeout, "--startup-timeout")
+        server_cpus = cpus.place(None, None).server_cpus
+        if json_path and json_path != "-":
+            results.check_writable(Path(json_path))
+    except (BadInput, ValueError, cpus.CpuError, server.ServerError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    human = sys.stderr if json_path == "-" else sys.stdout
+    formatter = checks.Formatter(chosen, table=human.isatty())
+
+    def show(lines: list[str]) -> None:
+        for line in lines:
+            print(line, file=human, flush=True)
+
+    show(formatter.header())
+    try:
+        run = checks.run(
+            chosen,
+            path,
+            args or [],
+            server_cpus,
+            timeout_s,
+            address,
+            on_result=lambda result: show(formatter.result(result)),
+        )
+    except KeyboardInterrupt:
+        fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
+    show(formatter.summary(run))
+    if json_path == "-":
+        sys.stdout.write(checks.dumps(run))
+    elif json_path:
+        results.write_atomically(Path(json_path), checks.dumps(run))
+    raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
+
+
 SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False,
-    rich_markup_mode=None, context_settings=SETTINGS,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=SETTINGS,
     help="Volley: latency of server networking stacks.",
 )
 app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
+app.command("check")(check_command)
 
 
 @app.callback()
@@ -349,8 +537,12 @@ def main() -> None:
 
 
 def bench_main() -> None:
-    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                         rich_markup_mode=None, context_settings=SETTINGS)
+    single = typer.Typer(
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings=SETTINGS,
+    )
     single.command()(bench)
     run(single)
 

@@ -17,9 +17,10 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from types import FrameType
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,11 +45,15 @@ MAX_CAPACITY = 1 << 20
 MAPPING_BUDGET_SAMPLES = 1 << 29
 # Time for every worker to receive a round and start its threads before the common start.
 START_SLACK_NS = 20_000_000
-THREAD_START_NS = 60_000
+THREAD_START_NS = 200_000  # waking one client thread takes ~65 us on a busy CPU
 WORKER_CLOSE_S = 2.0
 # Worse failures first: a wrong reply or a stall explains the others, not the other way round.
-FAILURE_RANK = {_core.WRONG_REPLY: 0, _core.OP_TIMEOUT: 1, _core.FAILED_ERRNO: 2,
-                _core.PEER_CLOSED: 3}
+FAILURE_RANK = {
+    _core.WRONG_REPLY: 0,
+    _core.OP_TIMEOUT: 1,
+    _core.FAILED_ERRNO: 2,
+    _core.PEER_CLOSED: 3,
+}
 
 
 class BenchError(RuntimeError):
@@ -153,7 +158,7 @@ class Coordinator:
     def run(self) -> BenchResult:
         config = self.config
         capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // config.clients))
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.start = time.monotonic()
         path, mapping = self._create_mapping(capacity)
         self.control = np.frombuffer(mapping, dtype=np.uint8, count=1)
@@ -186,14 +191,14 @@ class Coordinator:
         finally:
             os.close(fd)
 
-    def _catch_signals(self) -> dict[int, signal.Handlers | object]:
+    def _catch_signals(self) -> dict[signal.Signals, Any]:
         def stop(signum: int, frame: FrameType | None) -> None:
             if self.interrupted:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for anything
             self.interrupted = True
             self._request_stop()
 
-        previous = {}
+        previous: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, stop)
         return previous
@@ -208,13 +213,19 @@ class Coordinator:
         groups = spread(config.clients, config.placement.client_cpus)
         for index, client_ids in enumerate(groups):
             plan = worker.WorkerPlan(
-                index=index, cpu=config.placement.client_cpus[index], client_ids=client_ids,
-                host=self.host, port=self.port, op_timeout_s=config.op_timeout_s,
-                samples_path=path, capacity=capacity,
+                index=index,
+                cpu=config.placement.client_cpus[index],
+                client_ids=client_ids,
+                host=self.host,
+                port=self.port,
+                op_timeout_s=config.op_timeout_s,
+                samples_path=path,
+                capacity=capacity,
             )
             ours, theirs = context.Pipe()
-            process = context.Process(target=worker.main, args=(plan, theirs),
-                                      name=f"volley-worker-{index}", daemon=True)
+            process = context.Process(
+                target=worker.main, args=(plan, theirs), name=f"volley-worker-{index}", daemon=True
+            )
             process.start()
             theirs.close()
             self.workers.append(Worker(process, ours, plan))
@@ -235,18 +246,22 @@ class Coordinator:
             ready = wait(list(pending), timeout=max(0.0, min(left, 0.5)))
             if not ready and left <= 0:
                 index = next(iter(pending.values()))
-                raise BenchError(f"worker {index} did not answer within {timeout_s:.0f} s "
-                                 f"while {doing}")
+                raise BenchError(
+                    f"worker {index} did not answer within {timeout_s:.0f} s while {doing}"
+                )
             if self.interrupted and not ready and doing == "connecting its clients":
                 raise KeyboardInterrupt
             for pipe in ready:
-                index = pending.pop(pipe)  # type: ignore[call-overload]
+                pipe = cast(Connection, pipe)
+                index = pending.pop(pipe)
                 try:
-                    replies[index] = pipe.recv()  # type: ignore[union-attr]
+                    replies[index] = pipe.recv()
                 except (EOFError, OSError):
                     code = self.workers[index].process.exitcode
-                    raise BenchError(f"worker {index} (CPU {self.workers[index].plan.cpu}) "
-                                     f"died while {doing} (exit code {code})") from None
+                    raise BenchError(
+                        f"worker {index} (CPU {self.workers[index].plan.cpu}) "
+                        f"died while {doing} (exit code {code})"
+                    ) from None
         return [replies[i] for i in range(len(self.workers))]
 
     def _close_workers(self) -> None:
@@ -294,7 +309,7 @@ class Coordinator:
             latencies = [self.samples[r.client, : r.completed] for r in reports]
             # A client that filled its buffer ended early: make later rounds short enough.
             spans = [int(lat.sum()) for lat in latencies]
-            full = [s for r, s in zip(reports, spans) if r.completed == capacity]
+            full = [s for r, s in zip(reports, spans, strict=True) if r.completed == capacity]
             if full:
                 round_s = min(round_s, 0.8 * min(full) / 1e9)
             failure = first_failure(reports)
@@ -311,23 +326,31 @@ class Coordinator:
             if self.interrupted:
                 status = INTERRUPTED
                 break
-            self.progress.round(RoundProgress(
-                round=rounds, n=record.n, mean_ns=interval.mean,
-                half_width_ns=interval.half_width,
-                target_ns=config.precision.target_ns(interval.mean),
-                elapsed_s=time.monotonic() - self.measure_start, warmup=warmup,
-            ))
+            self.progress.round(
+                RoundProgress(
+                    round=rounds,
+                    n=record.n,
+                    mean_ns=interval.mean,
+                    half_width_ns=interval.half_width,
+                    target_ns=config.precision.target_ns(interval.mean),
+                    elapsed_s=time.monotonic() - self.measure_start,
+                    warmup=warmup,
+                )
+            )
             if rounds >= MIN_ROUNDS and stats.is_significant(interval, config.precision):
                 status = SIGNIFICANT
                 break
         return self._result(status, error, record, interval, rounds, measured_ns)
 
     def _describe_failure(self, failure: worker.ClientReport, rounds: int) -> str:
-        index, plan = next((i, w.plan) for i, w in enumerate(self.workers)
-                           if failure.client in w.plan.client_ids)
+        index, plan = next(
+            (i, w.plan) for i, w in enumerate(self.workers) if failure.client in w.plan.client_ids
+        )
         where = "warm-up" if rounds == 0 else f"round {rounds}"
-        message = (f"client {failure.client} (worker {index}, CPU {plan.cpu}), {where}, "
-                   f"op {failure.completed + 1} of the round: {failure.describe()}")
+        message = (
+            f"client {failure.client} (worker {index}, CPU {plan.cpu}), {where}, "
+            f"op {failure.completed + 1} of the round: {failure.describe()}"
+        )
         process = self.server_process
         if process is not None:
             try:
@@ -339,8 +362,15 @@ class Coordinator:
                 message += f"; the server exited with {server.describe_status(status)}"
         return message
 
-    def _result(self, status: str, error: str | None, record: stats.LatencyRecord,
-                interval: stats.Interval, rounds: int, measured_ns: int) -> BenchResult:
+    def _result(
+        self,
+        status: str,
+        error: str | None,
+        record: stats.LatencyRecord,
+        interval: stats.Interval,
+        rounds: int,
+        measured_ns: int,
+    ) -> BenchResult:
         config = self.config
         latency = None
         if record.n:
@@ -348,11 +378,17 @@ class Coordinator:
             wanted = stats.distribution_percentiles()
             values = record.histogram.percentiles(wanted)
             latency = LatencySummary(
-                mean=record.mean_ns, stddev=record.stddev_ns,
-                ci_low=interval.low, ci_high=interval.high,
-                min=float(record.min_ns), max=float(record.max_ns),
-                p50=float(p50), p90=float(p90), p99=float(p99), p99_9=float(p999),
-                distribution=[(p, float(v)) for p, v in zip(wanted, values)],
+                mean=record.mean_ns,
+                stddev=record.stddev_ns,
+                ci_low=interval.low,
+                ci_high=interval.high,
+                min=float(record.min_ns),
+                max=float(record.max_ns),
+                p50=float(p50),
+                p90=float(p90),
+                p99=float(p99),
+                p99_9=float(p999),
+                distribution=[(p, float(v)) for p, v in zip(wanted, values, strict=True)],
             )
         measured_s = measured_ns / 1e9
         return BenchResult(
@@ -371,8 +407,12 @@ class Coordinator:
             precision=str(config.precision),
             ci_batches=interval.batches,
             latency_ns=latency,
-            workers=[WorkerInfo(pid=w.process.pid or 0, cpus=[w.plan.cpu],
-                                clients=len(w.plan.client_ids)) for w in self.workers],
+            workers=[
+                WorkerInfo(
+                    pid=w.process.pid or 0, cpus=[w.plan.cpu], clients=len(w.plan.client_ids)
+                )
+                for w in self.workers
+            ],
             host=HostInfo.this_machine(),
             started_at=self.started_at,
             warmup_s=config.warmup_s,

@@ -32,6 +32,7 @@ figures are made with the object API (no pyplot), so no display is ever needed.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,11 @@ class Measurement:
         return ops_interval(self.clients, self.mean_ns, self.ci_low_ns, self.ci_high_ns)
 
 
-def ops_interval(clients: int, mean_ns: float, low_ns: float, high_ns: float
-                 ) -> tuple[float, float, float]:
+def ops_interval(
+    clients: int, mean_ns: float, low_ns: float, high_ns: float
+) -> tuple[float, float, float]:
     """clients / latency for the mean and both CI ends; the high latency gives the low X."""
+
     def rate(ns: float) -> float:
         return clients * 1e9 / ns if ns > 0 else math.inf
 
@@ -97,6 +100,7 @@ class Results:
     versions: list[str] = field(default_factory=list)
     dates: list[str] = field(default_factory=list)
     failed: int = 0
+    failed_servers: list[str] = field(default_factory=list)
 
     def servers(self) -> list[str]:
         return list(dict.fromkeys(m.server for m in self.measurements))
@@ -105,8 +109,9 @@ class Results:
         return sorted({m.confidence for m in self.measurements})
 
 
-def load(path: Path, servers: Sequence[str] | None = None,
-         clients: Sequence[int] | None = None) -> Results:
+def load(
+    path: Path, servers: Sequence[str] | None = None, clients: Sequence[int] | None = None
+) -> Results:
     """Read a results file; failed points become a note, not a point."""
     if not path.is_file():
         raise PlotError(f"{path} is not a file; give a sweep's results.jsonl")
@@ -115,8 +120,10 @@ def load(path: Path, servers: Sequence[str] | None = None,
     known = {r["point"]["server"] for r in records}
     for name in servers or ():
         if name not in known:
-            raise PlotError(f"--server {name!r} is not in {path}; it has "
-                            f"{', '.join(sorted(known)) or 'no points'}")
+            raise PlotError(
+                f"--server {name!r} is not in {path}; it has "
+                f"{', '.join(sorted(known)) or 'no points'}"
+            )
     failed = []
     for record in records:
         point = record["point"]
@@ -126,31 +133,50 @@ def load(path: Path, servers: Sequence[str] | None = None,
             continue
         latency = record.get("latency_ns")
         if record.get("status") == FAILED or not latency:
-            failed.append(f"{point['server']} with {point['clients']} clients"
-                          f" ({record.get('error') or 'no result'})")
+            failed.append(
+                f"{point['server']} with {point['clients']} clients"
+                f" ({record.get('error') or 'no result'})"
+            )
+            _add(results.failed_servers, point["server"])
             continue
-        results.measurements.append(Measurement(
-            server=point["server"], clients=int(point["clients"]),
-            server_cores=int(point["server_cores"]), client_cores=int(point["client_cores"]),
-            status=str(record.get("status")), n=int(record.get("n", 0)),
-            mean_ns=float(latency["mean"]), ci_low_ns=float(latency["ci_low"]),
-            ci_high_ns=float(latency["ci_high"]), p99_ns=float(latency["p99"]),
-            confidence=float(record.get("confidence", 0.95)),
-            distribution=tuple((float(p), float(v)) for p, v in latency.get("distribution", [])),
-        ))
+        results.measurements.append(
+            Measurement(
+                server=point["server"],
+                clients=int(point["clients"]),
+                server_cores=int(point["server_cores"]),
+                client_cores=int(point["client_cores"]),
+                status=str(record.get("status")),
+                n=int(record.get("n", 0)),
+                mean_ns=float(latency["mean"]),
+                ci_low_ns=float(latency["ci_low"]),
+                ci_high_ns=float(latency["ci_high"]),
+                p99_ns=float(latency["p99"]),
+                confidence=float(record.get("confidence", 0.95)),
+                distribution=tuple(
+                    (float(p), float(v)) for p, v in latency.get("distribution", [])
+                ),
+            )
+        )
         host = record.get("host") or {}
-        _add(results.hosts, f"{host.get('cpu_model', 'unknown CPU')}, {host.get('cpus', '?')} "
-             f"CPUs, Linux {host.get('kernel', '?')}")
+        _add(
+            results.hosts,
+            f"{host.get('cpu_model', 'unknown CPU')}, {host.get('cpus', '?')} "
+            f"CPUs, Linux {host.get('kernel', '?')}",
+        )
         _add(results.precisions, str(record.get("precision", "?")))
         _add(results.versions, str(record.get("volley_version", "?")))
         _add(results.dates, str(record.get("started_at", ""))[:10])
     results.failed = len(failed)
     if failed:
-        results.notes.append(f"{len(failed)} failed point{'s' if len(failed) > 1 else ''} not "
-                             f"plotted: {'; '.join(failed)}")
+        results.notes.append(
+            f"{len(failed)} failed point{'s' if len(failed) > 1 else ''} not "
+            f"plotted: {'; '.join(failed)}"
+        )
     if not results.measurements:
-        raise PlotError(f"{path} has no point to plot"
-                        + (" (after --server/--clients)" if servers or clients else ""))
+        raise PlotError(
+            f"{path} has no point to plot"
+            + (" (after --server/--clients)" if servers or clients else "")
+        )
     return results
 
 
@@ -165,25 +191,38 @@ def output_paths(output: Path) -> list[Path]:
         raise PlotError(f"-o {output}: give a .png or .svg file name")
     if not output.parent.is_dir():
         raise PlotError(f"-o {output}: directory {output.parent} does not exist")
-    return [output, *(output.with_name(f"{output.stem}-{kind}{output.suffix}")
-                      for kind in ("latency", "distribution"))]
+    return [
+        output,
+        *(
+            output.with_name(f"{output.stem}-{kind}{output.suffix}")
+            for kind in ("latency", "distribution")
+        ),
+    ]
 
 
-def plot(results_path: Path, output: Path, servers: Sequence[str] | None = None,
-         clients: Sequence[int] | None = None, cores: int | None = None
-         ) -> tuple[list[Path], list[str]]:
+def plot(
+    results_path: Path,
+    output: Path,
+    servers: Sequence[str] | None = None,
+    clients: Sequence[int] | None = None,
+    cores: int | None = None,
+) -> tuple[list[Path], list[str]]:
     """Write the three figures; return their paths and notes for the user."""
     paths = output_paths(output)
     results = load(results_path, servers, clients)
     mpl = _matplotlib()
-    figures = [throughput_figure(mpl, results), latency_figure(mpl, results),
-               distribution_figure(mpl, results, cores)]
+    figures = [
+        throughput_figure(mpl, results),
+        latency_figure(mpl, results),
+        distribution_figure(mpl, results, cores),
+    ]
     for figure, path in zip(figures, paths, strict=True):
         figure.savefig(path, dpi=DPI, bbox_inches="tight")
     return paths, results.notes
 
 
 # --- drawing ------------------------------------------------------------------------------
+
 
 def _matplotlib() -> Any:
     try:
@@ -193,8 +232,9 @@ def _matplotlib() -> Any:
         import matplotlib.patches
         import matplotlib.ticker
     except ImportError:
-        raise MissingMatplotlib("volley plot needs matplotlib: pip install 'volley[plot]'"
-                                ) from None
+        raise MissingMatplotlib(
+            "volley plot needs matplotlib: pip install 'volley[plot]'"
+        ) from None
     return matplotlib
 
 
@@ -208,7 +248,7 @@ def _colors(mpl: Any, names: Sequence[Any]) -> dict[Any, Any]:
     return {name: palette(i % palette.N) for i, name in enumerate(names)}
 
 
-def _caption(results: Results, what: str) -> str:
+def _caption(results: Results, what: str, weak: str = "Hollow markers") -> str:
     confidence = ", ".join(f"{c:.0%}" for c in results.confidences())
     hosts = "; ".join(results.hosts)
     if len(results.hosts) > 1:
@@ -220,18 +260,22 @@ def _caption(results: Results, what: str) -> str:
         f"{', '.join(results.precisions)} of the mean at {confidence} confidence.",
         what.format(confidence=confidence),
     ]
-    if any(not m.significant for m in results.measurements):
-        lines.append(f"Hollow markers / hatched bars: {NOT_SIGNIFICANT_NOTE}.")
+    if weak and any(not m.significant for m in results.measurements):
+        lines.append(f"{weak}: {NOT_SIGNIFICANT_NOTE}.")
     if results.failed:
-        lines.append(f"{results.failed} failed point{'s' if results.failed > 1 else ''} "
-                     "not shown.")
+        lines.append(
+            f"Not shown: {results.failed} failed point"
+            f"{'s' if results.failed > 1 else ''} ({', '.join(results.failed_servers)})."
+        )
     return "\n".join(lines)
 
 
 def _finish(fig: Any, title: str, caption: str) -> None:
     fig.suptitle(title, fontsize=13, fontweight="bold")
-    fig.supxlabel(caption, fontsize=8, x=0.0, ha="left", multialignment="left",
-                  color="0.25")
+    # About 15 characters of 8-point text per inch: wrap to the figure, not beyond it.
+    width = max(60, int(fig.get_figwidth() * 15))
+    text = "\n".join(textwrap.fill(line, width) for line in caption.splitlines())
+    fig.supxlabel(text, fontsize=8, x=0.0, ha="left", multialignment="left", color="0.25")
 
 
 def _single_cores(results: Results) -> bool:
@@ -284,8 +328,16 @@ def _panels(fig: Any, count: int) -> list[Any]:
     return flat[:count]
 
 
-def _plain_log_ticks(mpl: Any, axis: Any) -> None:
-    axis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+def _plain_log_ticks(mpl: Any, ax: Any) -> None:
+    """Label a log y axis with plain numbers (20, 50, 100): at 1, 2, 5 x 10^k when it spans
+    decades, evenly spaced when it spans less than that (else it might show no label)."""
+    low, high = ax.get_ylim()
+    if low > 0 and high / low < 20:
+        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=6))
+    else:
+        ax.yaxis.set_major_locator(mpl.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
 
 
 def _series(results: Results) -> list[tuple[str, int]]:
@@ -301,41 +353,57 @@ def _series_label(series: tuple[str, int], results: Results) -> str:
 
 def throughput_figure(mpl: Any, results: Results) -> Any:
     """Mean ops/s with CI error bars: against server cores, or per server on one core count."""
-    what = ("Throughput = clients / mean latency (Little's law: each client has one op in "
-            "flight); error bars: the {confidence} confidence interval of the mean latency, "
-            "mapped the same way.")
+    what = (
+        "Throughput = clients / mean latency (Little's law: each client has one op in "
+        "flight); error bars: the {confidence} confidence interval of the mean latency, "
+        "mapped the same way."
+    )
     if _single_cores(results):
-        fig = _bars(mpl, results, "mean throughput (ops/s)",
-                    lambda m: m.throughput_ops_s(), log=False)
-        _finish(fig, f"Throughput per server ({_setting(results)})", _caption(results, what))
+        fig = _bars(mpl, results, "mean throughput (ops/s)", lambda m: m.throughput_ops_s())
+        _finish(
+            fig,
+            f"Throughput per server ({_setting(results)})",
+            _caption(results, what, "Hatched bars"),
+        )
         return fig
     panels = sorted({m.clients for m in results.measurements})
-    fig = _new_figure(mpl, 4.6 * min(3, len(panels)) + 2.6, 3.8 * math.ceil(len(panels) / 3)
-                      + 1.4)
+    fig = _new_figure(mpl, 4.6 * min(3, len(panels)) + 2.6, 3.8 * math.ceil(len(panels) / 3) + 1.4)
     colors = _colors(mpl, results.servers())
     styles = _styles(results)
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for series in _series(results):
-            points = sorted((m for m in results.measurements if m.clients == clients
-                             and (m.server, m.client_cores) == series),
-                            key=lambda m: m.server_cores)
+            points = sorted(
+                (
+                    m
+                    for m in results.measurements
+                    if m.clients == clients and (m.server, m.client_cores) == series
+                ),
+                key=lambda m: m.server_cores,
+            )
             if not points:
                 continue
             x = [m.server_cores for m in points]
             ops = [m.throughput_ops_s() for m in points]
             y = [o[0] for o in ops]
             err = [[o[0] - o[1] for o in ops], [o[2] - o[0] for o in ops]]
-            _errorbar(ax, x, y, err, points, colors[series[0]], styles[series[1]],
-                      _series_label(series, results))
+            _errorbar(
+                ax,
+                x,
+                y,
+                err,
+                points,
+                colors[series[0]],
+                styles[series[1]],
+                _series_label(series, results),
+            )
         ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
         ax.set_xlabel("server CPU cores")
         ax.set_ylabel("mean throughput (ops/s)")
         ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(mpl.ticker.EngFormatter(sep=""))
         ax.grid(True, alpha=0.3)
-    fig.legend(*_legend_from(fig), loc="outside right upper", title="server")
-    _finish(fig, f"Throughput against server cores ({_setting(results)})",
-            _caption(results, what))
+    fig.legend(*_legend_from(fig), loc="outside right center", title="server")
+    _finish(fig, f"Throughput against server cores ({_setting(results)})", _caption(results, what))
     return fig
 
 
@@ -344,15 +412,40 @@ def _styles(results: Results) -> dict[int, str]:
     return {c: ["-", "--", "-.", ":"][i % 4] for i, c in enumerate(cores)}
 
 
-def _errorbar(ax: Any, x: list[int], y: list[float], err: list[list[float]],
-              points: list[Measurement], color: Any, style: str, label: str,
-              marker: str = "o") -> None:
-    ax.errorbar(x, y, yerr=err, color=color, linestyle=style, marker=marker, markersize=5,
-                capsize=3, linewidth=1.5, label=label)
+def _errorbar(
+    ax: Any,
+    x: list[int],
+    y: list[float],
+    err: list[list[float]],
+    points: list[Measurement],
+    color: Any,
+    style: str,
+    label: str,
+    marker: str = "o",
+) -> None:
+    ax.errorbar(
+        x,
+        y,
+        yerr=err,
+        color=color,
+        linestyle=style,
+        marker=marker,
+        markersize=5,
+        capsize=3,
+        linewidth=1.5,
+        label=label,
+    )
     weak = [(xi, yi) for xi, yi, m in zip(x, y, points, strict=True) if not m.significant]
     if weak:
-        ax.plot(*zip(*weak, strict=True), linestyle="none", marker=marker, markersize=5,
-                markerfacecolor="white", markeredgecolor=color, zorder=5)
+        ax.plot(
+            *zip(*weak, strict=True),
+            linestyle="none",
+            marker=marker,
+            markersize=5,
+            markerfacecolor="white",
+            markeredgecolor=color,
+            zorder=5,
+        )
 
 
 def _legend_from(fig: Any) -> tuple[list[Any], list[str]]:
@@ -364,7 +457,7 @@ def _legend_from(fig: Any) -> tuple[list[Any], list[str]]:
     return list(seen.values()), list(seen)
 
 
-def _bars(mpl: Any, results: Results, ylabel: str, values: Any, log: bool) -> Any:
+def _bars(mpl: Any, results: Results, ylabel: str, values: Any) -> Any:
     """Servers side by side, one bar per (clients, client cores) group, CI whiskers."""
     servers = _server_order(results)
     groups = _groups(results)
@@ -375,78 +468,111 @@ def _bars(mpl: Any, results: Results, ylabel: str, values: Any, log: bool) -> An
     for g, group in enumerate(groups):
         color = palette(0.15 + 0.7 * g / max(1, len(groups) - 1))
         for s, server in enumerate(servers):
-            found = [m for m in results.measurements if m.server == server
-                     and (m.clients, m.client_cores) == group]
+            found = [
+                m
+                for m in results.measurements
+                if m.server == server and (m.clients, m.client_cores) == group
+            ]
             if not found:
                 continue
             m = found[0]
             y, low, high = values(m)
             x = s - 0.4 + width * (g + 0.5)
-            ax.bar(x, y, width * 0.92, color=color, edgecolor="black", linewidth=0.4,
-                   hatch=None if m.significant else "////",
-                   label=_group_label(group, results) if s == 0 or not any(
-                       (m2.clients, m2.client_cores) == group for m2 in results.measurements
-                       if m2.server in servers[:s]) else None)
-            ax.errorbar(x, y, yerr=[[y - low], [high - y]], color="black", capsize=2,
-                        linewidth=0.9)
+            ax.bar(
+                x,
+                y,
+                width * 0.92,
+                color=color,
+                edgecolor="black",
+                linewidth=0.4,
+                hatch=None if m.significant else "////",
+                label=_group_label(group, results)
+                if s == 0
+                or not any(
+                    (m2.clients, m2.client_cores) == group
+                    for m2 in results.measurements
+                    if m2.server in servers[:s]
+                )
+                else None,
+            )
+            ax.errorbar(x, y, yerr=[[y - low], [high - y]], color="black", capsize=2, linewidth=0.9)
     ax.set_xticks(range(len(servers)), servers, rotation=30, ha="right")
     ax.set_xlabel("server")
     ax.set_ylabel(ylabel)
     ax.yaxis.set_major_formatter(mpl.ticker.EngFormatter(sep=""))
-    if log:
-        ax.set_yscale("log")
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_xlim(-0.6, len(servers) - 0.4)
     handles, labels = _legend_from(fig)
     if any(not m.significant for m in results.measurements):
         handles.append(mpl.patches.Patch(facecolor="white", edgecolor="black", hatch="////"))
         labels.append("not significant")
-    ax.legend(handles, labels, title="concurrency", loc="upper right", fontsize=8)
+    fig.legend(handles, labels, title="concurrency", loc="outside right center")
     return fig
 
 
 def latency_figure(mpl: Any, results: Results) -> Any:
     """Mean latency with CI error bars and p99, in microseconds on a log axis."""
-    what = ("Filled markers, solid: mean latency with the {confidence} confidence interval "
-            "as error bars; open triangles, dashed: 99th percentile (p99). Log scale.")
+    what = (
+        "Filled markers, solid: mean latency with the {confidence} confidence interval "
+        "as error bars; open triangles, dashed: 99th percentile (p99). Log scale."
+    )
     if _single_cores(results):
         fig = _latency_dots(mpl, results)
-        _finish(fig, f"Latency per server ({_setting(results)})",
-                _caption(results, what.replace(", dashed", "")))
+        _finish(
+            fig,
+            f"Latency per server ({_setting(results)})",
+            _caption(results, what.replace(", dashed", "")),
+        )
         return fig
     panels = sorted({m.clients for m in results.measurements})
-    fig = _new_figure(mpl, 4.6 * min(3, len(panels)) + 2.6, 3.8 * math.ceil(len(panels) / 3)
-                      + 1.4)
+    fig = _new_figure(mpl, 4.6 * min(3, len(panels)) + 2.6, 3.8 * math.ceil(len(panels) / 3) + 1.4)
     colors = _colors(mpl, results.servers())
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for series in _series(results):
-            points = sorted((m for m in results.measurements if m.clients == clients
-                             and (m.server, m.client_cores) == series),
-                            key=lambda m: m.server_cores)
+            points = sorted(
+                (
+                    m
+                    for m in results.measurements
+                    if m.clients == clients and (m.server, m.client_cores) == series
+                ),
+                key=lambda m: m.server_cores,
+            )
             if not points:
                 continue
             x = [m.server_cores for m in points]
             y = [m.mean_ns / 1e3 for m in points]
-            err = [[(m.mean_ns - m.ci_low_ns) / 1e3 for m in points],
-                   [(m.ci_high_ns - m.mean_ns) / 1e3 for m in points]]
+            err = [
+                [(m.mean_ns - m.ci_low_ns) / 1e3 for m in points],
+                [(m.ci_high_ns - m.mean_ns) / 1e3 for m in points],
+            ]
             color = colors[series[0]]
             _errorbar(ax, x, y, err, points, color, "-", _series_label(series, results))
-            ax.plot(x, [m.p99_ns / 1e3 for m in points], color=color, linestyle="--",
-                    marker="^", markersize=5, markerfacecolor="white", linewidth=1)
+            ax.plot(
+                x,
+                [m.p99_ns / 1e3 for m in points],
+                color=color,
+                linestyle="--",
+                marker="^",
+                markersize=5,
+                markerfacecolor="white",
+                linewidth=1,
+            )
         ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
         ax.set_xlabel("server CPU cores")
         ax.set_ylabel("latency (µs)")
         ax.set_yscale("log")
-        _plain_log_ticks(mpl, ax.yaxis)
+        _plain_log_ticks(mpl, ax)
         ax.grid(True, which="both", alpha=0.25)
     handles, labels = _legend_from(fig)
-    handles += [mpl.lines.Line2D([], [], color="black", marker="o"),
-                mpl.lines.Line2D([], [], color="black", linestyle="--", marker="^",
-                                 markerfacecolor="white")]
+    handles += [
+        mpl.lines.Line2D([], [], color="black", marker="o"),
+        mpl.lines.Line2D(
+            [], [], color="black", linestyle="--", marker="^", markerfacecolor="white"
+        ),
+    ]
     labels += ["mean (CI bars)", "p99"]
-    fig.legend(handles, labels, loc="outside right upper", title="server")
-    _finish(fig, f"Latency against server cores ({_setting(results)})",
-            _caption(results, what))
+    fig.legend(handles, labels, loc="outside right center", title="server")
+    _finish(fig, f"Latency against server cores ({_setting(results)})", _caption(results, what))
     return fig
 
 
@@ -459,23 +585,52 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
     width = 0.8 / len(groups)
     for g, group in enumerate(groups):
         color = palette(0.15 + 0.7 * g / max(1, len(groups) - 1))
-        points = [(s, m) for s, server in enumerate(servers) for m in results.measurements
-                  if m.server == server and (m.clients, m.client_cores) == group]
+        points = [
+            (s, m)
+            for s, server in enumerate(servers)
+            for m in results.measurements
+            if m.server == server and (m.clients, m.client_cores) == group
+        ]
         if not points:
             continue
         x = [s - 0.4 + width * (g + 0.5) for s, _ in points]
         ms = [m for _, m in points]
         y = [m.mean_ns / 1e3 for m in ms]
-        err = [[(m.mean_ns - m.ci_low_ns) / 1e3 for m in ms],
-               [(m.ci_high_ns - m.mean_ns) / 1e3 for m in ms]]
-        ax.errorbar(x, y, yerr=err, color=color, linestyle="none", marker="o", markersize=6,
-                    capsize=2, label=_group_label(group, results))
+        err = [
+            [(m.mean_ns - m.ci_low_ns) / 1e3 for m in ms],
+            [(m.ci_high_ns - m.mean_ns) / 1e3 for m in ms],
+        ]
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            color=color,
+            linestyle="none",
+            marker="o",
+            markersize=6,
+            capsize=2,
+            label=_group_label(group, results),
+        )
         weak = [(xi, yi) for xi, yi, m in zip(x, y, ms, strict=True) if not m.significant]
         if weak:
-            ax.plot(*zip(*weak, strict=True), linestyle="none", marker="o", markersize=6,
-                    markerfacecolor="white", markeredgecolor=color, zorder=5)
-        ax.plot(x, [m.p99_ns / 1e3 for m in ms], linestyle="none", marker="^", markersize=6,
-                markerfacecolor="white", markeredgecolor=color)
+            ax.plot(
+                *zip(*weak, strict=True),
+                linestyle="none",
+                marker="o",
+                markersize=6,
+                markerfacecolor="white",
+                markeredgecolor=color,
+                zorder=5,
+            )
+        ax.plot(
+            x,
+            [m.p99_ns / 1e3 for m in ms],
+            linestyle="none",
+            marker="^",
+            markersize=6,
+            markerfacecolor="white",
+            markeredgecolor=color,
+        )
     for s in range(1, len(servers)):
         ax.axvline(s - 0.5, color="0.85", linewidth=0.8)
     ax.set_xticks(range(len(servers)), servers, rotation=30, ha="right")
@@ -483,21 +638,30 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
     ax.set_xlabel("server")
     ax.set_ylabel("latency (µs)")
     ax.set_yscale("log")
-    _plain_log_ticks(mpl, ax.yaxis)
+    _plain_log_ticks(mpl, ax)
     ax.grid(True, axis="y", which="both", alpha=0.25)
     handles, labels = _legend_from(fig)
-    handles += [mpl.lines.Line2D([], [], color="black", linestyle="none", marker="o"),
-                mpl.lines.Line2D([], [], color="black", linestyle="none", marker="^",
-                                 markerfacecolor="white")]
+    handles += [
+        mpl.lines.Line2D([], [], color="black", linestyle="none", marker="o"),
+        mpl.lines.Line2D(
+            [], [], color="black", linestyle="none", marker="^", markerfacecolor="white"
+        ),
+    ]
     labels += ["mean (CI bars)", "p99"]
-    ax.legend(handles, labels, title="concurrency", loc="upper left", fontsize=8)
+    fig.legend(handles, labels, title="concurrency", loc="outside right center")
     return fig
 
 
 # The distribution's x axis: percentile p is drawn at 1 / (1 - p/100), on a log scale, so
 # 90%, 99%, 99.9%, ... are evenly spaced (as HdrHistogram's percentile plots are).
-PERCENTILE_TICKS = {1.0: "0%", 10.0: "90%", 100.0: "99%", 1e3: "99.9%", 1e4: "99.99%",
-                    1e5: "99.999%"}
+PERCENTILE_TICKS = {
+    1.0: "0%",
+    10.0: "90%",
+    100.0: "99%",
+    1e3: "99.9%",
+    1e4: "99.99%",
+    1e5: "99.999%",
+}
 
 
 def percentile_x(percentile: float) -> float:
@@ -507,8 +671,7 @@ def percentile_x(percentile: float) -> float:
 def distribution_points(m: Measurement) -> list[tuple[float, float]]:
     """The (percentile, latency ns) pairs worth drawing: up to 99.999%, and only where at
     least one measured op lies beyond the percentile (the rest repeat the maximum)."""
-    return [(p, v) for p, v in m.distribution
-            if p <= MAX_PERCENTILE and (1 - p / 100) * m.n >= 1]
+    return [(p, v) for p, v in m.distribution if p <= MAX_PERCENTILE and (1 - p / 100) * m.n >= 1]
 
 
 def distribution_figure(mpl: Any, results: Results, cores: int | None = None) -> Any:
@@ -517,14 +680,14 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
     if cores is None:
         cores = available[-1]
     elif cores not in available:
-        raise PlotError(f"--cores {cores}: the results have server core counts "
-                        f"{', '.join(map(str, available))}")
+        raise PlotError(
+            f"--cores {cores}: the results have server core counts {', '.join(map(str, available))}"
+        )
     chosen = [m for m in results.measurements if m.server_cores == cores]
     client_cores = max(m.client_cores for m in chosen)
     chosen = [m for m in chosen if m.client_cores == client_cores]
     panels = sorted({m.clients for m in chosen})
-    fig = _new_figure(mpl, 4.8 * min(3, len(panels)) + 2.6, 4.0 * math.ceil(len(panels) / 3)
-                      + 1.4)
+    fig = _new_figure(mpl, 4.8 * min(3, len(panels)) + 2.6, 4.0 * math.ceil(len(panels) / 3) + 1.4)
     colors = _colors(mpl, results.servers())
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for server in results.servers():
@@ -534,28 +697,38 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
                 pairs = distribution_points(m)
                 if not pairs:
                     continue
-                ax.plot([percentile_x(p) for p, _ in pairs], [v / 1e3 for _, v in pairs],
-                        color=colors[server], linewidth=1.4, label=server,
-                        linestyle="-" if m.significant else ":")
+                ax.plot(
+                    [percentile_x(p) for p, _ in pairs],
+                    [v / 1e3 for _, v in pairs],
+                    color=colors[server],
+                    linewidth=1.4,
+                    label=server,
+                    linestyle="-" if m.significant else ":",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(1, percentile_x(MAX_PERCENTILE))
         ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
         ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
-        _plain_log_ticks(mpl, ax.yaxis)
+        _plain_log_ticks(mpl, ax)
         ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency (µs)")
         ax.grid(True, which="both", alpha=0.25)
-    fig.legend(*_legend_from(fig), loc="outside right upper", title="server")
-    what = (f"Latency of every measured op by percentile, for the points with {cores} server "
-            f"core{'s' if cores != 1 else ''} and {client_cores} client "
-            f"core{'s' if client_cores != 1 else ''}; a curve ends where fewer than one op lies "
-            "beyond the percentile. Log scales.")
+    fig.legend(*_legend_from(fig), loc="outside right center", title="server")
+    what = (
+        f"Latency of every measured op by percentile, for the points with {cores} server "
+        f"core{'s' if cores != 1 else ''} and {client_cores} client "
+        f"core{'s' if client_cores != 1 else ''}; a curve ends where fewer than one op lies "
+        "beyond the percentile. Log scales."
+    )
     if any(not m.significant for m in chosen):
         what += f" Dotted: {NOT_SIGNIFICANT_NOTE}."
-    caption = _caption(results, what).replace(
-        f"\nHollow markers / hatched bars: {NOT_SIGNIFICANT_NOTE}.", "")
-    _finish(fig, f"Latency distribution ({cores} server core{'s' if cores != 1 else ''}, "
-            f"{client_cores} client core{'s' if client_cores != 1 else ''})", caption)
+    caption = _caption(results, what, weak="")
+    _finish(
+        fig,
+        f"Latency distribution ({cores} server core{'s' if cores != 1 else ''}, "
+        f"{client_cores} client core{'s' if client_cores != 1 else ''})",
+        caption,
+    )
     return fig

@@ -17,7 +17,9 @@ def format_ns(ns: float) -> str:
         return "?"
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
         if abs(ns) >= scale:
-            return f"{ns / scale:.3g} {unit}" if abs(ns) >= 100 * scale else f"{ns / scale:.2f} {unit}"
+            return (
+                f"{ns / scale:.3g} {unit}" if abs(ns) >= 100 * scale else f"{ns / scale:.2f} {unit}"
+            )
     return f"{ns:.0f} ns"
 
 

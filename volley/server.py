@@ -191,9 +191,7 @@ class ServerProcess:
             os.kill(self.pid, signal.SIGTERM)
         return self.watch_end(sent, timeout_s, family)
 
-    def watch_end(
-        self, since: float, timeout_s: float, family: list[psutil.Process]
-    ) -> EndReport:
+    def watch_end(self, since: float, timeout_s: float, family: list[psutil.Process]) -> EndReport:
         """Wait until ``since + timeout_s`` for the server to exit after being told to end,
         then up to SETTLE_S for ``family`` (taken before telling it) and its process group to
         follow. Kills nothing."""
@@ -313,8 +311,12 @@ def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int
     try:
         try:
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_fd,
-                start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err_fd,
+                start_new_session=True,
+                preexec_fn=lambda: os.sched_setaffinity(0, cpus),
             )
         except OSError as e:
             raise ServerError(f"could not start {command[0]!r}: {e.strerror or e}") from None

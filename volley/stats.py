@@ -70,9 +70,7 @@ def lag1_correlation(x: npt.NDArray[np.float64]) -> float:
     return float(np.dot(d[:-1], d[1:]) / denominator) if denominator > 0 else 0.0
 
 
-def batch_means_interval(
-    sums: npt.ArrayLike, counts: npt.ArrayLike, confidence: float
-) -> Interval:
+def batch_means_interval(sums: npt.ArrayLike, counts: npt.ArrayLike, confidence: float) -> Interval:
     """CI for sum(sums)/sum(counts) from consecutive batches of (sum, count).
 
     Neighbouring batches are merged pairwise until at most MAX_BATCHES remain; the variance
@@ -130,9 +128,7 @@ class Histogram:
     @staticmethod
     def lowest_of(bucket: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         block, offset = bucket >> SUB_BITS, bucket & ((1 << SUB_BITS) - 1)
-        return np.where(
-            block == 0, bucket, ((1 << SUB_BITS) + offset) << np.maximum(block - 1, 0)
-        )
+        return np.where(block == 0, bucket, ((1 << SUB_BITS) + offset) << np.maximum(block - 1, 0))
 
     def record(self, latency_ns: npt.NDArray[np.int64]) -> None:
         self.counts += np.bincount(self.bucket_of(latency_ns), minlength=len(self.counts))
@@ -155,7 +151,7 @@ def distribution_percentiles() -> list[float]:
     """Percentiles for a latency-distribution plot: dense in the tail, like HdrHistogram's."""
     points = {0.0, 100.0}
     for nines in range(0, 6):
-        tail = 10.0 ** -nines  # fraction left above: 1, 0.1, ... 1e-5
+        tail = 10.0**-nines  # fraction left above: 1, 0.1, ... 1e-5
         for step in np.linspace(0, 0.9, 10):
             points.add(round(100 * (1 - tail + step * tail), 6))
     return sorted(points)
@@ -182,19 +178,25 @@ class LatencyRecord:
     def add_round(self, per_client: list[npt.NDArray[np.int64]], round_ns: int) -> None:
         """Merge one round: each array is one client's latencies in the order it did them."""
         slices = max(1, -(-round_ns // self.slice_ns) + 1)
-        sums = np.zeros(slices, dtype=np.float64)
-        counts = np.zeros(slices, dtype=np.int64)
-        for latency in per_client:
-            if len(latency) == 0:
-                continue
-            # Ops are back to back, so a client's clock is the running sum of its latencies.
-            index = np.minimum(np.cumsum(latency) // self.slice_ns, slices - 1)
-            sums += np.bincount(index, weights=latency, minlength=slices)
-            counts += np.bincount(index, minlength=slices)
-            self._add_moments(latency)
-            self.histogram.record(latency)
+        played = [latency for latency in per_client if len(latency)]
+        if not played:
+            self.slice_sums.append(np.zeros(slices))
+            self.slice_counts.append(np.zeros(slices, dtype=np.int64))
+            return
+        # One pass over all clients at once: thousands of small numpy calls cost more than
+        # the round. Ops are back to back, so a client's clock is the running sum of its
+        # own latencies: the global running sum minus what came before its first op.
+        lengths = np.array([len(latency) for latency in played])
+        latency = np.concatenate(played)
+        running = np.cumsum(latency)
+        first = np.cumsum(lengths) - lengths
+        clock = running - np.repeat(running[first] - latency[first], lengths)
+        index = np.minimum(clock // self.slice_ns, slices - 1)
+        sums = np.bincount(index, weights=latency, minlength=slices).astype(np.float64)
         self.slice_sums.append(sums)
-        self.slice_counts.append(counts)
+        self.slice_counts.append(np.bincount(index, minlength=slices))
+        self._add_moments(latency)
+        self.histogram.record(latency)
 
     def _add_moments(self, latency: npt.NDArray[np.int64]) -> None:
         m = len(latency)
@@ -249,7 +251,9 @@ def parse_precision(text: str) -> Precision:
     """``"1%"`` (of the mean) or an absolute time such as ``"5us"``."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|ns|us|µs|ms|s)\s*", text)
     if not match:
-        raise ValueError(f"bad precision {text!r}: write a share of the mean like 1% or a time like 5us")
+        raise ValueError(
+            f"bad precision {text!r}: write a share of the mean like 1% or a time like 5us"
+        )
     value, unit = float(match.group(1)), match.group(2)
     if unit == "%":
         if not 0 < value < 100:

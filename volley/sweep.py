@@ -55,9 +55,9 @@ from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT
 RESULTS_NAME = "results.jsonl"
 DEFAULT_SERVERS_DIR = "target/servers"
 EXIT_INTERRUPTED = 130
+FINISHED = (0, 3)  # volley-bench's exit statuses for a complete run (significant or not)
 # volley-bench's defaults, for the time estimate when the experiment does not set them.
-BENCH_DEFAULTS_S = {"max-time": 180.0, "warmup": 1.0, "startup-timeout": 10.0,
-                    "op-timeout": 10.0}
+BENCH_DEFAULTS_S = {"max-time": 180.0, "warmup": 1.0, "startup-timeout": 10.0, "op-timeout": 10.0}
 POINT_OVERHEAD_S = 1.5  # starting and stopping the server and the workers
 # A point still running this long after its own limits is hung; it is stopped and failed.
 HANG_SLACK_S = 60.0
@@ -100,17 +100,30 @@ class Point:
         return (self.server, self.clients, self.server_cores, self.client_cores)
 
     def to_json(self) -> dict[str, Any]:
-        return {"server": self.server, "clients": self.clients,
-                "server_cores": self.server_cores, "client_cores": self.client_cores}
+        return {
+            "server": self.server,
+            "clients": self.clients,
+            "server_cores": self.server_cores,
+            "client_cores": self.client_cores,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Point:
-        return cls(str(data["server"]), int(data["clients"]), int(data["server_cores"]),
-                   int(data["client_cores"]))
+        return cls(
+            str(data["server"]),
+            int(data["clients"]),
+            int(data["server_cores"]),
+            int(data["client_cores"]),
+        )
 
     def __str__(self) -> str:
-        return (f"{self.server}, {self.clients} client{'s' if self.clients != 1 else ''}, "
-                f"{self.server_cores} server + {self.client_cores} client cores")
+        def cores(n: int) -> str:
+            return f"{n} core{'s' if n != 1 else ''}"
+
+        return (
+            f"{self.server}, {self.clients} client{'s' if self.clients != 1 else ''} on "
+            f"{cores(self.client_cores)}, server on {cores(self.server_cores)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -139,12 +152,15 @@ class Experiment:
 
     def point_limit_s(self) -> float:
         """The longest one point can take if every server behaves."""
-        seconds = {**BENCH_DEFAULTS_S, **{k: _duration_s(v) for k, v in self.options.items()
-                                          if k in BENCH_DEFAULTS_S}}
+        seconds = {
+            **BENCH_DEFAULTS_S,
+            **{k: _duration_s(v) for k, v in self.options.items() if k in BENCH_DEFAULTS_S},
+        }
         return seconds["warmup"] + seconds["max-time"] + POINT_OVERHEAD_S
 
 
 # --- experiment files ----------------------------------------------------------------------
+
 
 def load(path: Path) -> Experiment:
     try:
@@ -166,8 +182,10 @@ def parse(text: str, path: Path) -> Experiment:
     data = _normalized(data, where, "", TOP_KEYS)
     for key in ("servers", *GRID_KEYS):
         if key not in data:
-            raise ExperimentError(f"{path}: missing {key} = ... (the experiment must name "
-                                  f"{'the servers' if key == 'servers' else f'its {key}'})")
+            raise ExperimentError(
+                f"{path}: missing {key} = ... (the experiment must name "
+                f"{'the servers' if key == 'servers' else f'its {key}'})"
+            )
     name = data.get("name", path.stem)
     if not isinstance(name, str):
         raise where.error("", "name", "must be a string")
@@ -175,8 +193,9 @@ def parse(text: str, path: Path) -> Experiment:
     if not isinstance(bench, dict):
         raise where.error("", "bench", "must be a table: [bench]")
     bench = _normalized(bench, where, "bench", BENCH_KEYS)
-    options = {key: _bench_option(key, value, where) for key, value in bench.items()
-               if key != "args"}
+    options = {
+        key: _bench_option(key, value, where) for key, value in bench.items() if key != "args"
+    }
     default_args = _strings(bench.get("args", []), where, "bench", "args")
     servers_dir = data.get("servers-dir", None)
     if servers_dir is not None and not isinstance(servers_dir, str):
@@ -185,7 +204,9 @@ def parse(text: str, path: Path) -> Experiment:
     directory = base / servers_dir if servers_dir is not None else Path(DEFAULT_SERVERS_DIR)
     servers = _servers(data["servers"], where, directory, base, default_args)
     return Experiment(
-        path=path, name=name, servers=servers,
+        path=path,
+        name=name,
+        servers=servers,
         clients=_counts(data["clients"], where, "clients"),
         server_cores=_counts(data["server-cores"], where, "server-cores"),
         client_cores=_counts(data["client-cores"], where, "client-cores"),
@@ -221,8 +242,9 @@ class _Locator:
         return ExperimentError(f"{where}: {name} {problem}")
 
 
-def _normalized(data: dict[str, Any], where: _Locator, table: str,
-                known: tuple[str, ...]) -> dict[str, Any]:
+def _normalized(
+    data: dict[str, Any], where: _Locator, table: str, known: tuple[str, ...]
+) -> dict[str, Any]:
     """Keys with ``_`` read as ``-`` (max_time = max-time); unknown keys are errors."""
     result: dict[str, Any] = {}
     for key, value in data.items():
@@ -255,15 +277,20 @@ def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
         elif isinstance(item, str):
             match = _RANGE.fullmatch(item)
             if not match:
-                raise where.error("", key, f"has {item!r}, which is neither a count nor a "
-                                  'range like "1..40" or "2..40 step 2"')
+                raise where.error(
+                    "",
+                    key,
+                    f"has {item!r}, which is neither a count nor a "
+                    'range like "1..40" or "2..40 step 2"',
+                )
             first, last, step = int(match[1]), int(match[2]), int(match[3] or 1)
             if first < 1 or last < first or step < 1:
-                raise where.error("", key, f"has the range {item!r}, which is empty or "
-                                  "starts below 1")
+                raise where.error(
+                    "", key, f"has the range {item!r}, which is empty or starts below 1"
+                )
             counts.extend(range(first, last + 1, step))
         else:
-            raise where.error("", key, f"has {item!r}; write counts (4) or ranges (\"1..40\")")
+            raise where.error("", key, f'has {item!r}; write counts (4) or ranges ("1..40")')
     return tuple(dict.fromkeys(counts))
 
 
@@ -273,8 +300,9 @@ def _strings(value: Any, where: _Locator, table: str, key: str) -> tuple[str, ..
     return tuple(value)
 
 
-def _servers(value: Any, where: _Locator, directory: Path, base: Path,
-             default_args: tuple[str, ...]) -> tuple[ServerSpec, ...]:
+def _servers(
+    value: Any, where: _Locator, directory: Path, base: Path, default_args: tuple[str, ...]
+) -> tuple[ServerSpec, ...]:
     if not isinstance(value, list) or not value:
         raise where.error("", "servers", 'must be a non-empty list, like ["c-threaded", "go"]')
     specs: list[ServerSpec] = []
@@ -286,16 +314,18 @@ def _servers(value: Any, where: _Locator, directory: Path, base: Path,
         elif isinstance(item, dict):
             unknown = set(item) - set(SERVER_KEYS)
             if unknown or not isinstance(item.get("name"), str) or not item["name"]:
-                raise where.error("", "servers", "entries that are tables need a name, and may "
-                                  "have path and args: { name = \"go\", args = [...] }"
-                                  + (f" (unknown: {', '.join(sorted(unknown))})" if unknown
-                                     else ""))
+                raise where.error(
+                    "",
+                    "servers",
+                    "entries that are tables need a name, and may "
+                    'have path and args: { name = "go", args = [...] }'
+                    + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""),
+                )
             raw = item.get("path", item["name"])
             if not isinstance(raw, str):
                 raise where.error("", "servers", f"entry {item['name']!r}: path must be a string")
             path = base / raw if "/" in raw else directory / raw
-            args = (_strings(item["args"], where, "", "servers") if "args" in item
-                    else default_args)
+            args = _strings(item["args"], where, "", "servers") if "args" in item else default_args
             specs.append(ServerSpec(item["name"], str(path), args))
         else:
             raise where.error("", "servers", f"has {item!r}; give names or tables")
@@ -312,7 +342,7 @@ def _bench_option(key: str, value: Any, where: _Locator) -> str:
     from volley.stats import parse_precision
 
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise where.error("bench", key, f"has {value!r}; write a string like \"10s\" or a number")
+        raise where.error("bench", key, f'has {value!r}; write a string like "10s" or a number')
     text = str(value)
     try:
         if key == "precision":
@@ -336,6 +366,7 @@ def _duration_s(text: str) -> float:
 
 # --- planning ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Plan:
     """What a sweep will run, and what it will not and why."""
@@ -356,7 +387,7 @@ def assign_cpus(point: Point, usable: list[int]) -> tuple[list[int], list[int]]:
     if point.server_cores + point.client_cores > len(usable):
         raise ValueError(f"{point} needs {point.server_cores + point.client_cores} CPUs")
     server = usable[: point.server_cores]
-    return server, usable[point.server_cores: point.server_cores + point.client_cores]
+    return server, usable[point.server_cores : point.server_cores + point.client_cores]
 
 
 def server_missing(spec: ServerSpec) -> str | None:
@@ -382,16 +413,23 @@ def plan(experiment: Experiment, usable: list[int], done: set[tuple[str, int, in
     return Plan(todo, finished, too_big, missing, usable)
 
 
-def bench_command(experiment: Experiment, point: Point, usable: list[int],
-                  json_path: Path) -> list[str]:
+def bench_command(
+    experiment: Experiment, point: Point, usable: list[int], json_path: Path
+) -> list[str]:
     """The volley-bench command line for one point."""
     server_cpus, client_cpus = assign_cpus(point, usable)
     spec = experiment.server(point.server)
     command = [
-        sys.executable, "-m", "volley", "bench",
-        "--server-cores", cpus.format_cpu_list(server_cpus),
-        "--cores", cpus.format_cpu_list(client_cpus),
-        "--clients", str(point.clients),
+        sys.executable,
+        "-m",
+        "volley",
+        "bench",
+        "--server-cores",
+        cpus.format_cpu_list(server_cpus),
+        "--cores",
+        cpus.format_cpu_list(client_cpus),
+        "--clients",
+        str(point.clients),
     ]
     for key, value in experiment.options.items():
         command += [f"--{key}", value]
@@ -402,6 +440,7 @@ def bench_command(experiment: Experiment, point: Point, usable: list[int],
 
 
 # --- running points ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -415,8 +454,9 @@ class Outcome:
 class Runner(Protocol):
     """Runs one point's command. ``interrupt`` is called from the SIGINT handler."""
 
-    def run(self, point: Point, command: list[str], json_path: Path,
-            timeout_s: float) -> Outcome: ...
+    def run(
+        self, point: Point, command: list[str], json_path: Path, timeout_s: float
+    ) -> Outcome: ...
 
     def interrupt(self) -> None: ...
 
@@ -433,10 +473,15 @@ class ProcessRunner:
         self.child: subprocess.Popen[str] | None = None
         self.interrupted = False
 
-    def run(self, point: Point, command: list[str], json_path: Path,
-            timeout_s: float) -> Outcome:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, process_group=0)
+    def run(self, point: Point, command: list[str], json_path: Path, timeout_s: float) -> Outcome:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            process_group=0,
+        )
         self.child = child
         if self.interrupted:  # the signal came while the child was being started
             child.send_signal(signal.SIGINT)
@@ -456,8 +501,9 @@ class ProcessRunner:
             self.child = None
         result = _read_json(json_path)
         if hung:
-            return Outcome(1, None, f"volley-bench did not finish within {timeout_s:.0f} s "
-                           "and was stopped")
+            return Outcome(
+                1, None, f"volley-bench did not finish within {timeout_s:.0f} s and was stopped"
+            )
         status = child.returncode
         if status < 0:  # killed by a signal
             status = 128 - status
@@ -486,26 +532,38 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def record_for(experiment: Experiment, point: Point, outcome: Outcome,
-               started_at: str) -> dict[str, Any]:
+def record_for(
+    experiment: Experiment, point: Point, outcome: Outcome, started_at: str
+) -> dict[str, Any]:
     """The results line for a finished point: volley-bench's JSON plus where it came from."""
     spec = experiment.server(point.server)
     if outcome.result is not None:
         record = dict(outcome.result)
     else:  # it failed before it could measure anything: keep the same keys, no numbers
         record = {
-            "status": FAILED, "server": spec.path, "server_args": list(spec.args),
-            "clients": point.clients, "n": 0, "latency_ns": None, "significant": False,
-            "started_at": started_at, "error": outcome.error, "version": FORMAT_VERSION,
+            "status": FAILED,
+            "server": spec.path,
+            "server_args": list(spec.args),
+            "clients": point.clients,
+            "n": 0,
+            "latency_ns": None,
+            "significant": False,
+            "started_at": started_at,
+            "error": outcome.error,
+            "version": FORMAT_VERSION,
         }
     record["point"] = point.to_json()
     record["exit_status"] = outcome.exit_status
-    record["sweep"] = {"experiment": experiment.name, "file": str(experiment.path),
-                       "options": experiment.options}
+    record["sweep"] = {
+        "experiment": experiment.name,
+        "file": str(experiment.path),
+        "options": experiment.options,
+    }
     return record
 
 
 # --- the results file ----------------------------------------------------------------------
+
 
 def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The records of a results file, and one note per line that could not be read."""
@@ -548,6 +606,7 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 
 # --- progress ------------------------------------------------------------------------------
+
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
@@ -633,14 +692,16 @@ def describe(record: dict[str, Any]) -> str:
 
 # --- the sweep -----------------------------------------------------------------------------
 
+
 @dataclass
 class Summary:
     recorded: list[dict[str, Any]] = field(default_factory=list)  # this session's lines
     interrupted: bool = False
 
 
-def open_results(out_dir: Path, experiment: Experiment, resume: bool
-                 ) -> tuple[Path, set[tuple[str, int, int, int]], list[str]]:
+def open_results(
+    out_dir: Path, experiment: Experiment, resume: bool
+) -> tuple[Path, set[tuple[str, int, int, int]], list[str]]:
     """Create DIR, check the results file, and return the points it already has."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -653,8 +714,10 @@ def open_results(out_dir: Path, experiment: Experiment, resume: bool
     if not path.exists() or path.stat().st_size == 0:
         return path, set(), notes
     if not resume:
-        raise SweepError(f"{path} already has results; add --resume to continue that sweep, "
-                         "or choose another -o DIR")
+        raise SweepError(
+            f"{path} already has results; add --resume to continue that sweep, "
+            "or choose another -o DIR"
+        )
     repaired = repair_tail(path)
     if repaired:
         notes.append(repaired)
@@ -675,8 +738,13 @@ def _spell(options: dict[str, str]) -> str:
     return " ".join(f"--{k} {v}" for k, v in options.items()) or "defaults"
 
 
-def run(experiment: Experiment, results_path: Path, the_plan: Plan, runner: Runner,
-        progress: SweepProgress) -> Summary:
+def run(
+    experiment: Experiment,
+    results_path: Path,
+    the_plan: Plan,
+    runner: Runner,
+    progress: SweepProgress,
+) -> Summary:
     """Run the plan's points one after another, appending each finished one.
 
     SIGINT or SIGTERM: forwarded to the running point, which is then not recorded; the
@@ -697,8 +765,7 @@ def run(experiment: Experiment, results_path: Path, the_plan: Plan, runner: Runn
             if summary.interrupted:
                 break
             progress.starting(point)
-            fd, name = tempfile.mkstemp(dir=results_path.parent, prefix=".point-",
-                                        suffix=".json")
+            fd, name = tempfile.mkstemp(dir=results_path.parent, prefix=".point-", suffix=".json")
             os.close(fd)
             json_path = Path(name)
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -708,7 +775,10 @@ def run(experiment: Experiment, results_path: Path, the_plan: Plan, runner: Runn
                 outcome = runner.run(point, command, json_path, timeout_s)
             finally:
                 json_path.unlink(missing_ok=True)
-            if outcome.exit_status == EXIT_INTERRUPTED:
+            # After a signal only a finished result counts: a failure may be the signal's doing.
+            if outcome.exit_status == EXIT_INTERRUPTED or (
+                summary.interrupted and outcome.exit_status not in FINISHED
+            ):
                 summary.interrupted = True
                 progress.finished(point, None, time.monotonic() - began)
                 break
@@ -723,19 +793,45 @@ def run(experiment: Experiment, results_path: Path, the_plan: Plan, runner: Runn
 
 
 def _timeouts_s(experiment: Experiment) -> float:
-    seconds = {**BENCH_DEFAULTS_S, **{k: _duration_s(v) for k, v in experiment.options.items()
-                                      if k in BENCH_DEFAULTS_S}}
+    seconds = {
+        **BENCH_DEFAULTS_S,
+        **{k: _duration_s(v) for k, v in experiment.options.items() if k in BENCH_DEFAULTS_S},
+    }
     return seconds["startup-timeout"] + seconds["op-timeout"]
 
 
 # --- exports -------------------------------------------------------------------------------
 
 CSV_COLUMNS = (
-    "server", "clients", "server_cores", "client_cores", "status", "significant",
-    "exit_status", "n", "rounds", "mean_ns", "stddev_ns", "ci_low_ns", "ci_high_ns",
-    "min_ns", "p50_ns", "p90_ns", "p99_ns", "p99.9_ns", "max_ns", "throughput_ops_s",
-    "confidence", "precision", "elapsed_s", "measured_s", "server_cpus", "client_cpus",
-    "server_path", "started_at", "error",
+    "server",
+    "clients",
+    "server_cores",
+    "client_cores",
+    "status",
+    "significant",
+    "exit_status",
+    "n",
+    "rounds",
+    "mean_ns",
+    "stddev_ns",
+    "ci_low_ns",
+    "ci_high_ns",
+    "min_ns",
+    "p50_ns",
+    "p90_ns",
+    "p99_ns",
+    "p99.9_ns",
+    "max_ns",
+    "throughput_ops_s",
+    "confidence",
+    "precision",
+    "elapsed_s",
+    "measured_s",
+    "server_cpus",
+    "client_cpus",
+    "server_path",
+    "started_at",
+    "error",
 )
 DAT_COLUMNS = ("server", "clients", "cores", "mean", "stddev", "n")
 
@@ -744,17 +840,30 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     point = record["point"]
     latency = record.get("latency_ns") or {}
     row: dict[str, Any] = {
-        "server": point["server"], "clients": point["clients"],
-        "server_cores": point["server_cores"], "client_cores": point["client_cores"],
+        "server": point["server"],
+        "clients": point["clients"],
+        "server_cores": point["server_cores"],
+        "client_cores": point["client_cores"],
         "server_cpus": cpus.format_cpu_list(record.get("server_cores") or []),
         "client_cpus": cpus.format_cpu_list(record.get("client_cores") or []),
         "server_path": record.get("server"),
     }
-    for key in ("status", "significant", "exit_status", "n", "rounds", "throughput_ops_s",
-                "confidence", "precision", "elapsed_s", "measured_s", "started_at", "error"):
+    for key in (
+        "status",
+        "significant",
+        "exit_status",
+        "n",
+        "rounds",
+        "throughput_ops_s",
+        "confidence",
+        "precision",
+        "elapsed_s",
+        "measured_s",
+        "started_at",
+        "error",
+    ):
         row[key] = record.get(key)
-    for key in ("mean", "stddev", "ci_low", "ci_high", "min", "p50", "p90", "p99", "p99.9",
-                "max"):
+    for key in ("mean", "stddev", "ci_low", "ci_high", "min", "p50", "p90", "p99", "p99.9", "max"):
         row[f"{key}_ns"] = latency.get(key)
     return row
 
@@ -779,8 +888,16 @@ def export_dat(records: Iterable[dict[str, Any]]) -> str:
         if record.get("status") == FAILED or not latency:
             continue
         point = record["point"]
-        rows.append((point["server"], point["clients"], point["server_cores"],
-                     latency["mean"] / 1e3, latency["stddev"] / 1e3, record.get("n", 0)))
+        rows.append(
+            (
+                point["server"],
+                point["clients"],
+                point["server_cores"],
+                latency["mean"] / 1e3,
+                latency["stddev"] / 1e3,
+                record.get("n", 0),
+            )
+        )
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return "".join(f"{s} {c} {k} {m:.2f}us {d:.2f}us {n}\n" for s, c, k, m, d, n in rows)
 
@@ -794,8 +911,9 @@ EXPORTERS: dict[str, tuple[str, Callable[[Iterable[dict[str, Any]]], str]]] = {
 def check_exports(formats: list[str]) -> list[str]:
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown:
-        raise ValueError(f"--export {unknown[0]!r} is not a format; choose from "
-                         f"{', '.join(EXPORTERS)}")
+        raise ValueError(
+            f"--export {unknown[0]!r} is not a format; choose from {', '.join(EXPORTERS)}"
+        )
     return list(dict.fromkeys(formats))
 
 
@@ -827,11 +945,22 @@ def skip_lines(the_plan: Plan, experiment: Experiment) -> list[str]:
         for point in the_plan.too_big
     ]
     for spec in the_plan.missing:
-        count = sum(1 for p in experiment.points() if p.server == spec.name
-                    and p.server_cores + p.client_cores <= len(the_plan.usable))
-        lines.append(f"not built: {spec.name} ({server_missing(spec)}); its {count} points are "
-                     "skipped (build it with make servers)")
+        count = sum(
+            1
+            for p in experiment.points()
+            if p.server == spec.name and p.server_cores + p.client_cores <= len(the_plan.usable)
+        )
+        lines.append(
+            f"not built: {spec.name} ({server_missing(spec)}); its {count} points are "
+            "skipped (build it with make servers)"
+        )
     return lines
+
+
+def of_plan(records: list[dict[str, Any]], the_plan: Plan) -> list[dict[str, Any]]:
+    """The records of the plan's points (a results file may hold others)."""
+    keys = {point.key() for point in [*the_plan.todo, *the_plan.done]}
+    return [r for r in records if Point.from_json(r["point"]).key() in keys]
 
 
 def totals(records: list[dict[str, Any]]) -> str:

@@ -15,6 +15,7 @@ import ctypes
 import errno as errno_names
 import mmap
 import os
+import queue
 import random
 import signal
 import socket
@@ -102,8 +103,9 @@ class Client:
 
     def play(self, start_ns: int, deadline_ns: int, stop: memoryview) -> None:
         self.seed = random.getrandbits(32) | 1
-        result = _core.play(self.sock.fileno(), self.latency_ns, self.seed, start_ns,
-                            deadline_ns, stop)
+        result = _core.play(
+            self.sock.fileno(), self.latency_ns, self.seed, start_ns, deadline_ns, stop
+        )
         self.report = ClientReport(self.id, *result)
 
 
@@ -128,18 +130,27 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
             try:
                 sock = connect(plan.host, plan.port, plan.op_timeout_s)
             except OSError as e:
-                pipe.send(("failed", f"client {client_id} could not connect to "
-                                     f"{plan.host}:{plan.port}: {e.strerror or e}"))
+                pipe.send(
+                    (
+                        "failed",
+                        f"client {client_id} could not connect to "
+                        f"{plan.host}:{plan.port}: {e.strerror or e}",
+                    )
+                )
                 return
-            row = samples[client_id * plan.capacity:(client_id + 1) * plan.capacity]
+            row = samples[client_id * plan.capacity : (client_id + 1) * plan.capacity]
             client = Client(client_id, sock, row)
             clients.append(client)
             # One exchange proves the connection before any measuring.
             client.play(0, 0, memoryview(bytearray(1)))
             assert client.report is not None
             if client.report.failed or client.report.completed != 1:
-                pipe.send(("failed", f"client {client_id} failed its first exchange: "
-                                     f"{client.report.describe()}"))
+                pipe.send(
+                    (
+                        "failed",
+                        f"client {client_id} failed its first exchange: {client.report.describe()}",
+                    )
+                )
                 return
         pipe.send(("ready",))
         serve(pipe, clients, stop)
@@ -152,30 +163,70 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
 
 
 def serve(pipe: Connection, clients: list[Client], stop: memoryview) -> None:
-    while True:
-        message = pipe.recv()
-        if message[0] == "close":
-            return
-        _, start_ns, deadline_ns = message
-        threads = [
-            threading.Thread(target=c.play, args=(start_ns, deadline_ns, stop), daemon=True)
-            for c in clients
-        ]
-        for thread in threads:
-            thread.start()
-        wait_for_round(threads, clients, stop)
-        pipe.send(("done", [c.report for c in clients]))
+    team = Team(clients, stop)
+    try:
+        while True:
+            message = pipe.recv()
+            if message[0] == "close":
+                return
+            _, start_ns, deadline_ns = message
+            pipe.send(("done", team.play_round(start_ns, deadline_ns)))
+    finally:
+        team.close()
 
 
-def wait_for_round(threads: list[threading.Thread], clients: list[Client],
-                   stop: memoryview) -> None:
-    """Join the round's threads; once a stop is asked for, unblock any client stuck in recv."""
-    stop_seen_at = None
-    for thread, client in zip(threads, clients):
-        while thread.is_alive():
-            thread.join(0.05)
-            if stop[0] and thread.is_alive():
+class Team:
+    """The worker's client threads, started once and woken for every round.
+
+    Starting thousands of threads per round would take longer than a round on one busy
+    CPU, and so would waking them through one shared Condition (they convoy on its lock),
+    so each client thread waits on a lock of its own that the round releases.
+    """
+
+    def __init__(self, clients: list[Client], stop: memoryview) -> None:
+        self.clients = clients
+        self.stop = stop
+        self.start_ns = self.deadline_ns = 0
+        self.closing = False
+        # Finished clients report here; a queue, not a shared lock, which thousands of
+        # threads ending together would convoy on (seconds per round at 5,000 clients).
+        self.finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.go = [threading.Lock() for _ in clients]
+        for client, go in zip(clients, self.go, strict=True):
+            go.acquire()
+            threading.Thread(target=self._run, args=(client, go), daemon=True).start()
+
+    def _run(self, client: Client, go: threading.Lock) -> None:
+        while True:
+            go.acquire()
+            if self.closing:
+                return
+            client.play(self.start_ns, self.deadline_ns, self.stop)
+            self.finished.put(client.id)
+
+    def play_round(self, start_ns: int, deadline_ns: int) -> list[ClientReport | None]:
+        """Run one round; once a stop is asked for, unblock any client stuck in recv."""
+        self.start_ns, self.deadline_ns = start_ns, deadline_ns
+        playing = {c.id: c for c in self.clients}
+        for go in self.go:
+            go.release()
+        stop_seen_at = None
+        while playing:
+            try:
+                del playing[self.finished.get(timeout=0.05)]
+                continue
+            except queue.Empty:
+                pass
+            if self.stop[0]:
                 now = _core.monotonic_ns()
                 stop_seen_at = stop_seen_at or now
                 if now - stop_seen_at > STOP_GRACE_S * 1e9:
-                    client.sock.shutdown(socket.SHUT_RDWR)
+                    for client in list(playing.values()):
+                        client.sock.shutdown(socket.SHUT_RDWR)
+        return [c.report for c in self.clients]
+
+    def close(self) -> None:
+        self.closing = True
+        for go in self.go:
+            if go.locked():
+                go.release()

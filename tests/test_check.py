@@ -1,0 +1,184 @@
+"""volley check against the broken fixture server: each fault fails the check it breaks and
+passes the others; bad input is one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import FAULTY, check
+
+from volley.check import CHECKS
+from volley.server import choose_port
+
+ALL = list(CHECKS)
+# A server that answers wrongly fails every check that looks at replies.
+REPLIES = {"basic", "edge-values", "split-word", "pipelined", "concurrent", "reconnect"}
+
+# fault, its --after (replies before it starts, see faulty_server.py), the checks it fails.
+FAULTS = [
+    ("none", None, set()),
+    ("slow-start", None, set()),
+    ("byte-order", None, REPLIES),
+    ("no-wrap", None, {"edge-values"}),
+    ("short-read", None, {"split-word"}),
+    ("batch-drop", None, {"pipelined"}),
+    ("exit-on-close", None, {"reconnect"}),
+    ("ignore-sigterm", None, {"sigterm-idle", "sigterm-busy"}),
+    ("ignore-zero", None, {"zero"}),
+    ("one-at-a-time", None, {"concurrent"}),
+    ("double-reply", None, REPLIES),
+    ("no-usage", None, {"usage"}),
+    # Total counts: past 20 replies only the big checks (and a busy server) get.
+    ("crash-after", 20, {"pipelined", "concurrent", "sigterm-busy"}),
+    ("wrong-after", 50, {"pipelined", "concurrent"}),
+    ("stall-after", 50, {"pipelined", "concurrent"}),
+    # Per connection: only the pipelined check sends more than 16 words on one.
+    ("close-after", 16, {"pipelined"}),
+    ("fork-children", None, {"cleanup"}),
+]
+
+
+# What the verdict of the failing check says, for some faults.
+VERDICTS = {
+    "byte-order": ("basic", "little-endian"),
+    "no-wrap": ("edge-values", "no wrap-around"),
+    "short-read": ("split-word", "reply to 0x12345678 was"),
+    "batch-drop": ("pipelined", "1 of 100 replies"),
+    "exit-on-close": ("reconnect", "exited with status 0"),
+    "ignore-sigterm": ("sigterm-idle", "still running 2 s after SIGTERM"),
+    "ignore-zero": ("zero", "still running 2 s after a zero challenge"),
+    "one-at-a-time": ("concurrent", "must be served at the same time"),
+    "double-reply": ("basic", "one reply per word"),
+    "no-usage": ("usage", "still running"),
+    "crash-after": ("sigterm-busy", "exited with status 1 while busy"),
+    "fork-children": ("cleanup", "2 of its processes still ran"),
+}
+
+
+def check_fault(fault: str, *options: str, after: int | None = None) -> tuple[int, dict]:
+    extra = ["--after", str(after)] if after is not None else []
+    done = check(*options, "--json", "-", FAULTY, "--", "--fault", fault, *extra)
+    assert done.stdout, done.stderr
+    return done.status, json.loads(done.stdout)
+
+
+def failed(report: dict) -> set[str]:
+    return {c["name"] for c in report["checks"] if not c["passed"]}
+
+
+@pytest.mark.parametrize(("fault", "after", "expected"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_fault_fails_the_check_it_breaks(fault, after, expected):
+    began = time.monotonic()
+    status, report = check_fault(fault, after=after)
+    assert [c["name"] for c in report["checks"]] == ALL
+    assert failed(report) == expected, [c for c in report["checks"] if not c["passed"]]
+    assert status == (1 if expected else 0)
+    assert report["passed"] == len(ALL) - len(expected)
+    assert report["all_passed"] == (not expected)
+    for c in report["checks"]:
+        if not c["passed"]:
+            assert c["verdict"] and c["expected"] and c["received"], c
+        assert c["elapsed_s"] < 10, c  # every wait is bounded
+    if fault in VERDICTS:
+        name, phrase = VERDICTS[fault]
+        [verdict] = [c["verdict"] for c in report["checks"] if c["name"] == name]
+        assert phrase in verdict
+    assert time.monotonic() - began < 40
+
+
+def test_wrong_reply_says_what_was_sent_expected_and_received():
+    _, report = check_fault("no-wrap")
+    [edge] = [c for c in report["checks"] if c["name"] == "edge-values"]
+    assert edge["sent"].startswith("0xFFFFFFFF")
+    assert edge["expected"] == "0x00000000"
+    assert edge["received"] == "0xFFFFFFFF"
+    assert "wrap-around" in edge["verdict"]
+
+
+def test_never_listening_server_fails_after_the_startup_timeout():
+    began = time.monotonic()
+    done = check("--startup-timeout", "1s", FAULTY, "--", "--fault", "never-listen")
+    assert done.status == 1
+    assert time.monotonic() - began < 15
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("FAIL listens: server did not listen on 127.0.0.1:")
+    assert "within 1 s" in first
+    assert "not run: the server did not start (see listens)" in done.stdout
+    assert done.stdout.splitlines()[-1] == f"1/{len(ALL)} checks passed"  # usage passes
+
+
+def test_server_exiting_before_listening_shows_its_status_and_output():
+    done = check(FAULTY, "--", "--fault", "exit-early")
+    assert done.status == 1
+    first = done.stdout.splitlines()[0]
+    assert "exited with status 3 before listening" in first
+    assert "cannot open config" in first
+
+
+def test_plain_output_lists_each_check_and_a_summary():
+    done = check(FAULTY, "--only", "basic,usage")
+    assert done.status == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("PASS basic: ")
+    assert lines[1].startswith("PASS usage: exit status 2")
+    assert lines[-1] == "2/2 checks passed"
+
+
+def test_only_is_repeatable_and_comma_separated(tmp_path):
+    out = tmp_path / "check.json"
+    done = check("--only", "usage,basic", "--only", "edge-values", "--json", out, FAULTY)
+    assert done.status == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert [c["name"] for c in report["checks"]] == ["basic", "edge-values", "usage"]
+    assert report["version"] == 1 and report["total"] == 3
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left over
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "nope", FAULTY], "unknown check 'nope'"),
+        (["--only", ",", FAULTY], "--only names no check"),
+        ([], "missing SERVER"),
+        (["/nonexistent/server"], "does not exist"),
+        (["--startup-timeout", "soon", FAULTY], "is not a duration"),
+        (["--connect", "127.0.0.1:1", FAULTY], "not both"),
+        (["--connect", "localhost"], "is not HOST:PORT"),
+        (["--connect", "127.0.0.1:1", "--only", "zero"], "needs SERVER"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(args, message):
+    done = check(*args, timeout=30)
+    assert done.status == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_connect_runs_the_checks_that_need_no_restart():
+    port = choose_port()
+    command = [sys.executable, str(FAULTY), "-p", str(port)]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the fixture server did not listen"
+                time.sleep(0.05)
+        done = check("--connect", f"127.0.0.1:{port}", "--json", "-")
+        assert done.status == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout)
+        names = [c["name"] for c in report["checks"]]
+        assert names == [n for n in ALL if not CHECKS[n].needs_binary]
+        assert process.poll() is None  # left running
+    finally:
+        process.kill()
+        process.wait()

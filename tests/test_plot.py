@@ -1,0 +1,168 @@
+"""volley plot: figures from a recorded results file (tests/fixtures/results-sample.jsonl,
+written by a real tiny sweep: c-threaded and c-epoll at 1, 4 and 16 clients, plus a server
+that crashes, whose points failed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, volley
+
+from volley import plot
+
+matplotlib = pytest.importorskip("matplotlib")
+from matplotlib.image import imread  # noqa: E402
+
+SAMPLE = FIXTURES / "results-sample.jsonl"
+
+
+def records() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def test_the_sample_is_a_real_sweep_with_a_failed_point():
+    lines = records()
+    assert 4 <= len(lines) <= 12
+    assert {r["status"] for r in lines} >= {"failed"}
+    assert all({"point", "exit_status", "sweep", "latency_ns"} <= set(r) for r in lines)
+
+
+def test_load_skips_failed_points_with_a_note():
+    results = plot.load(SAMPLE)
+    good = [r for r in records() if r["status"] != "failed"]
+    assert len(results.measurements) == len(good)
+    assert results.failed == len(records()) - len(good)
+    assert any("failed point" in note and "crashy" in note for note in results.notes)
+    assert results.confidences() == [0.95] and "CPUs" in results.hosts[0]
+
+
+def test_throughput_is_clients_over_latency_with_the_interval_mapped():
+    x, low, high = plot.ops_interval(4, mean_ns=50_000, low_ns=40_000, high_ns=62_500)
+    assert x == pytest.approx(80_000)
+    assert low == pytest.approx(64_000)  # the slow end of the latency CI
+    assert high == pytest.approx(100_000)
+    for m in plot.load(SAMPLE).measurements:
+        x, low, high = m.throughput_ops_s()
+        assert low < x < high
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    height, width = imread(path).shape[:2]
+    return width, height
+
+
+def test_plot_writes_three_pngs_of_sane_size(tmp_path):
+    written, notes = plot.plot(SAMPLE, tmp_path / "perf.png")
+    assert [p.name for p in written] == ["perf.png", "perf-latency.png", "perf-distribution.png"]
+    for path in written:
+        assert 20_000 < path.stat().st_size < 2_000_000, path
+        width, height = png_size(path)
+        assert 800 <= width <= 4000 and 500 <= height <= 3000, (path, width, height)
+    assert notes
+
+
+def test_svg_too(tmp_path):
+    written, _ = plot.plot(SAMPLE, tmp_path / "perf.svg")
+    assert [p.suffix for p in written] == [".svg"] * 3
+    assert all("<svg" in p.read_text()[:2000] for p in written)
+
+
+def test_figures_say_what_they_show():
+    mpl = plot._matplotlib()
+    results = plot.load(SAMPLE)
+    throughput = plot.throughput_figure(mpl, results)
+    (ax,) = [a for a in throughput.axes if a.get_visible()]
+    assert ax.get_ylabel() == "mean throughput (ops/s)" and ax.get_xlabel() == "server"
+    caption = throughput.get_supxlabel()
+    assert "95% confidence" in caption and "Machine:" in caption and "CPUs" in caption
+    assert "Little's law" in caption and "failed point" in caption
+    assert "Throughput" in throughput.get_suptitle()
+    latency = plot.latency_figure(mpl, results)
+    assert latency.axes[0].get_ylabel() == "latency (µs)"
+    distribution = plot.distribution_figure(mpl, results)
+    panels = [a for a in distribution.axes if a.get_visible()]
+    assert len(panels) == len({m.clients for m in results.measurements})
+    assert all(a.get_xlabel() == "percentile" for a in panels)
+    assert "99.999%" in [t.get_text() for t in panels[0].get_xticklabels()]
+
+
+def many_cores(tmp_path: Path) -> Path:
+    """The sample spread over 1, 2 and 4 server cores (synthetic: a 2-CPU machine cannot)."""
+    lines = []
+    for record in records():
+        for cores in (1, 2, 4):
+            copy = json.loads(json.dumps(record))
+            copy["point"]["server_cores"] = cores
+            if copy["latency_ns"]:
+                for key in ("mean", "ci_low", "ci_high", "p99"):
+                    copy["latency_ns"][key] /= cores**0.5
+            lines.append(json.dumps(copy))
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_with_several_core_counts_cores_are_the_x_axis(tmp_path):
+    mpl = plot._matplotlib()
+    results = plot.load(many_cores(tmp_path))
+    figure = plot.throughput_figure(mpl, results)
+    panels = [a for a in figure.axes if a.get_visible()]
+    assert [a.get_title() for a in panels] == ["1 client", "4 clients", "16 clients"]
+    assert all(a.get_xlabel() == "server CPU cores" for a in panels)
+    assert len(panels[0].get_lines()) >= 2  # a line per server
+    written, _ = plot.plot(results_path := tmp_path / "results.jsonl", tmp_path / "perf.png")
+    assert results_path.exists() and all(p.stat().st_size > 20_000 for p in written)
+    # The distribution shows the largest core count unless told otherwise.
+    assert "4 server cores" in plot.distribution_figure(mpl, results).get_suptitle()
+    assert "2 server cores" in plot.distribution_figure(mpl, results, cores=2).get_suptitle()
+
+
+def test_distribution_stops_where_the_data_does():
+    m = plot.load(SAMPLE).measurements[0]
+    pairs = plot.distribution_points(m)
+    assert pairs and all(p <= plot.MAX_PERCENTILE for p, _ in pairs)
+    assert all((1 - p / 100) * m.n >= 1 for p, _ in pairs)
+    assert [v for _, v in pairs] == sorted(v for _, v in pairs)
+    assert plot.percentile_x(99.9) == pytest.approx(1000)
+
+
+def test_filters_and_bad_input(tmp_path):
+    results = plot.load(SAMPLE, servers=["c-epoll"], clients=[4])
+    assert {(m.server, m.clients) for m in results.measurements} == {("c-epoll", 4)}
+    with pytest.raises(plot.PlotError, match="not in"):
+        plot.load(SAMPLE, servers=["nginx"])
+    with pytest.raises(plot.PlotError, match="no point to plot"):
+        plot.load(SAMPLE, servers=["crashy"])
+    with pytest.raises(plot.PlotError, match=".png or .svg"):
+        plot.output_paths(tmp_path / "perf.pdf")
+    with pytest.raises(plot.PlotError, match="does not exist"):
+        plot.output_paths(tmp_path / "nowhere" / "perf.png")
+    with pytest.raises(plot.PlotError, match="--cores 3"):
+        plot.plot(SAMPLE, tmp_path / "perf.png", cores=3)
+
+
+def test_without_matplotlib_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(plot.MissingMatplotlib, match=r"pip install 'volley\[plot\]'"):
+        plot.plot(SAMPLE, tmp_path / "perf.png")
+
+
+def test_cli(tmp_path):
+    done = volley("plot", SAMPLE, "-o", tmp_path / "perf.png")
+    assert done.status == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"wrote {tmp_path / name}"
+        for name in ("perf.png", "perf-latency.png", "perf-distribution.png")
+    ]
+    assert "note: " in done.stderr and "failed point" in done.stderr
+    # Without -o the figures go beside the results.
+    copy = tmp_path / "sweep" / "results.jsonl"
+    copy.parent.mkdir()
+    copy.write_text(SAMPLE.read_text())
+    assert volley("plot", copy).status == 0 and (copy.parent / "perf-distribution.png").exists()
+    bad = volley("plot", SAMPLE, "-o", tmp_path / "perf.jpg")
+    assert bad.status == 2 and bad.stderr.startswith("volley: error: -o ")
+    assert volley("plot", tmp_path / "missing.jsonl").status == 2

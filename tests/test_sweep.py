@@ -1,0 +1,574 @@
+"""volley sweep: experiment files, the grid, the runner loop (with a fake executor), the
+results file, the exports, and a tiny real sweep with an interruption and --resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import FAULTY, ROOT, server, volley
+
+from volley import sweep
+from volley.cpus import usable_cpus
+from volley.sweep import Experiment, Outcome, Point
+
+BENCH_DIR = ROOT / "bench"
+# A real point needs one CPU for the server and another for the clients.
+two_cpus = pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
+
+MINIMAL = """\
+name = "tiny"
+servers = ["a", "b"]
+clients = [1, 4]
+server-cores = 1
+client-cores = 1
+"""
+
+
+def parse(text: str, name: str = "exp.toml") -> Experiment:
+    return sweep.parse(text, Path("/x") / name)
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(sweep.ExperimentError) as caught:
+        parse(text)
+    return str(caught.value)
+
+
+# --- experiment files ----------------------------------------------------------------------
+
+
+def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
+    exp = parse(MINIMAL)
+    assert exp.name == "tiny"
+    assert [s.name for s in exp.servers] == ["a", "b"]
+    assert exp.servers[0].path == "target/servers/a"
+    assert exp.clients == (1, 4) and exp.server_cores == (1,) and exp.client_cores == (1,)
+    assert exp.options == {}
+
+
+def test_relative_paths_are_relative_to_the_file():
+    exp = parse(
+        'servers-dir = "../target/servers"\n'
+        'servers = ["c-epoll", "./mine/srv",\n'
+        '  { name = "x", path = "tools/x", args = ["-t", "{server_cores}"] }]\n'
+        "clients = 1\nserver-cores = 1\nclient-cores = 1\n"
+    )
+    assert [s.path for s in exp.servers] == [
+        "/x/../target/servers/c-epoll",
+        "/x/./mine/srv",
+        "/x/tools/x",
+    ]
+    assert [s.name for s in exp.servers] == ["c-epoll", "srv", "x"]
+    assert exp.servers[2].args == ("-t", "{server_cores}")
+
+
+def test_counts_sets_and_ranges():
+    exp = parse(MINIMAL.replace("clients = [1, 4]", 'clients = [1, "4..12 step 4", 2, 4]'))
+    assert exp.clients == (1, 4, 8, 12, 2)  # in order, once each
+    exp = parse(MINIMAL.replace("server-cores = 1", 'server-cores = "1..40"'))
+    assert exp.server_cores == tuple(range(1, 41))
+
+
+def test_bench_options_are_checked_and_spelled_for_volley_bench():
+    exp = parse(
+        MINIMAL + '\n[bench]\nprecision = "2%"\nmax_time = "10s"\nwarmup = 0\n'
+        'confidence = 0.99\nround-time = "500ms"\nargs = ["-v"]\n'
+    )
+    assert exp.options == {
+        "precision": "2%",
+        "max-time": "10s",
+        "warmup": "0",
+        "confidence": "0.99",
+        "round-time": "500ms",
+    }
+    assert all(s.args == ("-v",) for s in exp.servers)
+    assert exp.point_limit_s() == pytest.approx(10 + sweep.POINT_OVERHEAD_S)
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        (MINIMAL.replace("clients = [1, 4]", "clients = [1, 0]"), 3, "at least 1"),
+        (MINIMAL.replace("clients = [1, 4]", 'clients = "4..1"'), 3, "empty"),
+        (MINIMAL.replace("clients = [1, 4]", "clients = []"), 3, "empty list"),
+        (MINIMAL.replace("clients = [1, 4]", "clients = [true]"), 3, "counts"),
+        (MINIMAL.replace("server-cores = 1", 'server-cores = "lots"'), 4, "range"),
+        (MINIMAL + "colour = 3\n", 6, "not a key"),
+        (MINIMAL + "max-time = 3\n", 6, "go under [bench]"),
+        (MINIMAL + '\n[bench]\nmax-time = "ten"\n', 8, "not a duration"),
+        (MINIMAL + "\n[bench]\nprecision = 2\n", 8, "needs a unit"),
+        (MINIMAL + "\n[bench]\nconfidence = 1.5\n", 8, "below 1"),
+        (MINIMAL + "\n[bench]\nport = 2222\n", 8, "not a key"),
+        (MINIMAL.replace('["a", "b"]', '["a", "a"]'), 2, "more than once"),
+        (MINIMAL.replace('["a", "b"]', "[1]"), 2, "names or tables"),
+        (MINIMAL.replace('["a", "b"]', '[{ path = "x" }]'), 2, "need a name"),
+        (MINIMAL.replace("client-cores = 1", "client-cores = = 1"), 5, "not valid TOML"),
+    ],
+)
+def test_validation_errors_name_the_line_at_fault(text, line, words):
+    message = error_of(text)
+    assert message.startswith(f"/x/exp.toml:{line}: "), message
+    assert words in message
+
+
+def test_missing_keys_are_named():
+    message = error_of("servers = ['a']\nclients = 1\nserver-cores = 1\n")
+    assert "client-cores" in message and message.startswith("/x/exp.toml")
+
+
+def test_the_bundled_experiment_files_parse():
+    local = sweep.load(BENCH_DIR / "local.toml")
+    assert len(local.servers) == 14 and local.clients == (1, 4, 16)
+    assert (local.server_cores, local.client_cores) == ((1,), (1,))
+    assert local.options["precision"] == "2%" and local.options["max-time"] == "10s"
+    # 42 points of at most 12.5 s each: a few minutes on a 2-core machine.
+    assert sweep.estimate_s(local, len(local.points())) < 10 * 60
+    cores = sweep.load(BENCH_DIR / "cores.toml")
+    assert cores.clients == (40, 80, 200) and cores.client_cores == (40,)
+    assert cores.server_cores == (1, 2, 4, 8, 10, 12, 18, 20, 22, 28, 30, 32, 38, 40)
+    clients = sweep.load(BENCH_DIR / "clients.toml")
+    assert clients.clients[0] == 48 and clients.clients[-1] == 5120
+    for exp in (local, cores, clients):
+        assert Path(exp.servers[0].path).resolve().parent == ROOT / "target" / "servers"
+
+
+# --- the grid and the plan -----------------------------------------------------------------
+
+
+def test_grid_is_every_combination_once_servers_varying_fastest():
+    exp = parse(MINIMAL.replace("server-cores = 1", "server-cores = [1, 2]"))
+    points = exp.points()
+    assert len(points) == 2 * 2 * 2 * 1
+    assert len({p.key() for p in points}) == len(points)
+    assert [p.server for p in points[:4]] == ["a", "b", "a", "b"]
+    assert points[0] == Point("a", 1, 1, 1)
+
+
+def test_cpus_server_first_then_clients():
+    assert sweep.assign_cpus(Point("a", 8, 2, 1), [0, 2, 4, 6]) == ([0, 2], [4])
+    assert sweep.assign_cpus(Point("a", 8, 1, 3), [0, 2, 4, 6]) == ([0], [2, 4, 6])
+    with pytest.raises(ValueError):
+        sweep.assign_cpus(Point("a", 8, 2, 3), [0, 2, 4, 6])
+
+
+def built(tmp_path: Path, *names: str) -> Path:
+    for name in names:
+        path = tmp_path / "servers" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    return tmp_path / "servers"
+
+
+def experiment_in(
+    tmp_path: Path, text: str = MINIMAL, names: tuple[str, ...] = ("a", "b")
+) -> Experiment:
+    built(tmp_path, *names)
+    path = tmp_path / "exp.toml"
+    path.write_text('servers-dir = "servers"\n' + text)
+    return sweep.load(path)
+
+
+def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
+    exp = experiment_in(
+        tmp_path, MINIMAL.replace("server-cores = 1", "server-cores = [1, 2]"), names=("a",)
+    )
+    the_plan = sweep.plan(exp, [0, 1], set())
+    assert [p.server_cores for p in the_plan.too_big] == [2, 2, 2, 2]
+    assert [s.name for s in the_plan.missing] == ["b"]
+    assert the_plan.todo == [Point("a", 1, 1, 1), Point("a", 4, 1, 1)]
+    lines = sweep.skip_lines(the_plan, exp)
+    assert len(lines) == 5  # one per point that does not fit, one per missing server
+    assert "needs 3 CPUs, this process may use 2 (0-1)" in lines[0]
+    assert "not built: b" in lines[-1] and "its 2 points are skipped" in lines[-1]
+
+
+def test_bench_command_pins_and_passes_the_options(tmp_path):
+    exp = experiment_in(
+        tmp_path, MINIMAL + '\n[bench]\nmax-time = "2s"\nargs = ["-t", "{server_cores}"]\n'
+    )
+    command = sweep.bench_command(exp, Point("b", 4, 1, 1), [3, 5], Path("/tmp/p.json"))
+    assert command[:4] == [sys.executable, "-m", "volley", "bench"]
+    text = " ".join(command)
+    assert "--server-cores 3 --cores 5 --clients 4 --max-time 2s" in text
+    assert text.endswith(f"--json /tmp/p.json --quiet {exp.servers[1].path} -- -t {{server_cores}}")
+
+
+# --- running, with a fake executor ---------------------------------------------------------
+
+
+def bench_json(point: Point, status: str = "significant", mean: float = 50_000.0) -> dict[str, Any]:
+    """What volley-bench writes, trimmed to what the sweep and the exports read."""
+    return {
+        "status": status,
+        "server": f"/srv/{point.server}",
+        "server_args": [],
+        "clients": point.clients,
+        "client_cores": [1],
+        "server_cores": [0],
+        "n": 1000,
+        "rounds": 3,
+        "elapsed_s": 1.0,
+        "measured_s": 0.8,
+        "throughput_ops_s": point.clients / mean * 1e9,
+        "confidence": 0.95,
+        "precision": "2%",
+        "significant": status == "significant",
+        "latency_ns": {
+            "mean": mean,
+            "stddev": 1000.0,
+            "ci_low": mean - 500,
+            "ci_high": mean + 500,
+            "min": 1.0,
+            "max": 9.0,
+            "p50": mean,
+            "p90": mean,
+            "p99": mean,
+            "p99.9": mean,
+            "distribution": [[0.0, 1.0], [50.0, mean]],
+        },
+        "version": 1,
+        "error": None,
+    }
+
+
+class FakeRunner:
+    """Answers each point from a script instead of starting volley-bench."""
+
+    def __init__(
+        self,
+        script: dict[tuple[str, int, int, int], Outcome] | None = None,
+        signal_at: int | None = None,
+    ):
+        self.script = script or {}
+        self.ran: list[Point] = []
+        self.interrupted = False
+        self.signal_at = signal_at  # send this process SIGINT while running the Nth point
+
+    def run(self, point: Point, command: list[str], json_path: Path, timeout_s: float) -> Outcome:
+        self.ran.append(point)
+        assert json_path.parent.is_dir() and "--json" in command and timeout_s > 0
+        if self.signal_at == len(self.ran):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
+            assert self.interrupted
+            return Outcome(130, bench_json(point, "interrupted"))
+        return self.script.get(point.key(), Outcome(0, bench_json(point)))
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+
+def run_sweep(
+    exp: Experiment,
+    out: Path,
+    runner: FakeRunner,
+    resume: bool = False,
+    usable: list[int] | None = None,
+) -> tuple[sweep.Summary, Path]:
+    path, done, _ = sweep.open_results(out, exp, resume)
+    the_plan = sweep.plan(exp, usable or [0, 1], done)
+    return sweep.run(exp, path, the_plan, runner, sweep.QuietProgress()), path
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_point_is_appended_as_one_line_with_its_parameters(tmp_path):
+    exp = experiment_in(tmp_path)
+    summary, path = run_sweep(exp, tmp_path / "out", FakeRunner())
+    assert not summary.interrupted and len(summary.recorded) == 4
+    lines = lines_of(path)
+    assert [Point.from_json(r["point"]) for r in lines] == exp.points()
+    first = lines[0]
+    assert first["point"] == {"server": "a", "clients": 1, "server_cores": 1, "client_cores": 1}
+    assert first["exit_status"] == 0 and first["status"] == "significant"
+    assert first["latency_ns"]["mean"] == 50_000.0  # the volley-bench JSON, whole
+    assert first["sweep"]["experiment"] == exp.name
+    assert not list((tmp_path / "out").glob(".point-*"))  # temporary JSON files are gone
+
+
+def test_failed_points_are_recorded_with_their_error(tmp_path):
+    exp = experiment_in(tmp_path)
+    script = {
+        ("b", 1, 1, 1): Outcome(1, None, "server 'x' does not exist"),
+        ("a", 4, 1, 1): Outcome(
+            1, bench_json(Point("a", 4, 1, 1), "failed") | {"error": "wrong reply"}
+        ),
+        ("b", 4, 1, 1): Outcome(3, bench_json(Point("b", 4, 1, 1), "not-significant")),
+    }
+    _, path = run_sweep(exp, tmp_path / "out", FakeRunner(script))
+    lines = {tuple(r["point"].values())[:2]: r for r in lines_of(path)}
+    assert len(lines) == 4
+    assert lines[("b", 1)]["status"] == "failed" and lines[("b", 1)]["exit_status"] == 1
+    assert (
+        lines[("b", 1)]["error"] == "server 'x' does not exist"
+        and lines[("b", 1)]["latency_ns"] is None
+    )
+    assert lines[("a", 4)]["error"] == "wrong reply"
+    assert lines[("b", 4)]["exit_status"] == 3
+    assert sweep.totals(lines_of(path)) == "2 failed, 1 not significant, 1 significant"
+
+
+def test_sigint_is_forwarded_and_the_interrupted_point_is_not_recorded(tmp_path):
+    exp = experiment_in(tmp_path)
+    runner = FakeRunner(signal_at=2)
+    summary, path = run_sweep(exp, tmp_path / "out", runner)
+    assert summary.interrupted and runner.interrupted
+    assert len(runner.ran) == 2  # stopped after the interrupted point
+    assert [r["point"]["server"] for r in lines_of(path)] == ["a"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    # --resume runs the rest, the interrupted point included; every point exactly once.
+    rest = FakeRunner()
+    summary, path = run_sweep(exp, tmp_path / "out", rest, resume=True)
+    assert not summary.interrupted
+    assert rest.ran == exp.points()[1:]
+    assert sorted(Point.from_json(r["point"]) for r in lines_of(path)) == sorted(exp.points())
+
+
+def test_a_child_exiting_130_stops_the_sweep(tmp_path):
+    exp = experiment_in(tmp_path)
+    runner = FakeRunner({("b", 1, 1, 1): Outcome(130, None, "interrupted")})
+    summary, path = run_sweep(exp, tmp_path / "out", runner)
+    assert summary.interrupted and len(runner.ran) == 2 and len(lines_of(path)) == 1
+
+
+def test_results_are_not_overwritten_without_resume(tmp_path):
+    exp = experiment_in(tmp_path)
+    run_sweep(exp, tmp_path / "out", FakeRunner())
+    with pytest.raises(sweep.SweepError, match="--resume"):
+        sweep.open_results(tmp_path / "out", exp, resume=False)
+    # Resuming a finished sweep runs nothing.
+    runner = FakeRunner()
+    run_sweep(exp, tmp_path / "out", runner, resume=True)
+    assert runner.ran == []
+
+
+def test_resume_refuses_other_options(tmp_path):
+    exp = experiment_in(tmp_path, MINIMAL + '\n[bench]\nmax-time = "2s"\n')
+    run_sweep(exp, tmp_path / "out", FakeRunner(signal_at=3))
+    changed = experiment_in(tmp_path, MINIMAL + '\n[bench]\nmax-time = "5s"\n')
+    with pytest.raises(sweep.SweepError, match="other volley-bench options"):
+        sweep.open_results(tmp_path / "out", changed, resume=True)
+
+
+def test_resume_drops_a_torn_last_line(tmp_path):
+    exp = experiment_in(tmp_path)
+    _, path = run_sweep(exp, tmp_path / "out", FakeRunner(signal_at=3))
+    with open(path, "a") as f:
+        f.write('{"status": "signif')  # the machine stopped mid-write
+    _, done, notes = sweep.open_results(tmp_path / "out", exp, resume=True)
+    assert len(done) == 2 and "incomplete last line" in notes[0]
+    assert path.read_text().endswith("}\n")
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path):
+    exp = experiment_in(tmp_path)
+    stream = io.StringIO()
+    path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
+    sweep.run(exp, path, sweep.plan(exp, [0, 1], done), FakeRunner(), sweep.SweepProgress(stream))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("[1/4] a, 1 client on 1 core, server on 1 core: 50.00 us")
+    assert "1/4 points" in lines[0] and "elapsed" in lines[0] and "ETA" in lines[0]
+    assert "\r" not in stream.getvalue()
+
+
+# --- exports -------------------------------------------------------------------------------
+
+
+def test_exports_have_the_right_columns(tmp_path):
+    exp = experiment_in(tmp_path)
+    script = {("b", 4, 1, 1): Outcome(1, None, "it crashed")}
+    _, path = run_sweep(exp, tmp_path / "out", FakeRunner(script))
+    written = sweep.export(path, sweep.check_exports(["csv", "dat", "csv"]))
+    assert [p.name for p in written] == ["results.csv", "plot.dat"]
+    rows = list(csv.DictReader(io.StringIO(written[0].read_text())))
+    assert tuple(rows[0]) == sweep.CSV_COLUMNS
+    assert len(rows) == 4
+    assert (
+        rows[0]["server"] == "a"
+        and rows[0]["mean_ns"] == "50000.0"
+        and rows[0]["server_cpus"] == "0"
+    )
+    assert (
+        rows[3]["status"] == "failed"
+        and rows[3]["mean_ns"] == ""
+        and rows[3]["error"] == "it crashed"
+    )
+    dat = written[1].read_text().splitlines()
+    # server clients cores mean stddev n, failed points left out
+    assert dat == [
+        "a 1 1 50.00us 1.00us 1000",
+        "a 4 1 50.00us 1.00us 1000",
+        "b 1 1 50.00us 1.00us 1000",
+    ]
+    with pytest.raises(ValueError, match="not a format"):
+        sweep.check_exports(["xlsx"])
+
+
+# --- the command line, and real sweeps -----------------------------------------------------
+
+
+def test_cli_reports_bad_files_in_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL.replace("clients = [1, 4]", "clients = [1, -4]"))
+    done = volley("sweep", bad, "-o", tmp_path / "out")
+    assert done.status == 2
+    assert done.stderr.strip().splitlines() == [
+        f"volley: error: {bad}:3: clients has -4; counts must be at least 1"
+    ]
+    assert volley("sweep", tmp_path / "nope.toml").status == 2
+    assert (
+        volley("sweep", BENCH_DIR / "local.toml", "--export", "xls", "-o", tmp_path / "o").status
+        == 2
+    )
+
+
+@two_cpus
+def test_cli_skips_points_that_do_not_fit_with_one_line_each(tmp_path):
+    exp = tmp_path / "big.toml"
+    exp.write_text(
+        f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "not-built-yet"]\n'
+        "clients = 4\nserver-cores = [1, 4096]\nclient-cores = 1\n"
+    )
+    done = volley("sweep", exp, "--dry-run")
+    assert done.status == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if line.startswith("skip ")]
+    assert len(skipped) == 2 and "needs 4097 CPUs" in skipped[0]
+    assert "not built: not-built-yet" in done.stderr
+    assert done.stdout.splitlines() == [
+        "c-threaded, 4 clients on 1 core, server on 1 core: server on CPU 0, clients on CPU 1"
+    ]
+    nothing = tmp_path / "nothing.toml"
+    nothing.write_text(exp.read_text().replace("[1, 4096]", "4096"))
+    done = volley("sweep", nothing, "-o", tmp_path / "out")
+    assert done.status == 2 and "nothing to run" in done.stderr
+
+
+def tiny_experiment(tmp_path: Path) -> Path:
+    """2 servers x 2 client counts, two seconds a point at most."""
+    for name in ("c-threaded", "c-epoll"):
+        server(name)
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "c-epoll"]\n'
+        "clients = [1, 4]\nserver-cores = 1\nclient-cores = 1\n\n"
+        '[bench]\nprecision = "5%"\nmax-time = "2s"\nwarmup = "0.2s"\nround-time = "0.3s"\n'
+    )
+    return path
+
+
+@two_cpus
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    began = time.monotonic()
+    done = volley(
+        "sweep",
+        tiny_experiment(tmp_path),
+        "-o",
+        out,
+        "--export",
+        "csv",
+        "--export",
+        "dat",
+        timeout=90,
+    )
+    assert done.status == 0, done.stderr
+    assert time.monotonic() - began < 60
+    lines = lines_of(out / "results.jsonl")
+    keys = {(r["point"]["server"], r["point"]["clients"]) for r in lines}
+    assert len(lines) == 4 and keys == {(s, c) for s in ("c-threaded", "c-epoll") for c in (1, 4)}
+    for record in lines:
+        assert record["status"] in ("significant", "not-significant"), record.get("error")
+        assert record["exit_status"] in (0, 3) and record["clients"] == record["point"]["clients"]
+        assert record["server_cores"] != record["client_cores"]  # pinned apart
+        assert record["latency_ns"]["distribution"]
+    assert "results.jsonl: 4 of 4 points" in done.stdout
+    assert len((out / "plot.dat").read_text().splitlines()) == 4
+    assert len((out / "results.csv").read_text().splitlines()) == 5
+    assert "[4/4]" in done.stderr
+
+
+@two_cpus
+@pytest.mark.slow
+def test_sigint_mid_sweep_then_resume_gives_every_point_once(tmp_path):
+    out = tmp_path / "out"
+    experiment = tiny_experiment(tmp_path)
+    results = out / "results.jsonl"
+    command = [sys.executable, "-m", "volley", "sweep", str(experiment), "-o", str(out)]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (results.exists() and results.read_text().count("\n") >= 1):
+            assert process.poll() is None and time.monotonic() < deadline, "no point finished"
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the next point
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    first = lines_of(results)
+    assert 1 <= len(first) < 4
+    assert not list(out.glob(".point-*"))
+
+    done = volley("sweep", experiment, "-o", out, "--resume", timeout=90)
+    assert done.status == 0, done.stderr
+    assert f"({len(first)} already done)" in done.stderr
+    keys = [tuple(r["point"].values()) for r in lines_of(results)]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    assert lines_of(results)[: len(first)] == first  # the earlier lines are untouched
+
+
+@two_cpus
+@pytest.mark.slow
+def test_bench_sh_keeps_the_seeds_interface(tmp_path):
+    out = tmp_path / "result.json"
+    env = {
+        **os.environ,
+        "VOLLEY_BENCH_OPTIONS": f"--max-time 1s --warmup 0.1s --round-time 0.2s -q --json {out}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        [BENCH_DIR / "bench.sh", "1", "1", "2", FAULTY, "--fault", "none", "--after", "SCORES"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode in (0, 3), done.stderr
+    first = done.stderr.splitlines()[0]
+    assert "--server-cores 0 --cores 1 --clients 2" in first
+    assert first.rstrip().endswith(r"-- --fault none --after \{server_cores\}")
+    result = json.loads(out.read_text())
+    assert (
+        result["clients"] == 2 and result["server_cores"] == [0] and result["client_cores"] == [1]
+    )
+    bad = subprocess.run(
+        [BENCH_DIR / "bench.sh", "1", "1"], capture_output=True, text=True, timeout=10
+    )
+    assert bad.returncode == 2 and "usage" in bad.stderr
