@@ -65,7 +65,7 @@ def test_relative_paths_are_relative_to_the_file():
     )
     assert [s.path for s in exp.servers] == [
         "/x/../target/servers/c-epoll",
-        "/x/./mine/srv",
+        "/x/mine/srv",
         "/x/tools/x",
     ]
     assert [s.name for s in exp.servers] == ["c-epoll", "srv", "x"]
@@ -202,6 +202,15 @@ def test_bench_command_pins_and_passes_the_options(tmp_path):
     text = " ".join(command)
     assert "--server-cores 3 --cores 5 --clients 4 --max-time 2s" in text
     assert text.endswith(f"--json /tmp/p.json --quiet {exp.servers[1].path} -- -t {{server_cores}}")
+
+
+def test_failure_messages_are_one_line():
+    assert sweep.failure_message("warning: x\nvolley: error: server 'q' does not exist\n", 2) == (
+        "server 'q' does not exist"
+    )
+    crash = 'Traceback (most recent call last):\n  File "x.py", line 1\nBufferError: oops\n'
+    assert sweep.failure_message(crash, 1) == "volley-bench crashed: BufferError: oops"
+    assert sweep.failure_message("", 1) == "volley-bench exited with status 1"
 
 
 # --- running, with a fake executor ---------------------------------------------------------

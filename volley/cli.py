@@ -311,7 +311,7 @@ def sweep_command(
         print(
             f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
             + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
-            + f", at most {bound}; results in {results_path}",
+            + f", up to about {bound}; results in {results_path}",
             file=sys.stderr,
         )
     try:

@@ -244,8 +244,13 @@ def _new_figure(mpl: Any, width: float, height: float) -> Any:
 
 def _colors(mpl: Any, names: Sequence[Any]) -> dict[Any, Any]:
     """One colour per name, the same in every figure of a run."""
-    palette = mpl.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+    if len(names) <= 10:
+        palette = mpl.colormaps["tab10"]
+        return {name: palette(i) for i, name in enumerate(names)}
+    # tab20's dark shades first, then its light ones: the first ten stay far apart.
+    palette = mpl.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {name: palette(order[i % 20]) for i, name in enumerate(names)}
 
 
 def _caption(results: Results, what: str, weak: str = "Hollow markers") -> str:
@@ -306,16 +311,6 @@ def _setting(results: Results) -> str:
         return f"{who} on {counts[0]}-{counts[-1]} cores"
 
     return f"{spell(server, 'server')}, {spell(client, 'clients')}"
-
-
-def _server_order(results: Results) -> list[str]:
-    """Servers by throughput at the largest client count, fastest first."""
-    most = max(m.clients for m in results.measurements)
-    best: dict[str, float] = {}
-    for m in results.measurements:
-        if m.clients == most:
-            best[m.server] = max(best.get(m.server, 0.0), m.throughput_ops_s()[0])
-    return sorted(results.servers(), key=lambda s: -best.get(s, 0.0))
 
 
 def _panels(fig: Any, count: int) -> list[Any]:
@@ -459,9 +454,9 @@ def _legend_from(fig: Any) -> tuple[list[Any], list[str]]:
 
 def _bars(mpl: Any, results: Results, ylabel: str, values: Any) -> Any:
     """Servers side by side, one bar per (clients, client cores) group, CI whiskers."""
-    servers = _server_order(results)
+    servers = results.servers()  # in the experiment's order
     groups = _groups(results)
-    fig = _new_figure(mpl, max(7.0, 0.75 * len(servers) * max(1, len(groups)) / 2 + 3), 5.2)
+    fig = _new_figure(mpl, min(16.0, max(7.0, 0.35 * len(servers) * len(groups) + 3)), 5.2)
     ax = fig.subplots()
     palette = mpl.colormaps["viridis"]
     width = 0.8 / len(groups)
@@ -577,9 +572,9 @@ def latency_figure(mpl: Any, results: Results) -> Any:
 
 
 def _latency_dots(mpl: Any, results: Results) -> Any:
-    servers = _server_order(results)
+    servers = results.servers()  # in the experiment's order
     groups = _groups(results)
-    fig = _new_figure(mpl, max(7.0, 0.75 * len(servers) * max(1, len(groups)) / 2 + 3), 5.2)
+    fig = _new_figure(mpl, min(16.0, max(7.0, 0.35 * len(servers) * len(groups) + 3)), 5.2)
     ax = fig.subplots()
     palette = mpl.colormaps["viridis"]
     width = 0.8 / len(groups)
@@ -688,9 +683,10 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
     chosen = [m for m in chosen if m.client_cores == client_cores]
     panels = sorted({m.clients for m in chosen})
     fig = _new_figure(mpl, 4.8 * min(3, len(panels)) + 2.6, 4.0 * math.ceil(len(panels) / 3) + 1.4)
-    colors = _colors(mpl, results.servers())
+    servers = results.servers()
+    colors = _colors(mpl, servers)
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
-        for server in results.servers():
+        for server in servers:
             for m in chosen:
                 if m.server != server or m.clients != clients:
                     continue
@@ -703,7 +699,8 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
                     color=colors[server],
                     linewidth=1.4,
                     label=server,
-                    linestyle="-" if m.significant else ":",
+                    # Past ten servers colours repeat in a lighter shade: dash those too.
+                    linestyle="-" if servers.index(server) < 10 else "--",
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -722,8 +719,6 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
         f"core{'s' if client_cores != 1 else ''}; a curve ends where fewer than one op lies "
         "beyond the percentile. Log scales."
     )
-    if any(not m.significant for m in chosen):
-        what += f" Dotted: {NOT_SIGNIFICANT_NOTE}."
     caption = _caption(results, what, weak="")
     _finish(
         fig,

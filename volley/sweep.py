@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +59,7 @@ EXIT_INTERRUPTED = 130
 FINISHED = (0, 3)  # volley-bench's exit statuses for a complete run (significant or not)
 # volley-bench's defaults, for the time estimate when the experiment does not set them.
 BENCH_DEFAULTS_S = {"max-time": 180.0, "warmup": 1.0, "startup-timeout": 10.0, "op-timeout": 10.0}
-POINT_OVERHEAD_S = 1.5  # starting and stopping the server and the workers
+POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last round
 # A point still running this long after its own limits is hung; it is stopped and failed.
 HANG_SLACK_S = 60.0
 STOP_GRACE_S = 30.0
@@ -507,15 +508,24 @@ class ProcessRunner:
         status = child.returncode
         if status < 0:  # killed by a signal
             status = 128 - status
-        tail = [line.strip() for line in stderr.splitlines() if line.strip()]
-        error = " | ".join(tail[-ERROR_TAIL_LINES:]) or f"volley-bench exited with {status}"
-        return Outcome(status, result, None if result else error)
+        return Outcome(status, result, None if result else failure_message(stderr, status))
 
     def interrupt(self) -> None:
         self.interrupted = True
         child = self.child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
+
+
+def failure_message(stderr: str, status: int) -> str:
+    """Why volley-bench failed, in one line: its own error line, or the end of a crash."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if ": error: " in line:
+            return line.split(": error: ", 1)[1]
+    if lines and lines[0].startswith("Traceback"):
+        return f"volley-bench crashed: {lines[-1]}"
+    return " | ".join(lines[-ERROR_TAIL_LINES:]) or f"volley-bench exited with status {status}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -649,7 +659,10 @@ class SweepProgress:
         if self.live:
             filled = self.WIDTH * self.done // max(1, self.total)
             bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.stream.write(f"\r\033[K[{bar}] {self.status()}  running: {point}")
+            text = f"[{bar}] {self.status()}  running: {point}"
+            # One screen line, or the carriage return could not take it back.
+            width = shutil.get_terminal_size((100, 24)).columns
+            self.stream.write("\r\033[K" + text[: max(20, width - 1)])
             self.bar_shown = True
             self.stream.flush()
 
