@@ -45,6 +45,11 @@ def volley(*args: str | Path, timeout: float = 60, env: dict[str, str] | None = 
     return Completed(done.returncode, done.stdout, done.stderr)
 
 
+def bench_command(*args: str | Path) -> list[str]:
+    """The command line of ``volley bench ARGS``, for tests that start it themselves."""
+    return [sys.executable, "-m", "volley", "bench", *map(str, args)]
+
+
 def bench(*args: str | Path, timeout: float = 60) -> Completed:
     return volley("bench", *args, timeout=timeout)
 

@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from helpers import QUICK, bench
+from helpers import QUICK, bench, bench_command
 
 from volley import server as server_module
 from volley.cpus import usable_cpus
@@ -112,26 +112,22 @@ def test_workers_and_server_are_pinned_while_running(c_threaded, tmp_path):
     cpus = usable_cpus()
     server_cpu, client_cpu = cpus[0], cpus[-1]
     out = tmp_path / "out.json"
-    command = [
-        sys.executable,
-        "-m",
-        "volley",
-        "bench",
+    command = bench_command(
         "--clients",
         "4",
         "--cores",
-        str(client_cpu),
+        client_cpu,
         "--server-cores",
-        str(server_cpu),
+        server_cpu,
         "--max-time",
         "4s",
         "--precision",
         "0.001%",
         *QUICK,
         "--json",
-        str(out),
-        str(c_threaded),
-    ]
+        out,
+        c_threaded,
+    )
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
@@ -247,11 +243,7 @@ def test_server_args_placeholders_reach_the_server(tmp_path):
 
 def test_single_cpu_shares_it_with_a_warning(c_threaded):
     cpu = usable_cpus()[0]
-    command = [
-        sys.executable,
-        "-m",
-        "volley",
-        "bench",
+    command = bench_command(
         "--clients",
         "2",
         "--max-time",
@@ -264,8 +256,8 @@ def test_single_cpu_shares_it_with_a_warning(c_threaded):
         "0.3s",
         "--json",
         "-",
-        str(c_threaded),
-    ]
+        c_threaded,
+    )
     done = subprocess.run(
         command,
         capture_output=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import FAULTY, QUICK, RUN_MARK, bench
+from helpers import FAULTY, QUICK, RUN_MARK, bench, bench_command
 
 from volley import results
 from volley.server import choose_port, start
@@ -277,11 +277,7 @@ def test_stop_escalates_from_zero_to_sigterm_to_sigkill(tmp_path):
 def interrupt_mid_run(sig: int, tmp_path: Path, *server: str | Path, extra=()):
     """Start a minute-long run, signal it a few seconds in, and see how it ends."""
     out = tmp_path / "out.json"
-    command = [
-        sys.executable,
-        "-m",
-        "volley",
-        "bench",
+    command = bench_command(
         "--clients",
         "4",
         *LONG,
@@ -292,9 +288,9 @@ def interrupt_mid_run(sig: int, tmp_path: Path, *server: str | Path, extra=()):
         "--quiet",
         *extra,
         "--json",
-        str(out),
-        *map(str, server),
-    ]
+        out,
+        *server,
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(3)  # past start-up and warm-up: rounds are under way
@@ -339,6 +335,27 @@ def test_interrupt_while_the_server_stalls(tmp_path):
     assert status == 130 and result["status"] == "interrupted"
     assert took < 5
     assert not leftover("stall-after")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_the_server_starts_still_ends_it(sig):
+    command = bench_command(*QUICK, FAULTY, "--", "--fault", "slow-start")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = f"{FAULTY} -p"  # the server's command line, not volley-bench's
+    try:
+        deadline = time.monotonic() + 20
+        while not leftover(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftover(server), "the server never started"
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert not leftover(server)
 
 
 def test_json_is_written_atomically(tmp_path, monkeypatch):
@@ -391,7 +408,7 @@ def test_open_files_hard_limit_too_low_is_a_clear_error(c_threaded):
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
     done = subprocess.run(
-        [sys.executable, "-m", "volley", "bench", "--clients", "5120", str(c_threaded)],
+        bench_command("--clients", "5120", c_threaded),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,7 +5,7 @@ Everything between the two clock reads is a send and a recv; the loop holds no G
 touches no Python object. Policy (when rounds start and end, what a failure means) is
 decided by the caller and passed in as plain numbers.
 """
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint8_t
+from libc.stdint cimport int64_t, uint32_t, uint8_t
 
 from volley._posix cimport (
     CLOCK_MONOTONIC, EAGAIN, EINTR, MSG_NOSIGNAL, TIMER_ABSTIME,

@@ -8,6 +8,7 @@ shared memory with numpy) into the running statistics and decides whether to go 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import multiprocessing
@@ -117,6 +118,16 @@ def raise_open_files_limit(clients: int) -> None:
 def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
     """Run the whole benchmark: server up, rounds, server down. Always cleans up."""
     raise_open_files_limit(config.clients)
+    # Until the rounds start (and catch it themselves), SIGTERM must unwind like Ctrl-C so
+    # that the server is still ended; by default it would kill us and orphan the server.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _benchmark(config, progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _benchmark(config: BenchConfig, progress: Progress | None) -> BenchResult:
     progress = progress or Progress()
     placement = config.placement
     if config.connect:
@@ -168,19 +179,21 @@ class Coordinator:
         previous = self._catch_signals()
         try:
             self._start_workers(path, capacity)
+            # Every worker has it mapped now; unlinked, it cannot outlive a killed run.
+            os.unlink(path)
             return self._measure(capacity)
         finally:
             self._close_workers()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.progress.done()
-            # numpy views keep the mapping's buffer exported; drop them before closing it.
-            del self.control, self.samples
-            mapping.close()
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
+            # numpy views keep the mapping exported; a traceback may still hold some, and
+            # then the mapping goes when they do.
+            del self.control, self.samples
+            with contextlib.suppress(BufferError):
+                mapping.close()
 
     def _create_mapping(self, capacity: int) -> tuple[str, mmap.mmap]:
         directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()

@@ -335,6 +335,18 @@ def _plain_log_ticks(mpl: Any, ax: Any) -> None:
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
 
 
+def _line(results: Results, clients: int, series: tuple[str, int]) -> list[Measurement]:
+    """The points of one server's line in one client-count panel, by server cores."""
+    return sorted(
+        (
+            m
+            for m in results.measurements
+            if m.clients == clients and (m.server, m.client_cores) == series
+        ),
+        key=lambda m: m.server_cores,
+    )
+
+
 def _series(results: Results) -> list[tuple[str, int]]:
     """Lines in the by-cores figures: (server, client cores)."""
     return list(dict.fromkeys((m.server, m.client_cores) for m in results.measurements))
@@ -367,14 +379,7 @@ def throughput_figure(mpl: Any, results: Results) -> Any:
     styles = _styles(results)
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for series in _series(results):
-            points = sorted(
-                (
-                    m
-                    for m in results.measurements
-                    if m.clients == clients and (m.server, m.client_cores) == series
-                ),
-                key=lambda m: m.server_cores,
-            )
+            points = _line(results, clients, series)
             if not points:
                 continue
             x = [m.server_cores for m in points]
@@ -524,14 +529,7 @@ def latency_figure(mpl: Any, results: Results) -> Any:
     colors = _colors(mpl, results.servers())
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for series in _series(results):
-            points = sorted(
-                (
-                    m
-                    for m in results.measurements
-                    if m.clients == clients and (m.server, m.client_cores) == series
-                ),
-                key=lambda m: m.server_cores,
-            )
+            points = _line(results, clients, series)
             if not points:
                 continue
             x = [m.server_cores for m in points]

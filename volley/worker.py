@@ -98,14 +98,12 @@ class Client:
         self.id = client_id
         self.sock = sock
         self.latency_ns = latency_ns
-        self.seed = random.getrandbits(32) | 1
         self.report: ClientReport | None = None
 
     def play(self, start_ns: int, deadline_ns: int, stop: memoryview) -> None:
-        self.seed = random.getrandbits(32) | 1
-        result = _core.play(
-            self.sock.fileno(), self.latency_ns, self.seed, start_ns, deadline_ns, stop
-        )
+        # A fresh seed per round, so no two rounds or clients replay one challenge sequence.
+        seed = random.getrandbits(32) | 1
+        result = _core.play(self.sock.fileno(), self.latency_ns, seed, start_ns, deadline_ns, stop)
         self.report = ClientReport(self.id, *result)
 
 
