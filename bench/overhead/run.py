@@ -126,10 +126,19 @@ def report(clients: int, runs: list[Run]) -> None:
     v_mean = statistics.median(r.mean_ns for r in v)
     c_ops = statistics.median(r.throughput_ops_s for r in c)
     v_ops = statistics.median(r.throughput_ops_s for r in v)
+    # Each volley run against the C run just before it: slow drifts in load cancel out.
+    pairs = list(zip(c, v, strict=True))
+    paired_mean = statistics.median(b.mean_ns / a.mean_ns for a, b in pairs)
+    paired_ops = statistics.median(b.throughput_ops_s / a.throughput_ops_s for a, b in pairs)
     print(f"\n{clients} client{'s' if clients > 1 else ''}, medians of {len(c)} runs each")
-    print(f"  {'':<18}{'C':>14}{'volley':>14}  volley/C")
-    print(f"  {'mean latency ns':<18}{c_mean:>14.0f}{v_mean:>14.0f}  {ratio(v_mean, c_mean)}")
-    print(f"  {'ops/s':<18}{c_ops:>14.0f}{v_ops:>14.0f}  {ratio(v_ops, c_ops)}")
+    print(f"  {'':<18}{'C':>12}{'volley':>12}  {'volley/C':<20}{'median of A/B pairs':>20}")
+    print(
+        f"  {'mean latency ns':<18}{c_mean:>12.0f}{v_mean:>12.0f}  "
+        f"{ratio(v_mean, c_mean):<20}{paired_mean:>20.3f}"
+    )
+    print(
+        f"  {'ops/s':<18}{c_ops:>12.0f}{v_ops:>12.0f}  {ratio(v_ops, c_ops):<20}{paired_ops:>20.3f}"
+    )
     print(f"  raw: {'run':<8}{'n':>10}{'mean_ns':>12}{'ops/s':>12}{'measured_s':>12}")
     for r in runs:
         print(
