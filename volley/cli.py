@@ -6,7 +6,6 @@ Exit status: 0 significant (or all checks passed), 1 the run failed, 2 bad input
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -15,6 +14,7 @@ import typer
 
 from volley import __version__, coordinator, cpus, results, server, stats
 from volley.report import StreamProgress, summary
+from volley.units import BadInput, parse_confidence, parse_duration_s
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
 EXIT_CODES = {
@@ -25,10 +25,6 @@ EXIT_CODES = {
 }
 
 
-class BadInput(ValueError):
-    """Input that makes no sense; reported in one line with exit status 2."""
-
-
 def program() -> str:
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return "volley" if name in ("", "__main__.py", "-m") else name
@@ -37,34 +33,6 @@ def program() -> str:
 def fail(message: str, status: int) -> NoReturn:
     print(f"{program()}: error: {message}", file=sys.stderr)
     raise typer.Exit(status)
-
-
-_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
-_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration_s(text: str, option: str, allow_zero: bool = False) -> float:
-    """``"180"``, ``"180s"``, ``"3m"``, ``"500ms"`` -> seconds."""
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise BadInput(f"{option} {text!r} is not a duration; write it like 30s, 500ms or 3m")
-    seconds = float(match.group(1)) * _SECONDS[match.group(2)]
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise BadInput(f"{option} {text!r} must be more than zero")
-    return seconds
-
-
-def parse_confidence(text: str) -> float:
-    """``0.95`` or ``95%``."""
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise BadInput(
-            f"--confidence {text!r} is not a number; write it like 0.95 or 95%"
-        ) from None
-    if not 0.5 <= value < 1:
-        raise BadInput(f"--confidence {text!r} must be at least 0.5 and below 1 (like 0.95)")
-    return value
 
 
 def parse_address(text: str) -> tuple[str, int]:

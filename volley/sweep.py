@@ -52,6 +52,8 @@ from typing import Any, Protocol, TextIO
 
 from volley import cpus
 from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT
+from volley.stats import parse_precision
+from volley.units import BadInput, parse_confidence, parse_duration_s
 
 RESULTS_NAME = "results.jsonl"
 DEFAULT_SERVERS_DIR = "target/servers"
@@ -339,9 +341,6 @@ def _servers(
 
 def _bench_option(key: str, value: Any, where: _Locator) -> str:
     """Check one [bench] option the way volley-bench would, and spell it for its command line."""
-    from volley.cli import BadInput, parse_confidence, parse_duration_s
-    from volley.stats import parse_precision
-
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise where.error("bench", key, f'has {value!r}; write a string like "10s" or a number')
     text = str(value)
@@ -360,8 +359,6 @@ def _bench_option(key: str, value: Any, where: _Locator) -> str:
 
 
 def _duration_s(text: str) -> float:
-    from volley.cli import parse_duration_s
-
     return parse_duration_s(text, "duration", allow_zero=True)
 
 

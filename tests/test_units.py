@@ -1,0 +1,42 @@
+import pytest
+
+from volley.units import BadInput, parse_confidence, parse_duration_s
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("180", 180.0),
+        ("180s", 180.0),
+        ("3m", 180.0),
+        ("500ms", 0.5),
+        ("1.5s", 1.5),
+        ("2h", 7200.0),
+        (" 10 s ", 10.0),
+    ],
+)
+def test_durations(text, seconds):
+    assert parse_duration_s(text, "--max-time") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "-1s", "1d", "1.2.3s", "ten"])
+def test_bad_durations_name_the_option(text):
+    with pytest.raises(BadInput, match="--max-time"):
+        parse_duration_s(text, "--max-time")
+
+
+def test_zero_duration_only_where_allowed():
+    assert parse_duration_s("0", "--warmup", allow_zero=True) == 0
+    with pytest.raises(BadInput, match="must be more than zero"):
+        parse_duration_s("0s", "--max-time")
+
+
+@pytest.mark.parametrize(("text", "level"), [("0.95", 0.95), ("99%", 0.99), ("0.5", 0.5)])
+def test_confidence(text, level):
+    assert parse_confidence(text) == pytest.approx(level)
+
+
+@pytest.mark.parametrize("text", ["1", "95", "0.4", "100%", "sure", ""])
+def test_bad_confidence(text):
+    with pytest.raises(BadInput, match="--confidence"):
+        parse_confidence(text)
