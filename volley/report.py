@@ -67,7 +67,8 @@ def summary(result: BenchResult) -> str:
     """The human summary printed on stdout."""
     lines = [
         f"{result.server} {' '.join(result.server_args)}".rstrip(),
-        f"  {result.clients} clients on CPU {format_cpu_list(result.client_cores)}, "
+        f"  {result.clients} client{'' if result.clients == 1 else 's'} on CPU "
+        f"{format_cpu_list(result.client_cores)}, "
         f"server on CPU {format_cpu_list(result.server_cores)}",
     ]
     lat = result.latency_ns

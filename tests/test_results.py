@@ -1,0 +1,146 @@
+"""The result record, its JSON, and what a person reads (no sockets)."""
+
+import io
+import json
+
+import pytest
+
+from volley.coordinator import RoundProgress
+from volley.report import StreamProgress, format_ns, summary
+from volley.results import (
+    FORMAT_VERSION,
+    BenchResult,
+    HostInfo,
+    LatencySummary,
+    WorkerInfo,
+    dumps,
+)
+
+
+def result(**changes) -> BenchResult:
+    fields = dict(
+        status="significant",
+        server="target/servers/c-threaded",
+        server_args=[],
+        clients=4,
+        client_cores=[1],
+        server_cores=[0],
+        n=1000,
+        rounds=3,
+        elapsed_s=4.5,
+        measured_s=3.0,
+        throughput_ops_s=333.3,
+        confidence=0.95,
+        precision="1%",
+        ci_batches=40,
+        latency_ns=LatencySummary(
+            mean=50_000.0,
+            stddev=9_000.0,
+            ci_low=49_600.0,
+            ci_high=50_400.0,
+            min=20_000.0,
+            max=2_000_000.0,
+            p50=48_000.0,
+            p90=60_000.0,
+            p99=90_000.0,
+            p99_9=150_000.0,
+            distribution=[(50.0, 48_000.0), (99.0, 90_000.0)],
+        ),
+        workers=[WorkerInfo(pid=123, cpus=[1], clients=4)],
+        host=HostInfo(kernel="6.1", cpu_model="test cpu", cpus=2),
+        started_at="2026-11-26T10:00:00+00:00",
+        warmup_s=1.0,
+    )
+    fields.update(changes)
+    return BenchResult(**fields)
+
+
+def test_json_round_trip_keeps_everything():
+    original = result()
+    data = json.loads(dumps(original))
+    assert data["version"] == FORMAT_VERSION and data["significant"] is True
+    assert data["latency_ns"]["p99.9"] == 150_000.0 and "p99_9" not in data["latency_ns"]
+    assert BenchResult.from_json(data) == original
+
+
+def test_newer_format_is_refused_with_advice():
+    data = json.loads(dumps(result()))
+    data["version"] = FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match="upgrade volley"):
+        BenchResult.from_json(data)
+
+
+def test_failed_run_without_ops_serialises():
+    data = json.loads(dumps(result(status="failed", n=0, latency_ns=None, error="boom")))
+    assert data["latency_ns"] is None and data["significant"] is False
+    assert data["error"] == "boom"
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (850, "850 ns"),
+        (23_410, "23.41 us"),
+        (123_456, "123 us"),
+        (2_500_000, "2.50 ms"),
+        (3e9, "3.00 s"),
+        (float("inf"), "?"),
+    ],
+)
+def test_format_ns(ns, text):
+    assert format_ns(ns) == text
+
+
+def test_summary_has_the_numbers_and_the_verdict():
+    text = summary(result())
+    assert "4 clients on CPU 1, server on CPU 0" in text
+    assert "50.00 us ± 400 ns (95% CI, 0.8% of mean)" in text
+    assert "p99.9 150 us" in text and "max 2.00 ms" in text
+    assert "n 1,000 ops in 3 rounds" in text and "significant: yes" in text
+    one = summary(result(clients=1, rounds=1, status="not-significant"))
+    assert "1 client on CPU" in one and "in 1 round " in one
+    assert "significant: NO (max time reached" in one
+
+
+def test_summary_of_a_failure_says_so():
+    text = summary(result(status="failed", error="client 3 ...: wrong reply", latency_ns=None))
+    assert "no op completed" in text and "incomplete" in text
+    assert "error: client 3" in text
+
+
+def progress(ratio_target_ns: float) -> RoundProgress:
+    return RoundProgress(
+        round=2,
+        n=5000,
+        mean_ns=50_000.0,
+        half_width_ns=1000.0,
+        target_ns=ratio_target_ns,
+        elapsed_s=2.5,
+    )
+
+
+def test_progress_is_plain_lines_off_a_terminal():
+    out = io.StringIO()
+    p = StreamProgress(out)
+    p.round(progress(500.0))
+    p.round(progress(2000.0))
+    p.done()
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "round 2: 5,000 ops, mean 50.00 us ± 1.00 us (target ± 500 ns, 2.0x too wide), 2.5 s",
+        "round 2: 5,000 ops, mean 50.00 us ± 1.00 us (target ± 2.00 us, met), 2.5 s",
+    ]
+
+
+def test_progress_rewrites_one_line_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    p = StreamProgress(out)
+    p.round(progress(500.0))
+    p.round(progress(500.0))
+    p.done()
+    assert out.getvalue().count("\r\033[K") == 2 and out.getvalue().endswith("\n")
+    assert out.getvalue().count("\n") == 1
