@@ -457,14 +457,17 @@ def _legend_from(fig: Any) -> tuple[list[Any], list[str]]:
     return list(seen.values()), list(seen)
 
 
-def _bars(mpl: Any, results: Results, ylabel: str, values: Any) -> Any:
-    """Servers side by side, one bar per (clients, client cores) group, CI whiskers."""
+def _side_by_side(mpl: Any, results: Results) -> tuple[Any, Any, list[str], Any, Any, float]:
+    """A figure with the servers along x and one slot per (clients, client cores) group."""
     servers = results.servers()  # in the experiment's order
     groups = _groups(results)
     fig = _new_figure(mpl, min(16.0, max(7.0, 0.35 * len(servers) * len(groups) + 3)), 5.2)
-    ax = fig.subplots()
-    palette = mpl.colormaps["viridis"]
-    width = 0.8 / len(groups)
+    return fig, fig.subplots(), servers, groups, mpl.colormaps["viridis"], 0.8 / len(groups)
+
+
+def _bars(mpl: Any, results: Results, ylabel: str, values: Any) -> Any:
+    """Servers side by side, one bar per (clients, client cores) group, CI whiskers."""
+    fig, ax, servers, groups, palette, width = _side_by_side(mpl, results)
     for g, group in enumerate(groups):
         color = palette(0.15 + 0.7 * g / max(1, len(groups) - 1))
         for s, server in enumerate(servers):
@@ -570,12 +573,7 @@ def latency_figure(mpl: Any, results: Results) -> Any:
 
 
 def _latency_dots(mpl: Any, results: Results) -> Any:
-    servers = results.servers()  # in the experiment's order
-    groups = _groups(results)
-    fig = _new_figure(mpl, min(16.0, max(7.0, 0.35 * len(servers) * len(groups) + 3)), 5.2)
-    ax = fig.subplots()
-    palette = mpl.colormaps["viridis"]
-    width = 0.8 / len(groups)
+    fig, ax, servers, groups, palette, width = _side_by_side(mpl, results)
     for g, group in enumerate(groups):
         color = palette(0.15 + 0.7 * g / max(1, len(groups) - 1))
         points = [
