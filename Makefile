@@ -18,7 +18,7 @@ volley/.installed: setup.py pyproject.toml volley/_core.pyx volley/_posix.pxd
 # Benchmark one bundled server with the defaults (server on the lower half of the CPUs,
 # one client per CPU of the upper half).
 run: install server-$(SERVER)
-	volley-bench $(SERVER_ARGS) target/servers/$(SERVER)
+	$(PYTHON) -m volley bench $(SERVER_ARGS) target/servers/$(SERVER)
 
 test: install servers
 	$(PYTHON) -m pytest -q
