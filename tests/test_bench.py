@@ -202,7 +202,10 @@ def test_connect_mode_leaves_the_server_running(c_threaded):
             "-",
         )
         assert done.status in (0, 3), done.stderr
-        assert done.json()["n"] > 0
+        result = done.json()
+        assert result["n"] > 0 and result["server"] == f"127.0.0.1:{port}"
+        assert result["server_cores"] == []  # not started, so not pinned, by volley
+        assert "server already running" in done.stderr
         assert running.process.poll() is None
         running.wait_listening(2)  # still answers
     finally:

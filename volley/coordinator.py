@@ -410,7 +410,8 @@ class Coordinator:
             server_args=config.server_args,
             clients=config.clients,
             client_cores=config.placement.client_cpus,
-            server_cores=config.placement.server_cpus,
+            # A server we did not start runs wherever it runs: record no CPUs for it.
+            server_cores=[] if config.connect else config.placement.server_cpus,
             n=record.n,
             rounds=rounds,
             elapsed_s=round(time.monotonic() - self.start, 3),

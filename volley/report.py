@@ -69,7 +69,11 @@ def summary(result: BenchResult) -> str:
         f"{result.server} {' '.join(result.server_args)}".rstrip(),
         f"  {result.clients} client{'' if result.clients == 1 else 's'} on CPU "
         f"{format_cpu_list(result.client_cores)}, "
-        f"server on CPU {format_cpu_list(result.server_cores)}",
+        + (
+            f"server on CPU {format_cpu_list(result.server_cores)}"
+            if result.server_cores
+            else "server already running (not started or pinned by volley)"
+        ),
     ]
     lat = result.latency_ns
     if lat is None:
