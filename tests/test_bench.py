@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from helpers import QUICK, bench, bench_command
+from helpers import BRIEF, QUICK, bench, bench_command
 
 from volley import server as server_module
 from volley.cpus import usable_cpus
@@ -227,11 +227,7 @@ def test_server_args_placeholders_reach_the_server(tmp_path):
     done = bench(
         "--clients",
         "1",
-        "--max-time",
-        "1s",
-        "--precision",
-        "50%",
-        *QUICK,
+        *BRIEF,
         str(script),
         "--",
         "-t",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import FAULTY, QUICK, RUN_MARK, bench, bench_command
+from helpers import BRIEF, FAULTY, QUICK, RUN_MARK, bench, bench_command
 
 from volley import results
 from volley.server import choose_port, start
@@ -224,13 +224,19 @@ def test_stalled_server_is_an_op_timeout_not_a_hang():
     assert not leftover("stall-after")
 
 
-def test_server_that_ignores_zero_and_sigterm_is_killed(tmp_path):
-    stubborn = tmp_path / "stubborn"
-    stubborn.write_text(
+@pytest.fixture
+def stubborn(tmp_path) -> Path:
+    """A server that ignores both the zero challenge and SIGTERM: only SIGKILL ends it."""
+    script = tmp_path / "stubborn"
+    script.write_text(
         f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} --fault ignore-zero \"$@\"\n"
     )
-    stubborn.chmod(0o755)
-    done = bench("--clients", "1", "--max-time", "1s", "--precision", "50%", *QUICK, stubborn)
+    script.chmod(0o755)
+    return script
+
+
+def test_server_that_ignores_zero_and_sigterm_is_killed(stubborn):
+    done = bench("--clients", "1", *BRIEF, stubborn)
     assert done.status in (0, 3), done.stderr
     assert not leftover("ignore-zero")
 
@@ -239,11 +245,7 @@ def test_children_of_the_server_are_ended_too():
     done = bench(
         "--clients",
         "1",
-        "--max-time",
-        "1s",
-        "--precision",
-        "50%",
-        *QUICK,
+        *BRIEF,
         FAULTY,
         "--",
         "--fault",
@@ -253,12 +255,7 @@ def test_children_of_the_server_are_ended_too():
     assert not leftover("fork-children")
 
 
-def test_stop_escalates_from_zero_to_sigterm_to_sigkill(tmp_path):
-    stubborn = tmp_path / "stubborn"
-    stubborn.write_text(
-        f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} --fault ignore-zero \"$@\"\n"
-    )
-    stubborn.chmod(0o755)
+def test_stop_escalates_from_zero_to_sigterm_to_sigkill(stubborn):
     ways = {}
     for name, path, args in [
         ("polite", str(FAULTY), []),
