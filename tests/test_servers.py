@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from helpers import SERVERS, bench, check
+from helpers import QUICK, SERVERS, bench, check
 
 BUILT = (
     sorted(p.name for p in SERVERS.glob("*") if p.is_file() and os.access(p, os.X_OK))
@@ -32,11 +32,7 @@ def test_server_survives_a_short_bench(name):
         "8",
         "--max-time",
         "3s",
-        "--warmup",
-        "0.2s",
-        "--round-time",
-        "0.3s",
-        "--quiet",
+        *QUICK,
         "--json",
         "-",
         SERVERS / name,

@@ -335,6 +335,15 @@ def _plain_log_ticks(mpl: Any, ax: Any) -> None:
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
 
 
+def _by_cores(mpl: Any, results: Results) -> tuple[Any, Any, list[tuple[Any, int]]]:
+    """A figure with one panel per client count (the seed's layout): figure, server colours,
+    and (axes, clients) pairs."""
+    counts = sorted({m.clients for m in results.measurements})
+    fig = _new_figure(mpl, 4.6 * min(3, len(counts)) + 2.6, 3.8 * math.ceil(len(counts) / 3) + 1.4)
+    panels = list(zip(_panels(fig, len(counts)), counts, strict=True))
+    return fig, _colors(mpl, results.servers()), panels
+
+
 def _line(results: Results, clients: int, series: tuple[str, int]) -> list[Measurement]:
     """The points of one server's line in one client-count panel, by server cores."""
     return sorted(
@@ -373,11 +382,9 @@ def throughput_figure(mpl: Any, results: Results) -> Any:
             _caption(results, what, "Hatched bars"),
         )
         return fig
-    panels = sorted({m.clients for m in results.measurements})
-    fig = _new_figure(mpl, 4.6 * min(3, len(panels)) + 2.6, 3.8 * math.ceil(len(panels) / 3) + 1.4)
-    colors = _colors(mpl, results.servers())
+    fig, colors, panels = _by_cores(mpl, results)
     styles = _styles(results)
-    for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
+    for ax, clients in panels:
         for series in _series(results):
             points = _line(results, clients, series)
             if not points:
@@ -527,10 +534,8 @@ def latency_figure(mpl: Any, results: Results) -> Any:
             _caption(results, what.replace(", dashed", "")),
         )
         return fig
-    panels = sorted({m.clients for m in results.measurements})
-    fig = _new_figure(mpl, 4.6 * min(3, len(panels)) + 2.6, 3.8 * math.ceil(len(panels) / 3) + 1.4)
-    colors = _colors(mpl, results.servers())
-    for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
+    fig, colors, panels = _by_cores(mpl, results)
+    for ax, clients in panels:
         for series in _series(results):
             points = _line(results, clients, series)
             if not points:
