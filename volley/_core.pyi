@@ -13,5 +13,6 @@ def play(
     start_ns: int,
     deadline_ns: int,
     stop: memoryview,
+    measure_from_ns: int = 0,
 ) -> tuple[int, int, int, int, int]: ...
 def monotonic_ns() -> int: ...

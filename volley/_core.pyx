@@ -88,13 +88,15 @@ cdef Outcome recv_word(int fd, uint32_t *word, int *err) noexcept nogil:
 
 
 def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
-         int64_t deadline_ns, uint8_t[::1] stop):
+         int64_t deadline_ns, uint8_t[::1] stop, int64_t measure_from_ns=0):
     """Play ping-pong on ``fd`` until ``latency_ns`` is full, CLOCK_MONOTONIC passes
     ``deadline_ns``, ``stop[0]`` becomes non-zero, or an op fails.
 
-    Waits until ``start_ns`` (absolute CLOCK_MONOTONIC) so every client of a round starts
-    together. On failure sets ``stop[0]`` so the other clients end their round too.
-    Returns ``(completed, outcome, errno, challenge, reply)``.
+    Waits until ``start_ns`` (absolute CLOCK_MONOTONIC) so every client of a run starts
+    together. Ops that start before ``measure_from_ns`` are the warm-up: played, checked,
+    not recorded, so the synchronised start is never in the data. On failure sets
+    ``stop[0]`` so the other clients end their run too.
+    Returns ``(recorded, outcome, errno, challenge, reply)``.
     """
     cdef Py_ssize_t capacity = latency_ns.shape[0]
     cdef int64_t *samples = &latency_ns[0] if capacity > 0 else NULL
@@ -125,8 +127,9 @@ def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
             if outcome != _OK:
                 stop_flag[0] = 1
                 break
-            samples[done] = t1 - t0
-            done += 1
+            if t0 >= measure_from_ns:
+                samples[done] = t1 - t0
+                done += 1
             if t1 >= deadline_ns:
                 break
 

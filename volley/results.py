@@ -2,6 +2,9 @@
 
 Format history (``version`` in the JSON):
   1  first format: the volley-bench keys listed in the README.
+  2  replicated runs: ``runs`` (one object per run), ``restart``, ``targets``, and
+     ``latency_ns.intervals`` (a confidence interval for each percentile). ``rounds`` and
+     ``ci_batches`` now count runs; the mean's interval rests on run-level values.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 """
@@ -9,6 +12,7 @@ Readers accept every version up to ``FORMAT_VERSION``; writers always write the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -18,7 +22,7 @@ from typing import Any
 
 from volley import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
@@ -42,11 +46,14 @@ class LatencySummary:
     p99_9: float
     # (percentile, latency_ns) pairs for a distribution plot
     distribution: list[tuple[float, float]] = field(default_factory=list)
+    # Confidence interval (low, high) of each percentile, keyed "p50", "p90", "p99", "p99.9"
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["p99.9"] = data.pop("p99_9")
         data["distribution"] = [list(pair) for pair in self.distribution]
+        data["intervals"] = {k: list(v) for k, v in self.intervals.items()}
         return data
 
     @classmethod
@@ -54,6 +61,51 @@ class LatencySummary:
         data = dict(data)
         data["p99_9"] = data.pop("p99.9")
         data["distribution"] = [tuple(pair) for pair in data.get("distribution", [])]
+        data["intervals"] = {k: tuple(v) for k, v in data.get("intervals", {}).items()}
+        return cls(**data)
+
+    def interval(self, statistic: str) -> tuple[float, float]:
+        """(low, high) of "mean" or a percentile name such as "p99"."""
+        if statistic == "mean":
+            return self.ci_low, self.ci_high
+        return self.intervals.get(statistic, (math.nan, math.nan))
+
+    def value(self, statistic: str) -> float:
+        """The point value of "mean" or a percentile name such as "p99.9"."""
+        return float(getattr(self, STATISTIC_FIELDS[statistic]))
+
+
+# The statistics a result reports with an interval, and the LatencySummary field of each.
+STATISTIC_FIELDS = {"mean": "mean", "p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p99_9"}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run: a fresh server (or fresh connections), its warm-up discarded, then a
+    measured stretch. The run is the unit of evidence: intervals rest on these values."""
+
+    n: int
+    duration_s: float
+    mean_ns: float
+    p50_ns: float
+    p90_ns: float
+    p99_ns: float
+    p99_9_ns: float
+    server_pid: int | None = None
+
+    def value(self, statistic: str) -> float:
+        """This run's "mean" or percentile ("p50" ... "p99.9"), in nanoseconds."""
+        return float(getattr(self, STATISTIC_FIELDS[statistic] + "_ns"))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["p99.9_ns"] = data.pop("p99_9_ns")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSummary:
+        data = {k.replace("p99.9", "p99_9"): v for k, v in data.items()}
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**data)
 
 
@@ -108,6 +160,10 @@ class BenchResult:
     started_at: str
     warmup_s: float
     error: str | None = None
+    runs: list[RunSummary] = field(default_factory=list)
+    # What each run started afresh: "server" (and connections) or only "connections".
+    restart: str | None = None
+    targets: list[str] = field(default_factory=list)  # e.g. ["mean:1%", "p99:5%"]
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -119,6 +175,7 @@ class BenchResult:
         data = asdict(self)
         data["significant"] = self.significant
         data["latency_ns"] = self.latency_ns.to_json() if self.latency_ns else None
+        data["runs"] = [run.to_json() for run in self.runs]
         return data
 
     @classmethod
@@ -134,6 +191,7 @@ class BenchResult:
         data["latency_ns"] = LatencySummary.from_json(latency) if latency else None
         data["workers"] = [WorkerInfo(**w) for w in data["workers"]]
         data["host"] = HostInfo(**data["host"])
+        data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         return cls(**data)
 
 
