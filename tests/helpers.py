@@ -18,7 +18,7 @@ FAULTY = FIXTURES / "faulty_server.py"
 RUN_MARK = "VOLLEY_TEST_RUN"
 
 # Short runs: tests check behaviour, not precision.
-QUICK = ["--warmup", "0.2s", "--round-time", "0.3s", "--quiet"]
+QUICK = ["--warmup", "0.1s", "--run-time", "0.2s", "--min-runs", "3", "--quiet"]
 # A run of about a second that only has to work, not to be precise.
 BRIEF = ["--max-time", "1s", "--precision", "50%", *QUICK]
 

@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 
-from volley import stats
 from volley.stats import (
     Histogram,
     LatencyRecord,

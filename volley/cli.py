@@ -138,7 +138,7 @@ def bench(
         result = coordinator.benchmark(config, None if quiet else StreamProgress())
     except KeyboardInterrupt:
         fail("interrupted before any run started", EXIT_INTERRUPTED)
-    except (server.ServerError, coordinator.BenchError) as e:
+    except (server.ServerError, coordinator.BenchError, runs.RunFailed) as e:
         fail(str(e), EXIT_FAILED)
     human = sys.stderr if json_path == "-" else sys.stdout
     print(summary(result), file=human)
