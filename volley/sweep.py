@@ -831,6 +831,15 @@ CSV_COLUMNS = (
     "p99_ns",
     "p99.9_ns",
     "max_ns",
+    "p50_ci_low_ns",
+    "p50_ci_high_ns",
+    "p90_ci_low_ns",
+    "p90_ci_high_ns",
+    "p99_ci_low_ns",
+    "p99_ci_high_ns",
+    "p99.9_ci_low_ns",
+    "p99.9_ci_high_ns",
+    "restart",
     "throughput_ops_s",
     "confidence",
     "precision",
@@ -870,10 +879,13 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
         "measured_s",
         "started_at",
         "error",
+        "restart",
     ):
         row[key] = record.get(key)
     for key in ("mean", "stddev", "ci_low", "ci_high", "min", "p50", "p90", "p99", "p99.9", "max"):
         row[f"{key}_ns"] = latency.get(key)
+    for key, (low, high) in (latency.get("intervals") or {}).items():
+        row[f"{key}_ci_low_ns"], row[f"{key}_ci_high_ns"] = low, high
     return row
 
 
