@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
@@ -140,7 +141,12 @@ class Histogram:
         total = cumulative[-1]
         if total == 0:
             return np.full(p.shape, math.nan)
-        rank = np.maximum(np.ceil(p / 100 * total), 1)
+        # The rank in exact decimal arithmetic: in floats 99.9% of 1000 is 999.0000000000001,
+        # which would round up to the next value.
+        rank = np.array(
+            [max(1, math.ceil(Fraction(str(float(x))) * int(total) / 100)) for x in p.flat],
+            dtype=np.int64,
+        ).reshape(p.shape)
         bucket = np.searchsorted(cumulative, rank).astype(np.int64)
         low = self.lowest_of(bucket)
         high = self.lowest_of(bucket + 1)
