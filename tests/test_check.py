@@ -3,14 +3,13 @@ passes the others; bad input is one line and exit status 2."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from helpers import FAULTY, check
+from helpers import FAULTY, check, strict_loads
 
 from volley.check import CHECKS
 from volley.server import choose_port
@@ -64,7 +63,7 @@ def check_fault(fault: str, *options: str, after: int | None = None) -> tuple[in
     extra = ["--after", str(after)] if after is not None else []
     done = check(*options, "--json", "-", FAULTY, "--", "--fault", fault, *extra)
     assert done.stdout, done.stderr
-    return done.status, json.loads(done.stdout)
+    return done.status, strict_loads(done.stdout)
 
 
 def failed(report: dict) -> set[str]:
@@ -133,7 +132,7 @@ def test_only_is_repeatable_and_comma_separated(tmp_path):
     out = tmp_path / "check.json"
     done = check("--only", "usage,basic", "--only", "edge-values", "--json", out, FAULTY)
     assert done.status == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    report = strict_loads(out.read_text())
     assert [c["name"] for c in report["checks"]] == ["basic", "edge-values", "usage"]
     assert report["version"] == 1 and report["total"] == 3
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left over
@@ -175,7 +174,7 @@ def test_connect_runs_the_checks_that_need_no_restart():
                 time.sleep(0.05)
         done = check("--connect", f"127.0.0.1:{port}", "--json", "-")
         assert done.status == 0, done.stdout + done.stderr
-        report = json.loads(done.stdout)
+        report = strict_loads(done.stdout)
         names = [c["name"] for c in report["checks"]]
         assert names == [n for n in ALL if not CHECKS[n].needs_binary]
         assert process.poll() is None  # left running

@@ -4,7 +4,6 @@ hangs; they are generous because the machines are shared."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import BRIEF, FAULTY, QUICK, RUN_MARK, bench, bench_command
+from helpers import BRIEF, FAULTY, QUICK, RUN_MARK, bench, bench_command, strict_loads
 
 from volley import results
 from volley.server import choose_port, start
@@ -172,7 +171,7 @@ def test_server_fails_mid_run(tmp_path, fault, message):
     assert time.monotonic() - started < 30
     assert message in done.stdout and "client " in done.stdout and "round " in done.stdout
     assert "incomplete" in done.stdout
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert result["status"] == "failed" and message in result["error"]
     assert result["n"] > 0 and result["latency_ns"]["mean"] > 0  # what was completed
     assert not leftover(fault)
@@ -297,7 +296,7 @@ def interrupt_mid_run(sig: int, tmp_path: Path, *server: str | Path, extra=()):
             process.kill()
             process.wait()
     assert out.exists(), stderr
-    return process.returncode, stdout, json.loads(out.read_text()), took, family
+    return process.returncode, stdout, strict_loads(out.read_text()), took, family
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

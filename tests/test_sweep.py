@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAULTY, ROOT, server, volley
+from helpers import FAULTY, ROOT, server, strict_loads, volley
 
 from volley import sweep
 from volley.cpus import usable_cpus
@@ -290,7 +289,7 @@ def run_sweep(
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [strict_loads(line) for line in path.read_text().splitlines()]
 
 
 def test_every_point_is_appended_as_one_line_with_its_parameters(tmp_path):
@@ -573,7 +572,7 @@ def test_bench_sh_keeps_the_seeds_interface(tmp_path):
     first = done.stderr.splitlines()[0]
     assert "--server-cores 0 --cores 1 --clients 2" in first
     assert first.rstrip().endswith(r"-- --fault none --after \{server_cores\}")
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert (
         result["clients"] == 2 and result["server_cores"] == [0] and result["client_cores"] == [1]
     )

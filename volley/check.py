@@ -12,7 +12,6 @@ JSON format history (``version``):
 from __future__ import annotations
 
 import contextlib
-import json
 import selectors
 import signal
 import socket
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from types import FrameType
 
 from volley import __version__, server
+from volley.results import strict_dumps
 
 FORMAT_VERSION = 1
 MASK = 0xFFFFFFFF
@@ -876,4 +876,4 @@ def dumps(run: CheckRun) -> str:
         "checks": [asdict(r) for r in run.results],
         "notes": run.notes,
     }
-    return json.dumps(data, indent=2) + "\n"
+    return strict_dumps(data, indent=2) + "\n"

@@ -147,14 +147,12 @@ def load(
                 client_cores=int(point["client_cores"]),
                 status=str(record.get("status")),
                 n=int(record.get("n", 0)),
-                mean_ns=float(latency["mean"]),
-                ci_low_ns=float(latency["ci_low"]),
-                ci_high_ns=float(latency["ci_high"]),
-                p99_ns=float(latency["p99"]),
+                mean_ns=_ns(latency["mean"]),
+                ci_low_ns=_ns(latency["ci_low"]),
+                ci_high_ns=_ns(latency["ci_high"]),
+                p99_ns=_ns(latency["p99"]),
                 confidence=float(record.get("confidence", 0.95)),
-                distribution=tuple(
-                    (float(p), float(v)) for p, v in latency.get("distribution", [])
-                ),
+                distribution=tuple((float(p), _ns(v)) for p, v in latency.get("distribution", [])),
             )
         )
         host = record.get("host") or {}
@@ -178,6 +176,11 @@ def load(
             + (" (after --server/--clients)" if servers or clients else "")
         )
     return results
+
+
+def _ns(value: Any) -> float:
+    """A latency from the results file; null (not known) becomes NaN."""
+    return math.nan if value is None else float(value)
 
 
 def _add(values: list[str], value: str) -> None:

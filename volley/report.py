@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from typing import TextIO
@@ -43,17 +44,24 @@ class StreamProgress(Progress):
                 f"{p.elapsed_s:.1f} s"
             )
         if self.live:
-            self.stream.write("\r\033[K" + text)
+            self.write("\r\033[K" + text)
             self.open_line = True
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self.write(text + "\n")
 
     def done(self) -> None:
         if self.open_line:
-            self.stream.write("\n")
-            self.stream.flush()
+            self.write("\n")
             self.open_line = False
+
+    def write(self, text: str) -> None:
+        """A progress line is not worth a run: a reader gone away (EPIPE, or EIO from a
+        hung-up terminal) ends the progress, not the benchmark."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = io.StringIO()
 
 
 VERDICTS = {

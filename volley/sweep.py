@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -51,7 +52,7 @@ from types import FrameType
 from typing import Any, Protocol, TextIO
 
 from volley import cpus
-from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT
+from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT, strict_dumps
 from volley.stats import parse_precision
 from volley.units import BadInput, parse_confidence, parse_duration_s
 
@@ -605,7 +606,7 @@ def repair_tail(path: Path) -> str | None:
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one line and make it durable before the next point starts."""
-    line = json.dumps(record, separators=(",", ":")) + "\n"
+    line = strict_dumps(record, separators=(",", ":")) + "\n"
     with open(path, "a") as f:
         f.write(line)
         f.flush()
@@ -659,9 +660,8 @@ class SweepProgress:
             text = f"[{bar}] {self.status()}  running: {point}"
             # One screen line, or the carriage return could not take it back.
             width = shutil.get_terminal_size((100, 24)).columns
-            self.stream.write("\r\033[K" + text[: max(20, width - 1)])
+            self.write("\r\033[K" + text[: max(20, width - 1)])
             self.bar_shown = True
-            self.stream.flush()
 
     def finished(self, point: Point, record: dict[str, Any] | None, seconds: float) -> None:
         if record is None:  # interrupted: not done
@@ -676,10 +676,18 @@ class SweepProgress:
 
     def note(self, text: str) -> None:
         if self.bar_shown:
-            self.stream.write("\r\033[K")
+            self.write("\r\033[K")
             self.bar_shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """A reader gone away (EPIPE, or EIO from a hung-up terminal) ends the progress
+        display, never the sweep."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = io.StringIO()
 
 
 class QuietProgress(SweepProgress):
@@ -695,9 +703,11 @@ def describe(record: dict[str, Any]) -> str:
     status = record.get("status", "?")
     if status == FAILED or not latency:
         return f"FAILED: {record.get('error') or 'no result'}"
-    half = (latency["ci_high"] - latency["ci_low"]) / 2
+    low, high = latency.get("ci_low"), latency.get("ci_high")
+    half = (high - low) / 2 if low is not None and high is not None else math.inf
     verdict = "significant" if status == SIGNIFICANT else status.replace("-", " ")
-    return f"{format_ns(latency['mean'])} ± {format_ns(half)}, {verdict}"
+    mean = latency.get("mean")
+    return f"{format_ns(math.nan if mean is None else mean)} ± {format_ns(half)}, {verdict}"
 
 
 # --- the sweep -----------------------------------------------------------------------------
