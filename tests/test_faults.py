@@ -406,6 +406,6 @@ def test_open_files_hard_limit_too_low_is_a_clear_error(c_threaded):
         timeout=60,
         preexec_fn=low_limit,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad input (issue 10, item 8)
     assert "5120 clients need 5376 open files but the hard limit is 1024" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
