@@ -352,7 +352,7 @@ def test_signal_while_the_server_starts_still_ends_it(sig):
 
 def test_json_is_written_atomically(tmp_path, monkeypatch):
     target = tmp_path / "result.json"
-    target.write_text("old\n")
+    target.write_text('"old"\n')
 
     def broken_fsync(fd):
         raise OSError("disk full")
@@ -360,11 +360,11 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         results.write_atomically(target, "new\n")
-    assert target.read_text() == "old\n"
+    assert target.read_text() == '"old"\n'
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
     monkeypatch.undo()
-    results.write_atomically(target, "new\n")
-    assert target.read_text() == "new\n"
+    results.write_atomically(target, '"new"\n')
+    assert target.read_text() == '"new"\n'
 
 
 # --- scale -------------------------------------------------------------------------------
