@@ -388,7 +388,13 @@ def start(
     except OSError as e:
         log.close()
         raise ServerError(f"could not start server {path!r}: {e.strerror or e}") from None
-    return ServerProcess(command, port, process, log, host, Watchdog.start(process.pid))
+    started = ServerProcess(command, port, process, log, host)
+    try:
+        started.watchdog = Watchdog.start(process.pid)
+    except OSError as e:
+        started.kill()
+        raise ServerError(f"could not start the server's watchdog: {e.strerror or e}") from None
+    return started
 
 
 def pinned_and_tied(cpus: list[int] | None) -> Callable[[], None]:
