@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 
 import psutil
 import pytest
-from helpers import BRIEF, QUICK, bench, bench_command
+from helpers import BRIEF, QUICK, bench, bench_command, strict_loads
 
 from volley import server as server_module
 from volley.cpus import usable_cpus
@@ -56,7 +55,7 @@ def test_significant_run_writes_sane_json(c_threaded, tmp_path):
         c_threaded,
     )
     assert done.status == 0, done.stderr
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert set(result) >= TOP_KEYS
     assert result["significant"] is True and result["status"] == "significant"
     lat = result["latency_ns"]
@@ -163,7 +162,7 @@ def test_workers_and_server_are_pinned_while_running(c_threaded, tmp_path):
     finally:
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 3, stderr
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert [w["cpus"] for w in result["workers"]] == [[client_cpu]]
     assert result["server_cores"] == [server_cpu] and result["client_cores"] == [client_cpu]
     assert all(gone(pid) for pid in seen) and all(gone(w.pid) for w in workers)
@@ -274,5 +273,5 @@ def test_single_cpu_shares_it_with_a_warning(c_threaded):
     )
     assert done.returncode in (0, 3), done.stderr
     assert f"warning: server and clients share CPU {cpu}" in done.stderr
-    result = json.loads(done.stdout)
+    result = strict_loads(done.stdout)
     assert result["server_cores"] == result["client_cores"] == [cpu] and result["n"] > 0

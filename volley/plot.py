@@ -150,16 +150,14 @@ def load(
                 client_cores=int(point["client_cores"]),
                 status=str(record.get("status")),
                 n=int(record.get("n", 0)),
-                mean_ns=float(latency["mean"]),
-                ci_low_ns=float(latency["ci_low"]),
-                ci_high_ns=float(latency["ci_high"]),
-                p99_ns=float(latency["p99"]),
+                mean_ns=_ns(latency["mean"]),
+                ci_low_ns=_ns(latency["ci_low"]),
+                ci_high_ns=_ns(latency["ci_high"]),
+                p99_ns=_ns(latency["p99"]),
                 confidence=float(record.get("confidence", 0.95)),
-                p99_low_ns=_number(latency.get("intervals", {}).get("p99", [None])[0]),
-                p99_high_ns=_number(latency.get("intervals", {}).get("p99", [None, None])[1]),
-                distribution=tuple(
-                    (float(p), float(v)) for p, v in latency.get("distribution", [])
-                ),
+                p99_low_ns=_ns(latency.get("intervals", {}).get("p99", [None])[0]),
+                p99_high_ns=_ns(latency.get("intervals", {}).get("p99", [None, None])[1]),
+                distribution=tuple((float(p), _ns(v)) for p, v in latency.get("distribution", [])),
             )
         )
         host = record.get("host") or {}
@@ -185,7 +183,8 @@ def load(
     return results
 
 
-def _number(value: Any) -> float:
+def _ns(value: Any) -> float:
+    """A latency from the results file; null (not known) becomes NaN."""
     return math.nan if value is None else float(value)
 
 
