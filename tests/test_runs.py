@@ -8,11 +8,12 @@ the reported 95% interval for the mean hold the true mean?
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
 
-from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT
+from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
 from volley.runs import (
     PlayedRun,
     Progress,
@@ -21,6 +22,7 @@ from volley.runs import (
     RunProgress,
     RunRequest,
     StoppingRule,
+    interleave,
     measure,
 )
 from volley.units import Target, parse_target
@@ -244,3 +246,74 @@ def test_a_first_run_that_cannot_be_played_is_an_error_not_a_result():
     engine = FailingEngine(1, "raise", np.full(20, 100_000.0), clock)
     with pytest.raises(RunFailed, match="before listening"):
         measure(engine, RunPlan(targets=[Target("mean", relative=0.01)]), clock=clock)
+
+
+class DriftingEngine:
+    """Alternatives whose runs cost ``base[alternative]`` plus a drift of the whole machine
+    that grows with (fake) time: both alternatives see the same drift at the same moment."""
+
+    def __init__(self, base: list[float], drift_per_s: float, clock: FakeClock) -> None:
+        self.base, self.drift_per_s, self.clock = base, drift_per_s, clock
+        self.interrupted = False
+        self.order: list[int] = []
+        self.rng = np.random.default_rng(11)
+
+    def play(self, request: RunRequest) -> PlayedRun:
+        self.order.append(request.alternative)
+        self.clock.now += request.warmup_s + request.measure_s + 0.05
+        value = self.base[request.alternative] + self.drift_per_s * self.clock.now
+        value *= 1 + self.rng.normal(0, 0.01)
+        return PlayedRun([np.full(OPS, round(value), np.int64)])
+
+
+def difference_interval(a, b) -> tuple[float, float]:
+    """Welch interval for the difference of two measurements' run means."""
+    x = np.array([r.mean_ns for r in a.runs])
+    y = np.array([r.mean_ns for r in b.runs])
+    se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+    d = y.mean() - x.mean()
+    return d - 2.0 * se, d + 2.0 * se
+
+
+def test_interleaved_runs_cancel_a_drift_that_sequential_runs_turn_into_a_difference():
+    # 32 fake seconds per alternative: 20 runs of each, sequential or interleaved.
+    plan = RunPlan(targets=[Target("mean", relative=0.01)], min_runs=20, max_time_s=32.0)
+    # Sequential: all of A, then all of B, on a machine slowing by 1% of a run per second.
+    clock = FakeClock()
+    engine = DriftingEngine([100_000.0, 100_000.0], 1_000.0, clock)
+    a = measure(
+        engine, RunPlan(targets=[Target("mean", relative=1e-9)], max_time_s=16.0), clock=clock
+    )
+    engine.base = [100_000.0, 100_000.0]
+    b_engine = DriftingEngine([100_000.0, 100_000.0], 1_000.0, clock)
+    b = measure(
+        b_engine, RunPlan(targets=[Target("mean", relative=1e-9)], max_time_s=16.0), clock=clock
+    )
+    low, high = difference_interval(a, b)
+    assert low > 0, "sequential order should see the drift as B being slower"
+    # Interleaved, same machine, same time budget: no difference.
+    clock = FakeClock()
+    engine = DriftingEngine([100_000.0, 100_000.0], 1_000.0, clock)
+    found = interleave(engine, plan, 2, lambda ms: False, clock=clock, rng=random.Random(3))
+    low, high = difference_interval(*found)
+    assert low < 0 < high
+    assert sorted(engine.order[:2]) == [0, 1] and len(found[0].runs) == len(found[1].runs)
+    # A real difference of 20 us per op is still found, with the right sign.
+    clock = FakeClock()
+    engine = DriftingEngine([100_000.0, 120_000.0], 1_000.0, clock)
+    found = interleave(engine, plan, 2, lambda ms: False, clock=clock, rng=random.Random(4))
+    low, high = difference_interval(*found)
+    assert 0 < low < 20_000 < high
+
+
+def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
+    clock = FakeClock()
+    engine = DriftingEngine([100_000.0, 100_000.0, 90_000.0], 0.0, clock)
+    plan = RunPlan(targets=[Target("mean", relative=0.01)], min_runs=5, max_time_s=1e9)
+    found = interleave(
+        engine, plan, 3, lambda ms: len(ms[0].runs) >= 8, clock=clock, rng=random.Random(5)
+    )
+    assert [len(m.runs) for m in found] == [8, 8, 8]
+    assert all(m.status == SIGNIFICANT for m in found)
+    rounds = [tuple(engine.order[i : i + 3]) for i in range(0, 24, 3)]
+    assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1

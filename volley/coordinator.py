@@ -85,6 +85,11 @@ class BenchConfig:
     startup_timeout_s: float = 10.0
     port: int | None = None
     connect: tuple[str, int] | None = None  # measure a running server, leave it running
+    # Servers (binary, arguments) compared run by run; empty: just ``server``.
+    alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def alternative(self, index: int) -> tuple[str, list[str]]:
+        return self.alternatives[index] if self.alternatives else (self.server, self.server_args)
 
     @property
     def plan(self) -> RunPlan:
@@ -239,14 +244,15 @@ class Coordinator:
             self.workers.append(Worker(process, ours, plan))
         self._collect(30.0, "starting")
 
-    def _start_server(self) -> server.ServerProcess:
+    def _start_server(self, alternative: int = 0) -> server.ServerProcess:
         config = self.config
         placement = config.placement
+        path, server_args = config.alternative(alternative)
         port = config.port or server.choose_port()
         args = server.substitute(
-            config.server_args, len(placement.server_cpus), len(placement.client_cpus)
+            server_args, len(placement.server_cpus), len(placement.client_cpus)
         )
-        process = server.start(server.resolve(config.server), args, port, placement.server_cpus)
+        process = server.start(server.resolve(path), args, port, placement.server_cpus)
         try:
             process.wait_listening(config.startup_timeout_s)
         except BaseException:
@@ -264,7 +270,7 @@ class Coordinator:
             host, port = config.connect
         else:
             try:
-                fresh = None if self.kept_server else self._start_server()
+                fresh = None if self.kept_server else self._start_server(request.alternative)
             except server.ServerError as e:
                 raise RunFailed(f"run {request.index}: {e}") from None
             serving = self.kept_server or fresh
@@ -382,8 +388,9 @@ class Coordinator:
                 message += f"; the server exited with {server.describe_status(status)}"
         return message
 
-    def result(self, measurement: Measurement) -> BenchResult:
+    def result(self, measurement: Measurement, alternative: int = 0) -> BenchResult:
         config = self.config
+        server_path, server_args = config.alternative(alternative)
         record = measurement.record
         latency = None
         if record.n:
@@ -411,8 +418,8 @@ class Coordinator:
         runs = measurement.runs
         return BenchResult(
             status=measurement.status,
-            server=config.server,
-            server_args=config.server_args,
+            server=server_path,
+            server_args=server_args,
             clients=config.clients,
             client_cores=config.placement.client_cpus,
             # A server we did not start runs wherever it runs: record no CPUs for it.

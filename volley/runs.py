@@ -17,6 +17,7 @@ agree, and undercover; the pilot makes that early luck unusable.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,9 +54,10 @@ class RunPlan:
 
 @dataclass(frozen=True)
 class RunRequest:
-    index: int  # 1-based
+    index: int  # 1-based, per alternative
     warmup_s: float
     measure_s: float
+    alternative: int = 0  # which server, when several are compared run by run
 
 
 @dataclass
@@ -99,12 +101,31 @@ class Progress:
 
 @dataclass
 class Measurement:
-    status: str
-    error: str | None
-    record: stats.LatencyRecord
+    """What the runs of one server measured so far, and how the benchmark ended."""
+
+    status: str = NOT_SIGNIFICANT
+    error: str | None = None
+    record: stats.LatencyRecord = field(default_factory=stats.LatencyRecord)
     runs: list[RunSummary] = field(default_factory=list)
     intervals: dict[str, stats.Interval] = field(default_factory=dict)
-    measured_s: float = 0.0
+
+    @property
+    def measured_s(self) -> float:
+        return sum(r.duration_s for r in self.runs)
+
+    def add(self, played: PlayedRun) -> None:
+        """Merge a run's ops; a run without any (stopped before its first) leaves no trace."""
+        latency = np.concatenate(played.latencies) if played.latencies else np.zeros(0, np.int64)
+        if len(latency):
+            histogram = stats.Histogram()
+            histogram.record(latency)
+            self.record.add(latency, histogram)
+            self.runs.append(summarize(latency, histogram, played))
+
+    def settle(self, confidence: float) -> Measurement:
+        """Every interval, from every run so far."""
+        self.intervals = intervals(self.record, self.runs, confidence)
+        return self
 
 
 def summarize(
@@ -192,71 +213,125 @@ def measure(
     the engine is interrupted. Raises RunFailed only if the first run could not be played
     at all; otherwise what was measured until a failure or interruption is returned."""
     progress = progress or Progress()
-    record = stats.LatencyRecord()
-    runs: list[RunSummary] = []
+    m = Measurement()
     rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs)
     shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
     measure_s, last_run_s = plan.run_time_s, 0.0
-    status, error = NOT_SIGNIFICANT, None
     start = clock()
     while True:
         if engine.interrupted:
-            status = INTERRUPTED
+            m.status = INTERRUPTED
             break
         # The bound holds for the whole benchmark: no run starts that would end past it.
-        if runs and clock() - start + last_run_s > plan.max_time_s:
+        if m.runs and clock() - start + last_run_s > plan.max_time_s:
             break
         began = clock()
         try:
-            played = engine.play(RunRequest(len(runs) + 1, plan.warmup_s, measure_s))
+            played = engine.play(RunRequest(len(m.runs) + 1, plan.warmup_s, measure_s))
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, keep what we have
-            status = INTERRUPTED
+            m.status = INTERRUPTED
             break
         except RunFailed as e:
-            if not runs:
+            if not m.runs:
                 raise  # nothing measured at all: the benchmark could not run
-            status, error = FAILED, str(e)
+            m.status, m.error = FAILED, str(e)
             break
         last_run_s = clock() - began
-        latency = np.concatenate(played.latencies) if played.latencies else np.zeros(0, np.int64)
-        if len(latency):
-            histogram = stats.Histogram()
-            histogram.record(latency)
-            record.add(latency, histogram)
-            runs.append(summarize(latency, histogram, played))
+        m.add(played)
         if played.failure:
-            status, error = FAILED, played.failure
+            m.status, m.error = FAILED, played.failure
             break
         if engine.interrupted:
-            status = INTERRUPTED
+            m.status = INTERRUPTED
             break
-        if not runs:
+        if not m.runs:
             continue
         if played.full:
             # A client filled its buffer before the run's end: later runs are shorter.
-            measure_s = min(measure_s, 0.8 * runs[-1].duration_s)
+            measure_s = min(measure_s, 0.8 * m.runs[-1].duration_s)
         verdict = rule.judge(
-            {t.statistic: record.value(t.statistic) for t in plan.targets},
-            {t.statistic: [r.value(t.statistic) for r in runs] for t in plan.targets},
+            {t.statistic: m.record.value(t.statistic) for t in plan.targets},
+            {t.statistic: [r.value(t.statistic) for r in m.runs] for t in plan.targets},
         )
         progress.run(
             RunProgress(
-                run=len(runs),
+                run=len(m.runs),
                 planned=verdict.planned,
-                n=record.n,
-                intervals={**intervals(record, runs, plan.confidence, shown), **verdict.intervals},
+                n=m.record.n,
+                intervals={
+                    **intervals(m.record, m.runs, plan.confidence, shown),
+                    **verdict.intervals,
+                },
                 targets_ns=verdict.targets_ns,
                 elapsed_s=clock() - start,
             )
         )
         if verdict.met:
-            status = SIGNIFICANT
+            m.status = SIGNIFICANT
             break
-    return Measurement(
-        status=status,
-        error=error,
-        record=record,
-        runs=runs,
-        intervals=intervals(record, runs, plan.confidence),
-        measured_s=sum(r.duration_s for r in runs),
-    )
+    return m.settle(plan.confidence)
+
+
+def interleave(
+    engine: Engine,
+    plan: RunPlan,
+    alternatives: int,
+    resolved: Callable[[list[Measurement]], bool],
+    on_round: Callable[[int, list[Measurement]], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> list[Measurement]:
+    """Randomized multiple interleaved trials (Abedi and Brecht, ICPE 2017): every round
+    plays one run of each alternative, in a fresh random order, so that a machine drifting
+    during the comparison lands on every alternative alike instead of on whichever ran
+    last. Stops once ``resolved`` says the measurements answer the question (checked
+    after ``min_runs`` rounds), ``max_time_s`` would be passed, a run fails or the engine
+    is interrupted; the status of every measurement says which."""
+    rng = rng or random.Random()
+    found = [Measurement() for _ in range(alternatives)]
+    start, last_round_s, rounds = clock(), 0.0, 0
+    ended: tuple[str, str | None] | None = None
+    while ended is None:
+        if engine.interrupted:
+            ended = (INTERRUPTED, None)
+            break
+        if rounds and clock() - start + last_round_s > plan.max_time_s:
+            break
+        began = clock()
+        order = list(range(alternatives))
+        rng.shuffle(order)
+        for alternative in order:
+            try:
+                played = engine.play(
+                    RunRequest(rounds + 1, plan.warmup_s, plan.run_time_s, alternative)
+                )
+            except KeyboardInterrupt:
+                ended = (INTERRUPTED, None)
+                break
+            except RunFailed as e:
+                if not rounds:
+                    raise
+                ended = (FAILED, str(e))
+                break
+            found[alternative].add(played)
+            if played.failure:
+                ended = (FAILED, played.failure)
+                break
+            if engine.interrupted:
+                ended = (INTERRUPTED, None)
+                break
+        if ended is not None:
+            break
+        rounds += 1
+        last_round_s = clock() - began
+        for m in found:
+            m.settle(plan.confidence)
+        if on_round:
+            on_round(rounds, found)
+        if rounds >= max(plan.min_runs, 2) and resolved(found):
+            ended = (SIGNIFICANT, None)
+    status, error = ended or (NOT_SIGNIFICANT, None)
+    for m in found:
+        m.status, m.error = status, error
+        m.settle(plan.confidence)
+    return found
