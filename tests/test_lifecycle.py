@@ -203,6 +203,8 @@ class Run:
         if out is not None:
             assert not list(out.glob(".*point-*")), list(out.glob(".*point-*"))
         left = unowned_shared_memory() - self.shm_before
+        for name in left:  # this run's: new since it started, and nobody's now
+            (SHM / name).unlink(missing_ok=True)
         if left and shm_by_lead:
             # /dev/shm/volley-samples-* is the coordinator's: it is unlinked only once every
             # worker has connected. Issue 10, item 3 (memfd, or unlink as soon as mapped) is
