@@ -226,7 +226,7 @@ def started(*args: str | Path, tmp_path: Path) -> Run:
 
 
 def mid_run(run: Run) -> None:
-    wait_for("a progress line", lambda: run.saw("round 1:") or run.saw("warm-up"))
+    wait_for("the first measured round", lambda: run.saw("round 1:"))
     assert run.workers(), "no workers while rounds run"
 
 
