@@ -188,7 +188,12 @@ def send(sock: socket.socket, data: bytes, what: str) -> None:
     try:
         sock.sendall(data)
     except OSError as e:
-        raise Failed(f"could not send {what}: {reason(e)}", sent=what, received="nothing") from None
+        raise Failed(
+            f"could not send {what}: {reason(e)}",
+            sent=what,
+            expected="the connection open, reading",
+            received=reason(e),
+        ) from None
 
 
 def expect_reply(sock: socket.socket, n: int, where: str, previous: int | None = None) -> None:

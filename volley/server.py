@@ -3,7 +3,7 @@ the way the seed's contract says (a zero challenge, then SIGTERM, then SIGKILL),
 reaping its whole process group.
 
 When Volley itself ends without doing that (SIGKILL, a crash of the interpreter), two
-things the kernel provides end the server within a second: a parent-death signal set
+things end the server within a second: a parent-death signal that the kernel sends, set
 before exec (the server itself, however it changes its process group), and a watchdog
 (``volley/watchdog.py``) holding a pipe from us that SIGKILLs the server's process group,
 session and descendants when the pipe closes (the server's children, which a parent-death
@@ -375,7 +375,7 @@ def start(
     """Start ``path -p PORT ARGS`` pinned to ``cpus``, in its own session and process group,
     ended with us however we end (see the top of this module)."""
     command = [path, "-p", str(port), *args]
-    log = tempfile.TemporaryFile(prefix="volley-server-")  # noqa: SIM115 (closed in kill)
+    log = tempfile.TemporaryFile(prefix="volley-server-")  # noqa: SIM115 (closed in _kill_all)
     try:
         process = subprocess.Popen(
             command,
