@@ -17,7 +17,15 @@ from volley.server import choose_port
 
 ALL = list(CHECKS)
 # A server that answers wrongly fails every check that looks at replies.
-REPLIES = {"basic", "edge-values", "split-word", "pipelined", "concurrent", "reconnect"}
+REPLIES = {
+    "basic",
+    "edge-values",
+    "split-word",
+    "pipelined",
+    "concurrent",
+    "reconnect",
+    "zero-after-words",
+}
 
 # fault, its --after (replies before it starts, see faulty_server.py), the checks it fails.
 FAULTS = [
@@ -26,10 +34,11 @@ FAULTS = [
     ("byte-order", None, REPLIES),
     ("no-wrap", None, {"edge-values"}),
     ("short-read", None, {"split-word"}),
-    ("batch-drop", None, {"pipelined"}),
+    ("batch-drop", None, {"pipelined", "zero-after-words"}),
     ("exit-on-close", None, {"reconnect"}),
     ("ignore-sigterm", None, {"sigterm-idle", "sigterm-busy"}),
-    ("ignore-zero", None, {"zero"}),
+    ("ignore-zero", None, {"zero", "zero-after-words"}),
+    ("zero-drops-replies", None, {"zero-after-words"}),
     ("one-at-a-time", None, {"concurrent"}),
     ("double-reply", None, REPLIES),
     ("no-usage", None, {"usage"}),
@@ -52,6 +61,7 @@ VERDICTS = {
     "exit-on-close": ("reconnect", "exited with status 0"),
     "ignore-sigterm": ("sigterm-idle", "still running 2 s after SIGTERM"),
     "ignore-zero": ("zero", "still running 2 s after a zero challenge"),
+    "zero-drops-replies": ("zero-after-words", "0 of 3 replies before the server ended"),
     "one-at-a-time": ("concurrent", "must be served at the same time"),
     "double-reply": ("basic", "one reply per word"),
     "no-usage": ("usage", "still running"),
