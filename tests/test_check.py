@@ -27,6 +27,7 @@ REPLIES = {
     "concurrent",
     "sustained",
     "reconnect",
+    "zero-after-words",
 }
 
 # fault, its --after (replies before it starts, see faulty_server.py), the checks it fails.
@@ -36,10 +37,11 @@ FAULTS = [
     ("byte-order", None, REPLIES | {"reset-pending"}),
     ("no-wrap", None, {"edge-values"}),
     ("short-read", None, {"split-word"}),
-    ("batch-drop", None, {"pipelined", "sustained"}),
+    ("batch-drop", None, {"pipelined", "sustained", "zero-after-words"}),
     ("exit-on-close", None, {"sustained", "reconnect", "reset-pending"}),
     ("ignore-sigterm", None, {"sigterm-idle", "sigterm-busy"}),
-    ("ignore-zero", None, {"zero"}),
+    ("ignore-zero", None, {"zero", "zero-after-words"}),
+    ("zero-drops-replies", None, {"zero-after-words"}),
     ("one-at-a-time", None, {"concurrent", "sustained"}),
     ("double-reply", None, REPLIES),
     ("no-usage", None, {"usage"}),
@@ -67,6 +69,7 @@ VERDICTS = {
     "exit-on-close": ("reconnect", "exited with status 0"),
     "ignore-sigterm": ("sigterm-idle", "still running 2 s after SIGTERM"),
     "ignore-zero": ("zero", "still running 2 s after a zero challenge"),
+    "zero-drops-replies": ("zero-after-words", "0 of 3 replies before the server ended"),
     "one-at-a-time": ("concurrent", "must be served at the same time"),
     "double-reply": ("basic", "one reply per word"),
     "no-usage": ("usage", "still running"),

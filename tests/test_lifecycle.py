@@ -339,7 +339,7 @@ def test_sweep_killed_while_the_server_starts_leaves_nothing(tmp_path, sig, path
     run, out = sweep(tmp_path, experiment(tmp_path, [str(path)], options))
     wait_for("the point's server", lambda: run.server(path))
     status, took = run.kill(sig)
-    run.assert_nothing_left(sig, took, out, shm_by_lead=not args)
+    run.assert_nothing_left(sig, took, out)
     if sig == signal.SIGHUP:
         assert status == 130, "".join(run.lines)
 

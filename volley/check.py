@@ -44,6 +44,7 @@ EXTRA_WAIT_S = 0.1  # how long to listen for replies nobody asked for
 CONCURRENT_CONNECTIONS = 64
 PIPELINED_WORDS = 100
 OTHER_CONNECTIONS = 4  # open while a zero challenge arrives
+WORDS_BEFORE_ZERO = (3, 15)  # words sent with a zero behind them in one write, a server each
 BUSY_CONNECTIONS = 8
 BUSY_REPLIES = 3  # each busy connection gets this many replies before SIGTERM ...
 BUSY_RAMP_S = 1.0  # ... or this long passes (a server serving one at a time never gets there)
@@ -742,6 +743,47 @@ def zero(target: Target) -> str:
         f"ended {ms(report.exited_after_s)} after a zero challenge, "
         f"{OTHER_CONNECTIONS} other connections open"
     )
+
+
+@check(
+    "zero-after-words",
+    f"words before a zero in the same write ({' and '.join(map(str, WORDS_BEFORE_ZERO))}) "
+    "are answered before it ends",
+    needs_binary=True,
+)
+def zero_after_words(target: Target) -> str:
+    for count in WORDS_BEFORE_ZERO:
+        process = target.live()
+        words = [0x00D0D000 + i for i in range(count)]
+        expected = [reply_to(w) for w in words]
+        sent = f"{count} words, then 0x00000000, in one write: {show(words)}"
+        with target.connect((process.host, process.port)) as sock:
+            family = process.family()
+            began = time.monotonic()
+            send(sock, b"".join(pack(w) for w in [*words, 0]), sent)
+            data, problem = receive(sock, 4 * count, REPLY_TIMEOUT_S)
+            report = process.watch_end(began, END_TIMEOUT_S, family)
+        if report.exited_after_s is None:
+            target.retire()
+            raise Failed(
+                f"still running {END_TIMEOUT_S:g} s after {count} words and a zero in one write",
+                sent,
+                f"{count} replies, then the server process ends",
+                f"{show_bytes(data)}; the process kept running (killed)",
+            )
+        target.record(f"zero after {count} words", report)
+        got = [int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data) // 4 * 4, 4)]
+        if problem or got != expected:
+            raise Failed(
+                f"{len(got)} of {count} replies before the server ended"
+                + (f" ({problem})" if problem else ", not the right ones")
+                + ": words before a zero are answered first",
+                sent,
+                f"{count} replies: {show(expected)}, then the end",
+                show_bytes(data),
+            )
+    counts = " and ".join(map(str, WORDS_BEFORE_ZERO))
+    return f"{counts} words before a zero in one write all answered, then it ended"
 
 
 def judge_term(target: Target, situation: str, report: server.EndReport, pid: int) -> str:

@@ -14,9 +14,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RBUF 4096 /* bytes read per event; multiple of 4, so replies fit in RBUF bytes */
+#define ACCEPT_PAUSE_MS 10 /* out of file descriptors: how long the listener rests */
 
 struct conn {
 	int fd;
@@ -65,6 +67,13 @@ static int listen_on(int port)
 	return fd;
 }
 
+static long now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000L + t.tv_nsec / 1000000;
+}
+
 static void set_events(int ep, struct conn *c, int waiting)
 {
 	struct epoll_event ev = { .events = waiting ? EPOLLOUT : EPOLLIN, .data.ptr = c };
@@ -107,8 +116,15 @@ static int on_readable(int ep, struct conn *c)
 		uint32_t x;
 		memcpy(&x, c->in, 4);
 		x = ntohl(x);
-		if (x == 0)
-			_exit(0); /* zero word: the whole server ends at once */
+		if (x == 0) { /* zero word: answer the words before it, then the whole server ends */
+			while (c->outoff < c->outlen) {
+				ssize_t w = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
+				if (w < 0 && errno != EINTR)
+					break; /* best effort: a full socket must not delay the end */
+				c->outoff += w > 0 ? (unsigned)w : 0;
+			}
+			_exit(0);
+		}
 		x = htonl(x + 1);
 		memcpy(c->out + c->outlen, &x, 4);
 		c->outlen += 4;
@@ -117,14 +133,15 @@ static int on_readable(int ep, struct conn *c)
 	return flush(ep, c);
 }
 
-static void on_acceptable(int ep, int lfd)
+/* Accept every pending connection. Returns 1 when out of file descriptors or memory. */
+static int on_acceptable(int ep, int lfd)
 {
 	for (;;) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			return; /* EAGAIN: drained; EMFILE etc.: retried on the next event */
+			return errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -139,22 +156,48 @@ static void on_acceptable(int ep, int lfd)
 	}
 }
 
+/* Watch the listener for connections (events EPOLLIN) or not (0). */
+static void watch_listener(int ep, int lfd, int op, unsigned events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = NULL }; /* NULL: the listener */
+	if (epoll_ctl(ep, op, lfd, &ev) < 0) {
+		perror("epoll_ctl");
+		exit(1);
+	}
+}
+
 static void *event_loop(void *arg)
 {
 	int lfd = (int)(intptr_t)arg;
 	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }; /* NULL: the listener */
-	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
-		perror("epoll");
+	if (ep < 0) {
+		perror("epoll_create1");
 		exit(1);
 	}
+	watch_listener(ep, lfd, EPOLL_CTL_ADD, EPOLLIN);
+	/* Out of file descriptors, the pending connection stays queued and the level-triggered
+	 * listener would wake us again at once: a busy spin. So it rests until `resume_ms`. */
+	long resume_ms = 0;
 	struct epoll_event evs[256];
 	for (;;) {
-		int n = epoll_wait(ep, evs, 256, -1);
+		int timeout = -1;
+		if (resume_ms) {
+			long left = resume_ms - now_ms();
+			if (left > 0) {
+				timeout = (int)left;
+			} else {
+				watch_listener(ep, lfd, EPOLL_CTL_MOD, EPOLLIN);
+				resume_ms = 0;
+			}
+		}
+		int n = epoll_wait(ep, evs, 256, timeout);
 		for (int i = 0; i < n; i++) {
 			struct conn *c = evs[i].data.ptr;
 			if (!c) {
-				on_acceptable(ep, lfd);
+				if (on_acceptable(ep, lfd)) {
+					watch_listener(ep, lfd, EPOLL_CTL_MOD, 0);
+					resume_ms = now_ms() + ACCEPT_PAUSE_MS;
+				}
 			} else if ((c->waiting ? flush(ep, c) : on_readable(ep, c)) < 0) {
 				close(c->fd); /* also removes it from the epoll set */
 				free(c);

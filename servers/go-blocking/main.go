@@ -1,5 +1,12 @@
 // One locked OS thread per connection doing blocking read(2)/write(2) on the raw fd:
 // thread-per-connection in Go, bypassing the runtime's netpoller.
+//
+// A thread returning from a blocking read needs a P (one of GOMAXPROCS scheduling slots) to
+// run Go code again. GOMAXPROCS defaults to the CPUs in the affinity mask, often 1, so the
+// returning thread waited for the runtime's monitor to hand it a slot, 20 us to 10 ms later
+// (golang/go#29734): that measured the monitor, not the design. So the server keeps
+// GOMAXPROCS above the number of connections, as a C thread per connection needs no slot; a
+// GOMAXPROCS environment variable still wins.
 package main
 
 import (
@@ -10,6 +17,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -96,9 +104,30 @@ func writeAll(fd int, b []byte) bool {
 	return true
 }
 
+// connections counts the connections being served; procs keeps GOMAXPROCS above it.
+var connections atomic.Int64
+
+// procs raises GOMAXPROCS, doubling, until every connection's thread and the acceptor can
+// hold a P at once (each raise stops the world, hence doubling). Called by the acceptor only.
+type procs struct {
+	n     int
+	fixed bool // GOMAXPROCS was set in the environment: leave it
+}
+
+func (p *procs) fit(conns int) {
+	if p.fixed || conns < p.n {
+		return
+	}
+	for p.n <= conns {
+		p.n *= 2
+	}
+	runtime.GOMAXPROCS(p.n)
+}
+
 // serve owns one OS thread for the connection's lifetime. It never unlocks, so the
 // thread exits with the goroutine, as a pthread per connection would.
 func serve(c *net.TCPConn) {
+	defer connections.Add(-1)
 	runtime.LockOSThread()
 	fd, err := detach(c)
 	if err != nil {
@@ -138,6 +167,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "go-blocking:", err)
 		os.Exit(1)
 	}
+	_, fixed := os.LookupEnv("GOMAXPROCS")
+	slots := procs{n: runtime.GOMAXPROCS(0), fixed: fixed}
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
@@ -145,6 +176,7 @@ func main() {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
+		slots.fit(int(connections.Add(1)))
 		go serve(c)
 	}
 }

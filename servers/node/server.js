@@ -59,12 +59,17 @@ function main() {
     process.exit(2);
   }
   const server = net.createServer(serve);
+  let listening = false;
   server.on('error', (err) => {
     process.stderr.write(`node: ${err.message}\n`);
-    process.exit(1);
+    // Not listening (say, the port is taken) is fatal; a failed accept (EMFILE, ECONNABORTED)
+    // costs one connection, and the server keeps accepting the others.
+    if (!listening) process.exit(1);
   });
   // libuv sets SO_REUSEADDR on the listening socket.
-  server.listen({ port, host: '127.0.0.1', backlog: 4096 });
+  server.listen({ port, host: '127.0.0.1', backlog: 4096 }, () => {
+    listening = true;
+  });
 }
 
 main();

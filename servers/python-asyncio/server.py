@@ -1,46 +1,60 @@
-# Single-threaded event loop: an asyncio.Protocol on asyncio's default (selector) event loop.
+# Single-threaded event loop: an asyncio.BufferedProtocol on asyncio's default (selector) loop.
 # python-uvloop runs this same protocol on uvloop by importing this file (see its server.py).
 import asyncio
 import os
+import struct
 import sys
 
-_WORD_MASK = 0xFFFFFFFF
+_WORD = struct.Struct('>I')
+_MASK = 0xFFFFFFFF
+_BUF = 4096  # bytes read at once, into the connection's own buffer
 
 
-class VolleyProtocol(asyncio.Protocol):
+class VolleyProtocol(asyncio.BufferedProtocol):
     """Answer every complete 4-byte big-endian word with word+1 (mod 2**32), in order.
 
-    Words may arrive split across several data_received calls or several per call; the 0..3
-    bytes of an incomplete word are kept for the next call. A zero word ends the whole process.
+    The loop reads straight into the connection's buffer (recv_into), rather than handing
+    data_received a fresh bytes object per read. Words may arrive split across reads or several
+    per read; an incomplete word's 0..3 bytes stay at the front. A zero word ends the process.
     """
 
-    __slots__ = ('transport', 'pending')
+    __slots__ = ('transport', 'data', 'tails', 'held')
 
     def connection_made(self, transport):
         # asyncio (and uvloop) set TCP_NODELAY on TCP transports themselves.
         self.transport = transport
-        self.pending = b''
+        self.data = bytearray(_BUF)
+        view = memoryview(self.data)
+        self.tails = [view[held:] for held in range(4)]  # where a read goes, after held bytes
+        self.held = 0
 
-    def data_received(self, data):
-        if self.pending:
-            data = self.pending + data
-        end = len(data) & ~3
+    def get_buffer(self, sizehint):
+        return self.tails[self.held]
+
+    def buffer_updated(self, nbytes):
+        data = self.data
+        end = self.held + nbytes
         if end == 4:  # the common ping-pong case: exactly one word
-            x = int.from_bytes(data[:4], 'big')
+            (x,) = _WORD.unpack_from(data)
             if x == 0:
                 os._exit(0)
-            self.transport.write(((x + 1) & _WORD_MASK).to_bytes(4, 'big'))
-        elif end:
-            out = bytearray()
-            for off in range(0, end, 4):
-                x = int.from_bytes(data[off:off + 4], 'big')
+            self.transport.write(_WORD.pack((x + 1) & _MASK))
+            self.held = 0
+            return
+        whole = end & ~3
+        if whole:
+            # A fresh buffer: the transport may keep what it cannot send at once.
+            out = bytearray(whole)
+            for off in range(0, whole, 4):
+                (x,) = _WORD.unpack_from(data, off)
                 if x == 0:
-                    if out:
-                        self.transport.write(out)  # answer the words before the zero, then end
+                    if off:
+                        self.transport.write(out[:off])  # answer the words before the zero
                     os._exit(0)
-                out += ((x + 1) & _WORD_MASK).to_bytes(4, 'big')
+                _WORD.pack_into(out, off, (x + 1) & _MASK)
             self.transport.write(out)
-        self.pending = data[end:]
+        self.held = end - whole
+        data[: self.held] = data[whole:end]
 
     # Back-pressure: a peer that sends but does not read must not grow our write buffer forever.
     def pause_writing(self):
@@ -60,20 +74,25 @@ def parse_port(prog, argv):
     sys.exit(2)
 
 
-def main(prog='python-asyncio', new_event_loop=asyncio.new_event_loop):
-    """Serve forever on 127.0.0.1:PORT on a loop made by new_event_loop (uvloop passes its own)."""
+async def serve(port):
+    # reuse_address defaults to True on POSIX.
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(VolleyProtocol, '127.0.0.1', port, backlog=4096)
+    await server.serve_forever()
+
+
+def main(prog='python-asyncio', run=asyncio.run):
+    """Serve forever on 127.0.0.1:PORT; `run` is the loop's entry point (uvloop passes its own).
+
+    asyncio.run drives an asyncio.Runner; it installs a SIGINT handler only, so SIGTERM keeps
+    its default disposition and ends us at once.
+    """
     port = parse_port(prog, sys.argv[1:])
-    loop = new_event_loop()
-    asyncio.set_event_loop(loop)
     try:
-        # reuse_address defaults to True on POSIX.
-        loop.run_until_complete(
-            loop.create_server(VolleyProtocol, '127.0.0.1', port, backlog=4096))
+        run(serve(port))
     except OSError as e:
         sys.stderr.write(f'{prog}: cannot listen on 127.0.0.1:{port}: {e}\n')
         sys.exit(1)
-    # No signal handlers are installed: SIGTERM keeps its default disposition and ends us at once.
-    loop.run_forever()
 
 
 if __name__ == '__main__':

@@ -2,11 +2,15 @@
 # (one daemon thread per accepted connection; the GIL is released while blocked in recv/send).
 import os
 import socket
+import struct
 import sys
 import threading
 import time
 
 PROG = 'python-threaded'
+WORD = struct.Struct('>I')
+MASK = 0xFFFFFFFF
+BUF = 4096  # bytes read at once
 
 
 def parse_port(argv):
@@ -20,35 +24,44 @@ def parse_port(argv):
 
 
 def serve_connection(conn):
-    """Answer each complete 4-byte big-endian word with word+1 (mod 2**32); zero exits."""
+    """Answer each complete 4-byte big-endian word with word+1 (mod 2**32); zero exits.
+
+    recv_into a buffer allocated once per connection, not recv(n), which allocates n bytes
+    per call: an incomplete word's 0..3 bytes stay at the front for the next read.
+    """
     try:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        recv = conn.recv
+        recv_into = conn.recv_into
         sendall = conn.sendall
-        pending = b''  # bytes of an incomplete word (0..3 bytes)
+        data = bytearray(BUF)
+        view = memoryview(data)
+        tails = [view[held:] for held in range(4)]  # where a read goes, after held bytes
+        held = 0
         while True:
-            data = recv(65536)
-            if not data:
+            n = recv_into(tails[held])
+            if not n:
                 return  # peer closed (possibly mid-word): drop the connection
-            if pending:
-                data = pending + data
-            end = len(data) & ~3
+            end = held + n
             if end == 4:  # the common ping-pong case: exactly one word
-                x = int.from_bytes(data[:4], 'big')
+                (x,) = WORD.unpack_from(data)
                 if x == 0:
                     os._exit(0)
-                sendall(((x + 1) & 0xFFFFFFFF).to_bytes(4, 'big'))
-            elif end:
-                out = bytearray()
-                for off in range(0, end, 4):
-                    x = int.from_bytes(data[off:off + 4], 'big')
+                sendall(WORD.pack((x + 1) & MASK))
+                held = 0
+                continue
+            whole = end & ~3
+            if whole:
+                out = bytearray(whole)
+                for off in range(0, whole, 4):
+                    (x,) = WORD.unpack_from(data, off)
                     if x == 0:
-                        if out:
-                            sendall(out)  # answer the words before the zero, then end
+                        if off:
+                            sendall(out[:off])  # answer the words before the zero, then end
                         os._exit(0)
-                    out += ((x + 1) & 0xFFFFFFFF).to_bytes(4, 'big')
+                    WORD.pack_into(out, off, (x + 1) & MASK)
                 sendall(out)
-            pending = data[end:]
+            held = end - whole
+            data[:held] = data[whole:end]
     except OSError:
         pass  # reset/broken connection: drop it, keep serving others
     finally:

@@ -19,4 +19,4 @@ def _load_shared():
 if __name__ == '__main__':
     shared = _load_shared()
     import uvloop
-    shared.main(prog='python-uvloop', new_event_loop=uvloop.new_event_loop)
+    shared.main(prog='python-uvloop', run=uvloop.run)

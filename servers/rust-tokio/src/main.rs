@@ -1,5 +1,5 @@
 // Async/await on tokio's multi-threaded work-stealing runtime (one worker per available
-// core): one task per connection, written as straight-line read_exact/write_all code.
+// core): one task per connection, written as straight-line read/write_all code.
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const BACKLOG: u32 = 4096;
+/// Bytes read at once; a multiple of 4, so the replies to one read fit in as many bytes.
+const BUF: usize = 4096;
 
 fn usage() -> ! {
     eprintln!("usage: rust-tokio -p PORT");
@@ -39,18 +41,45 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn serve(mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let mut word = [0u8; 4];
+    // A read into a buffer that comes back short tells tokio the socket is drained, so the
+    // next read waits for epoll instead of trying recv for an EAGAIN (read_exact of 4 bytes
+    // never comes back short). It also takes pipelined words in one go.
+    let mut input = [0u8; BUF];
+    let mut output = [0u8; BUF];
+    let mut held = 0; // bytes of an incomplete word at the start of `input`
     loop {
-        // read_exact copes with split words and leaves pipelined ones for the next turn.
-        if stream.read_exact(&mut word).await.is_err() {
-            return; // closed (possibly mid-word) or errored: drop this connection
+        let end = match stream.read(&mut input[held..]).await {
+            Ok(0) | Err(_) => return, // closed (possibly mid-word) or errored: drop it
+            Ok(n) => held + n,
+        };
+        let whole = end / 4 * 4;
+        let mut len = 0;
+        for word in input[..whole].chunks_exact(4) {
+            let n = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+            if n == 0 {
+                // Answer the words before the zero if the socket takes them now, then end.
+                let _ = stream.try_write(&output[..len]);
+                process::exit(0);
+            }
+            output[len..len + 4].copy_from_slice(&n.wrapping_add(1).to_be_bytes());
+            len += 4;
         }
-        let n = u32::from_be_bytes(word);
-        if n == 0 {
-            process::exit(0);
-        }
-        if stream.write_all(&n.wrapping_add(1).to_be_bytes()).await.is_err() {
+        if len > 0 && stream.write_all(&output[..len]).await.is_err() {
             return;
+        }
+        input.copy_within(whole..end, 0);
+        held = end - whole;
+    }
+}
+
+async fn accept(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve(stream));
+            }
+            // e.g. EMFILE: back off briefly instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
@@ -66,13 +95,7 @@ async fn main() {
         process::exit(1);
     });
 
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve(stream));
-            }
-            // e.g. EMFILE: back off briefly instead of spinning.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    // The accept loop runs on a worker, as the connections' tasks do; block_on's future runs
+    // on the main thread, which is not one, so each new connection would cross threads.
+    let _ = tokio::spawn(accept(listener)).await;
 }
