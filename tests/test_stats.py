@@ -29,6 +29,21 @@ def test_t_quantile_other_confidence():
     assert t_quantile(0.99, 30) == pytest.approx(2.750, abs=3e-3)
 
 
+@pytest.mark.parametrize(
+    ("confidence", "df", "expected"),
+    [(0.95, 1, 12.706), (0.95, 2, 4.303), (0.95, 3, 3.182), (0.95, 4, 2.776), (0.99, 2, 9.925)],
+)
+def test_t_quantile_is_exact_for_few_degrees_of_freedom(confidence, df, expected):
+    assert t_quantile(confidence, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_t_quantile_takes_fractional_degrees_of_freedom():
+    # Welch's df is fractional: the quantile falls between its integer neighbours, smoothly.
+    values = [t_quantile(0.95, df / 4) for df in range(4, 41)]
+    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    assert t_quantile(0.95, 4.9999) == pytest.approx(t_quantile(0.95, 5), abs=1e-3)
+
+
 def ar1(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
     """A stationary AR(1) series with unit innovations, mean zero."""
     lags = np.arange(int(np.log(1e-9) / np.log(phi)) if phi > 0 else 1)

@@ -194,6 +194,10 @@ class Mismatch:
 
 
 def mismatches(baseline: BenchResult, subject: BenchResult) -> list[Mismatch]:
+    """What differs between two results. A failed result may not have recorded its
+    configuration (a sweep point that never started): its failure is the one thing said."""
+    if FAILED in (baseline.status, subject.status):
+        return []
     a, b = configuration(baseline), configuration(subject)
     return [Mismatch(key, a[key], b[key]) for key in a if a[key] != b[key]]
 
@@ -594,7 +598,7 @@ def _sweep_header(pairing: Pairing) -> list[str]:
     return [
         f"A: {pairing.baseline_path}",
         f"B: {pairing.subject_path}",
-        f"{len(pairing.comparisons)} points in both",
+        f"{len(pairing.comparisons)} point{'s' if len(pairing.comparisons) != 1 else ''} in both",
     ]
 
 
