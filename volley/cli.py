@@ -464,8 +464,8 @@ def compare_command(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            metavar="A B [C ...]",
-            help="volley-bench --json results, or sweeps (DIR or DIR/results.jsonl); "
+            metavar="RESULT",
+            help="A B [C ...]: volley-bench --json results, or sweeps (DIR or DIR/results.jsonl); "
             "the first is the baseline.",
         ),
     ],

@@ -356,8 +356,8 @@ class Report:
                 row = comparison.row(gate.statistic)
                 if row.verdict == SLOWER and row.ratio and row.ratio.value - 1 > gate.share:
                     lines.append(
-                        f"{subject_name(pairing, comparison)} is slower than the baseline in "
-                        f"{gate.statistic} by {(row.ratio.value - 1) * 100:.1f}% "
+                        f"{subject_name(pairing, comparison)}: {gate.statistic} is "
+                        f"{(row.ratio.value - 1) * 100:.1f}% slower than the baseline "
                         f"({format_percent(row.ratio)} at {self.confidence:.0%}), "
                         f"more than --fail-if-slower {gate}"
                     )
