@@ -162,22 +162,29 @@ def strict_json(text: str) -> dict:
 # --- the statistics ------------------------------------------------------------------------
 
 
+def no_difference_share(runs: int, trials: int) -> dict[str, float]:
+    """For each statistic, the share of seeded trials in which A and B, drawn alike with
+    ``runs`` runs each, are found to have no significant difference at 95% confidence."""
+    same = {s: 0 for s in STATISTICS}
+    for seed in range(trials):
+        a, b = pair(seed, runs=runs)
+        for row in compare_results(a, b, 0.95).rows:
+            same[row.statistic] += row.verdict == NO_DIFFERENCE
+    return {statistic: count / trials for statistic, count in same.items()}
+
+
 def test_identical_distributions_rarely_differ():
     """A and B drawn alike: "no significant difference" for each statistic in at least 95% of
     400 seeded trials at 95% confidence, up to chance. An exactly right test says it in 95%
-    on average (Welch's is a little conservative with few runs: 95.4% at 5 runs, 96.7% at 3,
-    over 3000 trials), so a single share of 400 may fall up to 2 standard errors (2.2%) short
-    of 95% by the seed's luck; all five together (2000 verdicts) within 1 standard error."""
+    on average (Welch's is a little conservative with few runs: no_difference_share(5, 3000)
+    is 95.0-96.0%, (3, 3000) 96.1-96.9%), so one share of 400 may fall up to 2 standard
+    errors (2.2%) short of 95% by the seed's luck; all five together within 1."""
     trials = 400
-    same = {s: 0 for s in STATISTICS}
-    for seed in range(trials):
-        a, b = pair(seed, runs=5)
-        for row in compare_results(a, b, 0.95).rows:
-            same[row.statistic] += row.verdict == NO_DIFFERENCE
+    shares = no_difference_share(5, trials)
     error = math.sqrt(0.95 * 0.05 / trials)
-    for statistic, count in same.items():
-        assert 0.95 - 2 * error <= count / trials < 1, (statistic, count)
-    pooled = sum(same.values()) / (trials * len(STATISTICS))
+    for statistic, share in shares.items():
+        assert 0.95 - 2 * error <= share < 1, (statistic, share)
+    pooled = sum(shares.values()) / len(STATISTICS)
     assert pooled >= 0.95 - error / math.sqrt(len(STATISTICS))
 
 
