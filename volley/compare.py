@@ -124,8 +124,8 @@ class Row:
 def compare_statistic(
     statistic: str, baseline: BenchResult, subject: BenchResult, confidence: float
 ) -> Row:
-    a = RunMean.of([run.value(statistic) for run in baseline.runs])
-    b = RunMean.of([run.value(statistic) for run in subject.runs])
+    a = RunMean.of(run_values(baseline, statistic))
+    b = RunMean.of(run_values(subject, statistic))
     row = Row(
         statistic,
         reported(baseline, statistic),
@@ -149,6 +149,12 @@ def compare_statistic(
         ratio(a, b, confidence),
         welch_df(a, b),
     )
+
+
+def run_values(result: BenchResult, statistic: str) -> list[float]:
+    """The statistic of each run; a run that measured nothing has none to give."""
+    values = (run.value(statistic) for run in result.runs)
+    return [value for value in values if math.isfinite(value)]
 
 
 def reported(result: BenchResult, statistic: str) -> Estimate:
