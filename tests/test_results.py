@@ -5,16 +5,18 @@ import json
 
 import pytest
 
-from volley.coordinator import RoundProgress
 from volley.report import StreamProgress, format_ns, summary
 from volley.results import (
     FORMAT_VERSION,
     BenchResult,
     HostInfo,
     LatencySummary,
+    RunSummary,
     WorkerInfo,
     dumps,
 )
+from volley.runs import RunProgress
+from volley.stats import Interval
 
 
 def result(**changes) -> BenchResult:
@@ -26,13 +28,13 @@ def result(**changes) -> BenchResult:
         client_cores=[1],
         server_cores=[0],
         n=1000,
-        rounds=3,
+        rounds=2,
         elapsed_s=4.5,
         measured_s=3.0,
         throughput_ops_s=333.3,
         confidence=0.95,
-        precision="1%",
-        ci_batches=40,
+        precision="mean:1%",
+        ci_batches=2,
         latency_ns=LatencySummary(
             mean=50_000.0,
             stddev=9_000.0,
@@ -45,11 +47,23 @@ def result(**changes) -> BenchResult:
             p99=90_000.0,
             p99_9=150_000.0,
             distribution=[(50.0, 48_000.0), (99.0, 90_000.0)],
+            intervals={
+                "p50": (47_000.0, 49_000.0),
+                "p90": (59_000.0, 61_000.0),
+                "p99": (86_000.0, 94_000.0),
+                "p99.9": (140_000.0, 160_000.0),
+            },
         ),
         workers=[WorkerInfo(pid=123, cpus=[1], clients=4)],
         host=HostInfo(kernel="6.1", cpu_model="test cpu", cpus=2),
         started_at="2026-11-26T10:00:00+00:00",
         warmup_s=1.0,
+        runs=[
+            RunSummary(500, 1.5, 49_000.0, 47_000.0, 59_000.0, 88_000.0, 140_000.0, 77),
+            RunSummary(500, 1.5, 51_000.0, 49_000.0, 61_000.0, 92_000.0, 160_000.0, 78),
+        ],
+        restart="server",
+        targets=["mean:1%"],
     )
     fields.update(changes)
     return BenchResult(**fields)
@@ -60,7 +74,27 @@ def test_json_round_trip_keeps_everything():
     data = json.loads(dumps(original))
     assert data["version"] == FORMAT_VERSION and data["significant"] is True
     assert data["latency_ns"]["p99.9"] == 150_000.0 and "p99_9" not in data["latency_ns"]
+    assert data["latency_ns"]["intervals"]["p99"] == [86_000.0, 94_000.0]
+    assert data["runs"][1]["p99.9_ns"] == 160_000.0 and data["runs"][1]["server_pid"] == 78
     assert BenchResult.from_json(data) == original
+
+
+def test_values_and_intervals_by_statistic_name():
+    r = result()
+    assert r.latency_ns.value("p99.9") == 150_000.0
+    assert r.latency_ns.interval("mean") == (49_600.0, 50_400.0)
+    assert r.latency_ns.interval("p90") == (59_000.0, 61_000.0)
+    assert [run.value("p99") for run in r.runs] == [88_000.0, 92_000.0]
+
+
+def test_format_1_results_still_load_without_runs():
+    data = json.loads(dumps(result()))
+    data["version"] = 1
+    for key in ("runs", "restart", "targets"):
+        del data[key]
+    del data["latency_ns"]["intervals"]
+    old = BenchResult.from_json(data)
+    assert old.runs == [] and old.restart is None and old.latency_ns.intervals == {}
 
 
 def test_newer_format_is_refused_with_advice():
@@ -95,10 +129,14 @@ def test_summary_has_the_numbers_and_the_verdict():
     text = summary(result())
     assert "4 clients on CPU 1, server on CPU 0" in text
     assert "50.00 us ± 400 ns (95% CI, 0.8% of mean)" in text
-    assert "p99.9 150 us" in text and "max 2.00 ms" in text
-    assert "n 1,000 ops in 3 rounds" in text and "significant: yes" in text
-    one = summary(result(clients=1, rounds=1, status="not-significant"))
-    assert "1 client on CPU" in one and "in 1 round " in one
+    assert "p99 90.00 us ± 4.00 us" in text and "p99.9 150 us ± 10.00 us" in text
+    assert "max 2.00 ms" in text and "2 runs, each with a fresh server" in text
+    assert "n 1,000 ops in 2 runs" in text and "significant: yes" in text
+    one = summary(
+        result(clients=1, runs=result().runs[:1], status="not-significant", restart="connections")
+    )
+    assert "1 client on CPU" in one and "in 1 run " in one
+    assert "1 run reconnecting to one server instance: the intervals cover that instance" in one
     assert "significant: NO (max time reached" in one
 
 
@@ -108,27 +146,25 @@ def test_summary_of_a_failure_says_so():
     assert "error: client 3" in text
 
 
-def progress(ratio_target_ns: float) -> RoundProgress:
-    return RoundProgress(
-        round=2,
+def progress(target_ns: float) -> RunProgress:
+    return RunProgress(
+        run=7,
+        planned=10,
         n=5000,
-        mean_ns=50_000.0,
-        half_width_ns=1000.0,
-        target_ns=ratio_target_ns,
-        elapsed_s=2.5,
+        intervals={"mean": Interval(78_900.0, 1200.0, 7), "p99": Interval(139_000.0, 6000.0, 7)},
+        targets_ns={"mean": target_ns, "p99": 7000.0},
+        elapsed_s=9.4,
     )
 
 
 def test_progress_is_plain_lines_off_a_terminal():
     out = io.StringIO()
     p = StreamProgress(out)
-    p.round(progress(500.0))
-    p.round(progress(2000.0))
+    p.run(progress(789.0))
     p.done()
-    lines = out.getvalue().splitlines()
-    assert lines == [
-        "round 2: 5,000 ops, mean 50.00 us ± 1.00 us (target ± 500 ns, 2.0x too wide), 2.5 s",
-        "round 2: 5,000 ops, mean 50.00 us ± 1.00 us (target ± 2.00 us, met), 2.5 s",
+    assert out.getvalue().splitlines() == [
+        "run 7 (≥ 10): mean 78.90 us ± 1.20 us, p99 139 us ± 6.00 us "
+        "(targets ± 789 ns, ± 7.00 us), 9.4 s",
     ]
 
 
@@ -139,8 +175,8 @@ def test_progress_rewrites_one_line_on_a_terminal():
 
     out = Terminal()
     p = StreamProgress(out)
-    p.round(progress(500.0))
-    p.round(progress(500.0))
+    p.run(progress(500.0))
+    p.run(progress(500.0))
     p.done()
     assert out.getvalue().count("\r\033[K") == 2 and out.getvalue().endswith("\n")
     assert out.getvalue().count("\n") == 1

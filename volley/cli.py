@@ -12,9 +12,9 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from volley import __version__, coordinator, cpus, results, server, stats
+from volley import __version__, coordinator, cpus, results, runs, server
 from volley.report import StreamProgress, summary
-from volley.units import BadInput, parse_confidence, parse_duration_s
+from volley.units import BadInput, parse_confidence, parse_duration_s, parse_targets
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
 EXIT_CODES = {
@@ -66,17 +66,30 @@ def bench(
     clients: int | None = typer.Option(
         None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
     ),
-    precision: str = typer.Option(
-        "1%",
+    precision: list[str] = typer.Option(
+        ["1%"],
         "--precision",
-        help="Stop when the CI half-width is this share of the mean, or this time (5us).",
+        help="Stop when the mean's CI half-width is this share of it (1%) or this time (5us);"
+        " p99:5% targets a percentile. Repeatable: every target must be met.",
     ),
     confidence: str = typer.Option("0.95", "--confidence", help="Confidence level of the CI."),
     max_time: str = typer.Option(
         "180s", "--max-time", help="Give up (exit 3, not significant) after this long."
     ),
-    warmup: str = typer.Option("1s", "--warmup", help="Ops in this first stretch are discarded."),
-    round_time: str = typer.Option("1s", "--round-time", help="Length of one round."),
+    warmup: str = typer.Option(
+        "0.25s", "--warmup", help="Ops in this first stretch of every run are discarded."
+    ),
+    run_time: str = typer.Option(
+        "0.5s", "--run-time", "--round-time", help="Measured length of one run (after warm-up)."
+    ),
+    min_runs: int = typer.Option(
+        runs.MIN_RUNS, "--min-runs", help="Pilot runs that plan how many runs the targets need."
+    ),
+    restart: str = typer.Option(
+        coordinator.RESTART_SERVER,
+        "--restart",
+        help="What each run starts afresh: server (and connections) or connections only.",
+    ),
     op_timeout: str = typer.Option(
         "10s", "--op-timeout", help="A reply slower than this is an error, not a hang."
     ),
@@ -107,7 +120,9 @@ def bench(
             confidence,
             max_time,
             warmup,
-            round_time,
+            run_time,
+            min_runs,
+            restart,
             op_timeout,
             startup_timeout,
             port,
@@ -122,7 +137,7 @@ def bench(
     try:
         result = coordinator.benchmark(config, None if quiet else StreamProgress())
     except KeyboardInterrupt:
-        fail("interrupted before any round completed", EXIT_INTERRUPTED)
+        fail("interrupted before any run started", EXIT_INTERRUPTED)
     except (server.ServerError, coordinator.BenchError) as e:
         fail(str(e), EXIT_FAILED)
     human = sys.stderr if json_path == "-" else sys.stdout
@@ -140,11 +155,13 @@ def make_config(
     cores: str | None,
     server_cores: str | None,
     clients: int | None,
-    precision: str,
+    precision: list[str],
     confidence: str,
     max_time: str,
     warmup: str,
-    round_time: str,
+    run_time: str,
+    min_runs: int,
+    restart: str,
     op_timeout: str,
     startup_timeout: str,
     port: int | None,
@@ -175,20 +192,23 @@ def make_config(
         clients = len(placement.client_cpus)
     if clients < 1:
         raise BadInput(f"--clients {clients} must be at least 1")
-    try:
-        target = stats.parse_precision(precision)
-    except ValueError as e:
-        raise BadInput(f"--precision: {e}") from None
+    if min_runs < 2:
+        raise BadInput(f"--min-runs {min_runs} must be at least 2 (an interval needs two runs)")
+    restarts = (coordinator.RESTART_SERVER, coordinator.RESTART_CONNECTIONS)
+    if restart not in restarts:
+        raise BadInput(f"--restart {restart!r} is not one of {', '.join(restarts)}")
     return coordinator.BenchConfig(
         server=server_path or connect or "",
         server_args=args,
         clients=clients,
         placement=placement,
-        precision=target,
+        targets=parse_targets(precision or ["1%"]),
         confidence=parse_confidence(confidence),
         max_time_s=parse_duration_s(max_time, "--max-time"),
         warmup_s=parse_duration_s(warmup, "--warmup", allow_zero=True),
-        round_time_s=parse_duration_s(round_time, "--round-time"),
+        run_time_s=parse_duration_s(run_time, "--run-time"),
+        min_runs=min_runs,
+        restart=coordinator.RESTART_CONNECTIONS if address else restart,
         op_timeout_s=parse_duration_s(op_timeout, "--op-timeout"),
         startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
         port=port,

@@ -1,21 +1,22 @@
-"""The coordinator: starts the server and the pinned workers, runs rounds until the mean
-latency is known to the asked precision, and turns what was measured into a result.
+"""The coordinator: the engine that plays runs. It owns the processes (the pinned workers,
+a server per run), the shared memory the workers write latencies into, and the signals;
+``volley.runs`` decides how many runs to play and when to stop.
 
-A round: every client of every worker starts at one absolute CLOCK_MONOTONIC instant and
-plays until a common deadline; the coordinator then folds the round's latencies (read from
-shared memory with numpy) into the running statistics and decides whether to go on.
+A run: a fresh server is started and waited for (or, with ``restart="connections"``, the
+one server is kept), every client of every worker connects afresh, all clients start at
+one absolute CLOCK_MONOTONIC instant, play a warm-up that is not recorded, then a measured
+stretch until a common deadline; the clients disconnect and the server is ended as the
+seed says.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import mmap
 import multiprocessing
 import os
 import resource
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,23 +29,28 @@ import numpy as np
 from volley import _core, server, stats, worker
 from volley.cpus import Placement, spread
 from volley.results import (
-    FAILED,
-    INTERRUPTED,
-    NOT_SIGNIFICANT,
-    SIGNIFICANT,
     BenchResult,
     HostInfo,
     LatencySummary,
     WorkerInfo,
 )
+from volley.runs import (
+    MIN_RUNS,
+    Measurement,
+    PlayedRun,
+    Progress,
+    RunFailed,
+    RunPlan,
+    RunRequest,
+    measure,
+)
+from volley.units import Target
 
-SLICE_NS = 10_000_000  # time-slice width for the batch-means interval
-MIN_ROUNDS = 3  # effects slower than one round must get a chance to show up
-# Per-client latency buffer per round, capped so the shared mapping stays bounded
+# Per-client latency buffer per run, capped so the shared mapping stays bounded
 # (pages are only backed once written, so the cap is address space, not memory).
 MAX_CAPACITY = 1 << 20
 MAPPING_BUDGET_SAMPLES = 1 << 29
-# Time for every worker to receive a round and start its threads before the common start.
+# Time for every worker to receive a run and start its threads before the common start.
 START_SLACK_NS = 20_000_000
 THREAD_START_NS = 200_000  # waking one client thread takes ~65 us on a busy CPU
 WORKER_CLOSE_S = 2.0
@@ -55,6 +61,7 @@ FAILURE_RANK = {
     _core.FAILED_ERRNO: 2,
     _core.PEER_CLOSED: 3,
 }
+RESTART_SERVER, RESTART_CONNECTIONS = "server", "connections"
 
 
 class BenchError(RuntimeError):
@@ -67,38 +74,28 @@ class BenchConfig:
     server_args: list[str]
     clients: int
     placement: Placement
-    precision: stats.Precision
+    targets: list[Target]
     confidence: float = 0.95
     max_time_s: float = 180.0
-    warmup_s: float = 1.0
-    round_time_s: float = 1.0
+    warmup_s: float = 0.25
+    run_time_s: float = 0.5
+    min_runs: int = MIN_RUNS
+    restart: str = RESTART_SERVER
     op_timeout_s: float = 10.0
     startup_timeout_s: float = 10.0
     port: int | None = None
     connect: tuple[str, int] | None = None  # measure a running server, leave it running
 
-
-@dataclass(frozen=True)
-class RoundProgress:
-    """What a progress display needs after each round."""
-
-    round: int
-    n: int
-    mean_ns: float
-    half_width_ns: float
-    target_ns: float
-    elapsed_s: float
-    warmup: bool = False
-
-
-class Progress:
-    """Receives one RoundProgress per round; the silent default."""
-
-    def round(self, progress: RoundProgress) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
+    @property
+    def plan(self) -> RunPlan:
+        return RunPlan(
+            targets=self.targets,
+            confidence=self.confidence,
+            max_time_s=self.max_time_s,
+            warmup_s=self.warmup_s,
+            run_time_s=self.run_time_s,
+            min_runs=self.min_runs,
+        )
 
 
 def raise_open_files_limit(clients: int) -> None:
@@ -116,36 +113,25 @@ def raise_open_files_limit(clients: int) -> None:
 
 
 def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
-    """Run the whole benchmark: server up, rounds, server down. Always cleans up."""
+    """Run the whole benchmark: workers up, runs until the targets are met, everything
+    ended. Returns a result for failed and interrupted benchmarks too, once the workers
+    are up; BenchError or ServerError if it could not start at all."""
     raise_open_files_limit(config.clients)
-    # Until the rounds start (and catch it themselves), SIGTERM must unwind like Ctrl-C so
-    # that the server is still ended; by default it would kill us and orphan the server.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        return _benchmark(config, progress)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _benchmark(config: BenchConfig, progress: Progress | None) -> BenchResult:
     progress = progress or Progress()
-    placement = config.placement
-    if config.connect:
-        host, port = config.connect
-        return Coordinator(config, host, port, progress).run()
-    path = server.resolve(config.server)
-    port = config.port or server.choose_port()
-    args = server.substitute(
-        config.server_args, len(placement.server_cpus), len(placement.client_cpus)
-    )
-    process = server.start(path, args, port, placement.server_cpus)
+    # Until the engine catches them itself, SIGTERM and SIGHUP must unwind like Ctrl-C so
+    # that a server already started is still ended; by default they would kill us.
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
-        process.wait_listening(config.startup_timeout_s)
-        coordinator = Coordinator(config, process.host, port, progress)
-        coordinator.server_process = process
-        return coordinator.run()
+        with Coordinator(config) as engine:
+            measurement = measure(engine, config.plan, progress)
+            return engine.result(measurement)
     finally:
-        process.stop()
+        progress.done()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -157,70 +143,81 @@ class Worker:
 
 @dataclass
 class Coordinator:
-    config: BenchConfig
-    host: str
-    port: int
-    progress: Progress
-    server_process: server.ServerProcess | None = None
-    workers: list[Worker] = field(default_factory=list)
-    interrupted: bool = False
-    control: np.ndarray | None = None  # byte 0 of the shared mapping: the stop flag
+    """The engine of ``volley.runs.measure``: a context manager that holds the workers and
+    the shared memory for the whole benchmark, and plays one run per ``play``."""
 
-    def run(self) -> BenchResult:
+    config: BenchConfig
+    workers: list[Worker] = field(default_factory=list)
+    stopping: bool = False  # a stop was asked for (Ctrl-C, SIGTERM, SIGHUP)
+    kept_server: server.ServerProcess | None = None  # restart="connections": one server
+    server_pids: list[int] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopping
+
+    @property
+    def restart(self) -> str:
+        return RESTART_CONNECTIONS if self.config.connect else self.config.restart
+
+    def __enter__(self) -> Coordinator:
         config = self.config
-        capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // config.clients))
+        self.capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // config.clients))
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.start = time.monotonic()
-        path, mapping = self._create_mapping(capacity)
-        self.control = np.frombuffer(mapping, dtype=np.uint8, count=1)
-        self.samples = np.frombuffer(
-            mapping, dtype=np.int64, count=config.clients * capacity, offset=worker.CONTROL_BYTES
-        ).reshape(config.clients, capacity)
-        previous = self._catch_signals()
+        self.previous = self._catch_signals()
         try:
-            self._start_workers(path, capacity)
-            # Every worker has it mapped now; unlinked, it cannot outlive a killed run.
-            os.unlink(path)
-            return self._measure(capacity)
-        finally:
-            self._close_workers()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.progress.done()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            # numpy views keep the mapping exported; a traceback may still hold some, and
-            # then the mapping goes when they do.
-            del self.control, self.samples
-            with contextlib.suppress(BufferError):
-                mapping.close()
+            # An anonymous file: nothing in /dev/shm or /tmp to outlive a killed run. The
+            # workers open it through /proc, as our descriptor.
+            self.memfd = os.memfd_create("volley-samples", os.MFD_CLOEXEC)
+            os.ftruncate(self.memfd, worker.CONTROL_BYTES + config.clients * self.capacity * 8)
+            self.mapping = mmap.mmap(self.memfd, 0)
+            self.control = np.frombuffer(self.mapping, dtype=np.uint8, count=1)
+            self.samples = np.frombuffer(
+                self.mapping,
+                dtype=np.int64,
+                count=config.clients * self.capacity,
+                offset=worker.CONTROL_BYTES,
+            ).reshape(config.clients, self.capacity)
+            self._start_workers(f"/proc/{os.getpid()}/fd/{self.memfd}")
+            if self.restart == RESTART_CONNECTIONS and not config.connect:
+                self.kept_server = self._start_server()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
-    def _create_mapping(self, capacity: int) -> tuple[str, mmap.mmap]:
-        directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-        fd, path = tempfile.mkstemp(prefix="volley-samples-", dir=directory)
-        try:
-            os.ftruncate(fd, worker.CONTROL_BYTES + self.config.clients * capacity * 8)
-            return path, mmap.mmap(fd, 0)
-        finally:
-            os.close(fd)
+    def __exit__(self, *exc: object) -> None:
+        self._close_workers()
+        if self.kept_server is not None:
+            self.kept_server.stop()
+            self.kept_server = None
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        # numpy views keep the mapping exported; a traceback may still hold some, and
+        # then the mapping goes when they do.
+        for name in ("control", "samples"):
+            self.__dict__.pop(name, None)
+        if hasattr(self, "mapping"):
+            with contextlib.suppress(BufferError):
+                self.mapping.close()
+        if hasattr(self, "memfd"):
+            with contextlib.suppress(OSError):
+                os.close(self.memfd)
 
     def _catch_signals(self) -> dict[signal.Signals, Any]:
         def stop(signum: int, frame: FrameType | None) -> None:
-            if self.interrupted:
+            if self.stopping:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for anything
-            self.interrupted = True
-            self._request_stop()
+            self.stopping = True
+            if hasattr(self, "control"):
+                self.control[0] = 1
 
-        previous: dict[signal.Signals, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, stop)
-        return previous
+        return {
+            sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
 
-    def _request_stop(self) -> None:
-        if self.control is not None:
-            self.control[0] = 1
-
-    def _start_workers(self, path: str, capacity: int) -> None:
+    def _start_workers(self, samples_path: str) -> None:
         config = self.config
         context = multiprocessing.get_context("spawn")
         groups = spread(config.clients, config.placement.client_cpus)
@@ -229,11 +226,9 @@ class Coordinator:
                 index=index,
                 cpu=config.placement.client_cpus[index],
                 client_ids=client_ids,
-                host=self.host,
-                port=self.port,
                 op_timeout_s=config.op_timeout_s,
-                samples_path=path,
-                capacity=capacity,
+                samples_path=samples_path,
+                capacity=self.capacity,
             )
             ours, theirs = context.Pipe()
             process = context.Process(
@@ -242,12 +237,85 @@ class Coordinator:
             process.start()
             theirs.close()
             self.workers.append(Worker(process, ours, plan))
+        self._collect(30.0, "starting")
+
+    def _start_server(self) -> server.ServerProcess:
+        config = self.config
+        placement = config.placement
+        port = config.port or server.choose_port()
+        args = server.substitute(
+            config.server_args, len(placement.server_cpus), len(placement.client_cpus)
+        )
+        process = server.start(server.resolve(config.server), args, port, placement.server_cpus)
+        try:
+            process.wait_listening(config.startup_timeout_s)
+        except BaseException:
+            process.stop()
+            raise
+        self.server_pids.append(process.pid)
+        return process
+
+    def play(self, request: RunRequest) -> PlayedRun:
+        """One run: a server (fresh, kept, or someone else's), fresh connections, the
+        warm-up and the measured stretch, then everything of the run ended."""
+        config = self.config
+        fresh = None
+        if config.connect:
+            host, port = config.connect
+        else:
+            try:
+                fresh = None if self.kept_server else self._start_server()
+            except server.ServerError as e:
+                raise RunFailed(f"run {request.index}: {e}") from None
+            serving = self.kept_server or fresh
+            assert serving is not None
+            host, port = serving.host, serving.port
+        try:
+            failure = self._connect(host, port)
+            if failure:
+                raise RunFailed(f"run {request.index}: {failure}")
+            reports = self._play(request)
+            worst = first_failure(reports)
+            serving = fresh or self.kept_server
+            played = PlayedRun(
+                latencies=[self.samples[r.client, : r.completed] for r in reports],
+                full=any(r.completed == self.capacity for r in reports),
+                failure=self._describe_failure(worst, request, serving)
+                if worst and not self.stopping
+                else None,
+                server_pid=serving.pid if serving else None,
+            )
+            self._disconnect()
+            return played
+        finally:
+            if fresh is not None:
+                fresh.stop()
+
+    def _connect(self, host: str, port: int) -> str | None:
+        for w in self.workers:
+            w.pipe.send(("connect", host, port))
         # Connecting thousands of clients takes a while; a stalled server is caught by the
         # workers' own op timeout, this bound is only for a worker that hangs.
-        timeout = 2 * config.op_timeout_s + 30 + config.clients * 0.01
-        for message in self._collect(timeout, "connecting its clients"):
-            if message[0] == "failed":
-                raise BenchError(message[1])
+        timeout = 2 * self.config.op_timeout_s + 30 + self.config.clients * 0.01
+        replies = self._collect(timeout, "connecting its clients")
+        return next((reply[1] for reply in replies if reply[0] == "failed"), None)
+
+    def _play(self, request: RunRequest) -> list[worker.ClientReport]:
+        self.control[0] = 0
+        per_worker = max(len(w.plan.client_ids) for w in self.workers)
+        start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
+        measure_from_ns = start_ns + int(request.warmup_s * 1e9)
+        deadline_ns = measure_from_ns + int(request.measure_s * 1e9)
+        for w in self.workers:
+            w.pipe.send(("run", start_ns, measure_from_ns, deadline_ns))
+        timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
+        reports = [r for done in self._collect(timeout, "playing a run") for r in done[1]]
+        return sorted(reports, key=lambda r: r.client)
+
+    def _disconnect(self) -> None:
+        for w in self.workers:
+            w.pipe.send(("disconnect",))
+        self._collect(10.0, "disconnecting its clients")
 
     def _collect(self, timeout_s: float, doing: str) -> list[tuple]:
         """One message from every worker, in worker order; BenchError if one dies or hangs."""
@@ -262,8 +330,6 @@ class Coordinator:
                 raise BenchError(
                     f"worker {index} did not answer within {timeout_s:.0f} s while {doing}"
                 )
-            if self.interrupted and not ready and doing == "connecting its clients":
-                raise KeyboardInterrupt
             for pipe in ready:
                 pipe = cast(Connection, pipe)
                 index = pending.pop(pipe)
@@ -291,80 +357,19 @@ class Coordinator:
                 w.process.join()
             w.pipe.close()
 
-    def _play_round(self, round_s: float) -> list[worker.ClientReport]:
-        per_worker = max(len(w.plan.client_ids) for w in self.workers)
-        start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
-        deadline_ns = start_ns + int(round_s * 1e9)
-        for w in self.workers:
-            w.pipe.send(("round", start_ns, deadline_ns))
-        timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
-        reports = [r for done in self._collect(timeout, "playing a round") for r in done[1]]
-        return sorted(reports, key=lambda r: r.client)
-
-    def _measure(self, capacity: int) -> BenchResult:
-        config = self.config
-        record = stats.LatencyRecord(slice_ns=SLICE_NS)
-        round_s = config.round_time_s
-        status, error, rounds, measured_ns = NOT_SIGNIFICANT, None, 0, 0
-        warmup_left = config.warmup_s
-        interval = stats.Interval(math.nan, math.inf, 0)
-        self.measure_start = time.monotonic()
-        while True:
-            if self.interrupted:
-                status = INTERRUPTED
-                break
-            elapsed = time.monotonic() - self.measure_start
-            if elapsed >= config.max_time_s:
-                break
-            warmup = warmup_left > 0
-            length = min(round_s, warmup_left if warmup else config.max_time_s - elapsed)
-            reports = self._play_round(max(length, 0.01))
-            latencies = [self.samples[r.client, : r.completed] for r in reports]
-            # A client that filled its buffer ended early: make later rounds short enough.
-            spans = [int(lat.sum()) for lat in latencies]
-            full = [s for r, s in zip(reports, spans, strict=True) if r.completed == capacity]
-            if full:
-                round_s = min(round_s, 0.8 * min(full) / 1e9)
-            failure = first_failure(reports)
-            if warmup:
-                warmup_left -= length
-            else:
-                rounds += 1
-                measured_ns += max(spans, default=0)
-                record.add_round(latencies, int(length * 1e9))
-                interval = record.interval(config.confidence)
-            if failure and not self.interrupted:
-                status, error = FAILED, self._describe_failure(failure, rounds)
-                break
-            if self.interrupted:
-                status = INTERRUPTED
-                break
-            self.progress.round(
-                RoundProgress(
-                    round=rounds,
-                    n=record.n,
-                    mean_ns=interval.mean,
-                    half_width_ns=interval.half_width,
-                    target_ns=config.precision.target_ns(interval.mean),
-                    elapsed_s=time.monotonic() - self.measure_start,
-                    warmup=warmup,
-                )
-            )
-            if rounds >= MIN_ROUNDS and stats.is_significant(interval, config.precision):
-                status = SIGNIFICANT
-                break
-        return self._result(status, error, record, interval, rounds, measured_ns)
-
-    def _describe_failure(self, failure: worker.ClientReport, rounds: int) -> str:
+    def _describe_failure(
+        self,
+        failure: worker.ClientReport,
+        request: RunRequest,
+        process: server.ServerProcess | None,
+    ) -> str:
         index, plan = next(
             (i, w.plan) for i, w in enumerate(self.workers) if failure.client in w.plan.client_ids
         )
-        where = "warm-up" if rounds == 0 else f"round {rounds}"
         message = (
-            f"client {failure.client} (worker {index}, CPU {plan.cpu}), {where}, "
-            f"op {failure.completed + 1} of the round: {failure.describe()}"
+            f"client {failure.client} (worker {index}, CPU {plan.cpu}), run {request.index}, "
+            f"op {failure.completed + 1} measured: {failure.describe()}"
         )
-        process = self.server_process
         if process is not None:
             try:
                 process.process.wait(timeout=0.2)
@@ -375,37 +380,35 @@ class Coordinator:
                 message += f"; the server exited with {server.describe_status(status)}"
         return message
 
-    def _result(
-        self,
-        status: str,
-        error: str | None,
-        record: stats.LatencyRecord,
-        interval: stats.Interval,
-        rounds: int,
-        measured_ns: int,
-    ) -> BenchResult:
+    def result(self, measurement: Measurement) -> BenchResult:
         config = self.config
+        record = measurement.record
         latency = None
         if record.n:
-            p50, p90, p99, p999 = record.histogram.percentiles(stats.PERCENTILES)
+            mean = measurement.intervals["mean"]
             wanted = stats.distribution_percentiles()
             values = record.histogram.percentiles(wanted)
             latency = LatencySummary(
                 mean=record.mean_ns,
                 stddev=record.stddev_ns,
-                ci_low=interval.low,
-                ci_high=interval.high,
+                ci_low=mean.low,
+                ci_high=mean.high,
                 min=float(record.min_ns),
                 max=float(record.max_ns),
-                p50=float(p50),
-                p90=float(p90),
-                p99=float(p99),
-                p99_9=float(p999),
+                p50=record.value("p50"),
+                p90=record.value("p90"),
+                p99=record.value("p99"),
+                p99_9=record.value("p99.9"),
                 distribution=[(p, float(v)) for p, v in zip(wanted, values, strict=True)],
+                intervals={
+                    name: (iv.low, iv.high)
+                    for name, iv in measurement.intervals.items()
+                    if name != "mean"
+                },
             )
-        measured_s = measured_ns / 1e9
+        runs = measurement.runs
         return BenchResult(
-            status=status,
+            status=measurement.status,
             server=config.server,
             server_args=config.server_args,
             clients=config.clients,
@@ -413,13 +416,13 @@ class Coordinator:
             # A server we did not start runs wherever it runs: record no CPUs for it.
             server_cores=[] if config.connect else config.placement.server_cpus,
             n=record.n,
-            rounds=rounds,
+            rounds=len(runs),
             elapsed_s=round(time.monotonic() - self.start, 3),
-            measured_s=round(measured_s, 3),
-            throughput_ops_s=record.n / measured_s if measured_s else 0.0,
+            measured_s=round(measurement.measured_s, 3),
+            throughput_ops_s=record.n / measurement.measured_s if measurement.measured_s else 0.0,
             confidence=config.confidence,
-            precision=str(config.precision),
-            ci_batches=interval.batches,
+            precision=" ".join(str(t) for t in config.targets),
+            ci_batches=len(runs),
             latency_ns=latency,
             workers=[
                 WorkerInfo(
@@ -430,7 +433,10 @@ class Coordinator:
             host=HostInfo.this_machine(),
             started_at=self.started_at,
             warmup_s=config.warmup_s,
-            error=error,
+            error=measurement.error,
+            runs=runs,
+            restart=self.restart,
+            targets=[str(t) for t in config.targets],
         )
 
 

@@ -6,9 +6,9 @@ import math
 import sys
 from typing import TextIO
 
-from volley.coordinator import Progress, RoundProgress
 from volley.cpus import format_cpu_list
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, BenchResult
+from volley.runs import Progress, RunProgress
 
 
 def format_ns(ns: float) -> str:
@@ -24,36 +24,43 @@ def format_ns(ns: float) -> str:
 
 
 class StreamProgress(Progress):
-    """One line per round; on a terminal the line is rewritten in place."""
+    """One line per run; on a terminal the line is rewritten in place."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.live = stream.isatty()
         self.open_line = False
 
-    def round(self, p: RoundProgress) -> None:
-        if p.warmup:
-            text = f"warm-up ({p.elapsed_s:.1f} s)"
-        else:
-            ratio = p.half_width_ns / p.target_ns if p.target_ns > 0 else math.inf
-            text = (
-                f"round {p.round}: {p.n:,} ops, mean {format_ns(p.mean_ns)} "
-                f"± {format_ns(p.half_width_ns)} (target ± {format_ns(p.target_ns)}, "
-                f"{'met' if ratio <= 1 else f'{ratio:.{1 if ratio < 10 else 0}f}x too wide'}), "
-                f"{p.elapsed_s:.1f} s"
-            )
-        if self.live:
-            self.stream.write("\r\033[K" + text)
-            self.open_line = True
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+    def run(self, p: RunProgress) -> None:
+        values = ", ".join(
+            f"{name} {format_ns(iv.centre)} ± {format_ns(iv.half_width)}"
+            for name, iv in p.intervals.items()
+        )
+        targets = ", ".join(f"± {format_ns(ns)}" for ns in p.targets_ns.values())
+        text = (
+            f"run {p.run} (≥ {p.planned}): {values} "
+            f"(target{'s' if len(p.targets_ns) > 1 else ''} {targets}), {p.elapsed_s:.1f} s"
+        )
+        try:
+            if self.live:
+                self.stream.write("\r\033[K" + text)
+                self.open_line = True
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # nobody reads the progress any more; the run goes on
 
     def done(self) -> None:
         if self.open_line:
             self.stream.write("\n")
             self.stream.flush()
             self.open_line = False
+
+
+def half_width(interval: tuple[float, float]) -> float:
+    low, high = interval
+    return (high - low) / 2 if low is not None and high is not None else math.inf
 
 
 VERDICTS = {
@@ -75,20 +82,36 @@ def summary(result: BenchResult) -> str:
             else "server already running (not started or pinned by volley)"
         ),
     ]
+    runs = len(result.runs)
+    if result.restart == "server":
+        lines.append(f"  {runs} run{'' if runs == 1 else 's'}, each with a fresh server")
+    elif result.server_cores:
+        lines.append(
+            f"  {runs} run{'' if runs == 1 else 's'} reconnecting to one server instance: "
+            "the intervals cover that instance only"
+        )
+    else:
+        lines.append(
+            f"  {runs} run{'' if runs == 1 else 's'} reconnecting to a running server: "
+            "the intervals cover that instance only"
+        )
     lat = result.latency_ns
     if lat is None:
         lines.append("  no op completed")
     else:
         half = (lat.ci_high - lat.ci_low) / 2
         share = f", {100 * half / lat.mean:.2g}% of mean" if math.isfinite(half) else ""
+        percentiles = "  ".join(
+            f"{name} {format_ns(lat.value(name))} ± {format_ns(half_width(lat.interval(name)))}"
+            for name in ("p50", "p90", "p99", "p99.9")
+        )
         lines += [
             f"  latency    {format_ns(lat.mean)} ± {format_ns(half)} "
             f"({result.confidence:.0%} CI{share})   stddev {format_ns(lat.stddev)}",
-            f"  percentile p50 {format_ns(lat.p50)}  p90 {format_ns(lat.p90)}  "
-            f"p99 {format_ns(lat.p99)}  p99.9 {format_ns(lat.p99_9)}  max {format_ns(lat.max)}",
+            f"  percentile {percentiles}  max {format_ns(lat.max)}",
         ]
     lines += [
-        f"  n {result.n:,} ops in {result.rounds} round{'' if result.rounds == 1 else 's'} "
+        f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
         f"({result.measured_s:.1f} s measured, "
         f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
         "  " + VERDICTS.get(result.status, "significant: NO (failed; incomplete result)"),

@@ -1,164 +1,136 @@
-"""Latency statistics: moments, a log-linear histogram for percentiles, and a confidence
-interval for the mean that stays honest when latencies are autocorrelated.
+"""Latency statistics: moments and a log-linear histogram over all measured ops, and
+confidence intervals that rest on runs.
 
-Why batch means: consecutive ops of one client, and ops of different clients at the same
-moment, share the server's state (caches, queues, GC pauses, a noisy neighbour), so samples
-are not independent and sigma/sqrt(n) is far too narrow. We group ops into equal time
-slices and treat each batch of slices as one observation. The number of batches is kept
-between MAX_BATCHES/2 and MAX_BATCHES, so batches grow with the run ("fixed number of
-batches"): whatever the correlation time, batches eventually outlast it, and correlation
-between neighbouring batches that is still left widens the interval (AR(1) factor).
-Stopping at the first batch size whose neighbours look uncorrelated is not safe: slow
-drifts hide behind fine batches that look independent of each other.
+Why runs: one invocation used to measure one server instance, one set of connections and
+one stretch of time, and its intervals (batch means over 10 ms slices) described only
+that: across independent invocations the 95% interval held the mean about half the time.
+Users ask about the server, not one instance of it, so the unit of evidence is the run (a
+fresh server, fresh connections, its warm-up discarded) and an interval is a t interval
+over run-level values. Each interval is centred on the statistic over all measured ops and
+is as wide as the spread of the per-run values says, inflated for any serial correlation
+between runs (a machine that drifts): the long-run variance is the larger of an AR(1) and
+a Newey-West (Bartlett, sqrt(n) lags) estimate, so neither a smooth drift nor a lumpy
+one passes as independent runs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
 
-# Batches are merged pairwise down to at most this many; fewer than half of it and the
-# t interval's own uncertainty is too large to stop on.
-MAX_BATCHES = 64
-MIN_BATCHES = MAX_BATCHES // 2
+from volley.units import STATISTICS
+
 # Histogram resolution: 2**SUB_BITS buckets per power of two, i.e. under 0.1% relative error.
 SUB_BITS = 10
 MAX_EXPONENT = 48  # 2**48 ns is over three days: no single op is that slow
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+PERCENTILE_NAMES = STATISTICS[1:]  # "p50" ... "p99.9", in the order of PERCENTILES
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(confidence: float, df: float) -> float:
-    """Two-sided Student t critical value; ``df`` may be fractional (Welch's).
+    """Two-sided Student t critical value for any df > 0 (Welch's df is fractional).
 
-    A Cornish-Fisher expansion (< 1e-3 off for df >= 5); below that it is solved exactly,
-    because an interval over a handful of runs has df 2 to 4, where the expansion is
-    several percent too small.
+    Below df = 30 the t density is integrated numerically and the quantile found by
+    bisection (exact to 1e-6); above, the Cornish-Fisher expansion is < 1e-4 off.
     """
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     if df <= 0:
         return math.inf
-    if df < 5:
-        return _t_quantile_exact(confidence, df)
-    v = float(df)
-    return (
-        z
-        + (z**3 + z) / (4 * v)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
-        + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4)
-    )
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    if df >= 30:
+        v = float(df)
+        return (
+            z
+            + (z**3 + z) / (4 * v)
+            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4)
+        )
+    # P(|T| <= x) = 2 * integral_0^x pdf; substitute t = tan(u) so that the range is finite.
+    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
 
+    def central(x: float) -> float:
+        u = np.linspace(0.0, math.atan(x), 2001)
+        t = np.tan(u)
+        f = scale * (1 + t * t / df) ** (-(df + 1) / 2) / np.cos(u) ** 2
+        h = u[1] - u[0]
+        return float(2 * h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()))
 
-def _t_quantile_exact(confidence: float, df: float) -> float:
-    """Bisection on the t distribution's tail, P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2."""
-    tail = (1 - confidence) / 2
-    low, high = 0.0, 1.0
-    while 0.5 * _incomplete_beta(df / (df + high * high), df / 2, 0.5) > tail:
+    low, high = z, z
+    while central(high) < confidence:
         high *= 2
-    for _ in range(200):
+    for _ in range(60):
         middle = (low + high) / 2
-        if 0.5 * _incomplete_beta(df / (df + middle * middle), df / 2, 0.5) > tail:
-            low = middle
-        else:
-            high = middle
-        if high - low <= 1e-12 * high:
-            break
+        low, high = (middle, high) if central(middle) < confidence else (low, middle)
     return (low + high) / 2
-
-
-def _incomplete_beta(x: float, a: float, b: float) -> float:
-    """The regularized incomplete beta function I_x(a, b) (continued fraction, Lentz)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1.0 - _incomplete_beta(1 - x, b, a)
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    fraction = d
-    for m in range(1, 300):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            fraction *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return front * fraction / a
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A confidence interval for the mean latency."""
+    """A confidence interval: a centre and a half-width (infinite when not known yet)."""
 
-    mean: float
+    centre: float
     half_width: float
-    batches: int
+    runs: int
 
     @property
     def low(self) -> float:
-        return self.mean - self.half_width
+        return self.centre - self.half_width
 
     @property
     def high(self) -> float:
-        return self.mean + self.half_width
+        return self.centre + self.half_width
 
 
-def lag1_correlation(x: npt.NDArray[np.float64]) -> float:
+def long_run_variance(values: npt.ArrayLike) -> float:
+    """Variance of one value of a series, counting its serial correlation: the variance of
+    the series' mean is this over n. The larger of the AR(1) estimate (a smooth drift) and
+    the Bartlett-kernel Newey-West estimate with sqrt(n) lags (any short-range pattern);
+    never below the plain sample variance. Infinite for fewer than two values."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return math.inf
     d = x - x.mean()
-    denominator = float(np.dot(d, d))
-    return float(np.dot(d[:-1], d[1:]) / denominator) if denominator > 0 else 0.0
+    gamma0 = float(np.dot(d, d)) / n
+    plain = gamma0 * n / (n - 1)
+    if gamma0 == 0:
+        return 0.0
+    r = float(np.dot(d[:-1], d[1:])) / n / gamma0
+    ar1 = plain * (1 + r) / (1 - r) if r < 1 else math.inf
+    lags = math.ceil(math.sqrt(n))
+    bartlett = gamma0
+    for k in range(1, min(lags, n - 1) + 1):
+        bartlett += 2 * (1 - k / (lags + 1)) * float(np.dot(d[:-k], d[k:])) / n
+    return max(plain, ar1, bartlett * n / (n - 1))
 
 
-def batch_means_interval(sums: npt.ArrayLike, counts: npt.ArrayLike, confidence: float) -> Interval:
-    """CI for sum(sums)/sum(counts) from consecutive batches of (sum, count).
-
-    Neighbouring batches are merged pairwise until at most MAX_BATCHES remain; the variance
-    is that of a ratio estimator (batches may hold different numbers of ops), inflated by
-    the AR(1) factor (1+r)/(1-r) for whatever lag-1 correlation r is left.
-    """
-    y = np.asarray(sums, dtype=np.float64)
-    n = np.asarray(counts, dtype=np.float64)
-    keep = n > 0
-    y, n = y[keep], n[keep]
-    total = float(n.sum())
-    if total == 0:
-        return Interval(math.nan, math.inf, 0)
-    mean = float(y.sum()) / total
-    while len(y) > MAX_BATCHES:
-        even = len(y) - len(y) % 2
-        y = y[:even:2] + y[1:even:2] + np.append(np.zeros(even // 2 - 1), y[even:].sum())
-        n = n[:even:2] + n[1:even:2] + np.append(np.zeros(even // 2 - 1), n[even:].sum())
-    k = len(y)
+def run_interval(centre: float, run_values: npt.ArrayLike, confidence: float) -> Interval:
+    """CI for a statistic from its per-run values: t (df = runs - 1) over the long-run
+    variance, centred on the statistic over all ops."""
+    x = np.asarray(run_values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    k = len(x)
     if k < 2:
-        return Interval(mean, math.inf, k)
-    r = lag1_correlation(y / n)
-    residual = y - mean * n
-    variance = float(np.dot(residual, residual)) / (k - 1) * k / total**2
-    if r > 0:
-        variance *= (1 + r) / (1 - r)
-    return Interval(mean, t_quantile(confidence, k - 1) * math.sqrt(variance), k)
+        return Interval(centre, math.inf, k)
+    half = t_quantile(confidence, k - 1) * math.sqrt(long_run_variance(x) / k)
+    return Interval(centre, half, k)
 
 
-def naive_interval(samples: npt.ArrayLike, confidence: float) -> Interval:
-    """The seed client's interval, sigma/sqrt(n): right only for independent samples."""
-    x = np.asarray(samples, dtype=np.float64)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    return Interval(float(x.mean()), z * float(x.std(ddof=1)) / math.sqrt(len(x)), len(x))
+def planned_runs(pilot_values: npt.ArrayLike, target_ns: float, confidence: float) -> int:
+    """Stein's two-stage rule: from the pilot runs' spread, how many runs in all give an
+    interval no wider than ``target_ns``."""
+    x = np.asarray(pilot_values, dtype=np.float64)
+    k = len(x)
+    if k < 2 or target_ns <= 0:
+        return k
+    spread = math.sqrt(long_run_variance(x))
+    return max(k, math.ceil((t_quantile(confidence, k - 1) * spread / target_ns) ** 2))
 
 
 class Histogram:
@@ -213,47 +185,25 @@ def distribution_percentiles() -> list[float]:
 
 @dataclass
 class LatencyRecord:
-    """Everything the run needs from its latencies, updated round by round.
+    """Moments (exact: Chan's parallel update), extremes and a histogram over ops, merged
+    run by run."""
 
-    Percentiles come from the histogram; mean and stddev are exact (Chan's parallel
-    update); the interval uses per-time-slice sums.
-    """
-
-    slice_ns: int
     n: int = 0
     mean_ns: float = 0.0
     m2: float = 0.0
     min_ns: int = 0
     max_ns: int = 0
     histogram: Histogram = field(default_factory=Histogram)
-    slice_sums: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    slice_counts: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
-    def add_round(self, per_client: list[npt.NDArray[np.int64]], round_ns: int) -> None:
-        """Merge one round: each array is one client's latencies in the order it did them."""
-        slices = max(1, -(-round_ns // self.slice_ns) + 1)
-        played = [latency for latency in per_client if len(latency)]
-        if not played:
-            self.slice_sums.append(np.zeros(slices))
-            self.slice_counts.append(np.zeros(slices, dtype=np.int64))
-            return
-        # One pass over all clients at once: thousands of small numpy calls cost more than
-        # the round. Ops are back to back, so a client's clock is the running sum of its
-        # own latencies: the global running sum minus what came before its first op.
-        lengths = np.array([len(latency) for latency in played])
-        latency = np.concatenate(played)
-        running = np.cumsum(latency)
-        first = np.cumsum(lengths) - lengths
-        clock = running - np.repeat(running[first] - latency[first], lengths)
-        index = np.minimum(clock // self.slice_ns, slices - 1)
-        sums = np.bincount(index, weights=latency, minlength=slices).astype(np.float64)
-        self.slice_sums.append(sums)
-        self.slice_counts.append(np.bincount(index, minlength=slices))
-        self._add_moments(latency)
-        self.histogram.record(latency)
-
-    def _add_moments(self, latency: npt.NDArray[np.int64]) -> None:
+    def add(self, latency: npt.NDArray[np.int64], histogram: Histogram | None = None) -> None:
+        """Merge ops; ``histogram``, if given, already holds exactly these ops."""
         m = len(latency)
+        if m == 0:
+            return
+        if histogram is None:
+            self.histogram.record(latency)
+        else:
+            self.histogram.counts += histogram.counts
         mean = float(latency.mean())
         m2 = float(np.square(latency - mean).sum())
         lo, hi = int(latency.min()), int(latency.max())
@@ -271,55 +221,13 @@ class LatencyRecord:
     def stddev_ns(self) -> float:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
 
-    def interval(self, confidence: float) -> Interval:
-        if not self.slice_sums:
-            return Interval(math.nan, math.inf, 0)
-        return batch_means_interval(
-            np.concatenate(self.slice_sums), np.concatenate(self.slice_counts), confidence
-        )
+    def value(self, statistic: str) -> float:
+        """ "mean" or a percentile name ("p50" ... "p99.9") over every op merged so far."""
+        if statistic == "mean":
+            return self.mean_ns if self.n else math.nan
+        return float(self.histogram.percentiles([percentile_of(statistic)])[0])
 
 
-@dataclass(frozen=True)
-class Precision:
-    """The stopping target: CI half-width as a fraction of the mean, or in nanoseconds."""
-
-    relative: float | None = None
-    absolute_ns: float | None = None
-
-    def target_ns(self, mean_ns: float) -> float:
-        if self.relative is not None:
-            return self.relative * mean_ns
-        assert self.absolute_ns is not None
-        return self.absolute_ns
-
-    def __str__(self) -> str:
-        if self.relative is not None:
-            return f"{self.relative * 100:g}%"
-        return f"{self.absolute_ns:g}ns"
-
-
-_UNITS_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
-
-
-def parse_precision(text: str) -> Precision:
-    """``"1%"`` (of the mean) or an absolute time such as ``"5us"``."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|ns|us|µs|ms|s)\s*", text)
-    if not match:
-        raise ValueError(
-            f"bad precision {text!r}: write a share of the mean like 1% or a time like 5us"
-        )
-    value, unit = float(match.group(1)), match.group(2)
-    if unit == "%":
-        if not 0 < value < 100:
-            raise ValueError(f"bad precision {text!r}: a percentage must be above 0 and below 100")
-        return Precision(relative=value / 100)
-    if value <= 0:
-        raise ValueError(f"bad precision {text!r}: the time must be above zero")
-    return Precision(absolute_ns=value * _UNITS_NS[unit])
-
-
-def is_significant(interval: Interval, precision: Precision) -> bool:
-    """The stopping rule: enough independent batches and a narrow enough interval."""
-    if interval.batches < MIN_BATCHES or not math.isfinite(interval.half_width):
-        return False
-    return interval.half_width <= precision.target_ns(interval.mean)
+def percentile_of(statistic: str) -> float:
+    """ "p99.9" -> 99.9"""
+    return float(statistic[1:])

@@ -52,15 +52,14 @@ from typing import Any, Protocol, TextIO
 
 from volley import cpus
 from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT
-from volley.stats import parse_precision
-from volley.units import BadInput, parse_confidence, parse_duration_s
+from volley.units import BadInput, parse_confidence, parse_duration_s, parse_target
 
 RESULTS_NAME = "results.jsonl"
 DEFAULT_SERVERS_DIR = "target/servers"
 EXIT_INTERRUPTED = 130
 FINISHED = (0, 3)  # volley-bench's exit statuses for a complete run (significant or not)
 # volley-bench's defaults, for the time estimate when the experiment does not set them.
-BENCH_DEFAULTS_S = {"max-time": 180.0, "warmup": 1.0, "startup-timeout": 10.0, "op-timeout": 10.0}
+BENCH_DEFAULTS_S = {"max-time": 180.0, "warmup": 0.25, "startup-timeout": 10.0, "op-timeout": 10.0}
 POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last round
 # A point still running this long after its own limits is hung; it is stopped and failed.
 HANG_SLACK_S = 60.0
@@ -69,7 +68,7 @@ ERROR_TAIL_LINES = 6
 
 GRID_KEYS = ("clients", "server-cores", "client-cores")
 TOP_KEYS = ("name", "description", "servers", "servers-dir", *GRID_KEYS, "bench")
-DURATION_OPTIONS = ("max-time", "warmup", "round-time", "op-timeout", "startup-timeout")
+DURATION_OPTIONS = ("max-time", "warmup", "run-time", "round-time", "op-timeout", "startup-timeout")
 BENCH_KEYS = ("precision", "confidence", *DURATION_OPTIONS, "args")
 SERVER_KEYS = ("name", "path", "args")
 _RANGE = re.compile(r"\s*(\d+)\s*\.\.\s*(\d+)\s*(?:step\s+(\d+)\s*)?")
@@ -348,7 +347,7 @@ def _bench_option(key: str, value: Any, where: _Locator) -> str:
         if key == "precision":
             if not isinstance(value, str):
                 raise BadInput(f'{value!r} needs a unit: write it like "2%" or "5us"')
-            parse_precision(text)
+            parse_target(text)
         elif key == "confidence":
             parse_confidence(text)
         else:

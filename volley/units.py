@@ -1,9 +1,11 @@
-"""What users type for durations and confidence levels, turned into numbers or a BadInput
-that says what is wrong (shared by the command line and the experiment files)."""
+"""What users type for durations, confidence levels and precision targets, turned into
+numbers or a BadInput that says what is wrong (shared by the command line and the
+experiment files)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 
 class BadInput(ValueError):
@@ -36,3 +38,59 @@ def parse_confidence(text: str) -> float:
     if not 0.5 <= value < 1:
         raise BadInput(f"--confidence {text!r} must be at least 0.5 and below 1 (like 0.95)")
     return value
+
+
+_TIME_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
+_TARGET = re.compile(
+    r"\s*(?:(mean|p50|p90|p99|p99\.9)\s*:)?\s*([0-9]*\.?[0-9]+)\s*(%|ns|us|µs|ms|s)\s*"
+)
+STATISTICS = ("mean", "p50", "p90", "p99", "p99.9")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A stopping target: the confidence interval of ``statistic`` ("mean", "p99", ...) no
+    wider (half-width) than a share of its value, or than a time."""
+
+    statistic: str = "mean"
+    relative: float | None = None
+    absolute_ns: float | None = None
+
+    def half_width_ns(self, value_ns: float) -> float:
+        if self.relative is not None:
+            return self.relative * value_ns
+        assert self.absolute_ns is not None
+        return self.absolute_ns
+
+    def __str__(self) -> str:
+        amount = (
+            f"{self.relative * 100:g}%" if self.relative is not None else f"{self.absolute_ns:g}ns"
+        )
+        return f"{self.statistic}:{amount}"
+
+
+def parse_target(text: str, option: str = "--precision") -> Target:
+    """``"1%"`` (of the mean), ``"5us"``, ``"p99:5%"``, ``"p99.9:20us"``."""
+    match = _TARGET.fullmatch(text)
+    if not match:
+        raise BadInput(
+            f"{option} {text!r} is not a target; write a share of the mean like 1%, a time "
+            f"like 5us, or a percentile's like p99:5% (one of {', '.join(STATISTICS)})"
+        )
+    statistic, value, unit = match.group(1) or "mean", float(match.group(2)), match.group(3)
+    if unit == "%":
+        if not 0 < value < 100:
+            raise BadInput(f"{option} {text!r}: a percentage must be above 0 and below 100")
+        return Target(statistic, relative=value / 100)
+    if value <= 0:
+        raise BadInput(f"{option} {text!r}: the time must be above zero")
+    return Target(statistic, absolute_ns=value * _TIME_NS[unit])
+
+
+def parse_targets(texts: list[str], option: str = "--precision") -> list[Target]:
+    """Several targets; a later one for the same statistic replaces the earlier."""
+    chosen: dict[str, Target] = {}
+    for text in texts:
+        target = parse_target(text, option)
+        chosen[target.statistic] = target
+    return list(chosen.values())

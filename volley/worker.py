@@ -1,12 +1,15 @@
 """A worker: one process pinned to one client CPU, running its clients as threads.
 
-Each client owns one connection, opened and verified once and kept across rounds. In a
-round every client thread runs ``_core.play`` with the GIL released, writing latencies
-straight into a shared file mapping the coordinator reads with numpy, so no per-op value
-ever crosses a pipe. Messages on the pipe are few and small:
+The worker lives for the whole benchmark; its clients' connections live for one run. At
+each run the clients connect afresh (to a fresh server, or the same one) and verify the
+connection with one exchange; then every client thread runs ``_core.play`` with the GIL
+released, writing latencies straight into a shared mapping the coordinator reads with
+numpy, so no per-op value ever crosses a pipe. Messages on the pipe are few and small:
 
-    coordinator -> worker:  ("round", start_ns, deadline_ns) | ("close",)
-    worker -> coordinator:  ("ready",) | ("failed", message) | ("done", [ClientReport...])
+    coordinator -> worker:  ("connect", host, port) | ("run", start_ns, measure_from_ns,
+                            deadline_ns) | ("disconnect",) | ("close",)
+    worker -> coordinator:  ("ready",) once mapped | ("connected",) | ("failed", message)
+                            | ("done", [ClientReport...]) | ("disconnected",)
 """
 
 from __future__ import annotations
@@ -44,16 +47,14 @@ class WorkerPlan:
     index: int
     cpu: int
     client_ids: list[int]
-    host: str
-    port: int
     op_timeout_s: float
     samples_path: str
-    capacity: int  # latencies one client may record in one round
+    capacity: int  # latencies one client may record in one run
 
 
 @dataclass(frozen=True)
 class ClientReport:
-    """How one client's round ended: ops completed and, if it failed, why."""
+    """How one client's run ended: ops completed and, if it failed, why."""
 
     client: int
     completed: int
@@ -95,17 +96,45 @@ def connect(host: str, port: int, op_timeout_s: float) -> socket.socket:
 
 
 class Client:
-    def __init__(self, client_id: int, sock: socket.socket, latency_ns: memoryview) -> None:
+    def __init__(self, client_id: int, latency_ns: memoryview) -> None:
         self.id = client_id
-        self.sock = sock
+        self.sock: socket.socket | None = None  # the connection of the current run
         self.latency_ns = latency_ns
         self.report: ClientReport | None = None
 
-    def play(self, start_ns: int, deadline_ns: int, stop: memoryview) -> None:
-        # A fresh seed per round, so no two rounds or clients replay one challenge sequence.
+    def play(self, start_ns: int, measure_from_ns: int, deadline_ns: int, stop: memoryview) -> None:
+        assert self.sock is not None
+        # A fresh seed per run, so no two runs or clients replay one challenge sequence.
         seed = random.getrandbits(32) | 1
-        result = _core.play(self.sock.fileno(), self.latency_ns, seed, start_ns, deadline_ns, stop)
+        result = _core.play(
+            self.sock.fileno(), self.latency_ns, seed, start_ns, deadline_ns, stop, measure_from_ns
+        )
         self.report = ClientReport(self.id, *result)
+
+    def connect(self, host: str, port: int, op_timeout_s: float) -> str | None:
+        """Open this run's connection and prove it with one exchange; what failed, or None."""
+        try:
+            self.sock = connect(host, port, op_timeout_s)
+        except OSError as e:
+            return f"client {self.id} could not connect to {host}:{port}: {e.strerror or e}"
+        self.play(0, 0, 0, memoryview(bytearray(1)))
+        assert self.report is not None
+        if self.report.failed or self.report.completed != 1:
+            return f"client {self.id} failed its first exchange: {self.report.describe()}"
+        return None
+
+    def disconnect(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def shut_down(self) -> None:
+        """Unblock a play() stuck in recv; the peer may have closed already (ENOTCONN)."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def main(plan: WorkerPlan, pipe: Connection) -> None:
@@ -114,6 +143,7 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
     os.sched_setaffinity(0, {plan.cpu})
     # The coordinator owns Ctrl-C; a worker whose coordinator dies must die too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         return
@@ -121,74 +151,59 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
     with open(plan.samples_path, "r+b") as f:
         mapping = mmap.mmap(f.fileno(), 0)
     view = memoryview(mapping)
-    stop = view[:1]
     samples = view[CONTROL_BYTES:].cast("q")
-    clients: list[Client] = []
+    clients = [
+        Client(i, samples[i * plan.capacity : (i + 1) * plan.capacity]) for i in plan.client_ids
+    ]
+    team = Team(clients, view[:1])
     try:
-        for client_id in plan.client_ids:
-            try:
-                sock = connect(plan.host, plan.port, plan.op_timeout_s)
-            except OSError as e:
-                pipe.send(
-                    (
-                        "failed",
-                        f"client {client_id} could not connect to "
-                        f"{plan.host}:{plan.port}: {e.strerror or e}",
-                    )
-                )
-                return
-            row = samples[client_id * plan.capacity : (client_id + 1) * plan.capacity]
-            client = Client(client_id, sock, row)
-            clients.append(client)
-            # One exchange proves the connection before any measuring.
-            client.play(0, 0, memoryview(bytearray(1)))
-            assert client.report is not None
-            if client.report.failed or client.report.completed != 1:
-                pipe.send(
-                    (
-                        "failed",
-                        f"client {client_id} failed its first exchange: {client.report.describe()}",
-                    )
-                )
-                return
         pipe.send(("ready",))
-        serve(pipe, clients, stop)
+        serve(pipe, plan, team)
     except (EOFError, BrokenPipeError):
         pass  # the coordinator is gone; nothing to report to
     finally:
-        # The mapping itself goes with the process; the clients' views of it are still alive.
-        for client in clients:
-            client.sock.close()
-
-
-def serve(pipe: Connection, clients: list[Client], stop: memoryview) -> None:
-    team = Team(clients, stop)
-    try:
-        while True:
-            message = pipe.recv()
-            if message[0] == "close":
-                return
-            _, start_ns, deadline_ns = message
-            pipe.send(("done", team.play_round(start_ns, deadline_ns)))
-    finally:
         team.close()
+        for client in clients:
+            client.disconnect()
+
+
+def serve(pipe: Connection, plan: WorkerPlan, team: Team) -> None:
+    while True:
+        message = pipe.recv()
+        if message[0] == "close":
+            return
+        if message[0] == "connect":
+            _, host, port = message
+            failure = None
+            for client in team.clients:
+                failure = client.connect(host, port, plan.op_timeout_s)
+                if failure:
+                    break
+            pipe.send(("failed", failure) if failure else ("connected",))
+        elif message[0] == "run":
+            _, start_ns, measure_from_ns, deadline_ns = message
+            pipe.send(("done", team.play_run(start_ns, measure_from_ns, deadline_ns)))
+        elif message[0] == "disconnect":
+            for client in team.clients:
+                client.disconnect()
+            pipe.send(("disconnected",))
 
 
 class Team:
-    """The worker's client threads, started once and woken for every round.
+    """The worker's client threads, started once and woken for every run.
 
-    Starting thousands of threads per round would take longer than a round on one busy
+    Starting thousands of threads per run would take longer than a run on one busy
     CPU, and so would waking them through one shared Condition (they convoy on its lock),
-    so each client thread waits on a lock of its own that the round releases.
+    so each client thread waits on a lock of its own that the run releases.
     """
 
     def __init__(self, clients: list[Client], stop: memoryview) -> None:
         self.clients = clients
         self.stop = stop
-        self.start_ns = self.deadline_ns = 0
+        self.start_ns = self.measure_from_ns = self.deadline_ns = 0
         self.closing = False
         # Finished clients report here; a queue, not a shared lock, which thousands of
-        # threads ending together would convoy on (seconds per round at 5,000 clients).
+        # threads ending together would convoy on (seconds per run at 5,000 clients).
         self.finished: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.go = [threading.Lock() for _ in clients]
         for client, go in zip(clients, self.go, strict=True):
@@ -200,20 +215,26 @@ class Team:
             go.acquire()
             if self.closing:
                 return
-            client.play(self.start_ns, self.deadline_ns, self.stop)
+            client.play(self.start_ns, self.measure_from_ns, self.deadline_ns, self.stop)
             self.finished.put(client.id)
 
-    def play_round(self, start_ns: int, deadline_ns: int) -> list[ClientReport | None]:
-        """Run one round; once a stop is asked for, unblock any client stuck in recv."""
-        self.start_ns, self.deadline_ns = start_ns, deadline_ns
+    def play_run(
+        self, start_ns: int, measure_from_ns: int, deadline_ns: int
+    ) -> list[ClientReport | None]:
+        """Play one run; once a stop is asked for, unblock any client stuck in recv."""
+        self.start_ns, self.measure_from_ns, self.deadline_ns = (
+            start_ns,
+            measure_from_ns,
+            deadline_ns,
+        )
         playing = {c.id: c for c in self.clients}
         for go in self.go:
             go.release()
         stop_seen_at = None
         while playing:
-            # Sleep through the round: a worker waking every few ms on the client CPU makes
+            # Sleep through the run: a worker waking every few ms on the client CPU makes
             # a lone client's round trips measurably faster on some VMs. Wake once a second
-            # to see a stop, and poll only once the round should be over or was stopped.
+            # to see a stop, and poll only once the run should be over or was stopped.
             now = _core.monotonic_ns()
             waiting = self.stop[0] or now >= deadline_ns
             timeout = POLL_S if waiting else min((deadline_ns - now) / 1e9, 1.0)
@@ -227,7 +248,7 @@ class Team:
                 stop_seen_at = stop_seen_at or now
                 if now - stop_seen_at > STOP_GRACE_S * 1e9:
                     for client in list(playing.values()):
-                        client.sock.shutdown(socket.SHUT_RDWR)
+                        client.shut_down()
         return [c.report for c in self.clients]
 
     def close(self) -> None:
