@@ -21,7 +21,6 @@ from volley.compare import (
     MIN_RUNS,
     NO_DIFFERENCE,
     SLOWER,
-    STATISTICS,
     TOO_FEW_RUNS,
     RunMean,
     compare_results,
@@ -39,6 +38,7 @@ from volley.results import (
 )
 from volley.stats import t_quantile
 from volley.sweep import Point
+from volley.units import STATISTICS
 
 # A server's typical statistics (ns); runs scatter around them.
 TYPICAL_NS = {
@@ -311,7 +311,7 @@ def test_a_failed_result_is_refused(tmp_path):
         (["missing.json", "b.json"], "cannot read"),
         (["a.json", "b.json", "--confidence", "2"], "--confidence"),
         (["a.json", "b.json", "--fail-if-slower", "2"], "--fail-if-slower"),
-        (["a.json", "b.json", "--fail-if-slower", "p42:2%"], "not one of"),
+        (["a.json", "b.json", "--fail-if-slower", "p42:2%"], "not a target"),
         (["a.json", "b.json", "--json", "--markdown"], "not both"),
         (["a.json", "sweep"], "not both"),
         (["a.json", "garbage.json"], "not JSON"),
@@ -353,7 +353,10 @@ def test_gates_exit_1_only_when_significantly_slower_by_more(tmp_path):
     assert gate("5%", "p99.9:2%").status == 1
     assert gate("mean:10%", "p50:10%").status == 0
     # B faster than A never trips a gate, however large the change.
-    assert volley("compare", path_b, path_a, "--fail-if-slower", "0%").status == 0
+    assert volley("compare", path_b, path_a, "--fail-if-slower", "0.1%").status == 0
+    # A time: B's p99 is about 3.3 us slower (3% of 110 us).
+    assert gate("p99:2us").status == 1
+    assert gate("p99:10us").status == 0
 
 
 def test_a_gate_that_cannot_decide_is_bad_input(tmp_path):
@@ -498,13 +501,17 @@ def test_delay_server_keeps_the_contract(delay_server):
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
 def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, delay_server):
+    """The median reply is the one to check: on a loaded 2-vCPU machine the mean (and p90
+    up) are ruled by preemptions of milliseconds, so there B - A is noise-dominated (with a
+    load average of 15-24 on this VM its sign came out wrong in 1 of 5 tries), while the
+    median moved by 10-55 us in those tries: the bounds are loose on purpose."""
     start = time.monotonic()
     paths = {}
     for delay in (0, DELAY_US):
         path = tmp_path / f"delay-{delay}.json"
         done = bench(
             "--server-cores", "0", "--cores", "1", "--clients", "1",
-            "--runs", "5", "--warmup", "0.2s", "--round-time", "0.5s", "--max-time", "20s",
+            "--min-runs", "8", "--warmup", "0.1s", "--run-time", "0.3s", "--max-time", "20s",
             "--precision", "50%", "--quiet", "--json", path,
             delay_server, "--", "-d", str(delay),
             timeout=60,
@@ -513,7 +520,10 @@ def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, de
         paths[delay] = path
     done = volley("compare", "--json", paths[0], paths[DELAY_US])
     assert done.status == 0, done.stderr
-    mean = strict_json(done.stdout)["pairings"][0]["comparisons"][0]["rows"][0]
-    assert mean["verdict"] == SLOWER
-    assert 0.6 * DELAY_US * 1e3 < mean["difference_ns"]["value"] < 1.5 * DELAY_US * 1e3
+    rows = {
+        r["statistic"]: r for r in strict_json(done.stdout)["pairings"][0]["comparisons"][0]["rows"]
+    }
+    p50 = rows["p50"]
+    assert p50["verdict"] == SLOWER, rows
+    assert 0.3 * DELAY_US * 1e3 < p50["difference_ns"]["value"] < 3 * DELAY_US * 1e3, rows
     assert time.monotonic() - start < 90

@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from volley.results import FAILED, STATISTIC_FIELDS, BenchResult, HostInfo
+from volley.report import format_ns
+from volley.results import FAILED, BenchResult, HostInfo
 from volley.stats import t_quantile
 from volley.sweep import RESULTS_NAME, Point, read_records
-from volley.units import BadInput
+from volley.units import STATISTICS, BadInput, Target, parse_target
 
 FORMAT_VERSION = 1
 MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate
-STATISTICS = tuple(STATISTIC_FIELDS)  # "mean", "p50", "p90", "p99", "p99.9"
 
 FASTER = "faster"
 SLOWER = "slower"
@@ -310,37 +310,18 @@ class Pairing:
     only_subject: list[Point] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Gate:
-    """--fail-if-slower: B significantly slower than A by more than ``share`` of A."""
-
-    statistic: str
-    share: float
-
-    def __str__(self) -> str:
-        return f"{self.statistic}:{self.share * 100:g}%"
+def parse_gate(text: str) -> Target:
+    """--fail-if-slower, spelled like a precision target: ``2%`` (of the mean), ``p99:5%``,
+    ``p99.9:20us``. B trips it when significantly slower than A, by more than that."""
+    return parse_target(text, "--fail-if-slower")
 
 
-def parse_gate(text: str) -> Gate:
-    """``2%`` (the mean) or ``p99:5%``."""
-    statistic, _, amount = text.rpartition(":")
-    statistic = statistic.strip() or "mean"
-    amount = amount.strip()
-    if statistic not in STATISTIC_FIELDS:
-        raise BadInput(
-            f"--fail-if-slower {text!r}: {statistic!r} is not one of {', '.join(STATISTICS)}"
-        )
-    try:
-        if not amount.endswith("%"):
-            raise ValueError
-        share = float(amount[:-1]) / 100
-    except ValueError:
-        raise BadInput(
-            f"--fail-if-slower {text!r}: write a share of A like 2% or mean:2% or p99:5%"
-        ) from None
-    if not 0 <= share < 10:
-        raise BadInput(f"--fail-if-slower {text!r}: the share must be from 0% to below 1000%")
-    return Gate(statistic, share)
+def trips(gate: Target, row: Row) -> bool:
+    if row.verdict != SLOWER or row.ratio is None or row.difference_ns is None:
+        return False
+    if gate.relative is not None:
+        return row.ratio.value - 1 > gate.relative
+    return row.difference_ns.value > gate.half_width_ns(row.baseline.value)
 
 
 @dataclass(frozen=True)
@@ -348,7 +329,7 @@ class Report:
     confidence: float
     pairings: list[Pairing]
     forced: bool
-    gates: list[Gate]
+    gates: list[Target]
     notes: list[str] = field(default_factory=list)
 
     def comparisons(self) -> list[tuple[Pairing, Comparison]]:
@@ -360,18 +341,27 @@ class Report:
         for gate in self.gates:
             for pairing, comparison in self.comparisons():
                 row = comparison.row(gate.statistic)
-                if row.verdict == SLOWER and row.ratio and row.ratio.value - 1 > gate.share:
-                    lines.append(
-                        f"{subject_name(pairing, comparison)}: {gate.statistic} is "
-                        f"{(row.ratio.value - 1) * 100:.1f}% slower than the baseline "
-                        f"({format_percent(row.ratio)} at {self.confidence:.0%}), "
-                        f"more than --fail-if-slower {gate}"
+                if not trips(gate, row):
+                    continue
+                assert row.ratio is not None and row.difference_ns is not None
+                by, interval = (
+                    (f"{(row.ratio.value - 1) * 100:.1f}%", format_percent(row.ratio))
+                    if gate.relative is not None
+                    else (
+                        format_ns(row.difference_ns.value),
+                        format_estimate(row.difference_ns, True),
                     )
+                )
+                lines.append(
+                    f"{subject_name(pairing, comparison)}: {gate.statistic} is {by} slower than "
+                    f"the baseline ({interval} at {self.confidence:.0%}), more than "
+                    f"--fail-if-slower {gate}"
+                )
         return lines
 
 
 def compare_files(
-    paths: Sequence[Path], confidence: float, force: bool = False, gates: Sequence[Gate] = ()
+    paths: Sequence[Path], confidence: float, force: bool = False, gates: Sequence[Target] = ()
 ) -> Report:
     """Compare every file after the first with the first. BadInput (exit 2) for files that
     cannot be compared, unless ``force``."""
