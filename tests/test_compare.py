@@ -222,7 +222,7 @@ def test_too_few_runs_is_not_a_verdict():
 
 def test_welch_interval_by_hand():
     a = RunMean.of([10.0, 12.0, 14.0])  # mean 12, s^2 4, variance of the mean 4/3
-    b = RunMean.of([20.0, 21.0, 22.0, 23.0, 24.0])  # mean 22, s^2 2.5, 0.5
+    b = RunMean.of([22.0, 20.0, 24.0, 21.0, 23.0])  # mean 22, s^2 2.5, 0.5 (no drift)
     df = compare.welch_df(a, b)
     assert df == pytest.approx((4 / 3 + 0.5) ** 2 / ((4 / 3) ** 2 / 2 + 0.5**2 / 4))
     d = compare.difference(a, b, 0.95)
@@ -248,11 +248,29 @@ def test_ratio_is_unbounded_when_the_baseline_is_not_told_from_zero():
     assert r.low == -math.inf and r.high == math.inf
 
 
-def test_values_shown_are_the_results_own():
+def test_the_difference_is_between_the_values_shown():
     a, b = pair(3)
+    # Over all ops a statistic differs a little from the mean of its per-run values.
+    b = replace(b, latency_ns=replace(b.latency_ns, p99=b.latency_ns.p99 + 500))
     row = compare_results(a, b, 0.95).row("p99")
     assert a.latency_ns and row.baseline.value == a.latency_ns.p99
     assert (row.baseline.low, row.baseline.high) == a.latency_ns.interval("p99")
+    assert row.difference_ns and row.ratio
+    assert row.difference_ns.value == pytest.approx(row.subject.value - row.baseline.value)
+    assert row.ratio.value == pytest.approx(row.subject.value / row.baseline.value)
+
+
+def test_runs_that_drift_widen_the_interval():
+    rng = np.random.default_rng(8)
+    a = make_result(make_runs(rng, 10))
+    steady = make_runs(rng, 10)
+    drifting = sorted(steady, key=lambda run: run.mean_ns)  # the same values, one trend
+    widths = [
+        compare_results(a, make_result(runs), 0.95).row("mean").difference_ns
+        for runs in (steady, drifting)
+    ]
+    assert widths[0] and widths[1]
+    assert widths[1].high - widths[1].low > 1.2 * (widths[0].high - widths[0].low)
 
 
 # --- refusals ------------------------------------------------------------------------------

@@ -3,18 +3,20 @@
 The evidence is the runs. A result of format 2 holds one value of each statistic (the mean,
 p50, p90, p99, p99.9) per run, each run a fresh server with fresh connections; the spread
 between runs is what a second measurement of the same server would show. Ops within one
-run are not independent evidence (they share that server instance), so they never enter
-the comparison directly.
+run are not independent evidence (they share that server instance): they give a result its
+value, the runs give that value its uncertainty, as in the result's own intervals.
 
-For each statistic the two sides' run values are compared with Welch's t interval: the
-difference of the run means, with the Welch-Satterthwaite degrees of freedom, because the
-two servers need not vary alike from run to run. The ratio B/A gets Fieller's interval with
-the same degrees of freedom, not the delta method: Fieller's set {rho : |mean_B - rho
-mean_A| <= t se(rho)} contains 1 exactly when the difference's interval contains 0, so the
-ratio and the difference can never disagree about the verdict, and it stays right when
-there are few runs and the baseline's own uncertainty is not small (the delta method
-linearises it away). A verdict needs MIN_RUNS runs on each side; results of format 1 have
-none.
+For each statistic, B - A is the difference of the two results' values (each over all its
+ops, as the table shows them) and its interval is Welch's t interval: each side's variance
+is its run values' (long-run) variance over its run count, the one that sizes the result's
+own interval (so a drifting machine widens both), and the degrees of freedom are
+Welch-Satterthwaite's (fractional), because two servers need not vary alike from run to
+run. The ratio B/A gets Fieller's interval with the same degrees of freedom, not the delta
+method: Fieller's set {rho : |B - rho A| <= t se(rho)} contains 1 exactly when the
+difference's interval contains 0, so the ratio and the difference never disagree about the
+verdict, and it stays right when there are few runs and the baseline's own uncertainty is
+not small (the delta method linearises it away). A verdict needs MIN_RUNS runs on each
+side; results of format 1 have none.
 
 Two results are compared only when what was asked of the servers is the same (clients,
 client and server CPU counts, what each run restarted, the load model) and neither failed;
@@ -38,7 +40,7 @@ import numpy as np
 
 from volley.report import format_ns
 from volley.results import FAILED, BenchResult, HostInfo
-from volley.stats import t_quantile
+from volley.stats import long_run_variance, t_quantile
 from volley.sweep import RESULTS_NAME, Point, read_records
 from volley.units import STATISTICS, BadInput, Target, parse_target
 
@@ -66,17 +68,23 @@ class Estimate:
 
 @dataclass(frozen=True)
 class RunMean:
-    """One statistic's mean over a result's runs, and the variance of that mean."""
+    """One side of a comparison for one statistic: its value, and the variance of that
+    value as its runs say."""
 
     mean: float
-    variance: float  # of the mean: s^2 / runs
+    variance: float  # of the value: the runs' long-run variance / runs
     runs: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> RunMean:
+    def of(cls, values: Sequence[float], centre: float = math.nan) -> RunMean:
+        """Centred on ``centre`` (the statistic over all ops) when given, like the result's
+        own interval, else on the mean of ``values``; the spread is that of ``values``,
+        widened, like the result's own interval, when the runs drift."""
         x = np.asarray(values, dtype=np.float64)
-        variance = float(x.var(ddof=1)) / len(x) if len(x) > 1 else math.nan
-        return cls(float(x.mean()) if len(x) else math.nan, variance, len(x))
+        if not math.isfinite(centre):
+            centre = float(x.mean()) if len(x) else math.nan
+        variance = long_run_variance(x) / len(x) if len(x) > 1 else math.nan
+        return cls(centre, variance, len(x))
 
 
 def welch_df(a: RunMean, b: RunMean) -> float:
@@ -124,12 +132,13 @@ class Row:
 def compare_statistic(
     statistic: str, baseline: BenchResult, subject: BenchResult, confidence: float
 ) -> Row:
-    a = RunMean.of(run_values(baseline, statistic))
-    b = RunMean.of(run_values(subject, statistic))
+    shown_a, shown_b = reported(baseline, statistic), reported(subject, statistic)
+    a = RunMean.of(run_values(baseline, statistic), shown_a.value)
+    b = RunMean.of(run_values(subject, statistic), shown_b.value)
     row = Row(
         statistic,
-        reported(baseline, statistic),
-        reported(subject, statistic),
+        shown_a,
+        shown_b,
         a.runs,
         b.runs,
         TOO_FEW_RUNS,
