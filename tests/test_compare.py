@@ -176,9 +176,10 @@ def no_difference_share(runs: int, trials: int) -> dict[str, float]:
 def test_identical_distributions_rarely_differ():
     """A and B drawn alike: "no significant difference" for each statistic in at least 95% of
     400 seeded trials at 95% confidence, up to chance. An exactly right test says it in 95%
-    on average (Welch's is a little conservative with few runs: no_difference_share(5, 3000)
-    is 95.0-96.0%, (3, 3000) 96.1-96.9%), so one share of 400 may fall up to 2 standard
-    errors (2.2%) short of 95% by the seed's luck; all five together within 1."""
+    on average; this one is a little conservative (no_difference_share(5, 3000) is
+    95.7-96.2%, (3, 3000) 96.1-96.9%, (10, 3000) 96.1-96.8%), but one share of 400 may
+    still fall up to 2 standard errors (2.2%) short of 95% by the seed's luck; all five
+    together within 1."""
     trials = 400
     shares = no_difference_share(5, trials)
     error = math.sqrt(0.95 * 0.05 / trials)

@@ -615,8 +615,8 @@ def _only_lines(pairing: Pairing) -> list[str]:
 
 def _method_line(report: Report) -> str:
     return (
-        f"intervals at {report.confidence:.0%} confidence; B - A and B / A from the run values "
-        f"(Welch, Fieller); a verdict needs {MIN_RUNS} runs a side"
+        f"intervals at {report.confidence:.0%} confidence from the spread between runs "
+        f"(B - A: Welch, B / A: Fieller); a verdict needs {MIN_RUNS} runs a side"
     )
 
 
