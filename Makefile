@@ -23,6 +23,10 @@ run: install server-$(SERVER)
 test: install servers
 	$(PYTHON) -m pytest -q
 
+# The suite without the tests marked slow (real benchmarks of many seconds each).
+test-fast: install servers
+	$(PYTHON) -m pytest -q -m "not slow"
+
 lint: install
 	ruff check volley tests bench
 	ruff format --check volley tests bench

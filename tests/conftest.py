@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import RUN_MARK, server
+from helpers import RUN_MARK, server, strict_loads
 
 
 def marked_processes(mark: str) -> list[psutil.Process]:
@@ -40,3 +40,23 @@ def nothing_left_behind() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def c_threaded() -> Path:
     return server("c-threaded")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_json_is_strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every JSON file the suite's runs wrote parses with a strict parser (no NaN/Infinity)."""
+    yield
+    bad = []
+    for path in tmp_path_factory.getbasetemp().rglob("*.json*"):
+        if not path.is_file() or path.suffix not in (".json", ".jsonl"):
+            continue
+        text = path.read_text(errors="replace")
+        documents = text.splitlines() if path.suffix == ".jsonl" else [text]
+        for document in documents:
+            try:
+                if document.strip():
+                    strict_loads(document)
+            except ValueError as e:
+                bad.append(f"{path}: {e}")
+                break
+    assert not bad, f"JSON that strict parsers refuse: {bad}"

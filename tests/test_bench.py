@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 
 import psutil
 import pytest
-from helpers import BRIEF, QUICK, bench, bench_command
+from helpers import BRIEF, QUICK, bench, bench_command, strict_loads
 
 from volley import server as server_module
 from volley.cpus import usable_cpus
@@ -56,7 +55,7 @@ def test_significant_run_writes_sane_json(c_threaded, tmp_path):
         c_threaded,
     )
     assert done.status == 0, done.stderr
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert set(result) >= TOP_KEYS
     assert result["significant"] is True and result["status"] == "significant"
     lat = result["latency_ns"]
@@ -66,6 +65,11 @@ def test_significant_run_writes_sane_json(c_threaded, tmp_path):
     assert (lat["ci_high"] - lat["ci_low"]) / 2 <= 0.2 * lat["mean"]
     assert lat["min"] <= lat["mean"] <= lat["max"] and lat["stddev"] > 0
     assert result["n"] > 0 and result["rounds"] >= 3 and result["clients"] == 4
+    assert len(result["runs"]) == result["rounds"] and result["restart"] == "server"
+    assert sum(run["n"] for run in result["runs"]) == result["n"]
+    for name in ("p50", "p90", "p99", "p99.9"):
+        low, high = lat["intervals"][name]
+        assert low <= lat[name] <= high
     assert result["throughput_ops_s"] > 0 and result["confidence"] == 0.95
     assert set(result["host"]) == {"kernel", "cpu_model", "cpus"}
     assert sum(w["clients"] for w in result["workers"]) == 4
@@ -131,9 +135,12 @@ def test_workers_and_server_are_pinned_while_running(c_threaded, tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
-        workers, servers = [], []
-        while time.monotonic() < deadline and not (workers and servers):
-            time.sleep(0.2)
+        workers: list[psutil.Process] = []
+        pinned: set[str] = set()
+        seen: list[int] = []
+        # Every run has a fresh server: look until one is caught alive with its threads.
+        while time.monotonic() < deadline and not (workers and pinned):
+            time.sleep(0.05)
             family = psutil.Process(process.pid).children(recursive=True)
             workers = [
                 p
@@ -141,26 +148,26 @@ def test_workers_and_server_are_pinned_while_running(c_threaded, tmp_path):
                 if "multiprocessing.spawn" in " ".join(p.cmdline())
                 and "resource_tracker" not in " ".join(p.cmdline())
             ]
-            servers = [
-                p
-                for p in psutil.process_iter(["cmdline"])
-                if p.info["cmdline"]
-                and p.info["cmdline"][0] == str(c_threaded)
-                and p.info["cmdline"][1:2] == ["-p"]
-                and os.environ.get("VOLLEY_TEST_RUN") == p.environ().get("VOLLEY_TEST_RUN")
-            ]
-        assert workers and servers, "worker or server never showed up"
-        time.sleep(1.0)  # into the rounds: client threads exist now
+            for p in family:
+                try:
+                    if p.cmdline()[:1] == [str(c_threaded)] and p.cmdline()[1:2] == ["-p"]:
+                        seen.append(p.pid)
+                        pinned = cpus_allowed(p.pid)
+                except (psutil.Error, OSError):
+                    continue
+        assert workers and pinned, "worker or server never showed up"
         for w in workers:
             assert cpus_allowed(w.pid) == {str(client_cpu)}
-        assert cpus_allowed(servers[0].pid) == {str(server_cpu)}
+        assert pinned == {str(server_cpu)}
     finally:
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 3, stderr
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert [w["cpus"] for w in result["workers"]] == [[client_cpu]]
     assert result["server_cores"] == [server_cpu] and result["client_cores"] == [client_cpu]
-    assert gone(servers[0].pid) and all(gone(w.pid) for w in workers)
+    assert all(gone(pid) for pid in seen) and all(gone(w.pid) for w in workers)
+    # One fresh server per run, each recorded.
+    assert len({run["server_pid"] for run in result["runs"]}) == len(result["runs"]) > 1
 
 
 def test_not_significant_exits_3_with_the_result(c_threaded):
@@ -251,7 +258,7 @@ def test_single_cpu_shares_it_with_a_warning(c_threaded):
         "50%",
         "--warmup",
         "0.2s",
-        "--round-time",
+        "--run-time",
         "0.3s",
         "--json",
         "-",
@@ -266,5 +273,5 @@ def test_single_cpu_shares_it_with_a_warning(c_threaded):
     )
     assert done.returncode in (0, 3), done.stderr
     assert f"warning: server and clients share CPU {cpu}" in done.stderr
-    result = json.loads(done.stdout)
+    result = strict_loads(done.stdout)
     assert result["server_cores"] == result["client_cores"] == [cpu] and result["n"] > 0

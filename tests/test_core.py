@@ -152,6 +152,24 @@ def test_waits_for_the_common_start(core):
         assert core.monotonic_ns() >= start
 
 
+@pytest.mark.parametrize("core", IMPLEMENTATIONS)
+def test_warm_up_ops_are_played_but_not_recorded(core):
+    sock, _ = connected()
+    latency, stop = buffers(100_000)
+    with sock:
+        start = core.monotonic_ns()
+        measure_from = start + 100_000_000
+        deadline = measure_from + 50_000_000
+        recorded, outcome, *_ = core.play(
+            sock.fileno(), latency, 3, start, deadline, stop, measure_from
+        )
+        assert outcome == core.OK and recorded > 0
+        # Only ops of the last 50 ms are there: their latencies add up to no more than that
+        # (plus the one op in flight at the deadline).
+        assert sum(latency[:recorded]) <= 50_000_000 + max(latency[:recorded])
+        assert core.monotonic_ns() >= deadline
+
+
 def test_play_releases_the_gil():
     # While one thread is blocked inside play() waiting for a slow peer, another runs Python.
     sock, _ = connected("stall", after=0)

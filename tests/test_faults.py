@@ -4,7 +4,6 @@ hangs; they are generous because the machines are shared."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import BRIEF, FAULTY, QUICK, RUN_MARK, bench, bench_command
+from helpers import BRIEF, FAULTY, QUICK, RUN_MARK, bench, bench_command, strict_loads
 
 from volley import results
 from volley.server import choose_port, start
@@ -77,8 +76,11 @@ def test_no_server_at_all():
         (["--server-cores", "0-"], "--server-cores: bad CPU list"),
         (["--clients", "0"], "--clients 0 must be at least 1"),
         (["--clients", "-3"], "--clients -3 must be at least 1"),
-        (["--precision", "0%"], "bad precision"),
-        (["--precision", "lots"], "bad precision"),
+        (["--precision", "0%"], "--precision '0%': a percentage must be above 0"),
+        (["--precision", "lots"], "--precision 'lots' is not a target"),
+        (["--precision", "p98:1%"], "is not a target"),
+        (["--restart", "never"], "--restart 'never' is not one of server, connections"),
+        (["--min-runs", "1"], "--min-runs 1 must be at least 2"),
         (["--confidence", "1.5"], "--confidence '1.5' must be at least 0.5"),
         (["--confidence", "sure"], "is not a number"),
         (["--max-time", "0"], "--max-time '0' must be more than zero"),
@@ -154,11 +156,14 @@ def test_server_never_listens():
 def test_server_fails_mid_run(tmp_path, fault, message):
     out = tmp_path / "out.json"
     started = time.monotonic()
+    # A first run long enough for the fault to strike in it, past its 0.1 s warm-up.
     done = bench(
         "--clients",
         "2",
         *LONG,
         *QUICK,
+        "--run-time",
+        "20s",
         "--json",
         out,
         FAULTY,
@@ -167,12 +172,12 @@ def test_server_fails_mid_run(tmp_path, fault, message):
         fault,
         "--after",
         "20000",
-    )  # past the 0.2 s warm-up
+    )
     assert done.status == 1, done.stderr
     assert time.monotonic() - started < 30
-    assert message in done.stdout and "client " in done.stdout and "round " in done.stdout
+    assert message in done.stdout and "client " in done.stdout and ", run " in done.stdout
     assert "incomplete" in done.stdout
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert result["status"] == "failed" and message in result["error"]
     assert result["n"] > 0 and result["latency_ns"]["mean"] > 0  # what was completed
     assert not leftover(fault)
@@ -297,7 +302,7 @@ def interrupt_mid_run(sig: int, tmp_path: Path, *server: str | Path, extra=()):
             process.kill()
             process.wait()
     assert out.exists(), stderr
-    return process.returncode, stdout, json.loads(out.read_text()), took, family
+    return process.returncode, stdout, strict_loads(out.read_text()), took, family
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -341,19 +346,19 @@ def test_signal_while_the_server_starts_still_ends_it(sig):
             time.sleep(0.05)
         assert leftover(server), "the server never started"
         process.send_signal(sig)
-        _, stderr = process.communicate(timeout=30)
+        stdout, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     assert process.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert "significant: NO (interrupted" in stdout and "no op completed" in stdout
     assert not leftover(server)
 
 
 def test_json_is_written_atomically(tmp_path, monkeypatch):
     target = tmp_path / "result.json"
-    target.write_text("old\n")
+    target.write_text('"old"\n')
 
     def broken_fsync(fd):
         raise OSError("disk full")
@@ -361,11 +366,11 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         results.write_atomically(target, "new\n")
-    assert target.read_text() == "old\n"
+    assert target.read_text() == '"old"\n'
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
     monkeypatch.undo()
-    results.write_atomically(target, "new\n")
-    assert target.read_text() == "new\n"
+    results.write_atomically(target, '"new"\n')
+    assert target.read_text() == '"new"\n'
 
 
 # --- scale -------------------------------------------------------------------------------
@@ -407,6 +412,6 @@ def test_open_files_hard_limit_too_low_is_a_clear_error(c_threaded):
         timeout=60,
         preexec_fn=low_limit,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad input (issue 10, item 8)
     assert "5120 clients need 5376 open files but the hard limit is 1024" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -166,3 +166,18 @@ def test_cli(tmp_path):
     bad = volley("plot", SAMPLE, "-o", tmp_path / "perf.jpg")
     assert bad.status == 2 and bad.stderr.startswith("volley: error: -o ")
     assert volley("plot", tmp_path / "missing.jsonl").status == 2
+
+
+def test_p99_interval_is_read_where_the_result_has_one(tmp_path):
+    lines = records()
+    good = next(r for r in lines if r["status"] != "failed")
+    good["latency_ns"]["intervals"] = {"p99": [good["latency_ns"]["p99"] * 0.9, 2e9]}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(lines[0]) + "\n")
+    first = plot.load(path).measurements[0]
+    assert first.p99_low_ns == pytest.approx(good["latency_ns"]["p99"] * 0.9)
+    low, high = plot.p99_error([first])
+    assert low[0] == pytest.approx(first.p99_ns * 0.1 / 1e3) and high[0] > 1e6
+    # An old result without percentile intervals gets no p99 bar rather than a made-up one.
+    old = plot.load(SAMPLE).measurements[0]
+    assert plot.p99_error([old]) == [[0.0], [0.0]]

@@ -1,9 +1,10 @@
 """The result record, its JSON, and what a person reads (no sockets)."""
 
 import io
-import json
+import math
 
 import pytest
+from helpers import strict_loads
 
 from volley.report import StreamProgress, format_ns, summary
 from volley.results import (
@@ -71,7 +72,7 @@ def result(**changes) -> BenchResult:
 
 def test_json_round_trip_keeps_everything():
     original = result()
-    data = json.loads(dumps(original))
+    data = strict_loads(dumps(original))
     assert data["version"] == FORMAT_VERSION and data["significant"] is True
     assert data["latency_ns"]["p99.9"] == 150_000.0 and "p99_9" not in data["latency_ns"]
     assert data["latency_ns"]["intervals"]["p99"] == [86_000.0, 94_000.0]
@@ -88,7 +89,7 @@ def test_values_and_intervals_by_statistic_name():
 
 
 def test_format_1_results_still_load_without_runs():
-    data = json.loads(dumps(result()))
+    data = strict_loads(dumps(result()))
     data["version"] = 1
     for key in ("runs", "restart", "targets"):
         del data[key]
@@ -98,14 +99,30 @@ def test_format_1_results_still_load_without_runs():
 
 
 def test_newer_format_is_refused_with_advice():
-    data = json.loads(dumps(result()))
+    data = strict_loads(dumps(result()))
     data["version"] = FORMAT_VERSION + 1
     with pytest.raises(ValueError, match="upgrade volley"):
         BenchResult.from_json(data)
 
 
+def test_numbers_not_known_are_null_not_nan_or_infinity():
+    # Issue 10, item 4: fewer than two batches gave "ci_low": -Infinity, which is not JSON.
+    latency = LatencySummary(
+        **{**result().latency_ns.__dict__, "ci_low": -math.inf, "ci_high": math.inf},
+    )
+    original = result(latency_ns=latency, throughput_ops_s=math.nan)
+    text = dumps(original)
+    data = strict_loads(text)
+    assert data["latency_ns"]["ci_low"] is None and data["latency_ns"]["ci_high"] is None
+    assert data["throughput_ops_s"] is None
+    back = BenchResult.from_json(data)
+    assert back.latency_ns is not None and math.isnan(back.latency_ns.ci_low)
+    assert math.isnan(back.throughput_ops_s)
+    assert strict_loads(dumps(back)) == data
+
+
 def test_failed_run_without_ops_serialises():
-    data = json.loads(dumps(result(status="failed", n=0, latency_ns=None, error="boom")))
+    data = strict_loads(dumps(result(status="failed", n=0, latency_ns=None, error="boom")))
     assert data["latency_ns"] is None and data["significant"] is False
     assert data["error"] == "boom"
 

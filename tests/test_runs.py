@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
+from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT
 from volley.runs import (
     PlayedRun,
     Progress,
@@ -237,3 +237,10 @@ def test_run_summaries_carry_each_runs_values():
     assert [r.server_pid for r in m.runs[:3]] == [1, 2, 3]
     assert m.runs[1].p99_ns == pytest.approx(120_000, rel=1e-3)
     assert m.intervals["mean"].centre == pytest.approx(np.mean(values[: len(m.runs)]))
+
+
+def test_a_first_run_that_cannot_be_played_is_an_error_not_a_result():
+    clock = FakeClock()
+    engine = FailingEngine(1, "raise", np.full(20, 100_000.0), clock)
+    with pytest.raises(RunFailed, match="before listening"):
+        measure(engine, RunPlan(targets=[Target("mean", relative=0.01)]), clock=clock)

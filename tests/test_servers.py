@@ -3,11 +3,10 @@ short volley-bench run."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from helpers import QUICK, SERVERS, bench, check
+from helpers import QUICK, SERVERS, bench, check, strict_loads
 
 BUILT = (
     sorted(p.name for p in SERVERS.glob("*") if p.is_file() and os.access(p, os.X_OK))
@@ -19,7 +18,7 @@ BUILT = (
 @pytest.mark.parametrize("name", BUILT)
 def test_server_passes_check(name):
     done = check("--json", "-", SERVERS / name)
-    report = json.loads(done.stdout) if done.stdout else {}
+    report = strict_loads(done.stdout) if done.stdout else {}
     failures = [c for c in report.get("checks", []) if not c["passed"]]
     assert done.status == 0, failures or done.stderr
     assert report["passed"] == report["total"] > 0

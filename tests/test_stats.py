@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 
-from volley import stats
 from volley.stats import (
     Histogram,
     LatencyRecord,
@@ -113,6 +112,14 @@ def test_histogram_percentiles_within_a_tenth_of_a_percent():
     got = h.percentiles(wanted)
     exact = np.percentile(latency, wanted, method="inverted_cdf")
     assert np.all(np.abs(got - exact) <= 0.001 * exact + 1)
+
+
+def test_percentile_rank_is_exact_not_rounded_up_by_floats():
+    # Issue 10, item 9: in floats 99.9% of 1000 is 999.0000000000001, rank 1000.
+    h = Histogram()
+    h.record(np.arange(1, 1001, dtype=np.int64))
+    assert list(h.percentiles([50, 90, 99, 99.9, 100])) == [500, 900, 990, 999, 1000]
+    assert list(h.percentiles([0, 0.1])) == [1, 1]
 
 
 def test_histogram_small_values_are_exact_and_huge_ones_do_not_overflow():

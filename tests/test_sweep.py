@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAULTY, ROOT, server, volley
+from helpers import FAULTY, ROOT, server, strict_loads, volley
 
 from volley import sweep
 from volley.cpus import usable_cpus
@@ -128,11 +127,14 @@ def test_missing_keys_are_named():
 
 def test_the_bundled_experiment_files_parse():
     local = sweep.load(BENCH_DIR / "local.toml")
-    assert len(local.servers) == 14 and local.clients == (1, 4, 16)
+    # Every bundled server, once.
+    bundled = sorted(d.name for d in (ROOT / "servers").iterdir() if d.is_dir())
+    assert sorted(spec.name for spec in local.servers) == bundled
+    assert local.clients == (1, 4, 16)
     assert (local.server_cores, local.client_cores) == ((1,), (1,))
     assert local.options["precision"] == "2%" and local.options["max-time"] == "10s"
-    # 42 points of at most 12.5 s each: a few minutes on a 2-core machine.
-    assert sweep.estimate_s(local, len(local.points())) < 10 * 60
+    # 3 points per server of at most 13.5 s each: minutes, not hours, on a 2-core machine.
+    assert sweep.estimate_s(local, len(local.points())) < 15 * 60
     cores = sweep.load(BENCH_DIR / "cores.toml")
     assert cores.clients == (40, 80, 200) and cores.client_cores == (40,)
     assert cores.server_cores == (1, 2, 4, 8, 10, 12, 18, 20, 22, 28, 30, 32, 38, 40)
@@ -197,11 +199,11 @@ def test_bench_command_pins_and_passes_the_options(tmp_path):
     exp = experiment_in(
         tmp_path, MINIMAL + '\n[bench]\nmax-time = "2s"\nargs = ["-t", "{server_cores}"]\n'
     )
-    command = sweep.bench_command(exp, Point("b", 4, 1, 1), [3, 5], Path("/tmp/p.json"))
+    command = sweep.bench_command(exp, Point("b", 4, 1, 1), [3, 5])
     assert command[:4] == [sys.executable, "-m", "volley", "bench"]
     text = " ".join(command)
     assert "--server-cores 3 --cores 5 --clients 4 --max-time 2s" in text
-    assert text.endswith(f"--json /tmp/p.json --quiet {exp.servers[1].path} -- -t {{server_cores}}")
+    assert text.endswith(f"--json - --quiet {exp.servers[1].path} -- -t {{server_cores}}")
 
 
 def test_failure_messages_are_one_line():
@@ -264,9 +266,9 @@ class FakeRunner:
         self.interrupted = False
         self.signal_at = signal_at  # send this process SIGINT while running the Nth point
 
-    def run(self, point: Point, command: list[str], json_path: Path, timeout_s: float) -> Outcome:
+    def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome:
         self.ran.append(point)
-        assert json_path.parent.is_dir() and "--json" in command and timeout_s > 0
+        assert "--json" in command and timeout_s > 0
         if self.signal_at == len(self.ran):
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
             assert self.interrupted
@@ -290,7 +292,7 @@ def run_sweep(
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [strict_loads(line) for line in path.read_text().splitlines()]
 
 
 def test_every_point_is_appended_as_one_line_with_its_parameters(tmp_path):
@@ -380,6 +382,18 @@ def test_resume_drops_a_torn_last_line(tmp_path):
     _, done, notes = sweep.open_results(tmp_path / "out", exp, resume=True)
     assert len(done) == 2 and "incomplete last line" in notes[0]
     assert path.read_text().endswith("}\n")
+
+
+def test_resume_removes_temporary_files_a_killed_sweep_left(tmp_path):
+    exp = experiment_in(tmp_path)
+    out = tmp_path / "out"
+    run_sweep(exp, out, FakeRunner(signal_at=3))
+    stale = [out / ".point-k2j3.json", out / "..point-k2j3.json.x9y8.tmp"]
+    for path in stale:
+        path.write_text("{")
+    _, done, notes = sweep.open_results(out, exp, resume=True)
+    assert not any(path.exists() for path in stale)
+    assert "removed 2 temporary files" in notes[0] and len(done) == 2
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path):
@@ -573,7 +587,7 @@ def test_bench_sh_keeps_the_seeds_interface(tmp_path):
     first = done.stderr.splitlines()[0]
     assert "--server-cores 0 --cores 1 --clients 2" in first
     assert first.rstrip().endswith(r"-- --fault none --after \{server_cores\}")
-    result = json.loads(out.read_text())
+    result = strict_loads(out.read_text())
     assert (
         result["clients"] == 2 and result["server_cores"] == [0] and result["client_cores"] == [1]
     )

@@ -5,14 +5,18 @@ volley-bench does (pinned, on a free port, with a bounded wait for it to listen)
 check a fresh server when the one before ended it or failed, and kills whatever is left at
 the end. Every wait is bounded, so a broken server fails a check instead of hanging it.
 
+An advisory check is shown but not counted: it looks at something the contract leaves
+open (the usage error without ``-p``), so its failure is advice, not a broken server.
+
 JSON format history (``version``):
   1  first format: server, command, passed, total, checks (one CheckResult each), notes.
+  2  each check has ``advisory``; ``passed``, ``total`` and ``all_passed`` count only the
+     checks that are not advisory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import selectors
 import signal
 import socket
@@ -24,9 +28,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 
-from volley import __version__, server
+import numpy as np
 
-FORMAT_VERSION = 1
+from volley import __version__, server
+from volley.results import strict_dumps
+
+FORMAT_VERSION = 2
 MASK = 0xFFFFFFFF
 REPLY_TIMEOUT_S = 2.0  # a reply later than this counts as missing
 CONNECT_TIMEOUT_S = 2.0
@@ -41,6 +48,21 @@ BUSY_CONNECTIONS = 8
 BUSY_REPLIES = 3  # each busy connection gets this many replies before SIGTERM ...
 BUSY_RAMP_S = 1.0  # ... or this long passes (a server serving one at a time never gets there)
 SHOWN_WORDS = 6
+# Sustained: long connections, each reply checked; words go in windows so that it takes
+# seconds, not the minutes one word at a time would.
+SUSTAINED_CONNECTIONS = 8
+SUSTAINED_WORDS = 20_000  # on each of those connections, at the same time
+LONG_WORDS = 100_000  # then on one connection alone
+WINDOW_WORDS = 500  # written at once, then all their replies read
+SUSTAINED_BOUND_S = 15.0  # a slow server is checked as far as it gets by then
+# Thousands of replies per window on a busy machine: a window's replies may take longer
+# than one reply's REPLY_TIMEOUT_S without the server being stuck.
+WINDOW_TIMEOUT_S = 5.0
+# Reset with replies pending: enough words that the server is still writing replies when
+# the reset comes, and enough tries that a server that can die of it is caught every time.
+PENDING_WORDS = 4000
+RESET_TRIES = 20
+RESET_BOUND_S = 1.5
 DYING_S = 0.25  # after a failure, how long to look whether the server is on its way out
 
 
@@ -61,6 +83,7 @@ class CheckResult:
     expected: str = ""
     received: str = ""
     elapsed_s: float = 0.0
+    advisory: bool = False  # shown, not counted
 
 
 @dataclass(frozen=True)
@@ -71,12 +94,24 @@ class CheckRun:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def counted(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.advisory]
+
+    @property
     def passed(self) -> int:
-        return sum(r.passed for r in self.results)
+        return sum(r.passed for r in self.counted)
+
+    @property
+    def total(self) -> int:
+        return len(self.counted)
 
     @property
     def all_passed(self) -> bool:
-        return self.passed == len(self.results)
+        return self.passed == self.total
+
+    @property
+    def advice(self) -> list[CheckResult]:
+        return [r for r in self.results if r.advisory and not r.passed]
 
 
 # --- words ---------------------------------------------------------------------------------
@@ -339,6 +374,7 @@ class Check:
     description: str
     run: Callable[[Target], str]  # the verdict when it passes; raises Failed otherwise
     needs_binary: bool  # starts, ends or runs the server itself, so not with --connect
+    advisory: bool = False  # shown, not counted: the contract does not require it
 
 
 CHECKS: dict[str, Check] = {}  # in the order they run
@@ -347,10 +383,10 @@ CheckFunction = Callable[[Target], str]
 
 
 def check(
-    name: str, description: str, needs_binary: bool = False
+    name: str, description: str, needs_binary: bool = False, advisory: bool = False
 ) -> Callable[[CheckFunction], CheckFunction]:
     def register(run: CheckFunction) -> CheckFunction:
-        CHECKS[name] = Check(name, description, run, needs_binary)
+        CHECKS[name] = Check(name, description, run, needs_binary, advisory)
         return run
 
     return register
@@ -498,6 +534,92 @@ def concurrent(target: Target) -> str:
     return f"{count} connections opened first all answered at once, twice"
 
 
+def challenges(count: int, seed: int) -> np.ndarray:
+    """``count`` non-zero words that touch every byte (a multiplicative hash of the index)."""
+    words = (np.arange(seed, seed + count, dtype=np.uint64) * 2654435761) & MASK
+    words[words == 0] = 1
+    return words.astype(np.uint32)
+
+
+def play_windows(sock: socket.socket, words: np.ndarray, where: str, deadline: float) -> int:
+    """Send ``words`` a window at a time and check every reply, until done or ``deadline``:
+    how many were answered. Failed at the first wrong or missing reply, naming its place."""
+    sent = words.astype(">u4").tobytes()
+    expected = ((words.astype(np.uint64) + 1) & MASK).astype(">u4").tobytes()
+    for start in range(0, len(words), WINDOW_WORDS):
+        if time.monotonic() > deadline:
+            return start
+        end = min(start + WINDOW_WORDS, len(words))
+        window = f"words {start + 1}-{end} of {len(words)} {where}"
+        send(sock, sent[4 * start : 4 * end], window)
+        data, problem = receive(sock, 4 * (end - start), WINDOW_TIMEOUT_S)
+        want = expected[4 * start : 4 * end]
+        if data != want[: len(data)] or problem:
+            got = np.frombuffer(data[: len(data) // 4 * 4], dtype=">u4")
+            good = np.frombuffer(want, dtype=">u4")[: len(got)]
+            wrong = np.flatnonzero(got != good)
+            first = int(wrong[0]) if len(wrong) else len(got)
+            index = start + first
+            n = int(words[index])
+            if len(wrong):
+                verdict = (
+                    f"reply to word {index + 1} of {len(words)} {where} was "
+                    f"{hexword(int(got[first]))}, expected {hexword(reply_to(n))}"
+                    f"{hint(n, int(got[first]), int(words[index - 1]) if index else None)}"
+                )
+                received = hexword(int(got[first]))
+            else:
+                verdict = f"{problem}, waiting for the reply to word {index + 1} {where}"
+                received = show_bytes(data[4 * first :])
+            raise Failed(verdict, f"{hexword(n)} ({window})", hexword(reply_to(n)), received)
+    return len(words)
+
+
+@check(
+    "sustained",
+    f"{SUSTAINED_CONNECTIONS} connections x {SUSTAINED_WORDS:,} words at once, then one of "
+    f"{LONG_WORDS:,} words; every reply checked",
+)
+def sustained(target: Target) -> str:
+    address = target.address()
+    began = time.monotonic()
+    deadline = began + SUSTAINED_BOUND_S
+    failures: list[Failed] = []
+    answered = [0] * SUSTAINED_CONNECTIONS
+
+    def rally(i: int, sock: socket.socket) -> None:
+        try:
+            where = f"on connection {i + 1} of {SUSTAINED_CONNECTIONS}"
+            words = challenges(SUSTAINED_WORDS, 1 + i * SUSTAINED_WORDS)
+            answered[i] = play_windows(sock, words, where, deadline)
+        except Failed as f:
+            failures.append(f)
+
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(target.connect(address)) for _ in range(SUSTAINED_CONNECTIONS)]
+        threads = [
+            threading.Thread(target=rally, args=(i, sock), daemon=True)
+            for i, sock in enumerate(socks)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # Each window's wait is bounded, so this is too; the bound is only a backstop.
+            thread.join(WINDOW_TIMEOUT_S * (SUSTAINED_WORDS // WINDOW_WORDS + 1))
+    if failures:
+        raise failures[0]
+    with target.connect(address) as sock:
+        long = play_windows(sock, challenges(LONG_WORDS, 7), "on one long connection", deadline)
+    took = time.monotonic() - began
+    total = SUSTAINED_CONNECTIONS * SUSTAINED_WORDS + LONG_WORDS
+    if sum(answered) + long < total:
+        return (
+            f"{sum(answered) + long:,} of {total:,} words answered right on long connections "
+            f"when the check stopped at {SUSTAINED_BOUND_S:g} s (a slow server)"
+        )
+    return f"{total:,} words answered right on long connections in {took:.1f} s"
+
+
 @check("reconnect", "closed connections (also after half a word, or reset) do not stop it")
 def reconnect(target: Target) -> str:
     address = target.address()
@@ -521,6 +643,47 @@ def reconnect(target: Target) -> str:
     with after("a connection closed without a word"), target.connect(address) as sock:
         ask(sock, 61, "(on a new connection)")
     return "kept serving new connections after closes, half a word, and a reset"
+
+
+@check(
+    "reset-pending",
+    "a client that resets with replies still pending does not kill it (SIGPIPE)",
+)
+def reset_pending(target: Target) -> str:
+    address = target.address()
+    words = challenges(PENDING_WORDS, 11)
+    burst = words.astype(">u4").tobytes()
+    deadline = time.monotonic() + RESET_BOUND_S
+    tries = 0
+    try:
+        while tries < RESET_TRIES and (tries == 0 or time.monotonic() < deadline):
+            tries += 1
+            earlier = (
+                after(f"{tries - 1} connections were reset with replies pending")
+                if tries > 1
+                else contextlib.nullcontext()
+            )
+            with earlier, target.connect(address) as sock:
+                send(sock, burst, f"{PENDING_WORDS} words in one write")
+                expect_reply(sock, int(words[0]), f"(word 1 of {PENDING_WORDS} in one write)")
+                # Half-close first: a reset that finds the server's side closing (CLOSE_WAIT)
+                # makes its next write fail with EPIPE, which raises SIGPIPE; after a plain
+                # reset a write fails with ECONNRESET once, and a server that stops there
+                # escapes. A client that gives up on its replies often looks like this.
+                with contextlib.suppress(OSError):  # the server may have dropped it already
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            pending = f"a connection was reset with {PENDING_WORDS - 1} replies pending"
+            with after(pending), target.connect(address) as sock:
+                ask(sock, 0x5EED0000 + tries, "(on a new connection)")
+    except Failed as f:
+        if exit_status(target.process) == -signal.SIGPIPE:
+            f.verdict += (
+                " (the server exited with signal SIGPIPE: ignore SIGPIPE, or send with "
+                "MSG_NOSIGNAL, and drop the connection)"
+            )
+        raise
+    return f"kept serving after {tries} resets with replies pending"
 
 
 @check(
@@ -678,7 +841,13 @@ def cleanup(target: Target) -> str:
     return f"nothing left running after it ended by {hows}"
 
 
-@check("usage", "without -p it prints a line on stderr and exits with status 2", needs_binary=True)
+@check(
+    "usage",
+    "without -p it prints a line on stderr and exits with status 2 (advice: the contract "
+    "only asks servers to accept -p)",
+    needs_binary=True,
+    advisory=True,
+)
 def usage(target: Target) -> str:
     assert target.path is not None
     command = [target.path, *target.args]
@@ -767,7 +936,9 @@ def run_one(check: Check, target: Target) -> CheckResult:
     if not passed:
         target.retire()  # the next check gets a fresh server, not this one's state
     elapsed_s = round(time.monotonic() - began, 4)
-    return CheckResult(check.name, passed, verdict, sent, expected, received, elapsed_s)
+    return CheckResult(
+        check.name, passed, verdict, sent, expected, received, elapsed_s, check.advisory
+    )
 
 
 def run(
@@ -846,7 +1017,7 @@ class Formatter:
         ]
 
     def result(self, r: CheckResult) -> list[str]:
-        mark = "pass" if r.passed else "FAIL"
+        mark = "pass" if r.passed else "note" if r.advisory else "FAIL"
         details = [
             (k, v)
             for k, v in (("sent", r.sent), ("expected", r.expected), ("received", r.received))
@@ -861,7 +1032,11 @@ class Formatter:
 
     def summary(self, run: CheckRun) -> list[str]:
         notes = [f"note: {n}" for n in run.notes]
-        return notes + [f"{run.passed}/{len(run.results)} checks passed"]
+        advice = run.advice
+        if advice:
+            names = ", ".join(r.name for r in advice)
+            notes.append(f"note: advice only, not counted: {names}")
+        return notes + [f"{run.passed}/{run.total} checks passed"]
 
 
 def dumps(run: CheckRun) -> str:
@@ -871,9 +1046,9 @@ def dumps(run: CheckRun) -> str:
         "server": run.server,
         "command": run.command,
         "passed": run.passed,
-        "total": len(run.results),
+        "total": run.total,
         "all_passed": run.all_passed,
         "checks": [asdict(r) for r in run.results],
         "notes": run.notes,
     }
-    return json.dumps(data, indent=2) + "\n"
+    return strict_dumps(data, indent=2) + "\n"

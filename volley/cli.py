@@ -1,14 +1,22 @@
 """Command line: parse options, call the library, export, pick the exit status.
 
 Exit status: 0 significant (or all checks passed), 1 the run failed, 2 bad input,
-3 finished without reaching the target precision, 130 interrupted.
+3 finished without reaching the target precision, 130 interrupted (SIGINT, SIGTERM or
+SIGHUP).
+
+Files are written before anything is printed, and every line goes out through ``say``: a
+reader that went away (``| head``, a closed pipe, a hung-up terminal) loses the words,
+never the result files or the exit status.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from types import FrameType
+from typing import Annotated, NoReturn, TextIO
 
 import typer
 
@@ -30,8 +38,29 @@ def program() -> str:
     return "volley" if name in ("", "__main__.py", "-m") else name
 
 
+def say(text: str, stream: TextIO | None = None, end: str = "\n") -> None:
+    """Print ``text`` (to stdout by default). If nobody reads any more (EPIPE, or EIO from a
+    hung-up terminal), the stream is pointed at /dev/null, as the Python docs advise for
+    SIGPIPE, so that the rest of the run and the exit status are unchanged."""
+    stream = stream if stream is not None else sys.stdout
+    try:
+        stream.write(text + end)
+        stream.flush()
+    except (OSError, ValueError):
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def fail(message: str, status: int) -> NoReturn:
-    print(f"{program()}: error: {message}", file=sys.stderr)
+    say(f"{program()}: error: {message}", sys.stderr)
     raise typer.Exit(status)
 
 
@@ -44,7 +73,7 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def version_callback(value: bool) -> None:
     if value:
-        print(f"volley {__version__}")
+        say(f"volley {__version__}")
         raise typer.Exit()
 
 
@@ -132,20 +161,31 @@ def bench(
             results.check_writable(Path(json_path))
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
+    try:
+        # Not enough open files is the user's limit, bad input, not a failed run.
+        coordinator.raise_open_files_limit(config.clients)
+    except coordinator.BenchError as e:
+        fail(str(e), EXIT_USAGE)
     if config.placement.warning and not quiet:
-        print(f"warning: {config.placement.warning}", file=sys.stderr)
+        say(f"warning: {config.placement.warning}", sys.stderr)
     try:
         result = coordinator.benchmark(config, None if quiet else StreamProgress())
     except KeyboardInterrupt:
         fail("interrupted before any run started", EXIT_INTERRUPTED)
-    except (server.ServerError, coordinator.BenchError) as e:
+    except (server.ServerError, coordinator.BenchError, runs.RunFailed) as e:
         fail(str(e), EXIT_FAILED)
-    human = sys.stderr if json_path == "-" else sys.stdout
-    print(summary(result), file=human)
+    # The result first: printing can fail (a closed pipe) and must not lose it.
+    unwritten = None
     if json_path == "-":
-        sys.stdout.write(results.dumps(result))
+        say(results.dumps(result), sys.stdout, end="")
     elif json_path:
-        results.write_atomically(Path(json_path), results.dumps(result))
+        try:
+            results.write_atomically(Path(json_path), results.dumps(result))
+        except OSError as e:
+            unwritten = f"cannot write {json_path}: {e.strerror or e}"
+    say(summary(result), sys.stderr if json_path == "-" else sys.stdout)
+    if unwritten:
+        fail(unwritten, EXIT_FAILED)
     raise typer.Exit(EXIT_CODES[result.status])
 
 
@@ -273,10 +313,10 @@ def sweep_command(
         if dry_run:
             the_plan = sweeps.plan(experiment, usable, set())
             for line in sweeps.skip_lines(the_plan, experiment):
-                print(line, file=sys.stderr)
+                say(line, sys.stderr)
             for point in the_plan.todo:
                 server_cpus, client_cpus = sweeps.assign_cpus(point, usable)
-                print(
+                say(
                     f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
                     f"on CPU {cpus.format_cpu_list(client_cpus)}"
                 )
@@ -287,7 +327,7 @@ def sweep_command(
         fail(str(e), EXIT_USAGE)
     the_plan = sweeps.plan(experiment, usable, done)
     for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
-        print(line, file=sys.stderr)
+        say(line, sys.stderr)
     if not the_plan.total:
         fail(
             f"nothing to run in {experiment_path}: no point fits this machine with a built server",
@@ -296,11 +336,11 @@ def sweep_command(
     progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
     if not quiet:
         bound = sweeps.format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
-        print(
+        say(
             f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
             + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
             + f", up to about {bound}; results in {results_path}",
-            file=sys.stderr,
+            sys.stderr,
         )
     try:
         outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
@@ -309,9 +349,9 @@ def sweep_command(
         records = sweeps.of_plan(records, the_plan)
     except OSError as e:
         fail(f"cannot write the results: {e}", EXIT_FAILED)
-    print(f"{results_path}: {len(records)} of {the_plan.total} points ({sweeps.totals(records)})")
+    say(f"{results_path}: {len(records)} of {the_plan.total} points ({sweeps.totals(records)})")
     for path in written:
-        print(f"wrote {path}")
+        say(f"wrote {path}")
     if outcome.interrupted:
         fail("interrupted; add --resume to run the remaining points", EXIT_INTERRUPTED)
 
@@ -371,9 +411,9 @@ def plot_command(
     except (plots.PlotError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        say(f"note: {note}", sys.stderr)
     for path in written:
-        print(f"wrote {path}")
+        say(f"wrote {path}")
 
 
 def check_command(
@@ -431,7 +471,7 @@ def check_command(
     from volley import check as checks
 
     if list_checks:
-        print(checks.listing())
+        say(checks.listing())
         raise typer.Exit(0)
     try:
         address = parse_address(connect) if connect else None
@@ -457,7 +497,7 @@ def check_command(
 
     def show(lines: list[str]) -> None:
         for line in lines:
-            print(line, file=human, flush=True)
+            say(line, human)
 
     show(formatter.header())
     try:
@@ -472,11 +512,12 @@ def check_command(
         )
     except KeyboardInterrupt:
         fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
-    show(formatter.summary(run))
+    # The report first: printing can fail (a closed pipe) and must not lose it.
     if json_path == "-":
-        sys.stdout.write(checks.dumps(run))
+        say(checks.dumps(run), sys.stdout, end="")
     elif json_path:
         results.write_atomically(Path(json_path), checks.dumps(run))
+    show(formatter.summary(run))
     raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
 
 
@@ -559,8 +600,41 @@ def volley(
     """Volley: latency of server networking stacks."""
 
 
+def standard_streams() -> None:
+    """Started with stdin, stdout or stderr closed (``>&-``), the first file or socket opened
+    would take its number and receive whatever is printed, and servers would inherit it."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, mode)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115
+
+
+def hang_up_like_terminate() -> None:
+    """SIGHUP (the terminal or ssh session went away) does what SIGTERM does at that moment:
+    whoever handles SIGTERM then (the coordinator during rounds, the sweep, the checks)
+    handles it, so the server is ended and a partial result kept, exit status 130."""
+
+    def hang_up(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            handler(signal.SIGTERM, frame)
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGHUP, hang_up)
+
+
 def run(typer_app: typer.Typer) -> None:
     """Run an app with click's errors shortened to one line."""
+    standard_streams()
+    hang_up_like_terminate()
     try:
         # Without standalone mode click returns the status of typer.Exit instead of exiting.
         status = typer_app(standalone_mode=False)
@@ -571,8 +645,12 @@ def run(typer_app: typer.Typer) -> None:
         if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
             raise
         prog = program()
-        print(f"{prog}: error: {e.format_message()} (see {prog} --help)", file=sys.stderr)
+        say(f"{prog}: error: {e.format_message()} (see {prog} --help)", sys.stderr)
         sys.exit(EXIT_USAGE)
+    finally:
+        # Whatever is still buffered goes now, while a broken pipe can still be silenced.
+        for stream in (sys.stdout, sys.stderr):
+            say("", stream, end="")
     sys.exit(status if isinstance(status, int) else 0)
 
 

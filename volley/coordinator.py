@@ -271,6 +271,8 @@ class Coordinator:
             assert serving is not None
             host, port = serving.host, serving.port
         try:
+            if self.stopping:  # asked to stop while the server started: play nothing
+                return PlayedRun([])
             failure = self._connect(host, port)
             if failure:
                 raise RunFailed(f"run {request.index}: {failure}")
@@ -301,7 +303,7 @@ class Coordinator:
         return next((reply[1] for reply in replies if reply[0] == "failed"), None)
 
     def _play(self, request: RunRequest) -> list[worker.ClientReport]:
-        self.control[0] = 0
+        self.control[0] = 1 if self.stopping else 0  # a failed run's clients set it
         per_worker = max(len(w.plan.client_ids) for w in self.workers)
         start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
         measure_from_ns = start_ns + int(request.warmup_s * 1e9)

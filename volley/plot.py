@@ -69,6 +69,9 @@ class Measurement:
     ci_high_ns: float
     p99_ns: float
     confidence: float
+    # p99's interval; NaN for results older than format 2, which have none
+    p99_low_ns: float = math.nan
+    p99_high_ns: float = math.nan
     distribution: tuple[tuple[float, float], ...] = ()
 
     @property
@@ -147,14 +150,14 @@ def load(
                 client_cores=int(point["client_cores"]),
                 status=str(record.get("status")),
                 n=int(record.get("n", 0)),
-                mean_ns=float(latency["mean"]),
-                ci_low_ns=float(latency["ci_low"]),
-                ci_high_ns=float(latency["ci_high"]),
-                p99_ns=float(latency["p99"]),
+                mean_ns=_ns(latency["mean"]),
+                ci_low_ns=_ns(latency["ci_low"]),
+                ci_high_ns=_ns(latency["ci_high"]),
+                p99_ns=_ns(latency["p99"]),
                 confidence=float(record.get("confidence", 0.95)),
-                distribution=tuple(
-                    (float(p), float(v)) for p, v in latency.get("distribution", [])
-                ),
+                p99_low_ns=_ns(latency.get("intervals", {}).get("p99", [None])[0]),
+                p99_high_ns=_ns(latency.get("intervals", {}).get("p99", [None, None])[1]),
+                distribution=tuple((float(p), _ns(v)) for p, v in latency.get("distribution", [])),
             )
         )
         host = record.get("host") or {}
@@ -178,6 +181,19 @@ def load(
             + (" (after --server/--clients)" if servers or clients else "")
         )
     return results
+
+
+def _ns(value: Any) -> float:
+    """A latency from the results file; null (not known) becomes NaN."""
+    return math.nan if value is None else float(value)
+
+
+def p99_error(points: Sequence[Measurement]) -> list[list[float]]:
+    """p99's interval as error bars, in microseconds; none where it is not known."""
+    return [
+        [(m.p99_ns - m.p99_low_ns) / 1e3 if math.isfinite(m.p99_low_ns) else 0.0 for m in points],
+        [(m.p99_high_ns - m.p99_ns) / 1e3 if math.isfinite(m.p99_high_ns) else 0.0 for m in points],
+    ]
 
 
 def _add(values: list[str], value: str) -> None:
@@ -521,10 +537,10 @@ def _bars(mpl: Any, results: Results, ylabel: str, values: Any) -> Any:
 
 
 def latency_figure(mpl: Any, results: Results) -> Any:
-    """Mean latency with CI error bars and p99, in microseconds on a log axis."""
+    """Mean latency and p99, each with its CI as error bars, in microseconds on a log axis."""
     what = (
-        "Filled markers, solid: mean latency with the {confidence} confidence interval "
-        "as error bars; open triangles, dashed: 99th percentile (p99). Log scale."
+        "Filled markers, solid: mean latency; open triangles, dashed: 99th percentile "
+        "(p99); each with its {confidence} confidence interval as error bars. Log scale."
     )
     if _single_cores(results):
         fig = _latency_dots(mpl, results)
@@ -548,15 +564,17 @@ def latency_figure(mpl: Any, results: Results) -> Any:
             ]
             color = colors[series[0]]
             _errorbar(ax, x, y, err, points, color, "-", _series_label(series, results))
-            ax.plot(
+            ax.errorbar(
                 x,
                 [m.p99_ns / 1e3 for m in points],
+                yerr=p99_error(points),
                 color=color,
                 linestyle="--",
                 marker="^",
                 markersize=5,
                 markerfacecolor="white",
                 linewidth=1,
+                capsize=2,
             )
         ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
         ax.set_xlabel("server CPU cores")
@@ -571,7 +589,7 @@ def latency_figure(mpl: Any, results: Results) -> Any:
             [], [], color="black", linestyle="--", marker="^", markerfacecolor="white"
         ),
     ]
-    labels += ["mean (CI bars)", "p99"]
+    labels += ["mean (CI bars)", "p99 (CI bars)"]
     fig.legend(handles, labels, loc="outside right center", title="server")
     _finish(fig, f"Latency against server cores ({_setting(results)})", _caption(results, what))
     return fig
@@ -618,14 +636,17 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
                 markeredgecolor=color,
                 zorder=5,
             )
-        ax.plot(
+        ax.errorbar(
             x,
             [m.p99_ns / 1e3 for m in ms],
+            yerr=p99_error(ms),
             linestyle="none",
             marker="^",
             markersize=6,
             markerfacecolor="white",
             markeredgecolor=color,
+            color=color,
+            capsize=2,
         )
     for s in range(1, len(servers)):
         ax.axvline(s - 0.5, color="0.85", linewidth=0.8)
@@ -643,7 +664,7 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
             [], [], color="black", linestyle="none", marker="^", markerfacecolor="white"
         ),
     ]
-    labels += ["mean (CI bars)", "p99"]
+    labels += ["mean (CI bars)", "p99 (CI bars)"]
     fig.legend(handles, labels, title="concurrency", loc="outside right center")
     return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from typing import TextIO
@@ -53,9 +54,17 @@ class StreamProgress(Progress):
 
     def done(self) -> None:
         if self.open_line:
-            self.stream.write("\n")
-            self.stream.flush()
+            self.write("\n")
             self.open_line = False
+
+    def write(self, text: str) -> None:
+        """A progress line is not worth a run: a reader gone away (EPIPE, or EIO from a
+        hung-up terminal) ends the progress, not the benchmark."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = io.StringIO()
 
 
 def half_width(interval: tuple[float, float]) -> float:

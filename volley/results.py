@@ -7,6 +7,10 @@ Format history (``version`` in the JSON):
      ``ci_batches`` now count runs; the mean's interval rests on run-level values.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
+
+Every JSON Volley writes is strict JSON: a number that is not known (the interval's bounds
+with fewer than two batches, a mean of no ops) is written ``null``, never NaN or Infinity,
+which jq, JavaScript and Go refuse. Readers turn ``null`` back into NaN.
 """
 
 from __future__ import annotations
@@ -54,14 +58,16 @@ class LatencySummary:
         data["p99.9"] = data.pop("p99_9")
         data["distribution"] = [list(pair) for pair in self.distribution]
         data["intervals"] = {k: list(v) for k, v in self.intervals.items()}
-        return data
+        return finite(data)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LatencySummary:
-        data = dict(data)
+        data = {k: unknown_as_nan(v) for k, v in data.items()}
         data["p99_9"] = data.pop("p99.9")
         data["distribution"] = [tuple(pair) for pair in data.get("distribution", [])]
-        data["intervals"] = {k: tuple(v) for k, v in data.get("intervals", {}).items()}
+        data["intervals"] = {
+            k: tuple(unknown_as_nan(x) for x in v) for k, v in (data.get("intervals") or {}).items()
+        }
         return cls(**data)
 
     def interval(self, statistic: str) -> tuple[float, float]:
@@ -106,6 +112,8 @@ class RunSummary:
     def from_json(cls, data: dict[str, Any]) -> RunSummary:
         data = {k.replace("p99.9", "p99_9"): v for k, v in data.items()}
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("duration_s", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "p99_9_ns"):
+            data[name] = unknown_as_nan(data.get(name))
         return cls(**data)
 
 
@@ -176,7 +184,7 @@ class BenchResult:
         data["significant"] = self.significant
         data["latency_ns"] = self.latency_ns.to_json() if self.latency_ns else None
         data["runs"] = [run.to_json() for run in self.runs]
-        return data
+        return finite(data)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchResult:
@@ -187,6 +195,9 @@ class BenchResult:
                 f"(up to {FORMAT_VERSION}); upgrade volley"
             )
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("elapsed_s", "measured_s", "throughput_ops_s", "confidence", "warmup_s"):
+            if name in data:
+                data[name] = unknown_as_nan(data[name])
         latency = data.get("latency_ns")
         data["latency_ns"] = LatencySummary.from_json(latency) if latency else None
         data["workers"] = [WorkerInfo(**w) for w in data["workers"]]
@@ -217,8 +228,28 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def finite(data: Any) -> Any:
+    """``data`` with every NaN or infinite float, however deep, replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(v) for v in data]
+    return data
+
+
+def unknown_as_nan(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+def strict_dumps(data: Any, **options: Any) -> str:
+    """Strict JSON text of ``data``: a number that is not known becomes null."""
+    return json.dumps(finite(data), allow_nan=False, **options)
+
+
 def dumps(result: BenchResult) -> str:
-    return json.dumps(result.to_json(), indent=2) + "\n"
+    return strict_dumps(result.to_json(), indent=2) + "\n"
 
 
 def check_writable(path: Path) -> None:

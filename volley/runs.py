@@ -189,8 +189,8 @@ def measure(
     clock: Callable[[], float] = time.monotonic,
 ) -> Measurement:
     """Play runs until every target is met, ``max_time_s`` would be passed, a run fails or
-    the engine is interrupted. Never raises for a failed or interrupted run: what was
-    measured until then is in the Measurement."""
+    the engine is interrupted. Raises RunFailed only if the first run could not be played
+    at all; otherwise what was measured until a failure or interruption is returned."""
     progress = progress or Progress()
     record = stats.LatencyRecord()
     runs: list[RunSummary] = []
@@ -213,6 +213,8 @@ def measure(
             status = INTERRUPTED
             break
         except RunFailed as e:
+            if not runs:
+                raise  # nothing measured at all: the benchmark could not run
             status, error = FAILED, str(e)
             break
         last_run_s = clock() - began

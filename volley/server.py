@@ -1,19 +1,32 @@
 """The server under test: start it pinned on a free port, wait until it listens, and end it
 the way the seed's contract says (a zero challenge, then SIGTERM, then SIGKILL), always
-reaping its whole process group."""
+reaping its whole process group.
+
+When Volley itself ends without doing that (SIGKILL, a crash of the interpreter), two
+things the kernel provides end the server within a second: a parent-death signal set
+before exec (the server itself, however it changes its process group), and a watchdog
+(``volley/watchdog.py``) holding a pipe from us that SIGKILLs the server's process group,
+session and descendants when the pipe closes (the server's children, which a parent-death
+signal misses). Each covers the other's start-up: the signal is set before the server
+runs, the watchdog from a few milliseconds later.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 import psutil
 
@@ -25,6 +38,10 @@ LOG_TAIL_LINES = 8
 POLL_S = 0.02
 # After the server itself has ended, how long its children get to follow it.
 SETTLE_S = 1.0
+LOG_TAIL_BYTES = 64 * 1024
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class ServerError(RuntimeError):
@@ -107,8 +124,12 @@ class ServerProcess:
     command: list[str]
     port: int
     process: subprocess.Popen[bytes]
-    log_path: str
+    # Its stdout and stderr: a file with no name (unlinked at once), so nothing is left in
+    # /tmp however we end, and the server never blocks on output nobody drains (a pipe
+    # would, and a thread draining it would compete with the measurement).
+    log: IO[bytes]
     host: str = LOOPBACK
+    watchdog: Watchdog | None = None
     # Every process of its family seen so far, so stop() finds them once they are orphaned.
     seen: dict[int, psutil.Process] = field(default_factory=dict, repr=False)
 
@@ -118,10 +139,11 @@ class ServerProcess:
 
     def output_tail(self) -> str:
         try:
-            with open(self.log_path, "rb") as f:
-                lines = f.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        except OSError:
+            size = os.fstat(self.log.fileno()).st_size
+            data = os.pread(self.log.fileno(), LOG_TAIL_BYTES, max(0, size - LOG_TAIL_BYTES))
+        except (OSError, ValueError):
             return ""
+        lines = data.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         return " | ".join(line.strip() for line in lines if line.strip())
 
     def wait_listening(self, timeout_s: float, connect: bool = True) -> None:
@@ -242,8 +264,9 @@ class ServerProcess:
                 with contextlib.suppress(psutil.Error):
                     p.kill()
         self.process.wait()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log_path)
+        if self.watchdog is not None:
+            self.watchdog.dismiss()
+        self.log.close()
 
     def _family(self) -> list[psutil.Process]:
         """Its descendants now, and those seen before (orphans are no longer descendants)."""
@@ -307,21 +330,19 @@ def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int
     """Run ``command`` pinned, in its own process group, for at most ``timeout_s``: its exit
     status (None if it was still running and had to be killed) and its stderr. Whatever is
     left of its process group is killed either way."""
-    err_fd, err_path = tempfile.mkstemp(prefix="volley-run-", suffix=".err")
-    try:
+    with tempfile.TemporaryFile(prefix="volley-run-") as err:  # no name, nothing left
         try:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=err_fd,
+                stderr=err,
                 start_new_session=True,
-                preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+                preexec_fn=pinned_and_tied(cpus),
             )
         except OSError as e:
             raise ServerError(f"could not start {command[0]!r}: {e.strerror or e}") from None
-        finally:
-            os.close(err_fd)
+        watchdog = Watchdog.start(process.pid)
         try:
             status: int | None = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -329,10 +350,9 @@ def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        with open(err_path, "rb") as f:
-            return status, f.read(64 * 1024).decode(errors="replace")
-    finally:
-        os.unlink(err_path)
+        watchdog.dismiss()
+        err.seek(0)
+        return status, err.read(LOG_TAIL_BYTES).decode(errors="replace")
 
 
 def send_zero(host: str, port: int) -> bool:
@@ -352,22 +372,82 @@ def start(
     cpus: list[int],
     host: str = LOOPBACK,
 ) -> ServerProcess:
-    """Start ``path -p PORT ARGS`` pinned to ``cpus``, in its own process group."""
+    """Start ``path -p PORT ARGS`` pinned to ``cpus``, in its own session and process group,
+    ended with us however we end (see the top of this module)."""
     command = [path, "-p", str(port), *args]
-    log_fd, log_path = tempfile.mkstemp(prefix="volley-server-", suffix=".log")
+    log = tempfile.TemporaryFile(prefix="volley-server-")  # noqa: SIM115 (closed in kill)
     try:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
+            stdout=log,
+            stderr=log,
             start_new_session=True,
-            # Pinned before exec, so threads the server starts inherit the mask.
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            preexec_fn=pinned_and_tied(cpus),
         )
     except OSError as e:
-        os.unlink(log_path)
+        log.close()
         raise ServerError(f"could not start server {path!r}: {e.strerror or e}") from None
-    finally:
-        os.close(log_fd)
-    return ServerProcess(command, port, process, log_path, host)
+    started = ServerProcess(command, port, process, log, host)
+    try:
+        started.watchdog = Watchdog.start(process.pid)
+    except OSError as e:
+        started.kill()
+        raise ServerError(f"could not start the server's watchdog: {e.strerror or e}") from None
+    return started
+
+
+def pinned_and_tied(cpus: list[int] | None) -> Callable[[], None]:
+    """What a child does between fork and exec: pin itself to ``cpus`` if given (so threads
+    it starts inherit the mask), and ask for SIGKILL when we die.
+
+    The kernel sends the parent-death signal when the *thread* that forked the child ends,
+    not the process. Servers are started from the main thread (the coordinator and the
+    checks run there), which lives as long as Volley does, so this is Volley's death."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # we died before the signal was set: it never comes
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass
+class Watchdog:
+    """Our side of a process's watchdog (``volley/watchdog.py``): the write end of its pipe.
+
+    Only we hold it (pipes are close-on-exec), so it closes when we end, however we end."""
+
+    process: subprocess.Popen[bytes]
+    pipe: int
+
+    @classmethod
+    def start(cls, watched: int) -> Watchdog:
+        read, write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", WATCHDOG, str(watched)],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # out of reach of the terminal's Ctrl-C and hang-up
+            )
+        finally:
+            os.close(read)
+        return cls(process, write)
+
+    def dismiss(self) -> None:
+        """The watched process ended properly: the watchdog leaves without killing."""
+        if self.pipe < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.pipe, b"x")
+        os.close(self.pipe)
+        self.pipe = -1
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=TERM_GRACE_S)

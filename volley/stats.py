@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from statistics import NormalDist
 
 import numpy as np
@@ -166,7 +167,12 @@ class Histogram:
         total = cumulative[-1]
         if total == 0:
             return np.full(p.shape, math.nan)
-        rank = np.maximum(np.ceil(p / 100 * total), 1)
+        # The rank in exact decimal arithmetic: in floats 99.9% of 1000 is 999.0000000000001,
+        # which would round up to the next value.
+        rank = np.array(
+            [max(1, math.ceil(Fraction(str(float(x))) * int(total) / 100)) for x in p.flat],
+            dtype=np.int64,
+        ).reshape(p.shape)
         bucket = np.searchsorted(cumulative, rank).astype(np.int64)
         low = self.lowest_of(bucket)
         high = self.lowest_of(bucket + 1)

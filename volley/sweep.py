@@ -34,13 +34,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterable
@@ -51,7 +51,8 @@ from types import FrameType
 from typing import Any, Protocol, TextIO
 
 from volley import cpus
-from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT
+from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT, strict_dumps
+from volley.server import Watchdog, pinned_and_tied
 from volley.units import BadInput, parse_confidence, parse_duration_s, parse_target
 
 RESULTS_NAME = "results.jsonl"
@@ -410,10 +411,9 @@ def plan(experiment: Experiment, usable: list[int], done: set[tuple[str, int, in
     return Plan(todo, finished, too_big, missing, usable)
 
 
-def bench_command(
-    experiment: Experiment, point: Point, usable: list[int], json_path: Path
-) -> list[str]:
-    """The volley-bench command line for one point."""
+def bench_command(experiment: Experiment, point: Point, usable: list[int]) -> list[str]:
+    """The volley-bench command line for one point. Its JSON comes on stdout, not in a file:
+    a sweep killed mid-point leaves no temporary file behind."""
     server_cpus, client_cpus = assign_cpus(point, usable)
     spec = experiment.server(point.server)
     command = [
@@ -430,7 +430,7 @@ def bench_command(
     ]
     for key, value in experiment.options.items():
         command += [f"--{key}", value]
-    command += ["--json", str(json_path), "--quiet", spec.path]
+    command += ["--json", "-", "--quiet", spec.path]
     if spec.args:
         command += ["--", *spec.args]
     return command
@@ -451,9 +451,7 @@ class Outcome:
 class Runner(Protocol):
     """Runs one point's command. ``interrupt`` is called from the SIGINT handler."""
 
-    def run(
-        self, point: Point, command: list[str], json_path: Path, timeout_s: float
-    ) -> Outcome: ...
+    def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome: ...
 
     def interrupt(self) -> None: ...
 
@@ -464,13 +462,17 @@ class ProcessRunner:
     The child's own group keeps a terminal's Ctrl-C from reaching it twice (once from the
     terminal, once forwarded); the sweep forwards exactly one SIGINT, on which volley-bench
     finishes its round, writes a partial result and exits 130.
+
+    If the sweep dies without forwarding anything (SIGKILL), the child goes with it the way
+    volley-bench's own server does (``volley.server``): a parent-death signal, and a
+    watchdog that kills the child's process group and descendants, its server included.
     """
 
     def __init__(self) -> None:
         self.child: subprocess.Popen[str] | None = None
         self.interrupted = False
 
-    def run(self, point: Point, command: list[str], json_path: Path, timeout_s: float) -> Outcome:
+    def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome:
         child = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -478,25 +480,29 @@ class ProcessRunner:
             stderr=subprocess.PIPE,
             text=True,
             process_group=0,
+            preexec_fn=pinned_and_tied(None),  # the sweep runs in the main thread
         )
+        watchdog = Watchdog.start(child.pid)
         self.child = child
         if self.interrupted:  # the signal came while the child was being started
             child.send_signal(signal.SIGINT)
         hung = False
         try:
             try:
-                _, stderr = child.communicate(timeout=timeout_s)
+                stdout, stderr = child.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 hung = True
                 child.send_signal(signal.SIGINT)
                 try:
-                    _, stderr = child.communicate(timeout=STOP_GRACE_S)
+                    stdout, stderr = child.communicate(timeout=STOP_GRACE_S)
                 except subprocess.TimeoutExpired:
                     child.kill()
-                    _, stderr = child.communicate()
+                    stdout, stderr = child.communicate()
         finally:
             self.child = None
-        result = _read_json(json_path)
+            if child.poll() is not None:
+                watchdog.dismiss()
+        result = _parse_json(stdout)
         if hung:
             return Outcome(
                 1, None, f"volley-bench did not finish within {timeout_s:.0f} s and was stopped"
@@ -524,11 +530,7 @@ def failure_message(stderr: str, status: int) -> str:
     return " | ".join(lines[-ERROR_TAIL_LINES:]) or f"volley-bench exited with status {status}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
+def _parse_json(text: str) -> dict[str, Any] | None:
     if not text.strip():
         return None
     try:
@@ -604,7 +606,7 @@ def repair_tail(path: Path) -> str | None:
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one line and make it durable before the next point starts."""
-    line = json.dumps(record, separators=(",", ":")) + "\n"
+    line = strict_dumps(record, separators=(",", ":")) + "\n"
     with open(path, "a") as f:
         f.write(line)
         f.flush()
@@ -658,9 +660,8 @@ class SweepProgress:
             text = f"[{bar}] {self.status()}  running: {point}"
             # One screen line, or the carriage return could not take it back.
             width = shutil.get_terminal_size((100, 24)).columns
-            self.stream.write("\r\033[K" + text[: max(20, width - 1)])
+            self.write("\r\033[K" + text[: max(20, width - 1)])
             self.bar_shown = True
-            self.stream.flush()
 
     def finished(self, point: Point, record: dict[str, Any] | None, seconds: float) -> None:
         if record is None:  # interrupted: not done
@@ -675,10 +676,18 @@ class SweepProgress:
 
     def note(self, text: str) -> None:
         if self.bar_shown:
-            self.stream.write("\r\033[K")
+            self.write("\r\033[K")
             self.bar_shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """A reader gone away (EPIPE, or EIO from a hung-up terminal) ends the progress
+        display, never the sweep."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = io.StringIO()
 
 
 class QuietProgress(SweepProgress):
@@ -694,9 +703,11 @@ def describe(record: dict[str, Any]) -> str:
     status = record.get("status", "?")
     if status == FAILED or not latency:
         return f"FAILED: {record.get('error') or 'no result'}"
-    half = (latency["ci_high"] - latency["ci_low"]) / 2
+    low, high = latency.get("ci_low"), latency.get("ci_high")
+    half = (high - low) / 2 if low is not None and high is not None else math.inf
     verdict = "significant" if status == SIGNIFICANT else status.replace("-", " ")
-    return f"{format_ns(latency['mean'])} ± {format_ns(half)}, {verdict}"
+    mean = latency.get("mean")
+    return f"{format_ns(math.nan if mean is None else mean)} ± {format_ns(half)}, {verdict}"
 
 
 # --- the sweep -----------------------------------------------------------------------------
@@ -720,6 +731,8 @@ def open_results(
         raise SweepError(f"cannot write results in {out_dir}: not writable")
     path = out_dir / RESULTS_NAME
     notes: list[str] = []
+    if resume:
+        notes += remove_stale(out_dir)
     if not path.exists() or path.stat().st_size == 0:
         return path, set(), notes
     if not resume:
@@ -741,6 +754,24 @@ def open_results(
                 "would mix them: choose another -o DIR"
             )
     return path, {Point.from_json(r["point"]).key() for r in records}, notes
+
+
+# Earlier sweeps had each point write its JSON to a temporary file here (and volley-bench's
+# atomic write put its own beside it); a sweep killed mid-point left them behind.
+STALE_PATTERNS = (".point-*.json", "..point-*.json.*.tmp")
+
+
+def remove_stale(out_dir: Path) -> list[str]:
+    """Remove the temporary files a killed sweep left in DIR; one note if there were any."""
+    removed = 0
+    for pattern in STALE_PATTERNS:
+        for path in out_dir.glob(pattern):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return [f"{out_dir}: removed {removed} temporary files of an earlier sweep"] if removed else []
 
 
 def _spell(options: dict[str, str]) -> str:
@@ -774,16 +805,10 @@ def run(
             if summary.interrupted:
                 break
             progress.starting(point)
-            fd, name = tempfile.mkstemp(dir=results_path.parent, prefix=".point-", suffix=".json")
-            os.close(fd)
-            json_path = Path(name)
             started_at = datetime.now(UTC).isoformat(timespec="seconds")
             began = time.monotonic()
-            try:
-                command = bench_command(experiment, point, the_plan.usable, json_path)
-                outcome = runner.run(point, command, json_path, timeout_s)
-            finally:
-                json_path.unlink(missing_ok=True)
+            command = bench_command(experiment, point, the_plan.usable)
+            outcome = runner.run(point, command, timeout_s)
             # After a signal only a finished result counts: a failure may be the signal's doing.
             if outcome.exit_status == EXIT_INTERRUPTED or (
                 summary.interrupted and outcome.exit_status not in FINISHED
@@ -831,6 +856,15 @@ CSV_COLUMNS = (
     "p99_ns",
     "p99.9_ns",
     "max_ns",
+    "p50_ci_low_ns",
+    "p50_ci_high_ns",
+    "p90_ci_low_ns",
+    "p90_ci_high_ns",
+    "p99_ci_low_ns",
+    "p99_ci_high_ns",
+    "p99.9_ci_low_ns",
+    "p99.9_ci_high_ns",
+    "restart",
     "throughput_ops_s",
     "confidence",
     "precision",
@@ -870,10 +904,13 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
         "measured_s",
         "started_at",
         "error",
+        "restart",
     ):
         row[key] = record.get(key)
     for key in ("mean", "stddev", "ci_low", "ci_high", "min", "p50", "p90", "p99", "p99.9", "max"):
         row[f"{key}_ns"] = latency.get(key)
+    for key, (low, high) in (latency.get("intervals") or {}).items():
+        row[f"{key}_ci_low_ns"], row[f"{key}_ci_high_ns"] = low, high
     return row
 
 

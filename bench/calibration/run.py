@@ -1,0 +1,168 @@
+"""Calibration: are volley-bench's intervals honest across independent invocations?
+
+Runs K independent invocations of volley-bench on one configuration, one after another,
+each writing its JSON result. For the mean and for p99 it prints:
+
+- coverage: the share of invocations whose interval holds the mean of the other K - 1
+  invocations' values (for honest 95% intervals about 95%, a little less for small K);
+- sd(z): the standard deviation of z = (value - mean of the others) / (half-width / 1.96)
+  (about 1 for honest intervals; 3 means the intervals are three times too narrow);
+- time: median and max wall time of an invocation, the median number of runs, and the
+  per-run overhead (wall time of a run beyond its warm-up and measured stretch: server
+  start and stop, connecting, the coordinator's work).
+
+This is a measurement, not a test: nothing here judges or asserts a timing.
+
+    python bench/calibration/run.py --clients 4 target/servers/c-epoll            # defaults
+    python bench/calibration/run.py --clients 4 --fixed 15s target/servers/c-epoll
+    python bench/calibration/run.py -k 16 --volley "python -m volley bench" ... SERVER
+
+``--fixed T`` plays for a fixed time T (a precision no run reaches, ``--max-time T``);
+without it, the default stopping rule decides. Any other volley-bench option goes after
+``--``. Results of format 1 (older volley) carry no p99 interval: their p99 row is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+UNREACHABLE_PRECISION = "0.00001%"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    mean_ns: float
+    mean_half_ns: float
+    p99_ns: float
+    p99_half_ns: float | None
+    elapsed_s: float
+    runs: int
+    overhead_s: float | None  # per run, beyond warm-up and measuring
+    status: str
+
+
+def half_width(low: float | None, high: float | None) -> float:
+    if low is None or high is None:
+        return math.inf
+    return (high - low) / 2
+
+
+def load(path: Path) -> Invocation:
+    data = json.loads(path.read_text())
+    lat = data["latency_ns"]
+    p99 = lat.get("intervals", {}).get("p99")
+    runs = data.get("runs") or []
+    overhead = None
+    if runs:
+        played = sum(r["duration_s"] for r in runs) + len(runs) * data["warmup_s"]
+        overhead = (data["elapsed_s"] - played) / len(runs)
+    return Invocation(
+        mean_ns=lat["mean"],
+        mean_half_ns=half_width(lat["ci_low"], lat["ci_high"]),
+        p99_ns=lat["p99"],
+        p99_half_ns=half_width(*p99) if p99 else None,
+        elapsed_s=data["elapsed_s"],
+        runs=len(runs) or data.get("rounds", 0),
+        overhead_s=overhead,
+        status=data["status"],
+    )
+
+
+def honesty(values: list[float], halves: list[float]) -> tuple[float, float]:
+    """Coverage of the leave-one-out mean, and sd of the z-scores."""
+    held, z = 0, []
+    for i, (value, half) in enumerate(zip(values, halves, strict=True)):
+        others = statistics.fmean(values[:i] + values[i + 1 :])
+        held += abs(value - others) <= half
+        z.append((value - others) / (half / 1.96) if half > 0 else math.inf)
+    finite = [x for x in z if math.isfinite(x)]
+    return held / len(values), statistics.stdev(finite) if len(finite) > 1 else math.nan
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("server")
+    parser.add_argument("extra", nargs="*", help="volley-bench options, after --")
+    parser.add_argument("-k", type=int, default=16, help="invocations (default 16)")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--cores", default="1", help="client CPUs (default 1)")
+    parser.add_argument("--server-cores", default="0", help="server CPUs (default 0)")
+    parser.add_argument("--fixed", metavar="T", help="play for a fixed time T (like 15s)")
+    parser.add_argument(
+        "--volley",
+        default=f"{shlex.quote(sys.executable)} -m volley bench",
+        help="the volley-bench command (another checkout's, to compare versions)",
+    )
+    parser.add_argument("--label", default="", help="a name for this row")
+    args = parser.parse_args()
+    base = [
+        *shlex.split(args.volley),
+        "--quiet",
+        "--clients",
+        str(args.clients),
+        "--cores",
+        args.cores,
+        "--server-cores",
+        args.server_cores,
+    ]
+    if args.fixed:
+        base += ["--precision", UNREACHABLE_PRECISION, "--max-time", args.fixed]
+    found: list[Invocation] = []
+    with tempfile.TemporaryDirectory(prefix="volley-calibration-") as directory:
+        for i in range(args.k):
+            out = Path(directory) / f"{i}.json"
+            command = [*base, *args.extra, "--json", str(out), args.server]
+            done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if not out.exists():
+                print(f"invocation {i + 1} wrote no result: {done.stderr.strip()}", file=sys.stderr)
+                return 1
+            found.append(load(out))
+            last = found[-1]
+            print(
+                f"{i + 1:3d}/{args.k}: mean {last.mean_ns / 1e3:8.2f} us "
+                f"± {last.mean_half_ns / 1e3:.2f}  p99 {last.p99_ns / 1e3:8.1f} us"
+                + (f" ± {last.p99_half_ns / 1e3:.1f}" if last.p99_half_ns is not None else "")
+                + f"  {last.runs} runs  {last.elapsed_s:.1f} s  {last.status}",
+                file=sys.stderr,
+                flush=True,
+            )
+    mean_cover, mean_sd = honesty([f.mean_ns for f in found], [f.mean_half_ns for f in found])
+    if all(f.p99_half_ns is not None for f in found):
+        p99_cover, p99_sd = honesty(
+            [f.p99_ns for f in found], [f.p99_half_ns or 0.0 for f in found]
+        )
+        p99 = f"{p99_cover:.0%} | {p99_sd:.2f}"
+    else:
+        p99 = "— | —"
+    elapsed = [f.elapsed_s for f in found]
+    overheads = [f.overhead_s for f in found if f.overhead_s is not None]
+    spread = statistics.stdev([f.mean_ns for f in found]) / statistics.fmean(
+        [f.mean_ns for f in found]
+    )
+    mode = f"fixed {args.fixed}" if args.fixed else "stopping rule"
+    overhead = f"{statistics.median(overheads) * 1e3:.0f} ms" if overheads else "—"
+    print(
+        "| configuration | mode | K | mean: coverage | sd(z) | p99: coverage | sd(z) "
+        "| sd of means | time median | time max | runs median | overhead per run |"
+    )
+    print("|" + "---|" * 12)
+    print(
+        f"| {args.label or Path(args.server).name + f' {args.clients}c'} | {mode} | {args.k} "
+        f"| {mean_cover:.0%} | {mean_sd:.2f} | {p99} | {spread:.1%} "
+        f"| {statistics.median(elapsed):.1f} s | {max(elapsed):.1f} s "
+        f"| {statistics.median(f.runs for f in found):g} | {overhead} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
