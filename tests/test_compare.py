@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, Completed, bench, volley
+from helpers import FIXTURES, Completed, bench, strict_loads, volley
 
 from volley import compare
 from volley.compare import (
@@ -150,13 +150,6 @@ def write_sweep(path: Path, points: dict[Point, BenchResult]) -> Path:
             record = {**result.to_json(), "point": point.to_json(), "exit_status": 0}
             f.write(json.dumps(record) + "\n")
     return path
-
-
-def strict_json(text: str) -> dict:
-    def refuse(constant: str) -> None:
-        raise ValueError(f"not strict JSON: {constant}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 # --- the statistics ------------------------------------------------------------------------
@@ -333,7 +326,7 @@ def test_a_failed_result_is_refused(tmp_path):
         (["a.json", "b.json", "--fail-if-slower", "p42:2%"], "not a target"),
         (["a.json", "b.json", "--json", "--markdown"], "not both"),
         (["a.json", "sweep"], "not both"),
-        (["a.json", "garbage.json"], "not JSON"),
+        (["a.json", "garbage.txt"], "not JSON"),
     ],
 )
 def test_bad_input_exits_2_in_one_line(tmp_path, args, words):
@@ -341,7 +334,7 @@ def test_bad_input_exits_2_in_one_line(tmp_path, args, words):
     write(tmp_path / "a.json", a)
     write(tmp_path / "b.json", b)
     write(tmp_path / "only.json", a)
-    (tmp_path / "garbage.json").write_text("{not json")
+    (tmp_path / "garbage.txt").write_text("{not json")
     write_sweep(tmp_path / "sweep" / "results.jsonl", {Point("c-epoll", 1, 1, 1): a})
     done = volley(
         "compare",
@@ -407,7 +400,7 @@ def test_json_is_strict_and_versioned(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     old = make_result([], restart=None, version=1)
     paths = [write(tmp_path / f"{n}.json", r) for n, r in (("a", a), ("b", b), ("c", a))]
-    data = strict_json(volley("compare", "--json", *paths).stdout)
+    data = strict_loads(volley("compare", "--json", *paths).stdout)
     assert data["version"] == compare.FORMAT_VERSION and data["confidence"] == 0.95
     assert [p["subject"] for p in data["pairings"]] == [str(paths[1]), str(paths[2])]
     rows = data["pairings"][0]["comparisons"][0]["rows"]
@@ -419,7 +412,7 @@ def test_json_is_strict_and_versioned(tmp_path):
     # Unknown numbers are null, never NaN.
     path_old = write(tmp_path / "old.json", old)
     text = volley("compare", "--json", path_old, path_old).stdout
-    row = strict_json(text)["pairings"][0]["comparisons"][0]["rows"][1]
+    row = strict_loads(text)["pairings"][0]["comparisons"][0]["rows"][1]
     assert row["verdict"] == TOO_FEW_RUNS and row["baseline"]["low_ns"] is None
     assert row["difference_ns"] is None and row["ratio"] is None
 
@@ -467,7 +460,7 @@ def test_sweeps_are_matched_point_by_point(tmp_path):
     assert NO_DIFFERENCE in four
     assert "only in A: go, 1 client on 1 core, server on 1 core" in lines
     assert "only in B: rust, 1 client on 1 core, server on 1 core" in lines
-    data = strict_json(volley("compare", "--json", a, tmp_path / "b").stdout)
+    data = strict_loads(volley("compare", "--json", a, tmp_path / "b").stdout)
     pairing = data["pairings"][0]
     assert pairing["sweep"] and len(pairing["comparisons"]) == 2
     assert pairing["only_baseline"] == [point("go", 1).to_json()]
@@ -540,7 +533,8 @@ def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, de
     done = volley("compare", "--json", paths[0], paths[DELAY_US])
     assert done.status == 0, done.stderr
     rows = {
-        r["statistic"]: r for r in strict_json(done.stdout)["pairings"][0]["comparisons"][0]["rows"]
+        r["statistic"]: r
+        for r in strict_loads(done.stdout)["pairings"][0]["comparisons"][0]["rows"]
     }
     p50 = rows["p50"]
     seen = {s: (r["verdict"], r["difference_ns"]) for s, r in rows.items()}

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from volley.report import format_ns
-from volley.results import FAILED, BenchResult, HostInfo
+from volley.results import FAILED, BenchResult, HostInfo, finite
 from volley.stats import long_run_variance, t_quantile
 from volley.sweep import RESULTS_NAME, Point, read_records
 from volley.units import STATISTICS, BadInput, Target, parse_target
@@ -669,18 +669,13 @@ def markdown(report: Report) -> str:
     return "\n\n".join(blocks) + "\n\n" + _method_line(report) + "\n"
 
 
-def _finite(x: float | None) -> float | None:
-    """Strict JSON has no NaN or infinity: an unknown or open bound is null."""
-    return x if x is not None and math.isfinite(x) else None
-
-
-def _estimate_json(estimate: Estimate | None, unit: str) -> dict[str, float | None] | None:
+def _estimate_json(estimate: Estimate | None, unit: str) -> dict[str, float] | None:
     if estimate is None:
         return None
     return {
-        f"value{unit}": _finite(estimate.value),
-        f"low{unit}": _finite(estimate.low),
-        f"high{unit}": _finite(estimate.high),
+        f"value{unit}": estimate.value,
+        f"low{unit}": estimate.low,
+        f"high{unit}": estimate.high,
     }
 
 
@@ -730,7 +725,7 @@ def to_json(report: Report) -> str:
                                 },
                                 "difference_ns": _estimate_json(row.difference_ns, ""),
                                 "ratio": _estimate_json(row.ratio, ""),
-                                "df": _finite(row.df),
+                                "df": row.df,
                                 "verdict": row.verdict,
                             }
                             for row in c.rows
@@ -746,4 +741,5 @@ def to_json(report: Report) -> str:
         "gates": [str(gate) for gate in report.gates],
         "tripped": report.tripped(),
     }
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    # Strict JSON: an unknown or open bound is null, never NaN or Infinity.
+    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
