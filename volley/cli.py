@@ -521,6 +521,61 @@ def check_command(
     raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
 
 
+def compare_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RESULT",
+            help="A B [C ...]: volley-bench --json results, or sweeps (DIR or DIR/results.jsonl); "
+            "the first is the baseline.",
+        ),
+    ],
+    confidence: Annotated[
+        str, typer.Option("--confidence", help="Confidence level of the intervals and verdicts.")
+    ] = "0.95",
+    fail_if_slower: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-if-slower",
+            metavar="[STAT:]SHARE",
+            help="Exit 1 when B is significantly slower than A by more than SHARE "
+            "(2% for the mean, p99:5% for a percentile); repeatable.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Compare results whose configurations differ; say how."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print Markdown tables (for a pull request).")
+    ] = False,
+) -> None:
+    """Compare results with the first: is each faster, slower, or not significantly different?
+
+    Exit status: 0 compared, 1 a --fail-if-slower gate tripped, 2 bad input.
+    """
+    from volley import compare
+
+    try:
+        if as_json and markdown:
+            raise BadInput("give --json or --markdown, not both")
+        gates = [compare.parse_gate(text) for text in fail_if_slower or []]
+        report = compare.compare_files(paths, parse_confidence(confidence), force, gates)
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if as_json:
+        sys.stdout.write(compare.to_json(report))
+    else:
+        sys.stdout.write(compare.markdown(report) if markdown else compare.table(report))
+    tripped = report.tripped()
+    for line in tripped:
+        print(f"{program()}: {line}", file=sys.stderr)
+    raise typer.Exit(EXIT_FAILED if tripped else 0)
+
+
 SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False,
@@ -533,6 +588,7 @@ app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
 app.command("check")(check_command)
+app.command("compare")(compare_command)
 
 
 @app.callback()
