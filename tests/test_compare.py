@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FIXTURES, Completed, bench, strict_loads, volley
+from helpers import FIXTURES, SERVERS, Completed, bench, strict_loads, volley
 
 from volley import compare
 from volley.compare import (
@@ -541,3 +541,34 @@ def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, de
     assert p50["verdict"] == SLOWER, seen
     assert 0.3 * DELAY_US * 1e3 < p50["difference_ns"]["value"] < 3 * DELAY_US * 1e3, seen
     assert time.monotonic() - start < 90
+
+
+def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_path):
+    # Two bundled servers, a few short rounds: the mechanics, not the verdict.
+    out = tmp_path / "ab"
+    done = volley(
+        "compare", "--run", "--clients", "1", "--min-runs", "3", "--max-time", "4s",
+        "--warmup", "0.05s", "--run-time", "0.1s", "-o", out,
+        SERVERS / "c-threaded", SERVERS / "c-epoll",
+        timeout=60,
+    )  # fmt: skip
+    assert done.status in (0, 3), done.stderr
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == ["0-c-threaded.json", "1-c-epoll.json"]
+    a, b = (strict_loads(p.read_text()) for p in written)
+    # One run of each per round: the same number of runs, each with its own fresh server.
+    assert len(a["runs"]) == len(b["runs"]) >= 3
+    assert not {r["server_pid"] for r in a["runs"]} & {r["server_pid"] for r in b["runs"]}
+    assert "round 1:" in done.stderr and "verdict" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run", "x"], "at least two servers"),
+        (["--run", "--equivalence", "p99:1%", "a", "b"], "--equivalence"),
+    ],
+)
+def test_compare_run_bad_input(args, message):
+    done = volley("compare", *args)
+    assert done.status == 2 and message in done.stderr, done.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn, TextIO
@@ -21,8 +22,14 @@ from typing import Annotated, NoReturn, TextIO
 import typer
 
 from volley import __version__, coordinator, cpus, results, runs, server
-from volley.report import StreamProgress, summary
-from volley.units import BadInput, parse_confidence, parse_duration_s, parse_targets
+from volley.report import StreamProgress, format_ns, summary
+from volley.units import (
+    BadInput,
+    parse_confidence,
+    parse_duration_s,
+    parse_target,
+    parse_targets,
+)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
 EXIT_CODES = {
@@ -550,10 +557,41 @@ def compare_command(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print Markdown tables (for a pull request).")
     ] = False,
+    run: Annotated[
+        bool,
+        typer.Option(
+            "--run",
+            help="A B [C ...] are servers: measure them now, one run of each per round in a "
+            "fresh random order, until each difference from A is resolved.",
+        ),
+    ] = False,
+    equivalence: Annotated[
+        str,
+        typer.Option(
+            "--equivalence",
+            help="With --run: also stop when a difference is known to be within this share.",
+        ),
+    ] = "1%",
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", metavar="DIR", help="With --run: where the results go."),
+    ] = Path("out/compare"),
+    clients: Annotated[int | None, typer.Option("--clients", help="With --run.")] = None,
+    cores: Annotated[str | None, typer.Option("--cores", help="With --run.")] = None,
+    server_cores: Annotated[str | None, typer.Option("--server-cores", help="With --run.")] = None,
+    max_time: Annotated[str, typer.Option("--max-time", help="With --run.")] = "300s",
+    warmup: Annotated[str, typer.Option("--warmup", help="With --run.")] = "0.25s",
+    run_time: Annotated[str, typer.Option("--run-time", help="With --run.")] = "0.5s",
+    min_runs: Annotated[int, typer.Option("--min-runs", help="With --run.")] = runs.MIN_RUNS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --run: no progress.")] = False,
 ) -> None:
     """Compare results with the first: is each faster, slower, or not significantly different?
 
-    Exit status: 0 compared, 1 a --fail-if-slower gate tripped, 2 bad input.
+    With --run, A B [C ...] are servers measured now in interleaved runs (robust to a
+    machine that drifts during the comparison); every result is written to DIR.
+
+    Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
+    input, 3 --run reached --max-time unresolved, 130 interrupted.
     """
     from volley import compare
 
@@ -561,8 +599,16 @@ def compare_command(
         if as_json and markdown:
             raise BadInput("give --json or --markdown, not both")
         gates = [compare.parse_gate(text) for text in fail_if_slower or []]
-        report = compare.compare_files(paths, parse_confidence(confidence), force, gates)
-    except BadInput as e:
+        level = parse_confidence(confidence)
+        if run:
+            paths, status = _interleaved_runs(
+                paths, level, equivalence, output, clients, cores, server_cores,
+                max_time, warmup, run_time, min_runs, quiet,
+            )  # fmt: skip
+        else:
+            status = 0
+        report = compare.compare_files(paths, level, force, gates)
+    except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -573,7 +619,69 @@ def compare_command(
     tripped = report.tripped()
     for line in tripped:
         print(f"{program()}: {line}", file=sys.stderr)
-    raise typer.Exit(EXIT_FAILED if tripped else 0)
+    raise typer.Exit(EXIT_FAILED if tripped else status)
+
+
+def _interleaved_runs(
+    servers: list[Path],
+    confidence: float,
+    equivalence: str,
+    output: Path,
+    clients: int | None,
+    cores: str | None,
+    server_cores: str | None,
+    max_time: str,
+    warmup: str,
+    run_time: str,
+    min_runs: int,
+    quiet: bool,
+) -> tuple[list[Path], int]:
+    """``volley compare --run``: measure the servers interleaved, write one result each;
+    the paths written and the exit status the measurement asks for."""
+    from volley import compare
+
+    if len(servers) < 2:
+        raise BadInput("--run needs at least two servers: A B [C ...]")
+    margin = parse_target(equivalence, "--equivalence")
+    if margin.statistic != "mean" or margin.relative is None:
+        raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
+    config = make_config(
+        str(servers[0]), [], cores, server_cores, clients, ["1%"], str(confidence), max_time,
+        warmup, run_time, min_runs, coordinator.RESTART_SERVER, "10s", "10s", None, None,
+    )  # fmt: skip
+    config = replace(config, alternatives=[(server.resolve(str(p)), []) for p in servers])
+    if not output.parent.is_dir() and output.parent != Path("out"):
+        raise BadInput(f"-o {output}: directory {output.parent} does not exist")
+    output.mkdir(parents=True, exist_ok=True)
+    names = [f"{i}-{p.name}.json" for i, p in enumerate(servers)]
+
+    def resolved(found: list[results.BenchResult]) -> bool:
+        return all(
+            compare.resolved(found[0], other, confidence, margin.relative or 0.0)
+            for other in found[1:]
+        )
+
+    def on_round(rounds: int, found: list[results.BenchResult]) -> None:
+        if quiet:
+            return
+        means = ", ".join(
+            f"{Path(r.server).name} {format_ns(r.latency_ns.mean)}" if r.latency_ns else "?"
+            for r in found
+        )
+        say(f"round {rounds}: {means}", sys.stderr)
+
+    try:
+        found = coordinator.interleaved(config, resolved, on_round)
+    except KeyboardInterrupt:
+        fail("interrupted before any round completed", EXIT_INTERRUPTED)
+    except (coordinator.BenchError, runs.RunFailed) as e:
+        fail(str(e), EXIT_FAILED)
+    written = []
+    for name, result in zip(names, found, strict=True):
+        results.write_atomically(output / name, results.dumps(result))
+        written.append(output / name)
+    say(f"wrote {', '.join(map(str, written))}", sys.stderr)
+    return written, EXIT_CODES[found[0].status]
 
 
 SETTINGS = {"help_option_names": ["-h", "--help"]}

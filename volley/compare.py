@@ -743,3 +743,18 @@ def to_json(report: Report) -> str:
     }
     # Strict JSON: an unknown or open bound is null, never NaN or Infinity.
     return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def resolved(
+    baseline: BenchResult, subject: BenchResult, confidence: float, equivalence: float
+) -> bool:
+    """Whether the runs so far answer "is B's mean different from A's?": the difference's
+    interval excludes zero, or lies within ± ``equivalence`` of A's mean (no difference
+    larger than that). For interleaved A/B runs, which stop when every pair is resolved."""
+    d = compare_statistic("mean", baseline, subject, confidence).difference_ns
+    if d is None or not (math.isfinite(d.low) and math.isfinite(d.high)):
+        return False
+    if d.low > 0 or d.high < 0:
+        return True
+    margin = equivalence * baseline.latency_ns.mean if baseline.latency_ns else 0.0
+    return -margin <= d.low and d.high <= margin

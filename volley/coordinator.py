@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
@@ -42,6 +43,7 @@ from volley.runs import (
     RunFailed,
     RunPlan,
     RunRequest,
+    interleave,
     measure,
 )
 from volley.units import Target
@@ -135,6 +137,38 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
             return engine.result(measurement)
     finally:
         progress.done()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def interleaved(
+    config: BenchConfig,
+    resolved: Callable[[list[BenchResult]], bool],
+    on_round: Callable[[int, list[BenchResult]], None] | None = None,
+) -> list[BenchResult]:
+    """Compare ``config.alternatives`` run by run, one run of each per round in a fresh
+    random order (``runs.interleave``), until ``resolved`` says the results answer the
+    question; one result per alternative."""
+    raise_open_files_limit(config.clients)
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        with Coordinator(config) as engine:
+
+            def results(found: list[Measurement]) -> list[BenchResult]:
+                return [engine.result(m, i) for i, m in enumerate(found)]
+
+            found = interleave(
+                engine,
+                config.plan,
+                len(config.alternatives),
+                lambda found: resolved(results(found)),
+                (lambda rounds, found: on_round(rounds, results(found))) if on_round else None,
+            )
+            return results(found)
+    finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
