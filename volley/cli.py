@@ -460,6 +460,14 @@ def check_command(
     raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
 
 
+def system_command() -> None:
+    """Show how ready this machine is for latency benchmarks: each item's state, why it
+    matters and how to fix it. Changes nothing; exit status 0."""
+    from volley import machine
+
+    print("\n".join(machine.format_readiness(machine.readiness())))
+
+
 SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False,
@@ -472,6 +480,7 @@ app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
 app.command("check")(check_command)
+app.command("system")(system_command)
 
 
 @app.callback()
