@@ -257,3 +257,29 @@ def test_start_and_stop_cost_well_under_5_ms() -> None:
 def test_stop_without_start_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         NoiseMeter([0], [0]).stop()
+
+
+def test_disturbed_runs_are_summarized_by_the_worst() -> None:
+    def run(share: float) -> Noise:
+        cpu = CpuNoise(1, "client", share * 0.5, share, 0.0, 0.0)
+        return Noise(0.5, [cpu], 0, None, None, share > machine.OTHER_SHARE_LIMIT)
+
+    assert machine.disturbed_summary([run(0.01), run(0.02)]) is None
+    assert (
+        machine.disturbed_summary([run(0.01), run(0.31), run(0.25), run(0.0)])
+        == "2 of 4 runs disturbed: other processes used 31% of CPU 1"
+    )
+    assert run(0.02).describe() == "quiet: other processes used at most 2% of CPU 1"
+
+
+def test_caption_names_governor_smt_and_virtualization() -> None:
+    env = Environment(
+        kernel="6.1",
+        cpu_model="EPYC",
+        cpus=2,
+        used_cpus=[CpuState(0, "server", governor="performance")],
+        smt_active=False,
+        virtual=True,
+        hypervisor="kvm",
+    )
+    assert env.caption() == "EPYC (2 CPUs), Linux 6.1, governor performance, SMT off, kvm VM"
