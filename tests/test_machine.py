@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +27,7 @@ USABLE = sorted(os.sched_getaffinity(0))
 CLIENT_CPU = USABLE[-1]
 SERVER_CPU = USABLE[0]
 STRETCH_S = 0.5  # one run's measured stretch
-HOG = "while True: pass"
+HOG = "print(flush=True)\nwhile True: pass"
 
 
 def strict_roundtrip(data: dict[str, object]) -> dict[str, object]:
@@ -35,15 +38,21 @@ def strict_roundtrip(data: dict[str, object]) -> dict[str, object]:
 
 @contextmanager
 def pinned(cpu: int, code: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A Python process running ``code`` on one CPU, killed on the way out."""
+    """A Python process (group) running ``code`` on one CPU, from the moment it prints
+    a line; killed with its children on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-c", code], preexec_fn=lambda: os.sched_setaffinity(0, {cpu})
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
     )
     try:
-        time.sleep(0.05)  # let it start spinning before the stretch begins
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        assert ready and process.stdout.readline(), "the pinned process did not start"
         yield process
     finally:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
 
 
@@ -214,22 +223,37 @@ def test_own_workers_are_not_counted_as_other() -> None:
     client = on(noise, CLIENT_CPU)
     # The worker's time is ours: what is left for others is the rest of the stretch.
     assert client.other_cpu_s <= noise.duration_s - worker_s + 3 * machine.TICK_S
-    assert isinstance(noise.involuntary_switches, int) and noise.involuntary_switches >= 0
+
+
+def test_involuntary_switches_count_every_thread_and_reach_the_noise() -> None:
+    before = machine.involuntary_switches()
+    spin = threading.Thread(target=lambda: [0 for _ in range(3_000_000)])
+    # Two spinning threads on one CPU must preempt each other at the tick.
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    try:
+        spin.start()
+        sum(range(3_000_000))
+        spin.join(timeout=30)
+    finally:
+        os.sched_setaffinity(0, USABLE)
+    switches = machine.involuntary_switches() - before
+    assert switches > 0
+    meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
+    meter.start(None, [])
+    assert meter.stop(involuntary_switches=switches).involuntary_switches == switches
+    meter.start(None, [])
+    assert meter.stop().involuntary_switches is None
 
 
 def test_the_server_and_its_children_are_ours() -> None:
     # A forking server: the parent waits, the child spins on the server CPU.
-    code = f"import os\nif os.fork() == 0:\n    {HOG}\nos.wait()"
+    code = "import os\nif os.fork() == 0:\n    print(flush=True)\n    while True: pass\nos.wait()"
     with pinned(SERVER_CPU, code) as server:
-        deadline = time.monotonic() + 10
-        while not psutil.Process(server.pid).children() and time.monotonic() < deadline:
-            time.sleep(0.02)
         (child,) = psutil.Process(server.pid).children()
         assert machine._descendants({server.pid}, None) == {server.pid, child.pid}
         before = sum(child.cpu_times()[:2])
         noise = measure(CLIENT_CPU, SERVER_CPU, server_pid=server.pid)
         child_s = sum(child.cpu_times()[:2]) - before
-        child.kill()
     server_cpu = on(noise, SERVER_CPU)
     if SERVER_CPU != CLIENT_CPU:
         assert server_cpu.role == "server"
@@ -243,12 +267,23 @@ def test_one_cpu_for_client_and_server() -> None:
 
 
 def test_start_and_stop_cost_well_under_5_ms() -> None:
-    with pinned(CLIENT_CPU, "import time; time.sleep(30)") as worker:
+    # A worker with 64 client threads, and a server that forked a child.
+    threads = (
+        "import threading, time\n"
+        "for _ in range(64): threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "print(flush=True)"
+    )
+    fork = (
+        "import os, time\nif os.fork() == 0:\n    print(flush=True)\n    time.sleep(30)\nos.wait()"
+    )
+    with pinned(CLIENT_CPU, threads) as worker, pinned(SERVER_CPU, fork) as server:
+        assert len(psutil.Process(worker.pid).threads()) == 65
+        assert len(machine._descendants({server.pid}, None)) == 2
         meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
         costs = []
         for _ in range(20):
             begin = time.perf_counter()
-            meter.start(worker.pid, [worker.pid])
+            meter.start(server.pid, [worker.pid])
             meter.stop()
             costs.append(time.perf_counter() - begin)
     assert statistics.median(costs) < 0.005, costs

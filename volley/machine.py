@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import time
@@ -413,38 +414,42 @@ def _descendants(roots: set[int], since_pid: int | None) -> set[int]:
     return family
 
 
-@dataclass(frozen=True)
-class _Thread:
-    runtime_s: float
-    cpus: frozenset[int]
-    involuntary: int | None
+_CPUCLOCK_SCHED = 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) in the kernel's posix-timers.h
 
 
-def _threads(pids: Iterable[int], switches_of: Collection[int]) -> dict[int, _Thread]:
-    """Every thread of these processes: CPU time so far, affinity, involuntary switches
-    (read only for the processes in ``switches_of``)."""
+def _process_cpu_s(pid: int) -> float | None:
+    """CPU time of a whole process (all its threads, ended ones too), in ns precision.
+
+    The kernel's CPU-time clock of another process: one system call, where summing
+    /proc/PID/task/*/schedstat costs ~50 us per thread and grows with the square of the
+    thread count. None once the process is gone.
+    """
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | _CPUCLOCK_SCHED) / 1e9
+    except OSError:
+        return None
+
+
+def _own_times(pids: Iterable[int]) -> dict[int, tuple[float, frozenset[int]]]:
+    """pid -> (CPU time so far, the CPUs it may run on), for the processes still there."""
     found = {}
     for pid in pids:
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
+            cpus = frozenset(os.sched_getaffinity(pid))
         except OSError:
             continue
-        for name in tids:
-            schedstat = _read(f"/proc/{pid}/task/{name}/schedstat")
-            if not schedstat:
-                continue
-            tid = int(name)
-            try:
-                cpus = frozenset(os.sched_getaffinity(tid))
-            except OSError:
-                continue
-            involuntary = None
-            if pid in switches_of:
-                for line in (_read(f"/proc/{pid}/task/{name}/status") or "").splitlines():
-                    if line.startswith("nonvoluntary_ctxt_switches:"):
-                        involuntary = int(line.split()[1])
-            found[tid] = _Thread(int(schedstat.split()[0]) / 1e9, cpus, involuntary)
+        used = _process_cpu_s(pid)
+        if used is not None:
+            found[pid] = (used, cpus)
     return found
+
+
+def involuntary_switches() -> int:
+    """Involuntary context switches of the calling process so far, all its threads.
+
+    For a worker to call before and after its measured stretch: reading other processes'
+    threads from /proc would cost milliseconds with many clients."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 def _freqs(cpus: Iterable[int]) -> list[int]:
@@ -473,7 +478,7 @@ class Noise:
 
     duration_s: float
     cpus: list[CpuNoise]
-    involuntary_switches: int | None  # of the client workers' threads; None: not read
+    involuntary_switches: int | None  # of the client workers' threads; None: not given
     freq_min_khz: int | None  # lowest and highest scaling_cur_freq seen on a used CPU
     freq_max_khz: int | None
     disturbed: bool  # other_share or steal beyond OTHER_SHARE_LIMIT / STEAL_SHARE_LIMIT
@@ -509,16 +514,16 @@ class NoiseMeter:
 
     Other work on a CPU = its task time from /proc/stat (user+nice+system, plus irq and
     softirq when the kernel counts those inside the tasks' time) minus the CPU time of our
-    own threads there (from /proc/PID/task/TID/schedstat, in ns). Our own threads are this
-    process's, the workers' and those of the server and its descendants. A thread pinned
-    to one CPU is counted there; a thread allowed on several is spread evenly over them,
-    which is exact in sum but not per CPU. /proc/stat samples at each tick (4 ms at
-    HZ=250), so a share in a 0.5 s stretch is known to a few percent. Threads of our own
-    that end before stop() are not seen and count as other work.
+    own processes there (the kernel's per-process CPU clock, in ns). Our own processes are
+    this one, the workers, and the server with its descendants. A process pinned to one
+    CPU is counted there; one allowed on several (the coordinator, a server on several
+    CPUs) is spread evenly over them, which is exact in sum but not per CPU. /proc/stat
+    samples at each tick (4 ms at HZ=250), so a share in a 0.5 s stretch is known to a few
+    percent. Processes of our own that end before stop() are not seen and count as other
+    work.
 
-    Cost of start() + stop(): median 1.0 ms, with a server, a worker and ~110 processes
-    on this 2-CPU VM under load (tests/test_machine.py bounds it at 5 ms); the part that
-    grows is one listing of /proc (~4 us per process).
+    Cost of start() + stop(): see OTHER_SHARE_LIMIT's comment; the part that grows is one
+    listing of /proc (~4 us per process on the machine).
     """
 
     def __init__(self, client_cpus: list[int], server_cpus: list[int]) -> None:
@@ -532,12 +537,11 @@ class NoiseMeter:
     def start(self, server_pid: int | None, worker_pids: Collection[int]) -> None:
         """Call just before the measured stretch, with the server (None with --connect;
         its child processes count as it) and the client workers running."""
-        self.worker_pids = set(worker_pids)
-        self.roots = {os.getpid(), *self.worker_pids}
+        self.roots = {os.getpid(), *worker_pids}
         self.server_pid = server_pid
         self.last_pid = _last_pid()
         self.own = self._own(None)
-        self.begin_threads = _threads(self.own, self.worker_pids)
+        self.begin_own = _own_times(self.own)
         self.freqs = _freqs(self.measured)
         self.begin_cpu = _cpu_times()
         self.begin_s = time.monotonic()
@@ -548,8 +552,10 @@ class NoiseMeter:
         # Workers start no processes; the coordinator's other children are the server's.
         return family | self.roots
 
-    def stop(self) -> Noise:
-        """Call right after the measured stretch, before the server is stopped."""
+    def stop(self, involuntary_switches: int | None = None) -> Noise:
+        """Call right after the measured stretch, before the server is stopped.
+        ``involuntary_switches``: the client workers' count during the stretch (each
+        worker's difference of machine.involuntary_switches(), summed), kept in Noise."""
         if not self._started:
             raise RuntimeError("NoiseMeter.stop() without start()")
         end_cpu = _cpu_times()
@@ -558,21 +564,15 @@ class NoiseMeter:
         own = self.own
         if self.last_pid is not None and _last_pid() != self.last_pid:
             own = own | _descendants(self.own, self.last_pid)
-        end_threads = _threads(own, self.worker_pids)
+        end_own = _own_times(own)
         freqs = self.freqs + _freqs(self.measured)
 
         own_s = dict.fromkeys(self.measured, 0.0)
-        for tid, thread in end_threads.items():
-            before = self.begin_threads.get(tid)
-            used = thread.runtime_s - (before.runtime_s if before else 0.0)
-            for cpu in thread.cpus & set(own_s):
-                own_s[cpu] += used / len(thread.cpus)
-        switches: int | None = None
-        for tid, thread in end_threads.items():
-            before = self.begin_threads.get(tid)
-            if thread.involuntary is not None:
-                earlier = before.involuntary if before and before.involuntary is not None else 0
-                switches = (switches or 0) + thread.involuntary - earlier
+        for pid, (used_s, allowed) in end_own.items():
+            # A process born during the stretch used all its time in it.
+            used_s -= self.begin_own.get(pid, (0.0, allowed))[0]
+            for cpu in allowed & set(own_s):
+                own_s[cpu] += used_s / len(allowed)
 
         cpus = []
         for cpu in self.measured:
@@ -607,7 +607,7 @@ class NoiseMeter:
         return Noise(
             duration_s=round(duration_s, 6),
             cpus=cpus,
-            involuntary_switches=switches,
+            involuntary_switches=involuntary_switches,
             freq_min_khz=min(freqs) if freqs else None,
             freq_max_khz=max(freqs) if freqs else None,
             disturbed=disturbed,
