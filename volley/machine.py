@@ -242,6 +242,12 @@ class Environment:
         return found
 
 
+def _siblings_say_smt(used: list[CpuState]) -> bool | None:
+    """For kernels without /sys/devices/system/cpu/smt: a used core with two CPUs means
+    SMT is on; single ones say nothing about the cores not used."""
+    return True if any(c.smt_siblings and len(c.smt_siblings) > 1 for c in used) else None
+
+
 def environment(
     server_path: str | None, client_cpus: list[int], server_cpus: list[int]
 ) -> Environment:
@@ -310,7 +316,7 @@ def environment(
         mitigations=cmdline["mitigations"],
         used_cpus=used,
         boost=turbo,
-        smt_active=bool(smt) if smt is not None else None,
+        smt_active=bool(smt) if smt is not None else _siblings_say_smt(used),
         smt_siblings_shared=shared,
         numa_nodes=len(nodes) if nodes else None,
         virtual=virtual,
