@@ -225,18 +225,23 @@ def test_own_workers_are_not_counted_as_other() -> None:
     assert client.other_cpu_s <= noise.duration_s - worker_s + 3 * machine.TICK_S
 
 
-def test_involuntary_switches_count_every_thread_and_reach_the_noise() -> None:
-    before = machine.involuntary_switches()
-    spin = threading.Thread(target=lambda: [0 for _ in range(3_000_000)])
-    # Two spinning threads on one CPU must preempt each other at the tick.
-    os.sched_setaffinity(0, {CLIENT_CPU})
-    try:
-        spin.start()
-        sum(range(3_000_000))
-        spin.join(timeout=30)
-    finally:
-        os.sched_setaffinity(0, USABLE)
-    switches = machine.involuntary_switches() - before
+def test_involuntary_switches_are_counted_and_reach_the_noise() -> None:
+    def spin_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    # A thread of ours spinning on the hog's CPU is preempted at the tick.
+    with pinned(CLIENT_CPU, HOG):
+        before = machine.involuntary_switches()
+        spin = threading.Thread(target=spin_for, args=(0.3,))
+        os.sched_setaffinity(0, {CLIENT_CPU})
+        try:
+            spin.start()  # inherits the mask: the count covers every thread
+            spin.join(timeout=30)
+        finally:
+            os.sched_setaffinity(0, USABLE)
+        switches = machine.involuntary_switches() - before
     assert switches > 0
     meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
     meter.start(None, [])

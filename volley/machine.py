@@ -524,9 +524,9 @@ class NoiseMeter:
     this one, the workers, and the server with its descendants. A process pinned to one
     CPU is counted there; one allowed on several (the coordinator, a server on several
     CPUs) is spread evenly over them, which is exact in sum but not per CPU. /proc/stat
-    samples at each tick (4 ms at HZ=250), so a share in a 0.5 s stretch is known to a few
-    percent. Processes of our own that end before stop() are not seen and count as other
-    work.
+    samples at each tick (every 4 ms at HZ=250) and counts in 10 ms units, so a share in
+    a 0.5 s stretch is known to a few percent. Processes of our own that end before
+    stop() are not seen and count as other work.
 
     Cost of start() + stop(): see OTHER_SHARE_LIMIT's comment; the part that grows is one
     listing of /proc (~4 us per process on the machine).
