@@ -684,6 +684,14 @@ def _interleaved_runs(
     return written, EXIT_CODES[found[0].status]
 
 
+def system_command() -> None:
+    """Show how ready this machine is for latency benchmarks: each item's state, why it
+    matters and how to fix it. Changes nothing; exit status 0."""
+    from volley import machine
+
+    say("\n".join(machine.format_readiness(machine.readiness())))
+
+
 SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False,
@@ -697,6 +705,7 @@ app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
 app.command("check")(check_command)
 app.command("compare")(compare_command)
+app.command("system")(system_command)
 
 
 @app.callback()

@@ -1,0 +1,325 @@
+"""The machine module: the environment a result records, the noise meter, `volley system`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import volley
+
+from volley import machine
+from volley.machine import CpuNoise, CpuState, Environment, Noise, NoiseMeter
+
+USABLE = sorted(os.sched_getaffinity(0))
+CLIENT_CPU = USABLE[-1]
+SERVER_CPU = USABLE[0]
+STRETCH_S = 0.5  # one run's measured stretch
+HOG = "print(flush=True)\nwhile True: pass"
+
+
+def strict_roundtrip(data: dict[str, object]) -> dict[str, object]:
+    """JSON as a result file holds it: NaN or infinity would make dumps fail here."""
+    loaded: dict[str, object] = json.loads(json.dumps(data, allow_nan=False))
+    return loaded
+
+
+@contextmanager
+def pinned(cpu: int, code: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A Python process (group) running ``code`` on one CPU, from the moment it prints
+    a line; killed with its children on the way out."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        assert ready and process.stdout.readline(), "the pinned process did not start"
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def measure(
+    client: int, server: int, server_pid: int | None = None, workers: tuple[int, ...] = ()
+) -> Noise:
+    meter = NoiseMeter([client], [server])
+    meter.start(server_pid, workers)
+    time.sleep(STRETCH_S)
+    return meter.stop()
+
+
+def on(noise: Noise, cpu: int) -> CpuNoise:
+    return next(c for c in noise.cpus if c.cpu == cpu)
+
+
+# --- volley system ------------------------------------------------------------------
+
+
+def table(text: str) -> dict[str, str]:
+    """Item name -> state, from the lines that start with a mark."""
+    rows = {}
+    for line in text.splitlines():
+        if line[:2] in ("ok", "!!", "??") and line[2:4] == "  ":
+            name, _, state = line[4:].strip().partition("  ")
+            rows[name] = state.strip()
+    return rows
+
+
+def test_system_prints_every_item_and_reads_the_machine_right() -> None:
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    done = volley("system", timeout=30)
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    assert done.status == 0, done.stderr
+    rows = table(done.stdout)
+    assert set(rows) == {item.name for item in machine.readiness()}
+    for name in rows:
+        assert name in done.stdout
+
+    assert rows["CPUs"].startswith(f"{os.cpu_count()} CPUs, {len(USABLE)} usable")
+    assert rows["load"] in (f"load average {' '.join(v)}" for v in (load_before, load_after))
+    assert os.uname().release in rows["kernel"]
+
+    governors = {
+        cpu: Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor") for cpu in USABLE
+    }
+    if not any(path.exists() for path in governors.values()):
+        assert rows["governor"].startswith("no cpufreq")
+    for path in governors.values():
+        if path.exists():
+            assert f"{path.read_text().strip()} on CPU" in rows["governor"]
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = next((line.split() for line in cpuinfo if line.startswith("flags")), [])
+    if "hypervisor" in flags:
+        assert rows["virtual"].startswith("virtual machine")
+
+    smt = Path("/sys/devices/system/cpu/smt/active")
+    if smt.exists():
+        assert rows["SMT"].startswith("on" if smt.read_text().strip() == "1" else "off")
+    isolated = Path("/sys/devices/system/cpu/isolated")
+    if isolated.exists() and not isolated.read_text().strip():
+        assert rows["isolation"] == "no isolated CPUs"
+
+
+def test_system_works_on_one_cpu() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "volley", "system"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
+    )
+    assert done.returncode == 0, done.stderr
+    assert table(done.stdout)["CPUs"].endswith(f"1 usable ({SERVER_CPU})")
+    assert done.stdout.splitlines()[0].startswith("!!  CPUs")
+
+
+# --- Environment --------------------------------------------------------------------
+
+
+def test_environment_records_the_server_binary_and_reads_back_from_strict_json() -> None:
+    env = machine.environment(sys.executable, [CLIENT_CPU], [SERVER_CPU])
+    real = os.path.realpath(sys.executable)
+    assert env.server_path == real
+    assert env.server_size_bytes == os.path.getsize(real)
+    assert env.server_sha256 == hashlib.sha256(Path(real).read_bytes()).hexdigest()
+    assert env.kernel == os.uname().release
+    assert env.cpus == os.cpu_count()
+    assert [c.cpu for c in env.used_cpus] == sorted({CLIENT_CPU, SERVER_CPU})
+    assert Environment.from_json(strict_roundtrip(env.to_json())) == env
+
+    connect = machine.environment(None, [CLIENT_CPU], [])
+    assert connect.server_path is connect.server_sha256 is connect.server_size_bytes is None
+    assert [c.role for c in connect.used_cpus] == ["client"]
+
+
+def test_environment_reads_a_format_1_host() -> None:
+    old = {"kernel": "6.1.0", "cpu_model": "AMD EPYC", "cpus": 2}
+    env = Environment.from_json(old)
+    assert (env.kernel, env.cpu_model, env.cpus, env.virtual) == ("6.1.0", "AMD EPYC", 2, None)
+
+
+def test_problems_name_what_is_off() -> None:
+    quiet = Environment(kernel="6.1", cpu_model="x", cpus=4, load_avg_1m=0.2)
+    assert quiet.problems() == []
+    off = Environment(
+        kernel="6.1",
+        cpu_model="x",
+        cpus=4,
+        used_cpus=[
+            CpuState(0, "server", governor="performance", numa_node=0),
+            CpuState(1, "client", governor="powersave", numa_node=0),
+            CpuState(2, "client", governor="powersave", numa_node=1),
+        ],
+        smt_siblings_shared=True,
+        load_avg_1m=3.14,
+    )
+    assert off.problems() == [
+        "governor powersave on CPU 1-2",
+        "client and server CPUs are SMT siblings",
+        "CPUs on 2 NUMA nodes",
+        "load average 3.1 at start",
+    ]
+
+
+def test_cmdline_flags_stop_at_the_init_arguments() -> None:
+    flags = machine._cmdline_flags("ro isolcpus=2-3 nohz_full=2-3 quiet -- mitigations=off")
+    assert flags == {"isolcpus": "2-3", "nohz_full": "2-3", "rcu_nocbs": None, "mitigations": None}
+
+
+# --- Noise ----------------------------------------------------------------------------
+
+
+def test_a_hog_on_the_client_cpu_is_flagged_with_its_share() -> None:
+    with pinned(CLIENT_CPU, HOG) as hog:
+        hog_before = sum(psutil.Process(hog.pid).cpu_times()[:2])
+        noise = measure(CLIENT_CPU, SERVER_CPU)
+        hog_s = sum(psutil.Process(hog.pid).cpu_times()[:2]) - hog_before
+    client = on(noise, CLIENT_CPU)
+    # What the hog used (psutil, counted independently) is in the other processes' time,
+    # give or take the ticks /proc/stat counts in.
+    assert client.other_cpu_s >= hog_s - 3 * machine.TICK_S
+    assert client.other_share >= 0.5
+    assert noise.disturbed
+    assert f"of CPU {CLIENT_CPU}" in noise.describe()
+    assert Noise.from_json(strict_roundtrip(noise.to_json())) == noise
+
+
+def test_without_a_hog_nothing_is_flagged() -> None:
+    # Other sessions on a shared machine are real noise; try a few stretches, and only
+    # insist on a quiet one when the load average says nothing else was running.
+    tries = [measure(CLIENT_CPU, SERVER_CPU) for _ in range(3)]
+    if all(t.disturbed for t in tries):
+        load = os.getloadavg()[0]
+        if load > machine.LOAD_AVG_LIMIT:
+            pytest.skip(f"machine busy (load {load:.1f}): {tries[-1].describe()}")
+        pytest.fail(f"flagged on an idle machine: {[t.describe() for t in tries]}")
+    quiet = next(t for t in tries if not t.disturbed)
+    assert quiet.describe().startswith("quiet")
+
+
+def test_own_workers_are_not_counted_as_other() -> None:
+    with pinned(CLIENT_CPU, HOG) as worker:
+        before = psutil.Process(worker.pid).cpu_times()
+        noise = measure(CLIENT_CPU, SERVER_CPU, workers=(worker.pid,))
+        worker_s = sum(psutil.Process(worker.pid).cpu_times()[:2]) - sum(before[:2])
+    client = on(noise, CLIENT_CPU)
+    # The worker's time is ours: what is left for others is the rest of the stretch.
+    assert client.other_cpu_s <= noise.duration_s - worker_s + 3 * machine.TICK_S
+
+
+def test_involuntary_switches_are_counted_and_reach_the_noise() -> None:
+    def spin_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    # A thread of ours spinning on the hog's CPU is preempted at the tick.
+    with pinned(CLIENT_CPU, HOG):
+        before = machine.involuntary_switches()
+        spin = threading.Thread(target=spin_for, args=(0.3,))
+        os.sched_setaffinity(0, {CLIENT_CPU})
+        try:
+            spin.start()  # inherits the mask: the count covers every thread
+            spin.join(timeout=30)
+        finally:
+            os.sched_setaffinity(0, USABLE)
+        switches = machine.involuntary_switches() - before
+    assert switches > 0
+    meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
+    meter.start(None, [])
+    assert meter.stop(involuntary_switches=switches).involuntary_switches == switches
+    meter.start(None, [])
+    assert meter.stop().involuntary_switches is None
+
+
+def test_the_server_and_its_children_are_ours() -> None:
+    # A forking server: the parent waits, the child spins on the server CPU.
+    code = "import os\nif os.fork() == 0:\n    print(flush=True)\n    while True: pass\nos.wait()"
+    with pinned(SERVER_CPU, code) as server:
+        (child,) = psutil.Process(server.pid).children()
+        assert machine._descendants({server.pid}, None) == {server.pid, child.pid}
+        before = sum(child.cpu_times()[:2])
+        noise = measure(CLIENT_CPU, SERVER_CPU, server_pid=server.pid)
+        child_s = sum(child.cpu_times()[:2]) - before
+    server_cpu = on(noise, SERVER_CPU)
+    if SERVER_CPU != CLIENT_CPU:
+        assert server_cpu.role == "server"
+    assert server_cpu.other_cpu_s <= noise.duration_s - child_s + 3 * machine.TICK_S
+
+
+def test_one_cpu_for_client_and_server() -> None:
+    noise = measure(SERVER_CPU, SERVER_CPU)
+    assert [(c.cpu, c.role) for c in noise.cpus] == [(SERVER_CPU, "client+server")]
+    assert 0 <= noise.cpus[0].other_share <= 1
+
+
+def test_start_and_stop_cost_well_under_5_ms() -> None:
+    # A worker with 64 client threads, and a server that forked a child.
+    threads = (
+        "import threading, time\n"
+        "for _ in range(64): threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "print(flush=True)"
+    )
+    fork = (
+        "import os, time\nif os.fork() == 0:\n    print(flush=True)\n    time.sleep(30)\nos.wait()"
+    )
+    with pinned(CLIENT_CPU, threads) as worker, pinned(SERVER_CPU, fork) as server:
+        assert len(psutil.Process(worker.pid).threads()) == 65
+        assert len(machine._descendants({server.pid}, None)) == 2
+        meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
+        costs = []
+        for _ in range(20):
+            begin = time.perf_counter()
+            meter.start(server.pid, [worker.pid])
+            meter.stop()
+            costs.append(time.perf_counter() - begin)
+    assert statistics.median(costs) < 0.005, costs
+
+
+def test_stop_without_start_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        NoiseMeter([0], [0]).stop()
+
+
+def test_disturbed_runs_are_summarized_by_the_worst() -> None:
+    def run(share: float) -> Noise:
+        cpu = CpuNoise(1, "client", share * 0.5, share, 0.0, 0.0)
+        return Noise(0.5, [cpu], 0, None, None, share > machine.OTHER_SHARE_LIMIT)
+
+    assert machine.disturbed_summary([run(0.01), run(0.02)]) is None
+    assert (
+        machine.disturbed_summary([run(0.01), run(0.31), run(0.25), run(0.0)])
+        == "2 of 4 runs disturbed: other processes used 31% of CPU 1"
+    )
+    assert run(0.02).describe() == "quiet: other processes used at most 2% of CPU 1"
+
+
+def test_caption_names_governor_smt_and_virtualization() -> None:
+    env = Environment(
+        kernel="6.1",
+        cpu_model="EPYC",
+        cpus=2,
+        used_cpus=[CpuState(0, "server", governor="performance")],
+        smt_active=False,
+        virtual=True,
+        hypervisor="kvm",
+    )
+    assert env.caption() == "EPYC (2 CPUs), Linux 6.1, governor performance, SMT off, kvm VM"
