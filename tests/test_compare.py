@@ -26,11 +26,11 @@ from volley.compare import (
     compare_results,
 )
 from volley.cpus import usable_cpus
+from volley.machine import Environment
 from volley.results import (
     FAILED,
     SIGNIFICANT,
     BenchResult,
-    HostInfo,
     LatencySummary,
     RunSummary,
     WorkerInfo,
@@ -118,7 +118,7 @@ def make_result(runs: list[RunSummary], **changes: object) -> BenchResult:
         ci_batches=len(runs),
         latency_ns=latency,
         workers=[WorkerInfo(pid=123, cpus=[1], clients=1)],
-        host=HostInfo(kernel="6.1", cpu_model="test cpu", cpus=2),
+        host=Environment(kernel="6.1", cpu_model="test cpu", cpus=2),
         started_at="2026-11-26T10:00:00+00:00",
         warmup_s=0.5,
         runs=runs,

@@ -323,3 +323,47 @@ def test_caption_names_governor_smt_and_virtualization() -> None:
         hypervisor="kvm",
     )
     assert env.caption() == "EPYC (2 CPUs), Linux 6.1, governor performance, SMT off, kvm VM"
+
+
+# --- disturbed runs, end to end -------------------------------------------------------
+
+
+def short_bench(*extra: str) -> dict:
+    from helpers import SERVERS, strict_loads
+
+    done = volley(
+        "bench", "--clients", "2", "--cores", str(CLIENT_CPU), "--server-cores",
+        str(SERVER_CPU), "--min-runs", "3", "--max-time", "3s", "--precision", "50%",
+        "--warmup", "0.1s", "--run-time", "0.3s", "--quiet", "--json", "-", *extra,
+        SERVERS / "c-threaded",
+        timeout=60,
+    )  # fmt: skip
+    assert done.status in (0, 1, 3), done.stderr
+    return {"result": strict_loads(done.stdout), "stderr": done.stderr}
+
+
+@pytest.mark.skipif(len(USABLE) < 2, reason="a hog beside the clients needs two CPUs")
+def test_a_hog_during_a_benchmark_flags_its_runs_with_its_share() -> None:
+    with pinned(CLIENT_CPU, HOG):
+        found = short_bench()
+    runs = found["result"]["runs"]
+    assert runs and all(r["noise"]["disturbed"] for r in runs)
+    shares = [c["other_share"] for r in runs for c in r["noise"]["cpus"] if c["cpu"] == CLIENT_CPU]
+    # The hog and the clients share the CPU: the hog gets about half of it.
+    assert min(shares) >= machine.OTHER_SHARE_LIMIT
+    assert f"{len(runs)} of {len(runs)} runs disturbed: " in found["stderr"]
+    assert f"% of CPU {CLIENT_CPU}" in found["stderr"]
+    with pinned(CLIENT_CPU, HOG):
+        failed = short_bench("--noisy", "fail")["result"]
+    assert failed["status"] == "failed" and "disturbed" in failed["error"]
+
+
+@pytest.mark.skipif(len(USABLE) < 2, reason="server and clients apart need two CPUs")
+def test_a_benchmark_on_a_quiet_machine_flags_nothing() -> None:
+    load = os.getloadavg()[0]
+    if load > machine.LOAD_AVG_LIMIT:
+        pytest.skip(f"machine busy (load {load:.1f}): other work would be flagged, rightly")
+    runs = short_bench()["result"]["runs"]
+    flagged = [r["noise"] for r in runs if r["noise"]["disturbed"]]
+    # A stray run may meet a burst of the kernel's own work; most must be quiet.
+    assert len(flagged) <= len(runs) // 3, flagged

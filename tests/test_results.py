@@ -6,11 +6,11 @@ import math
 import pytest
 from helpers import strict_loads
 
+from volley.machine import Environment
 from volley.report import StreamProgress, format_ns, summary
 from volley.results import (
     FORMAT_VERSION,
     BenchResult,
-    HostInfo,
     LatencySummary,
     RunSummary,
     WorkerInfo,
@@ -56,7 +56,7 @@ def result(**changes) -> BenchResult:
             },
         ),
         workers=[WorkerInfo(pid=123, cpus=[1], clients=4)],
-        host=HostInfo(kernel="6.1", cpu_model="test cpu", cpus=2),
+        host=Environment(kernel="6.1", cpu_model="test cpu", cpus=2),
         started_at="2026-11-26T10:00:00+00:00",
         warmup_s=1.0,
         runs=[

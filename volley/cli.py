@@ -126,6 +126,11 @@ def bench(
         "--restart",
         help="What each run starts afresh: server (and connections) or connections only.",
     ),
+    noisy: str = typer.Option(
+        "keep",
+        "--noisy",
+        help="A run disturbed by other work on the pinned CPUs: keep (and warn), drop, fail.",
+    ),
     op_timeout: str = typer.Option(
         "10s", "--op-timeout", help="A reply slower than this is an error, not a hang."
     ),
@@ -163,6 +168,7 @@ def bench(
             startup_timeout,
             port,
             connect,
+            noisy,
         )
         if json_path and json_path != "-":
             results.check_writable(Path(json_path))
@@ -213,6 +219,7 @@ def make_config(
     startup_timeout: str,
     port: int | None,
     connect: str | None,
+    noisy: str = "keep",
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     address = parse_address(connect) if connect else None
@@ -241,6 +248,8 @@ def make_config(
         raise BadInput(f"--clients {clients} must be at least 1")
     if min_runs < 2:
         raise BadInput(f"--min-runs {min_runs} must be at least 2 (an interval needs two runs)")
+    if noisy not in ("keep", "drop", "fail"):
+        raise BadInput(f"--noisy {noisy!r} is not one of keep, drop, fail")
     restarts = (coordinator.RESTART_SERVER, coordinator.RESTART_CONNECTIONS)
     if restart not in restarts:
         raise BadInput(f"--restart {restart!r} is not one of {', '.join(restarts)}")
@@ -256,6 +265,7 @@ def make_config(
         run_time_s=parse_duration_s(run_time, "--run-time"),
         min_runs=min_runs,
         restart=coordinator.RESTART_CONNECTIONS if address else restart,
+        noisy=noisy,
         op_timeout_s=parse_duration_s(op_timeout, "--op-timeout"),
         startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
         port=port,

@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from volley.machine import Environment
 from volley.report import format_ns
-from volley.results import FAILED, BenchResult, HostInfo, finite
+from volley.results import FAILED, BenchResult, finite
 from volley.stats import long_run_variance, t_quantile
 from volley.sweep import RESULTS_NAME, Point, read_records
 from volley.units import STATISTICS, BadInput, Target, parse_target
@@ -286,7 +287,7 @@ def failed_before_measuring(record: dict[str, Any], point: Point) -> BenchResult
         ci_batches=0,
         latency_ns=None,
         workers=[],
-        host=HostInfo(kernel="", cpu_model="", cpus=0),
+        host=Environment(kernel="", cpu_model="", cpus=0),
         started_at=str(record.get("started_at", "")),
         warmup_s=0.0,
         error=record.get("error"),

@@ -27,14 +27,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from volley import _core, server, stats, worker
+from volley import _core, machine, server, stats, worker
 from volley.cpus import Placement, spread
-from volley.results import (
-    BenchResult,
-    HostInfo,
-    LatencySummary,
-    WorkerInfo,
-)
+from volley.results import BenchResult, LatencySummary, WorkerInfo
 from volley.runs import (
     MIN_RUNS,
     Measurement,
@@ -83,6 +78,7 @@ class BenchConfig:
     run_time_s: float = 0.5
     min_runs: int = MIN_RUNS
     restart: str = RESTART_SERVER
+    noisy: str = "keep"
     op_timeout_s: float = 10.0
     startup_timeout_s: float = 10.0
     port: int | None = None
@@ -102,6 +98,7 @@ class BenchConfig:
             warmup_s=self.warmup_s,
             run_time_s=self.run_time_s,
             min_runs=self.min_runs,
+            noisy=self.noisy,
         )
 
 
@@ -204,6 +201,15 @@ class Coordinator:
         self.capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // config.clients))
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.start = time.monotonic()
+        # Read before anything of ours runs: the load average is the machine's own.
+        self.environment = machine.environment(
+            None if config.connect else server.resolve(config.alternative(0)[0]),
+            config.placement.client_cpus,
+            [] if config.connect else config.placement.server_cpus,
+        )
+        self.noise = machine.NoiseMeter(
+            config.placement.client_cpus, [] if config.connect else config.placement.server_cpus
+        )
         self.previous = self._catch_signals()
         try:
             # An anonymous file: nothing in /dev/shm or /tmp to outlive a killed run. The
@@ -316,9 +322,13 @@ class Coordinator:
             failure = self._connect(host, port)
             if failure:
                 raise RunFailed(f"run {request.index}: {failure}")
-            reports = self._play(request)
-            worst = first_failure(reports)
             serving = fresh or self.kept_server
+            self.noise.start(
+                serving.pid if serving else None, [w.process.pid or 0 for w in self.workers]
+            )
+            reports, switches = self._play(request)
+            noise = self.noise.stop(switches)
+            worst = first_failure(reports)
             played = PlayedRun(
                 latencies=[self.samples[r.client, : r.completed] for r in reports],
                 full=any(r.completed == self.capacity for r in reports),
@@ -326,6 +336,7 @@ class Coordinator:
                 if worst and not self.stopping
                 else None,
                 server_pid=serving.pid if serving else None,
+                noise=noise,
             )
             self._disconnect()
             return played
@@ -342,7 +353,8 @@ class Coordinator:
         replies = self._collect(timeout, "connecting its clients")
         return next((reply[1] for reply in replies if reply[0] == "failed"), None)
 
-    def _play(self, request: RunRequest) -> list[worker.ClientReport]:
+    def _play(self, request: RunRequest) -> tuple[list[worker.ClientReport], int]:
+        """Every client's report, and the workers' involuntary context switches."""
         self.control[0] = 1 if self.stopping else 0  # a failed run's clients set it
         per_worker = max(len(w.plan.client_ids) for w in self.workers)
         start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
@@ -351,8 +363,9 @@ class Coordinator:
         for w in self.workers:
             w.pipe.send(("run", start_ns, measure_from_ns, deadline_ns))
         timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
-        reports = [r for done in self._collect(timeout, "playing a run") for r in done[1]]
-        return sorted(reports, key=lambda r: r.client)
+        done = self._collect(timeout, "playing a run")
+        reports = sorted((r for d in done for r in d[1]), key=lambda r: r.client)
+        return reports, sum(d[2] for d in done)
 
     def _disconnect(self) -> None:
         for w in self.workers:
@@ -473,11 +486,12 @@ class Coordinator:
                 )
                 for w in self.workers
             ],
-            host=HostInfo.this_machine(),
+            host=self.environment,
             started_at=self.started_at,
             warmup_s=config.warmup_s,
             error=measurement.error,
             runs=runs,
+            dropped_runs=measurement.dropped,
             restart=self.restart,
             targets=[str(t) for t in config.targets],
         )

@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 from volley.cpus import format_cpu_list
+from volley.machine import disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
 
@@ -41,6 +42,7 @@ class StreamProgress(Progress):
         text = (
             f"run {p.run} (≥ {p.planned}): {values} "
             f"(target{'s' if len(p.targets_ns) > 1 else ''} {targets}), {p.elapsed_s:.1f} s"
+            + (f"  DISTURBED: {p.disturbed}" if p.disturbed else "")
         )
         try:
             if self.live:
@@ -91,7 +93,18 @@ def summary(result: BenchResult) -> str:
             else "server already running (not started or pinned by volley)"
         ),
     ]
+    problems = result.host.problems()
+    if problems:
+        lines.append(f"  host: {'; '.join(problems)}")
     runs = len(result.runs)
+    noise = disturbed_summary([r.noise for r in result.runs + result.dropped_runs if r.noise])
+    if noise:
+        lines.append(f"  {noise}")
+    if result.dropped_runs:
+        dropped = len(result.dropped_runs)
+        lines.append(
+            f"  {dropped} disturbed run{'' if dropped == 1 else 's'} dropped (--noisy drop)"
+        )
     if result.restart == "server":
         lines.append(f"  {runs} run{'' if runs == 1 else 's'}, each with a fresh server")
     elif result.server_cores:

@@ -4,7 +4,9 @@ Format history (``version`` in the JSON):
   1  first format: the volley-bench keys listed in the README.
   2  replicated runs: ``runs`` (one object per run), ``restart``, ``targets``, and
      ``latency_ns.intervals`` (a confidence interval for each percentile). ``rounds`` and
-     ``ci_batches`` now count runs; the mean's interval rests on run-level values.
+     ``ci_batches`` now count runs; the mean's interval rests on run-level values. ``host``
+     is the whole environment (``volley.machine.Environment``; format 1's three keys
+     kept), and each run has its ``noise``. Numbers not known are null.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -18,13 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from volley import __version__
+from volley.machine import Environment, Noise
 
 FORMAT_VERSION = 2
 
@@ -98,6 +100,7 @@ class RunSummary:
     p99_ns: float
     p99_9_ns: float
     server_pid: int | None = None
+    noise: Noise | None = None  # what else ran on the pinned CPUs during the run
 
     def value(self, statistic: str) -> float:
         """This run's "mean" or percentile ("p50" ... "p99.9"), in nanoseconds."""
@@ -106,6 +109,7 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["p99.9_ns"] = data.pop("p99_9_ns")
+        data["noise"] = self.noise.to_json() if self.noise else None
         return data
 
     @classmethod
@@ -114,6 +118,7 @@ class RunSummary:
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for name in ("duration_s", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "p99_9_ns"):
             data[name] = unknown_as_nan(data.get(name))
+        data["noise"] = Noise.from_json(data["noise"]) if data.get("noise") else None
         return cls(**data)
 
 
@@ -122,26 +127,6 @@ class WorkerInfo:
     pid: int
     cpus: list[int]
     clients: int
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    kernel: str
-    cpu_model: str
-    cpus: int
-
-    @classmethod
-    def this_machine(cls) -> HostInfo:
-        model = platform.processor() or "unknown"
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        model = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
-        return cls(kernel=platform.release(), cpu_model=model, cpus=os.cpu_count() or 0)
 
 
 @dataclass(frozen=True)
@@ -164,7 +149,7 @@ class BenchResult:
     ci_batches: int
     latency_ns: LatencySummary | None
     workers: list[WorkerInfo]
-    host: HostInfo
+    host: Environment
     started_at: str
     warmup_s: float
     error: str | None = None
@@ -172,6 +157,8 @@ class BenchResult:
     # What each run started afresh: "server" (and connections) or only "connections".
     restart: str | None = None
     targets: list[str] = field(default_factory=list)  # e.g. ["mean:1%", "p99:5%"]
+    # Runs left out of the evidence because other work disturbed them (--noisy drop).
+    dropped_runs: list[RunSummary] = field(default_factory=list)
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -184,6 +171,7 @@ class BenchResult:
         data["significant"] = self.significant
         data["latency_ns"] = self.latency_ns.to_json() if self.latency_ns else None
         data["runs"] = [run.to_json() for run in self.runs]
+        data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]
         return finite(data)
 
     @classmethod
@@ -201,8 +189,9 @@ class BenchResult:
         latency = data.get("latency_ns")
         data["latency_ns"] = LatencySummary.from_json(latency) if latency else None
         data["workers"] = [WorkerInfo(**w) for w in data["workers"]]
-        data["host"] = HostInfo(**data["host"])
+        data["host"] = Environment.from_json(data["host"])
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
+        data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         return cls(**data)
 
 

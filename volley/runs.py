@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from volley import stats
+from volley.machine import Noise
 from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
 from volley.units import Target
 
@@ -50,6 +51,9 @@ class RunPlan:
     warmup_s: float = 0.25
     run_time_s: float = 0.5
     min_runs: int = MIN_RUNS
+    # A run that other work disturbed (machine.Noise.disturbed): "keep" it (and say so),
+    # "drop" it from the evidence, or "fail" the benchmark.
+    noisy: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class PlayedRun:
     full: bool = False  # a client filled its buffer and stopped early
     failure: str | None = None  # the worst thing that went wrong, said for a person
     server_pid: int | None = None
+    noise: Noise | None = None  # what else ran on the pinned CPUs meanwhile
 
 
 class Engine(Protocol):
@@ -87,6 +92,7 @@ class RunProgress:
     intervals: dict[str, stats.Interval]  # the shown and targeted statistics
     targets_ns: dict[str, float]  # half-width each targeted statistic must reach
     elapsed_s: float
+    disturbed: str | None = None  # what disturbed this run, if anything did
 
 
 class Progress:
@@ -108,6 +114,7 @@ class Measurement:
     record: stats.LatencyRecord = field(default_factory=stats.LatencyRecord)
     runs: list[RunSummary] = field(default_factory=list)
     intervals: dict[str, stats.Interval] = field(default_factory=dict)
+    dropped: list[RunSummary] = field(default_factory=list)  # disturbed, with --noisy drop
 
     @property
     def measured_s(self) -> float:
@@ -141,6 +148,7 @@ def summarize(
         p99_ns=float(p99),
         p99_9_ns=float(p999),
         server_pid=played.server_pid,
+        noise=played.noise,
     )
 
 
@@ -237,7 +245,16 @@ def measure(
             m.status, m.error = FAILED, str(e)
             break
         last_run_s = clock() - began
-        m.add(played)
+        disturbed = played.noise.describe() if played.noise and played.noise.disturbed else None
+        if disturbed and plan.noisy == "drop":
+            dropped = Measurement()
+            dropped.add(played)
+            m.dropped += dropped.runs
+        else:
+            m.add(played)
+        if disturbed and plan.noisy == "fail":
+            m.status, m.error = FAILED, f"run {len(m.runs)} was disturbed: {disturbed}"
+            break
         if played.failure:
             m.status, m.error = FAILED, played.failure
             break
@@ -264,6 +281,7 @@ def measure(
                 },
                 targets_ns=verdict.targets_ns,
                 elapsed_s=clock() - start,
+                disturbed=disturbed,
             )
         )
         if verdict.met:

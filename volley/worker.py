@@ -9,7 +9,8 @@ numpy, so no per-op value ever crosses a pipe. Messages on the pipe are few and 
     coordinator -> worker:  ("connect", host, port) | ("run", start_ns, measure_from_ns,
                             deadline_ns) | ("disconnect",) | ("close",)
     worker -> coordinator:  ("ready",) once mapped | ("connected",) | ("failed", message)
-                            | ("done", [ClientReport...]) | ("disconnected",)
+                            | ("done", [ClientReport...], involuntary context switches)
+                            | ("disconnected",)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from volley import _core
+from volley import _core, machine
 
 # The first page of the shared mapping holds the stop flag; latencies start after it.
 CONTROL_BYTES = mmap.PAGESIZE
@@ -182,7 +183,9 @@ def serve(pipe: Connection, plan: WorkerPlan, team: Team) -> None:
             pipe.send(("failed", failure) if failure else ("connected",))
         elif message[0] == "run":
             _, start_ns, measure_from_ns, deadline_ns = message
-            pipe.send(("done", team.play_run(start_ns, measure_from_ns, deadline_ns)))
+            switches = machine.involuntary_switches()
+            reports = team.play_run(start_ns, measure_from_ns, deadline_ns)
+            pipe.send(("done", reports, machine.involuntary_switches() - switches))
         elif message[0] == "disconnect":
             for client in team.clients:
                 client.disconnect()
