@@ -32,11 +32,13 @@ from volley.results import (
     BenchResult,
     HostInfo,
     LatencySummary,
+    LoadInfo,
     WorkerInfo,
 )
 from volley.runs import (
     MIN_RUNS,
     Measurement,
+    OpenRun,
     PlayedRun,
     Progress,
     RunFailed,
@@ -85,6 +87,8 @@ class BenchConfig:
     startup_timeout_s: float = 10.0
     port: int | None = None
     connect: tuple[str, int] | None = None  # measure a running server, leave it running
+    rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
+    arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
 
     @property
     def plan(self) -> RunPlan:
@@ -286,6 +290,7 @@ class Coordinator:
                 if worst and not self.stopping
                 else None,
                 server_pid=serving.pid if serving else None,
+                open=open_run(reports),
             )
             self._disconnect()
             return played
@@ -308,8 +313,12 @@ class Coordinator:
         start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
         measure_from_ns = start_ns + int(request.warmup_s * 1e9)
         deadline_ns = measure_from_ns + int(request.measure_s * 1e9)
+        run: tuple = ("run", start_ns, measure_from_ns, deadline_ns)
+        if self.config.rate_ops_s is not None:
+            share = self.config.rate_ops_s / self.config.clients
+            run += (worker.OpenLoad(share, self.config.arrivals),)
         for w in self.workers:
-            w.pipe.send(("run", start_ns, measure_from_ns, deadline_ns))
+            w.pipe.send(run)
         timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
         reports = [r for done in self._collect(timeout, "playing a run") for r in done[1]]
         return sorted(reports, key=lambda r: r.client)
@@ -439,9 +448,29 @@ class Coordinator:
             runs=runs,
             restart=self.restart,
             targets=[str(t) for t in config.targets],
+            load=LoadInfo()
+            if config.rate_ops_s is None
+            else LoadInfo.from_runs(
+                config.rate_ops_s, config.arrivals, runs, _core.LATE_TOLERANCE_NS
+            ),
         )
 
 
 def first_failure(reports: list[worker.ClientReport]) -> worker.ClientReport | None:
     failed = [r for r in reports if r.failed]
     return min(failed, key=lambda r: (FAILURE_RANK.get(r.outcome, 9), r.client), default=None)
+
+
+def open_run(reports: list[worker.ClientReport]) -> OpenRun | None:
+    """The run's open-loop counts over all its clients; None for a closed-loop run."""
+    counts = [r.counts for r in reports if r.counts is not None]
+    if not counts:
+        return None
+    return OpenRun(
+        window_s=max(c.window_ns for c in counts) / 1e9,
+        due=sum(c.due for c in counts),
+        late=sum(c.late for c in counts),
+        replied=sum(c.replied for c in counts),
+        max_outstanding=max(c.max_outstanding for c in counts),
+        backlog_growth=sum(c.backlog_end - c.backlog_start for c in counts),
+    )

@@ -16,6 +16,7 @@ agree, and undercover; the pilot makes that early luck unusable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -58,6 +59,18 @@ class RunRequest:
     measure_s: float
 
 
+@dataclass(frozen=True)
+class OpenRun:
+    """An open-loop run's load counts, summed over its clients."""
+
+    window_s: float  # the measured window
+    due: int  # words scheduled in it
+    late: int  # of those, sent more than the tolerance late
+    replied: int  # replies received in it
+    max_outstanding: int  # on one connection
+    backlog_growth: int  # words due and unanswered at the window's end, minus at its start
+
+
 @dataclass
 class PlayedRun:
     """What an engine hands back from one run."""
@@ -66,6 +79,7 @@ class PlayedRun:
     full: bool = False  # a client filled its buffer and stopped early
     failure: str | None = None  # the worst thing that went wrong, said for a person
     server_pid: int | None = None
+    open: OpenRun | None = None  # None: played closed-loop
 
 
 class Engine(Protocol):
@@ -111,7 +125,7 @@ def summarize(
     latency: npt.NDArray[np.int64], histogram: stats.Histogram, played: PlayedRun
 ) -> RunSummary:
     p50, p90, p99, p999 = histogram.percentiles(stats.PERCENTILES)
-    return RunSummary(
+    summary = RunSummary(
         n=len(latency),
         duration_s=round(max((float(lat.sum()) for lat in played.latencies), default=0) / 1e9, 6),
         mean_ns=float(latency.mean()),
@@ -120,6 +134,19 @@ def summarize(
         p99_ns=float(p99),
         p99_9_ns=float(p999),
         server_pid=played.server_pid,
+    )
+    load = played.open
+    if load is None:
+        return summary
+    # Open loop: ops overlap, so the run lasted its window, not the sum of its latencies.
+    return dataclasses.replace(
+        summary,
+        duration_s=round(load.window_s, 6),
+        achieved_ops_s=load.replied / load.window_s if load.window_s else 0.0,
+        due=load.due,
+        late=load.late,
+        max_outstanding=load.max_outstanding,
+        backlog_growth=load.backlog_growth,
     )
 
 
