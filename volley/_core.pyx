@@ -193,12 +193,13 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     Ops scheduled before ``measure_from_ns`` are the warm-up: played, checked, not
     recorded. The measured window is [measure_from_ns, deadline_ns), cut short if
     ``latency_ns`` fills. Words due in the window go out even if the generator only gets
-    to them after it (late, their latency still counted from schedule). A connection with words outstanding and no reply for
+    to them after it (late, their latency still counted from schedule), unless it is still
+    behind one more window's length past the deadline. A connection with words outstanding and no reply for
     ``op_timeout_ns`` fails with OP_TIMEOUT. On failure sets ``stop[0]``.
 
     Returns ``(recorded, outcome, errno, challenge, reply, due, late, replied,
     max_outstanding, backlog_start, backlog_end, window_ns)``: ``due`` words scheduled in
-    the window, ``late`` of them sent more than ``late_tolerance_ns`` after schedule, ``replied`` replies received in the window, ``max_outstanding`` the most
+    the window, ``late`` of them sent more than ``late_tolerance_ns`` after schedule (or dropped), ``replied`` replies received in the window, ``max_outstanding`` the most
     words sent and unanswered at once, ``backlog_*`` the words due and unanswered at the
     window's start and end. ``send_lag_ns``, if given (an int64 buffer), receives how late
     each send of the window left, for the generator's own benchmark.
@@ -311,6 +312,19 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
             now = now_ns()
             if sending and next_ns >= end_ns:
                 sending = False  # every word due in the window is out, however late
+            elif sending and now - end_ns > end_ns - measure_from_ns:
+                # Far behind (one more window past the deadline): the rest due in the
+                # window is dropped, counted due and late, so the run reports a shortfall.
+                sending = False
+                while next_ns < end_ns:
+                    if next_ns >= measure_from_ns:
+                        due += 1
+                        late += 1
+                    if arrivals == 1:
+                        next_offset += gap_ns
+                    else:
+                        next_offset += -log(next_uniform(&gaps)) * gap_ns
+                    next_ns = start_ns + <int64_t>next_offset
             if backlog_end < 0 and now >= end_ns:
                 backlog_end = <long>(head - tail) + <long>(
                     (end_ns - next_ns) / gap_ns if sending and next_ns < end_ns else 0)
