@@ -15,10 +15,10 @@ import time
 import pytest
 from helpers import FAULTY, bench, server
 
-from volley import _core, results
+from volley import _core, _reference, results
 from volley.report import summary
 
-IMPLEMENTATIONS = [pytest.param(_core, id="cython")]
+IMPLEMENTATIONS = [pytest.param(_core, id="cython"), pytest.param(_reference, id="reference")]
 SECOND = 1_000_000_000
 OP_TIMEOUT_NS = 2 * SECOND
 
