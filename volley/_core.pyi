@@ -34,4 +34,5 @@ def play_open(
     op_timeout_ns: int,
     late_tolerance_ns: int = ...,
     send_lag_ns: memoryview | None = None,
+    spin_ns: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]: ...

@@ -183,7 +183,8 @@ cdef inline double next_uniform(uint64_t *state) noexcept nogil:
 def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
               int64_t deadline_ns, uint8_t[::1] stop, int64_t measure_from_ns,
               double rate_ops_s, int arrivals, int64_t op_timeout_ns,
-              int64_t late_tolerance_ns=LATE_TOLERANCE_NS, send_lag_ns=None):
+              int64_t late_tolerance_ns=LATE_TOLERANCE_NS, send_lag_ns=None,
+              int64_t spin_ns=0):
     """Send words on ``fd`` at ``rate_ops_s`` (``arrivals``: 0 Poisson, 1 fixed gaps) from
     ``start_ns`` until ``deadline_ns``, whether or not earlier replies have come, then wait
     for the outstanding replies. Each reply is checked, in order, against its challenge;
@@ -202,7 +203,9 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     the window, ``late`` of them sent more than ``late_tolerance_ns`` after schedule (or dropped), ``replied`` replies received in the window, ``max_outstanding`` the most
     words sent and unanswered at once, ``backlog_*`` the words due and unanswered at the
     window's start and end. ``send_lag_ns``, if given (an int64 buffer), receives how late
-    each send of the window left, for the generator's own benchmark.
+    each send of the window left, for the generator's own benchmark. ``spin_ns`` > 0 wakes
+    that much before each send and spins (non-blocking recv) until it is due: sends on
+    time despite a slow wake-up, at the cost of a busy CPU.
     """
     cdef Py_ssize_t capacity = latency_ns.shape[0]
     cdef int64_t *samples = &latency_ns[0] if capacity > 0 else NULL
@@ -333,7 +336,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
             # Wait for a reply, or until the next send is due.
             wait_ns = _MAX_WAIT_NS
             if sending and head - tail < _RING_WORDS:
-                wait_ns = next_ns - now
+                wait_ns = next_ns - now - spin_ns
                 if wait_ns > _MAX_WAIT_NS:
                     wait_ns = _MAX_WAIT_NS
             elif not sending and end_ns - now > 0 and end_ns - now < wait_ns:

@@ -102,6 +102,7 @@ def play_open(
     op_timeout_ns: int,
     late_tolerance_ns: int = LATE_TOLERANCE_NS,
     send_lag_ns: memoryview | None = None,
+    spin_ns: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]:
     """The open loop, stated plainly: see ``volley._core.play_open`` for the contract."""
     state = seed if seed else 0x9E3779B9
@@ -171,7 +172,7 @@ def play_open(
                 break
             wait_ns = MAX_WAIT_NS
             if sending and len(ring) < RING_WORDS:
-                wait_ns = min(next_ns - now, MAX_WAIT_NS)
+                wait_ns = min(next_ns - now - spin_ns, MAX_WAIT_NS)
             elif not sending and 0 < end_ns - now < wait_ns:
                 wait_ns = end_ns - now
             if wait_ns > 0 and not select.select([sock], [], [], wait_ns / 1e9)[0]:
