@@ -10,7 +10,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t, uint8_t
 from libc.stdlib cimport free, malloc
 
 from volley._posix cimport (
-    CLOCK_MONOTONIC, EAGAIN, EINTR, MSG_DONTWAIT, MSG_NOSIGNAL, POLLIN, POLLOUT,
+    CLOCK_MONOTONIC, EAGAIN, EINTR, MSG_DONTWAIT, MSG_NOSIGNAL, POLLIN,
     PR_SET_TIMERSLACK, TIMER_ABSTIME, clock_gettime, clock_nanosleep, errno, htonl, ntohl,
     pollfd, ppoll, prctl, recv, send, ssize_t, timespec,
 )
@@ -195,12 +195,13 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     recorded. The measured window is [measure_from_ns, deadline_ns), cut short if
     ``latency_ns`` fills. Words due in the window go out even if the generator only gets
     to them after it (late, their latency still counted from schedule), unless it is still
-    behind one more window's length past the deadline. A connection with words outstanding and no reply for
-    ``op_timeout_ns`` fails with OP_TIMEOUT. On failure sets ``stop[0]``.
+    behind one more window's length past the deadline. A connection with words outstanding
+    and no reply for ``op_timeout_ns`` fails with OP_TIMEOUT. On failure sets ``stop[0]``.
 
     Returns ``(recorded, outcome, errno, challenge, reply, due, late, replied,
     max_outstanding, backlog_start, backlog_end, window_ns)``: ``due`` words scheduled in
-    the window, ``late`` of them sent more than ``late_tolerance_ns`` after schedule (or dropped), ``replied`` replies received in the window, ``max_outstanding`` the most
+    the window, ``late`` of them sent more than ``late_tolerance_ns`` after schedule (or
+    dropped), ``replied`` replies received in the window, ``max_outstanding`` the most
     words sent and unanswered at once, ``backlog_*`` the words due and unanswered at the
     window's start and end. ``send_lag_ns``, if given (an int64 buffer), receives how late
     each send of the window left, for the generator's own benchmark. ``spin_ns`` > 0 wakes
@@ -228,7 +229,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     cdef int err = 0
     cdef Outcome outcome = _OK
     cdef Py_ssize_t done = 0
-    cdef int64_t end_ns = deadline_ns, now, t, wait_ns, due_at, latency
+    cdef int64_t end_ns = deadline_ns, now, t, wait_ns, due_at
     cdef int64_t last_progress = 0
     cdef double next_offset
     cdef int64_t next_ns

@@ -39,11 +39,6 @@ cdef extern from "<sys/socket.h>" nogil:
         MSG_DONTWAIT
 
 
-cdef extern from "<errno.h>" nogil:
-    enum:
-        EWOULDBLOCK
-
-
 cdef extern from "<poll.h>" nogil:
     ctypedef unsigned long nfds_t
     cdef struct pollfd:
@@ -52,9 +47,6 @@ cdef extern from "<poll.h>" nogil:
         short revents
     enum:
         POLLIN
-        POLLOUT
-        POLLERR
-        POLLHUP
     int ppoll(pollfd *fds, nfds_t nfds, const timespec *timeout, const void *sigmask)
 
 
