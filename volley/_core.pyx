@@ -1,15 +1,18 @@
 # cython: language_level=3
-"""The measuring loop: one client's ping-pong on one connected blocking socket.
+"""The measuring loops, one client on one connected socket each: ``play`` is the closed
+loop (ping-pong), ``play_open`` the open loop (words sent on a schedule, pipelined).
 
-Everything between the two clock reads is a send and a recv; the loop holds no GIL and
-touches no Python object. Policy (when rounds start and end, what a failure means) is
-decided by the caller and passed in as plain numbers.
+Neither loop holds the GIL or touches a Python object per op. Policy (when runs start and
+end, what a failure means) is decided by the caller and passed in as plain numbers.
 """
-from libc.stdint cimport int64_t, uint32_t, uint8_t
+from libc.math cimport log
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uint8_t
+from libc.stdlib cimport free, malloc
 
 from volley._posix cimport (
-    CLOCK_MONOTONIC, EAGAIN, EINTR, MSG_NOSIGNAL, TIMER_ABSTIME,
-    clock_gettime, clock_nanosleep, errno, htonl, ntohl, recv, send, ssize_t, timespec,
+    CLOCK_MONOTONIC, EAGAIN, EINTR, MSG_DONTWAIT, MSG_NOSIGNAL, POLLIN,
+    PR_SET_TIMERSLACK, TIMER_ABSTIME, clock_gettime, clock_nanosleep, errno, htonl, ntohl,
+    pollfd, ppoll, prctl, recv, send, ssize_t, timespec,
 )
 
 # Outcomes of play(); mirrored by volley._reference and turned into messages by the worker.
@@ -139,3 +142,270 @@ def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
 def monotonic_ns():
     """CLOCK_MONOTONIC in nanoseconds: the clock play() measures with and waits on."""
     return now_ns()
+
+
+# ---- Open loop ----------------------------------------------------------------------
+#
+# One thread per connection, on a non-blocking socket (MSG_DONTWAIT), waiting in ppoll
+# until the next scheduled send or a reply, whichever comes first. Measured against a
+# sender and a receiver thread per connection (bench/openloop/compare_designs.py, one
+# client CPU, c-epoll): the same send lag at 1k-10k ops/s (p50 30-50 us, the wake-up),
+# but two threads fell behind by 0.3-1 s at 30k-50k ops/s, where one thread kept p50 lag
+# under 100 us: two wake-ups and context switches per op instead of one. One thread also
+# needs no ring shared across threads. The lag is reported on every run (late sends).
+
+# A send that leaves more than this after its scheduled time is counted late: the generator
+# fell behind. Waking from ppoll takes a few microseconds on an idle Linux machine.
+LATE_TOLERANCE_NS = 10_000
+# Words outstanding on one connection at most; when the ring is full the next send waits,
+# and counts as late. 2**14 words is over 0.3 s of a stall at 50k ops/s on one connection.
+# Longest ppoll: a stop asked for by another client is seen this soon.
+cdef enum:
+    _RING_WORDS = 1 << 14
+    _MAX_WAIT_NS = 10_000_000
+    _RECV_BYTES = 4096
+RING_WORDS = _RING_WORDS
+
+ARRIVALS = {"poisson": 0, "fixed": 1}
+
+
+cdef inline double next_uniform(uint64_t *state) noexcept nogil:
+    # xorshift64*, top 53 bits: a uniform double in (0, 1], never 0 (log(0) is -inf).
+    cdef uint64_t x = state[0]
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    state[0] = x
+    x = x * <uint64_t>0x2545F4914F6CDD1DULL
+    return (<double>(x >> 11) + 1.0) / 9007199254740992.0
+
+
+def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
+              int64_t deadline_ns, uint8_t[::1] stop, int64_t measure_from_ns,
+              double rate_ops_s, int arrivals, int64_t op_timeout_ns,
+              int64_t late_tolerance_ns=LATE_TOLERANCE_NS, send_lag_ns=None,
+              int64_t spin_ns=0):
+    """Send words on ``fd`` at ``rate_ops_s`` (``arrivals``: 0 Poisson, 1 fixed gaps) from
+    ``start_ns`` until ``deadline_ns``, whether or not earlier replies have come, then wait
+    for the outstanding replies. Each reply is checked, in order, against its challenge;
+    its latency is reply time minus *scheduled* send time, so a stall counts for every op
+    that was due during it (no coordinated omission).
+
+    Ops scheduled before ``measure_from_ns`` are the warm-up: played, checked, not
+    recorded. The measured window is [measure_from_ns, deadline_ns), cut short if
+    ``latency_ns`` fills. Words due in the window go out even if the generator only gets
+    to them after it (late, their latency still counted from schedule), unless it is still
+    behind one more window's length past the deadline. A connection with words outstanding
+    and no reply for ``op_timeout_ns`` fails with OP_TIMEOUT. On failure sets ``stop[0]``.
+
+    Returns ``(recorded, outcome, errno, challenge, reply, due, late, replied,
+    max_outstanding, backlog_start, backlog_end, window_ns)``: ``due`` words scheduled in
+    the window, ``late`` of them sent more than ``late_tolerance_ns`` after schedule (or
+    dropped), ``replied`` replies received in the window, ``max_outstanding`` the most
+    words sent and unanswered at once, ``backlog_*`` the words due and unanswered at the
+    window's start and end. ``send_lag_ns``, if given (an int64 buffer), receives how late
+    each send of the window left, for the generator's own benchmark. ``spin_ns`` > 0 wakes
+    that much before each send and spins (non-blocking recv) until it is due: sends on
+    time despite a slow wake-up, at the cost of a busy CPU.
+    """
+    cdef Py_ssize_t capacity = latency_ns.shape[0]
+    cdef int64_t *samples = &latency_ns[0] if capacity > 0 else NULL
+    cdef int64_t[::1] lags_view
+    cdef int64_t *lags = NULL
+    cdef Py_ssize_t lags_capacity = 0, lagged = 0
+    if send_lag_ns is not None:
+        lags_view = send_lag_ns
+        lags_capacity = lags_view.shape[0]
+        lags = &lags_view[0] if lags_capacity > 0 else NULL
+    cdef uint8_t *stop_flag = &stop[0]
+    cdef uint32_t state = seed if seed != 0 else 0x9E3779B9
+    cdef uint64_t gaps = (<uint64_t>seed << 32) ^ <uint64_t>0x9E3779B97F4A7C15ULL
+    cdef double gap_ns = 1e9 / rate_ops_s if rate_ops_s > 0 else 1e18
+    cdef uint32_t *challenges = <uint32_t *>malloc(_RING_WORDS * sizeof(uint32_t))
+    cdef int64_t *scheduled = <int64_t *>malloc(_RING_WORDS * sizeof(int64_t))
+    cdef uint32_t mask = _RING_WORDS - 1
+    cdef uint64_t head = 0, tail = 0  # words sent, replies checked
+    cdef uint32_t challenge = 0, reply = 0, wire
+    cdef int err = 0
+    cdef Outcome outcome = _OK
+    cdef Py_ssize_t done = 0
+    cdef int64_t end_ns = deadline_ns, now, t, wait_ns, due_at
+    cdef int64_t last_progress = 0
+    cdef double next_offset
+    cdef int64_t next_ns
+    cdef long due = 0, late = 0, replied = 0, max_outstanding = 0
+    cdef long backlog_start = -1, backlog_end = -1
+    cdef bint sending = True
+    cdef unsigned char buf[_RECV_BYTES]
+    cdef unsigned char partial[4]
+    cdef int have = 0  # bytes of a reply word received so far
+    cdef ssize_t n, i
+    cdef pollfd pfd
+    cdef timespec ts
+
+    if challenges == NULL or scheduled == NULL:
+        free(challenges)
+        free(scheduled)
+        raise MemoryError()
+
+    with nogil:
+        # The default 50 us timer slack would make every timed wake-up up to 50 us late.
+        prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+        if arrivals == 1:
+            next_offset = next_uniform(&gaps) * gap_ns  # a random phase per connection
+        else:
+            next_offset = -log(next_uniform(&gaps)) * gap_ns
+        next_ns = start_ns + <int64_t>next_offset
+        if start_ns > 0:
+            ts.tv_sec = start_ns // 1000000000
+            ts.tv_nsec = start_ns % 1000000000
+            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR:
+                pass
+        last_progress = now_ns()
+        while True:
+            if stop_flag[0] != 0:
+                break
+            now = now_ns()
+            if backlog_start < 0 and now >= measure_from_ns:
+                backlog_start = <long>(head - tail) + <long>(
+                    (now - next_ns) / gap_ns if sending and next_ns < now else 0)
+            # Every due word goes out (up to a batch, so replies are read between bursts).
+            i = 0
+            while sending and next_ns <= now and i < 64:
+                if next_ns >= end_ns:
+                    break
+                if head - tail >= _RING_WORDS:
+                    break  # the ring is full: the send waits, and will count as late
+                challenge = next_challenge(&state)
+                wire = htonl(challenge)
+                t = now_ns()
+                n = send(fd, &wire, 4, MSG_NOSIGNAL | MSG_DONTWAIT)
+                if n != 4:
+                    if n < 0 and (errno == EAGAIN or errno == EINTR):
+                        break  # the socket buffer is full: retry once it drains
+                    if n >= 0:
+                        # A partial 4-byte send cannot be undone; the buffer is nearly
+                        # full only when the server stopped reading, so wait for it.
+                        outcome = _OP_TIMEOUT
+                    else:
+                        err = errno
+                        outcome = _FAILED_ERRNO
+                    break
+                if head == tail:
+                    last_progress = t
+                challenges[head & mask] = challenge
+                scheduled[head & mask] = next_ns
+                head += 1
+                if head - tail > <uint64_t>max_outstanding and next_ns >= measure_from_ns:
+                    max_outstanding = <long>(head - tail)
+                if next_ns >= measure_from_ns:
+                    due += 1
+                    if t - next_ns > late_tolerance_ns:
+                        late += 1
+                    if lagged < lags_capacity:
+                        lags[lagged] = t - next_ns
+                        lagged += 1
+                if arrivals == 1:
+                    next_offset += gap_ns
+                else:
+                    next_offset += -log(next_uniform(&gaps)) * gap_ns
+                next_ns = start_ns + <int64_t>next_offset
+                i += 1
+            if outcome != _OK:
+                break
+            now = now_ns()
+            if sending and next_ns >= end_ns:
+                sending = False  # every word due in the window is out, however late
+            elif sending and now - end_ns > end_ns - measure_from_ns:
+                # Far behind (one more window past the deadline): the rest due in the
+                # window is dropped, counted due and late, so the run reports a shortfall.
+                sending = False
+                while next_ns < end_ns:
+                    if next_ns >= measure_from_ns:
+                        due += 1
+                        late += 1
+                    if arrivals == 1:
+                        next_offset += gap_ns
+                    else:
+                        next_offset += -log(next_uniform(&gaps)) * gap_ns
+                    next_ns = start_ns + <int64_t>next_offset
+            if backlog_end < 0 and now >= end_ns:
+                backlog_end = <long>(head - tail) + <long>(
+                    (end_ns - next_ns) / gap_ns if sending and next_ns < end_ns else 0)
+            if not sending and head == tail and now >= end_ns:
+                break
+            # Wait for a reply, or until the next send is due.
+            wait_ns = _MAX_WAIT_NS
+            if sending and head - tail < _RING_WORDS:
+                wait_ns = next_ns - now - spin_ns
+                if wait_ns > _MAX_WAIT_NS:
+                    wait_ns = _MAX_WAIT_NS
+            elif not sending and end_ns - now > 0 and end_ns - now < wait_ns:
+                wait_ns = end_ns - now
+            if wait_ns > 0:
+                pfd.fd = fd
+                pfd.events = POLLIN
+                pfd.revents = 0
+                ts.tv_sec = wait_ns // 1000000000
+                ts.tv_nsec = wait_ns % 1000000000
+                if ppoll(&pfd, 1, &ts, NULL) <= 0:
+                    if head != tail and now_ns() - last_progress > op_timeout_ns:
+                        outcome = _OP_TIMEOUT
+                        break
+                    continue
+            n = recv(fd, buf, _RECV_BYTES, MSG_DONTWAIT)
+            if n == 0:
+                outcome = _PEER_CLOSED
+                break
+            if n < 0:
+                if errno == EAGAIN or errno == EINTR:
+                    if head != tail and now_ns() - last_progress > op_timeout_ns:
+                        outcome = _OP_TIMEOUT
+                        break
+                    continue
+                err = errno
+                outcome = _FAILED_ERRNO
+                break
+            t = now_ns()
+            last_progress = t
+            i = 0
+            while i < n:
+                partial[have] = buf[i]
+                have += 1
+                i += 1
+                if have < 4:
+                    continue
+                have = 0
+                reply = ntohl((<uint32_t *>partial)[0])
+                if tail == head:
+                    outcome = _WRONG_REPLY  # a reply to nothing sent
+                    challenge = 0
+                    break
+                challenge = challenges[tail & mask]
+                due_at = scheduled[tail & mask]
+                tail += 1
+                if reply != <uint32_t>(challenge + 1):
+                    outcome = _WRONG_REPLY
+                    break
+                if t >= measure_from_ns and t < end_ns:
+                    replied += 1
+                if due_at >= measure_from_ns and due_at < end_ns:
+                    if done < capacity:
+                        samples[done] = t - due_at
+                        done += 1
+                        if done == capacity and sending:
+                            end_ns = t  # the buffer is full: the window ends here
+            if outcome != _OK:
+                break
+
+    free(challenges)
+    free(scheduled)
+    if outcome != _OK:
+        stop[0] = 1
+    if backlog_start < 0:
+        backlog_start = 0
+    if backlog_end < 0:
+        backlog_end = <long>(head - tail)
+    window = end_ns - measure_from_ns if end_ns > measure_from_ns else 0
+    return (done, <int>outcome, err, challenge, reply, due, late, replied, max_outstanding,
+            backlog_start, backlog_end, window)

@@ -32,3 +32,26 @@ cdef extern from "<sys/socket.h>" nogil:
 cdef extern from "<arpa/inet.h>" nogil:
     uint32_t htonl(uint32_t host)
     uint32_t ntohl(uint32_t net)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    enum:
+        MSG_DONTWAIT
+
+
+cdef extern from "<poll.h>" nogil:
+    ctypedef unsigned long nfds_t
+    cdef struct pollfd:
+        int fd
+        short events
+        short revents
+    enum:
+        POLLIN
+    int ppoll(pollfd *fds, nfds_t nfds, const timespec *timeout, const void *sigmask)
+
+
+cdef extern from "<sys/prctl.h>" nogil:
+    enum:
+        PR_SET_TIMERSLACK
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+              unsigned long arg5)

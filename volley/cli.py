@@ -25,8 +25,10 @@ from volley import __version__, coordinator, cpus, results, runs, server
 from volley.report import StreamProgress, format_ns, summary
 from volley.units import (
     BadInput,
+    check_arrivals,
     parse_confidence,
     parse_duration_s,
+    parse_rate,
     parse_target,
     parse_targets,
 )
@@ -144,6 +146,16 @@ def bench(
         metavar="HOST:PORT",
         help="Measure a server that is already running; it is left running.",
     ),
+    rate: str | None = typer.Option(
+        None,
+        "--rate",
+        metavar="OPS/S",
+        help="Open loop: offer this many ops/s over all clients (50k, 1.5M), each word sent "
+        "on schedule whether or not earlier replies came. Default: closed loop.",
+    ),
+    arrivals: str = typer.Option(
+        "poisson", "--arrivals", help="Open loop: poisson or fixed gaps between sends."
+    ),
     json_path: str | None = typer.Option(
         None, "--json", metavar="PATH", help="Write the result as JSON (- for stdout)."
     ),
@@ -169,6 +181,8 @@ def bench(
             port,
             connect,
             noisy,
+            rate,
+            arrivals,
         )
         if json_path and json_path != "-":
             results.check_writable(Path(json_path))
@@ -220,6 +234,8 @@ def make_config(
     port: int | None,
     connect: str | None,
     noisy: str = "keep",
+    rate: str | None = None,
+    arrivals: str = "poisson",
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     address = parse_address(connect) if connect else None
@@ -253,6 +269,14 @@ def make_config(
     restarts = (coordinator.RESTART_SERVER, coordinator.RESTART_CONNECTIONS)
     if restart not in restarts:
         raise BadInput(f"--restart {restart!r} is not one of {', '.join(restarts)}")
+    run_time_s = parse_duration_s(run_time, "--run-time")
+    rate_ops_s = parse_rate(rate) if rate is not None else None
+    check_arrivals(arrivals)
+    if rate_ops_s is not None and rate_ops_s / clients * run_time_s < 1:
+        raise BadInput(
+            f"--rate {rate} is less than one op per client per run ({clients} client"
+            f"{'' if clients == 1 else 's'}, {run_time_s:g} s runs); raise it or use fewer clients"
+        )
     return coordinator.BenchConfig(
         server=server_path or connect or "",
         server_args=args,
@@ -262,7 +286,7 @@ def make_config(
         confidence=parse_confidence(confidence),
         max_time_s=parse_duration_s(max_time, "--max-time"),
         warmup_s=parse_duration_s(warmup, "--warmup", allow_zero=True),
-        run_time_s=parse_duration_s(run_time, "--run-time"),
+        run_time_s=run_time_s,
         min_runs=min_runs,
         restart=coordinator.RESTART_CONNECTIONS if address else restart,
         noisy=noisy,
@@ -270,6 +294,8 @@ def make_config(
         startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
         port=port,
         connect=address,
+        rate_ops_s=rate_ops_s,
+        arrivals=arrivals,
     )
 
 

@@ -29,10 +29,11 @@ import numpy as np
 
 from volley import _core, machine, server, stats, worker
 from volley.cpus import Placement, spread
-from volley.results import BenchResult, LatencySummary, WorkerInfo
+from volley.results import BenchResult, LatencySummary, LoadInfo, WorkerInfo
 from volley.runs import (
     MIN_RUNS,
     Measurement,
+    OpenRun,
     PlayedRun,
     Progress,
     RunFailed,
@@ -83,6 +84,8 @@ class BenchConfig:
     startup_timeout_s: float = 10.0
     port: int | None = None
     connect: tuple[str, int] | None = None  # measure a running server, leave it running
+    rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
+    arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
     alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
 
@@ -337,6 +340,7 @@ class Coordinator:
                 else None,
                 server_pid=serving.pid if serving else None,
                 noise=noise,
+                open=open_run(reports),
             )
             self._disconnect()
             return played
@@ -360,8 +364,12 @@ class Coordinator:
         start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
         measure_from_ns = start_ns + int(request.warmup_s * 1e9)
         deadline_ns = measure_from_ns + int(request.measure_s * 1e9)
+        run: tuple = ("run", start_ns, measure_from_ns, deadline_ns)
+        if self.config.rate_ops_s is not None:
+            share = self.config.rate_ops_s / self.config.clients
+            run += (worker.OpenLoad(share, self.config.arrivals),)
         for w in self.workers:
-            w.pipe.send(("run", start_ns, measure_from_ns, deadline_ns))
+            w.pipe.send(run)
         timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
         done = self._collect(timeout, "playing a run")
         reports = sorted((r for d in done for r in d[1]), key=lambda r: r.client)
@@ -494,9 +502,29 @@ class Coordinator:
             dropped_runs=measurement.dropped,
             restart=self.restart,
             targets=[str(t) for t in config.targets],
+            load=LoadInfo()
+            if config.rate_ops_s is None
+            else LoadInfo.from_runs(
+                config.rate_ops_s, config.arrivals, runs, _core.LATE_TOLERANCE_NS
+            ),
         )
 
 
 def first_failure(reports: list[worker.ClientReport]) -> worker.ClientReport | None:
     failed = [r for r in reports if r.failed]
     return min(failed, key=lambda r: (FAILURE_RANK.get(r.outcome, 9), r.client), default=None)
+
+
+def open_run(reports: list[worker.ClientReport]) -> OpenRun | None:
+    """The run's open-loop counts over all its clients; None for a closed-loop run."""
+    counts = [r.counts for r in reports if r.counts is not None]
+    if not counts:
+        return None
+    return OpenRun(
+        window_s=max(c.window_ns for c in counts) / 1e9,
+        due=sum(c.due for c in counts),
+        late=sum(c.late for c in counts),
+        replied=sum(c.replied for c in counts),
+        max_outstanding=max(c.max_outstanding for c in counts),
+        backlog_growth=sum(c.backlog_end - c.backlog_start for c in counts),
+    )

@@ -8,7 +8,12 @@ the suffix it is given:
   perf-latency.png       mean latency (with its confidence interval) and p99 against
                          server cores, same panels;
   perf-distribution.png  latency by percentile (HdrHistogram-style, 0 to 99.999%) for the
-                         points of one server-core count, one panel per client count.
+                         points of one server-core count, one panel per client count;
+  perf-load.png          for a rate sweep (open loop, ``rates = [...]``): p50 and p99
+                         latency against achieved throughput, one line per server, log
+                         latency axis, saturated points marked with a cross: the
+                         latency-versus-load curve. Open-loop points appear only here;
+                         the other three figures are drawn from closed-loop points.
 
 When every point has the same server-core count (a sweep on a small machine), cores make no
 x axis: the throughput and latency figures then put the servers side by side instead, with
@@ -73,6 +78,11 @@ class Measurement:
     p99_low_ns: float = math.nan
     p99_high_ns: float = math.nan
     distribution: tuple[tuple[float, float], ...] = ()
+    # Open loop only: the offered rate, the achieved one, p50, and the saturation flag.
+    rate_ops_s: float | None = None
+    achieved_ops_s: float = math.nan
+    p50_ns: float = math.nan
+    saturated: bool = False
 
     @property
     def significant(self) -> bool:
@@ -158,6 +168,7 @@ def load(
                 p99_low_ns=_ns(latency.get("intervals", {}).get("p99", [None])[0]),
                 p99_high_ns=_ns(latency.get("intervals", {}).get("p99", [None, None])[1]),
                 distribution=tuple((float(p), _ns(v)) for p, v in latency.get("distribution", [])),
+                **_open_loop(record),
             )
         )
         host = record.get("host") or {}
@@ -181,6 +192,19 @@ def load(
             + (" (after --server/--clients)" if servers or clients else "")
         )
     return results
+
+
+def _open_loop(record: dict[str, Any]) -> dict[str, Any]:
+    """The open-loop fields of a Measurement, from a format-3 record; none if closed."""
+    load = record.get("load") or {}
+    if load.get("model") != "open":
+        return {}
+    return {
+        "rate_ops_s": float(load["rate_ops_s"]),
+        "achieved_ops_s": _ns(load.get("achieved_ops_s")),
+        "p50_ns": float(record["latency_ns"]["p50"]),
+        "saturated": bool(load.get("saturated")),
+    }
 
 
 def _ns(value: Any) -> float:
@@ -227,14 +251,24 @@ def plot(
     paths = output_paths(output)
     results = load(results_path, servers, clients)
     mpl = _matplotlib()
-    figures = [
-        throughput_figure(mpl, results),
-        latency_figure(mpl, results),
-        distribution_figure(mpl, results, cores),
-    ]
-    for figure, path in zip(figures, paths, strict=True):
-        figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    return paths, results.notes
+    opened = [m for m in results.measurements if m.rate_ops_s is not None]
+    closed = [m for m in results.measurements if m.rate_ops_s is None]
+    written: list[Path] = []
+    if opened:
+        path = output.with_name(f"{output.stem}-load{output.suffix}")
+        load_figure(mpl, results, opened).savefig(path, dpi=DPI, bbox_inches="tight")
+        written.append(path)
+    if closed:
+        results.measurements = closed
+        figures = [
+            throughput_figure(mpl, results),
+            latency_figure(mpl, results),
+            distribution_figure(mpl, results, cores),
+        ]
+        for figure, path in zip(figures, paths, strict=True):
+            figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        written = paths + written
+    return written, results.notes
 
 
 # --- drawing ------------------------------------------------------------------------------
@@ -747,5 +781,45 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
         f"Latency distribution ({cores} server core{'s' if cores != 1 else ''}, "
         f"{client_cores} client core{'s' if client_cores != 1 else ''})",
         caption,
+    )
+    return fig
+
+
+def load_figure(mpl: Any, results: Results, points: Sequence[Measurement]) -> Any:
+    """Latency against achieved throughput for a rate sweep: p50 dashed, p99 solid, one
+    colour per server (and client count, if several); saturated points get a cross."""
+    series = list(dict.fromkeys((m.server, m.clients) for m in points))
+    several_counts = len({c for _, c in series}) > 1
+    colors = _colors(mpl, series)
+    fig = _new_figure(mpl, 7.5, 4.8)
+    ax = fig.add_subplot()
+    for key in series:
+        line = sorted(
+            (m for m in points if (m.server, m.clients) == key),
+            key=lambda m: m.rate_ops_s or 0.0,
+        )
+        label = f"{key[0]} ({key[1]} clients)" if several_counts else key[0]
+        x = [m.achieved_ops_s / 1e3 for m in line]
+        for values, style, name in (("p99_ns", "-", "p99"), ("p50_ns", "--", "p50")):
+            y = [getattr(m, values) / 1e3 for m in line]
+            ax.plot(x, y, style, marker="o", ms=3, color=colors[key], label=f"{label} {name}")
+            hot = [(xi, yi) for xi, yi, m in zip(x, y, line, strict=True) if m.saturated]
+            if hot:
+                ax.plot(*zip(*hot, strict=True), "x", ms=8, mew=1.5, color=colors[key])
+    ax.set_yscale("log")
+    _plain_log_ticks(mpl, ax)
+    ax.set_xlabel("achieved throughput (thousand ops/s)")
+    ax.set_ylabel("latency (us, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    _finish(
+        fig,
+        "Latency against load (open loop)",
+        _caption(
+            results,
+            "Each point one offered rate; x marks a saturated point "
+            "(replies short of the offered load by over 1%, or a growing backlog)",
+            weak="",
+        ),
     )
     return fig

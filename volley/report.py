@@ -9,7 +9,7 @@ from typing import TextIO
 
 from volley.cpus import format_cpu_list
 from volley.machine import disturbed_summary
-from volley.results import INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, BenchResult
+from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
 
 
@@ -132,6 +132,19 @@ def summary(result: BenchResult) -> str:
             f"({result.confidence:.0%} CI{share})   stddev {format_ns(lat.stddev)}",
             f"  percentile {percentiles}  max {format_ns(lat.max)}",
         ]
+    load = result.load
+    if load.model == OPEN and load.rate_ops_s is not None:
+        tolerance = format_ns(float(load.late_tolerance_ns or 0))
+        lines.append(
+            f"  open loop  offered {load.rate_ops_s:,.0f} ops/s ({load.arrivals}), achieved "
+            f"{load.achieved_ops_s or 0:,.0f} ops/s, sends late > {tolerance}: "
+            f"{100 * (load.late_sends_share or 0):.1f}%, max outstanding {load.max_outstanding}"
+        )
+        if load.saturated:
+            lines.append(
+                "  SATURATED: the replies fell behind the offered load (short by more than 1%, "
+                "or a growing backlog); the latency is not a steady-state figure"
+            )
     lines += [
         f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
         f"({result.measured_s:.1f} s measured, "

@@ -4,9 +4,13 @@ Format history (``version`` in the JSON):
   1  first format: the volley-bench keys listed in the README.
   2  replicated runs: ``runs`` (one object per run), ``restart``, ``targets``, and
      ``latency_ns.intervals`` (a confidence interval for each percentile). ``rounds`` and
-     ``ci_batches`` now count runs; the mean's interval rests on run-level values. ``host``
-     is the whole environment (``volley.machine.Environment``; format 1's three keys
-     kept), and each run has its ``noise``. Numbers not known are null.
+     ``ci_batches`` now count runs; the mean's interval rests on run-level values.
+  3  open loop: ``load`` = {"model": "closed"} or {"model": "open", "rate_ops_s",
+     "arrivals", "achieved_ops_s", "late_sends_share", "max_outstanding", "saturated"};
+     open-loop runs also carry ``achieved_ops_s``, ``due``, ``late``, ``max_outstanding``
+     and ``backlog_growth``. Older files read as closed loop. ``host`` is the whole
+     environment (``volley.machine.Environment``; format 1's three keys kept), each run
+     has its ``noise``, and ``dropped_runs`` holds disturbed runs left out (--noisy drop).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -28,7 +32,7 @@ from typing import Any
 from volley import __version__
 from volley.machine import Environment, Noise
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
@@ -101,6 +105,14 @@ class RunSummary:
     p99_9_ns: float
     server_pid: int | None = None
     noise: Noise | None = None  # what else ran on the pinned CPUs during the run
+    # Open loop only (None in closed loop): replies per second of the measured window,
+    # words scheduled in it, of those sent late, the most outstanding on one
+    # connection, and how much the backlog (due, unanswered) grew over the window.
+    achieved_ops_s: float | None = None
+    due: int | None = None
+    late: int | None = None
+    max_outstanding: int | None = None
+    backlog_growth: int | None = None
 
     def value(self, statistic: str) -> float:
         """This run's "mean" or percentile ("p50" ... "p99.9"), in nanoseconds."""
@@ -110,6 +122,9 @@ class RunSummary:
         data = asdict(self)
         data["p99.9_ns"] = data.pop("p99_9_ns")
         data["noise"] = self.noise.to_json() if self.noise else None
+        if self.achieved_ops_s is None:  # a closed-loop run has no open-loop counts
+            for name in OPEN_RUN_FIELDS:
+                del data[name]
         return data
 
     @classmethod
@@ -120,6 +135,63 @@ class RunSummary:
             data[name] = unknown_as_nan(data.get(name))
         data["noise"] = Noise.from_json(data["noise"]) if data.get("noise") else None
         return cls(**data)
+
+
+OPEN_RUN_FIELDS = ("achieved_ops_s", "due", "late", "max_outstanding", "backlog_growth")
+
+CLOSED, OPEN = "closed", "open"
+# Saturated: the replies fall short of the words the schedule offered by more than this
+# share, or the backlog grows by more than this share of them over the measured windows.
+SATURATION_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """How the load was applied: closed loop (the next word after the last reply) or open
+    loop (words on a schedule at ``rate_ops_s`` over all clients)."""
+
+    model: str = CLOSED
+    rate_ops_s: float | None = None  # offered, over all clients
+    arrivals: str | None = None  # "poisson" or "fixed"
+    achieved_ops_s: float | None = None  # replies per second of the measured windows
+    late_sends_share: float | None = None  # sends more than late_tolerance_ns late
+    max_outstanding: int | None = None  # words outstanding on one connection, at most
+    saturated: bool | None = None  # the point's latency is not a steady-state figure
+    late_tolerance_ns: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.model == CLOSED:
+            return {"model": CLOSED}
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> LoadInfo:
+        return cls(**data) if data else cls()
+
+    @classmethod
+    def from_runs(
+        cls, rate_ops_s: float, arrivals: str, runs: list[RunSummary], late_tolerance_ns: int
+    ) -> LoadInfo:
+        """The benchmark's open-loop load from its runs' counts."""
+        window_s = sum(r.duration_s for r in runs)
+        replied = sum((r.achieved_ops_s or 0.0) * r.duration_s for r in runs)
+        due = sum(r.due or 0 for r in runs)
+        growth = sum(r.backlog_growth or 0 for r in runs)
+        # Compared with the words the schedule offered, not with the nominal rate, so that
+        # a Poisson schedule's count noise is not mistaken for saturation.
+        saturated = due > 0 and (
+            replied < (1 - SATURATION_SHARE) * due or growth > SATURATION_SHARE * due
+        )
+        return cls(
+            model=OPEN,
+            rate_ops_s=rate_ops_s,
+            arrivals=arrivals,
+            achieved_ops_s=replied / window_s if window_s else 0.0,
+            late_sends_share=sum(r.late or 0 for r in runs) / due if due else 0.0,
+            max_outstanding=max((r.max_outstanding or 0 for r in runs), default=0),
+            saturated=bool(saturated) if runs else None,
+            late_tolerance_ns=late_tolerance_ns,
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +231,7 @@ class BenchResult:
     targets: list[str] = field(default_factory=list)  # e.g. ["mean:1%", "p99:5%"]
     # Runs left out of the evidence because other work disturbed them (--noisy drop).
     dropped_runs: list[RunSummary] = field(default_factory=list)
+    load: LoadInfo = field(default_factory=LoadInfo)
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -172,6 +245,7 @@ class BenchResult:
         data["latency_ns"] = self.latency_ns.to_json() if self.latency_ns else None
         data["runs"] = [run.to_json() for run in self.runs]
         data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]
+        data["load"] = self.load.to_json()
         return finite(data)
 
     @classmethod
@@ -192,6 +266,7 @@ class BenchResult:
         data["host"] = Environment.from_json(data["host"])
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
+        data["load"] = LoadInfo.from_json(data.get("load"))
         return cls(**data)
 
 

@@ -16,6 +16,7 @@ agree, and undercover; the pilot makes that early luck unusable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -64,6 +65,18 @@ class RunRequest:
     alternative: int = 0  # which server, when several are compared run by run
 
 
+@dataclass(frozen=True)
+class OpenRun:
+    """An open-loop run's load counts, summed over its clients."""
+
+    window_s: float  # the measured window
+    due: int  # words scheduled in it
+    late: int  # of those, sent more than the tolerance late
+    replied: int  # replies received in it
+    max_outstanding: int  # on one connection
+    backlog_growth: int  # words due and unanswered at the window's end, minus at its start
+
+
 @dataclass
 class PlayedRun:
     """What an engine hands back from one run."""
@@ -73,6 +86,7 @@ class PlayedRun:
     failure: str | None = None  # the worst thing that went wrong, said for a person
     server_pid: int | None = None
     noise: Noise | None = None  # what else ran on the pinned CPUs meanwhile
+    open: OpenRun | None = None  # None: played closed-loop
 
 
 class Engine(Protocol):
@@ -139,7 +153,7 @@ def summarize(
     latency: npt.NDArray[np.int64], histogram: stats.Histogram, played: PlayedRun
 ) -> RunSummary:
     p50, p90, p99, p999 = histogram.percentiles(stats.PERCENTILES)
-    return RunSummary(
+    summary = RunSummary(
         n=len(latency),
         duration_s=round(max((float(lat.sum()) for lat in played.latencies), default=0) / 1e9, 6),
         mean_ns=float(latency.mean()),
@@ -149,6 +163,19 @@ def summarize(
         p99_9_ns=float(p999),
         server_pid=played.server_pid,
         noise=played.noise,
+    )
+    load = played.open
+    if load is None:
+        return summary
+    # Open loop: ops overlap, so the run lasted its window, not the sum of its latencies.
+    return dataclasses.replace(
+        summary,
+        duration_s=round(load.window_s, 6),
+        achieved_ops_s=load.replied / load.window_s if load.window_s else 0.0,
+        due=load.due,
+        late=load.late,
+        max_outstanding=load.max_outstanding,
+        backlog_growth=load.backlog_growth,
     )
 
 

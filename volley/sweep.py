@@ -1,7 +1,7 @@
 """Sweeps: an experiment file names a grid of points, and each point is one volley-bench run.
 
 An experiment file (TOML) names the servers and the counts to vary; every combination of
-server x clients x server cores x client cores is a point::
+server x clients x server cores x client cores (x rate, if ``rates`` is given) is a point::
 
     name = "Vary cores"
     servers-dir = "../target/servers"       # relative paths are relative to this file
@@ -9,6 +9,7 @@ server x clients x server cores x client cores is a point::
     clients = [40, 80, 200]                 # a count, a list, or a range "1..40" / "2..40 step 2"
     server-cores = ["1..40"]
     client-cores = 40
+    rates = ["10k..200k step 10k"]          # optional: open loop at each offered rate (ops/s)
 
     [bench]                                 # volley-bench options for every point
     precision = "1%"
@@ -21,7 +22,8 @@ cannot take the sweep down with it.
 
 Results file (``results.jsonl``): one line per finished point, appended and fsynced as soon
 as the point ends. A line is the volley-bench JSON (see ``volley.results``) plus
-  ``point``        {server, clients, server_cores, client_cores}: the name and the counts
+  ``point``        {server, clients, server_cores, client_cores[, rate_ops_s]}: the name
+                   and the counts, and the offered rate of an open-loop point
                    (the volley-bench keys ``server_cores``/``client_cores`` are CPU lists);
   ``exit_status``  volley-bench's exit status (0 significant, 3 not significant, 1 failed);
   ``sweep``        {experiment, file, options}: where the point came from.
@@ -53,7 +55,7 @@ from typing import Any, Protocol, TextIO
 from volley import cpus
 from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT, strict_dumps
 from volley.server import Watchdog, pinned_and_tied
-from volley.units import BadInput, parse_confidence, parse_duration_s, parse_target
+from volley.units import BadInput, parse_confidence, parse_duration_s, parse_rate, parse_target
 
 RESULTS_NAME = "results.jsonl"
 DEFAULT_SERVERS_DIR = "target/servers"
@@ -68,11 +70,13 @@ STOP_GRACE_S = 30.0
 ERROR_TAIL_LINES = 6
 
 GRID_KEYS = ("clients", "server-cores", "client-cores")
-TOP_KEYS = ("name", "description", "servers", "servers-dir", *GRID_KEYS, "bench")
+TOP_KEYS = ("name", "description", "servers", "servers-dir", *GRID_KEYS, "rates", "bench")
 DURATION_OPTIONS = ("max-time", "warmup", "run-time", "round-time", "op-timeout", "startup-timeout")
 BENCH_KEYS = ("precision", "confidence", *DURATION_OPTIONS, "args")
 SERVER_KEYS = ("name", "path", "args")
 _RANGE = re.compile(r"\s*(\d+)\s*\.\.\s*(\d+)\s*(?:step\s+(\d+)\s*)?")
+_RATE_RANGE = re.compile(r"\s*(\S+?)\s*\.\.\s*(\S+?)\s+step\s+(\S+)\s*")
+PointKey = tuple[Any, ...]
 
 
 class ExperimentError(ValueError):
@@ -98,34 +102,43 @@ class Point:
     clients: int
     server_cores: int
     client_cores: int
+    rate_ops_s: float | None = None  # open loop at this offered rate; None: closed loop
 
-    def key(self) -> tuple[str, int, int, int]:
-        return (self.server, self.clients, self.server_cores, self.client_cores)
+    def key(self) -> PointKey:
+        # A closed-loop point keeps the key it had before rates existed (for --resume).
+        rate = () if self.rate_ops_s is None else (self.rate_ops_s,)
+        return (self.server, self.clients, self.server_cores, self.client_cores, *rate)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "server": self.server,
             "clients": self.clients,
             "server_cores": self.server_cores,
             "client_cores": self.client_cores,
         }
+        if self.rate_ops_s is not None:
+            data["rate_ops_s"] = self.rate_ops_s
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Point:
+        rate = data.get("rate_ops_s")
         return cls(
             str(data["server"]),
             int(data["clients"]),
             int(data["server_cores"]),
             int(data["client_cores"]),
+            None if rate is None else float(rate),
         )
 
     def __str__(self) -> str:
         def cores(n: int) -> str:
             return f"{n} core{'s' if n != 1 else ''}"
 
+        rate = "" if self.rate_ops_s is None else f" at {self.rate_ops_s:,.0f} ops/s"
         return (
             f"{self.server}, {self.clients} client{'s' if self.clients != 1 else ''} on "
-            f"{cores(self.client_cores)}, server on {cores(self.server_cores)}"
+            f"{cores(self.client_cores)}, server on {cores(self.server_cores)}{rate}"
         )
 
 
@@ -138,15 +151,17 @@ class Experiment:
     server_cores: tuple[int, ...]
     client_cores: tuple[int, ...]
     options: dict[str, str] = field(default_factory=dict)  # volley-bench option -> value
+    rates: tuple[float | None, ...] = (None,)  # offered rates (ops/s); None: closed loop
 
     def points(self) -> list[Point]:
         """The grid in run order. Servers vary fastest, so that whatever drifts during a long
         sweep (temperature, background load) touches every server alike."""
         return [
-            Point(spec.name, clients, s, c)
+            Point(spec.name, clients, s, c, rate)
             for s in self.server_cores
             for c in self.client_cores
             for clients in self.clients
+            for rate in self.rates
             for spec in self.servers
         ]
 
@@ -214,6 +229,7 @@ def parse(text: str, path: Path) -> Experiment:
         server_cores=_counts(data["server-cores"], where, "server-cores"),
         client_cores=_counts(data["client-cores"], where, "client-cores"),
         options=options,
+        rates=_rates(data["rates"], where) if "rates" in data else (None,),
     )
 
 
@@ -295,6 +311,31 @@ def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
         else:
             raise where.error("", key, f'has {item!r}; write counts (4) or ranges ("1..40")')
     return tuple(dict.fromkeys(counts))
+
+
+def _rates(value: Any, where: _Locator) -> tuple[float | None, ...]:
+    """``[1000, "50k"]`` or ``"10k..200k step 10k"`` -> the offered rates in ops/s, once each."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise where.error("", "rates", "is an empty list; give at least one rate")
+    rates: list[float] = []
+    try:
+        for item in items:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                rates.append(parse_rate(str(item), "rates"))
+            elif isinstance(item, str) and (match := _RATE_RANGE.fullmatch(item)):
+                first, last, step = (parse_rate(match[i], "rates") for i in (1, 2, 3))
+                if last < first:
+                    raise BadInput(f"rates has the empty range {item!r}")
+                count = int((last - first) / step + 1e-9) + 1
+                rates.extend(first + i * step for i in range(count))
+            elif isinstance(item, str):
+                rates.append(parse_rate(item, "rates"))
+            else:
+                raise BadInput(f'rates has {item!r}; write rates (50000, "50k") or ranges')
+    except BadInput as e:
+        raise where.error("", "rates", str(e).removeprefix("rates ")) from None
+    return tuple(dict.fromkeys(rates))
 
 
 def _strings(value: Any, where: _Locator, table: str, key: str) -> tuple[str, ...]:
@@ -397,7 +438,7 @@ def server_missing(spec: ServerSpec) -> str | None:
     return None
 
 
-def plan(experiment: Experiment, usable: list[int], done: set[tuple[str, int, int, int]]) -> Plan:
+def plan(experiment: Experiment, usable: list[int], done: set[PointKey]) -> Plan:
     missing = [spec for spec in experiment.servers if server_missing(spec)]
     absent = {spec.name for spec in missing}
     todo, finished, too_big = [], [], []
@@ -430,6 +471,8 @@ def bench_command(experiment: Experiment, point: Point, usable: list[int]) -> li
     ]
     for key, value in experiment.options.items():
         command += [f"--{key}", value]
+    if point.rate_ops_s is not None:
+        command += ["--rate", f"{point.rate_ops_s:.12g}"]
     command += ["--json", "-", "--quiet", spec.path]
     if spec.args:
         command += ["--", *spec.args]
@@ -721,7 +764,7 @@ class Summary:
 
 def open_results(
     out_dir: Path, experiment: Experiment, resume: bool
-) -> tuple[Path, set[tuple[str, int, int, int]], list[str]]:
+) -> tuple[Path, set[PointKey], list[str]]:
     """Create DIR, check the results file, and return the points it already has."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

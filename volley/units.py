@@ -40,6 +40,30 @@ def parse_confidence(text: str) -> float:
     return value
 
 
+_RATE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*(?:ops/s)?\s*")
+_RATE_SCALE = {"": 1.0, "k": 1e3, "m": 1e6}
+ARRIVALS = ("poisson", "fixed")
+
+
+def parse_rate(text: str, option: str = "--rate") -> float:
+    """``"50k"``, ``"1.5M"``, ``"2000"`` -> ops per second (above zero)."""
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise BadInput(
+            f"{option} {text!r} is not a rate; write ops per second like 2000, 50k or 1.5M"
+        )
+    rate = float(match.group(1)) * _RATE_SCALE[match.group(2).lower()]
+    if rate <= 0:
+        raise BadInput(f"{option} {text!r} must be more than zero")
+    return rate
+
+
+def check_arrivals(text: str, option: str = "--arrivals") -> str:
+    if text not in ARRIVALS:
+        raise BadInput(f"{option} {text!r} is not one of {', '.join(ARRIVALS)}")
+    return text
+
+
 _TIME_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
 _TARGET = re.compile(
     r"\s*(?:(mean|p50|p90|p99|p99\.9)\s*:)?\s*([0-9]*\.?[0-9]+)\s*(%|ns|us|µs|ms|s)\s*"

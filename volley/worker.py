@@ -7,7 +7,7 @@ released, writing latencies straight into a shared mapping the coordinator reads
 numpy, so no per-op value ever crosses a pipe. Messages on the pipe are few and small:
 
     coordinator -> worker:  ("connect", host, port) | ("run", start_ns, measure_from_ns,
-                            deadline_ns) | ("disconnect",) | ("close",)
+                            deadline_ns[, OpenLoad]) | ("disconnect",) | ("close",)
     worker -> coordinator:  ("ready",) once mapped | ("connected",) | ("failed", message)
                             | ("done", [ClientReport...], involuntary context switches)
                             | ("disconnected",)
@@ -54,6 +54,27 @@ class WorkerPlan:
 
 
 @dataclass(frozen=True)
+class OpenLoad:
+    """A run played open-loop: each client sends on its own schedule at this rate."""
+
+    client_rate_ops_s: float  # one client's share of the offered rate
+    arrivals: str  # "poisson" or "fixed", a key of _core.ARRIVALS
+
+
+@dataclass(frozen=True)
+class OpenCounts:
+    """One open-loop client's run, besides its latencies (see ``_core.play_open``)."""
+
+    due: int  # words scheduled in the measured window
+    late: int  # of those, sent more than _core.LATE_TOLERANCE_NS late
+    replied: int  # replies received in the window
+    max_outstanding: int
+    backlog_start: int  # words due and unanswered when the window opened
+    backlog_end: int  # ... and when it closed
+    window_ns: int
+
+
+@dataclass(frozen=True)
 class ClientReport:
     """How one client's run ended: ops completed and, if it failed, why."""
 
@@ -63,6 +84,7 @@ class ClientReport:
     errno: int
     challenge: int
     reply: int
+    counts: OpenCounts | None = None  # open loop only
 
     @property
     def failed(self) -> bool:
@@ -112,6 +134,33 @@ class Client:
         )
         self.report = ClientReport(self.id, *result)
 
+    def play_open(
+        self,
+        start_ns: int,
+        measure_from_ns: int,
+        deadline_ns: int,
+        stop: memoryview,
+        load: OpenLoad,
+        op_timeout_s: float,
+    ) -> None:
+        assert self.sock is not None
+        seed = random.getrandbits(32) | 1
+        done, outcome, err, challenge, reply, *counts = _core.play_open(
+            self.sock.fileno(),
+            self.latency_ns,
+            seed,
+            start_ns,
+            deadline_ns,
+            stop,
+            measure_from_ns,
+            load.client_rate_ops_s,
+            _core.ARRIVALS[load.arrivals],
+            int(op_timeout_s * 1e9),
+        )
+        self.report = ClientReport(
+            self.id, done, outcome, err, challenge, reply, OpenCounts(*counts)
+        )
+
     def connect(self, host: str, port: int, op_timeout_s: float) -> str | None:
         """Open this run's connection and prove it with one exchange; what failed, or None."""
         try:
@@ -156,7 +205,7 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
     clients = [
         Client(i, samples[i * plan.capacity : (i + 1) * plan.capacity]) for i in plan.client_ids
     ]
-    team = Team(clients, view[:1])
+    team = Team(clients, view[:1], plan.op_timeout_s)
     try:
         pipe.send(("ready",))
         serve(pipe, plan, team)
@@ -182,7 +231,8 @@ def serve(pipe: Connection, plan: WorkerPlan, team: Team) -> None:
                     break
             pipe.send(("failed", failure) if failure else ("connected",))
         elif message[0] == "run":
-            _, start_ns, measure_from_ns, deadline_ns = message
+            _, start_ns, measure_from_ns, deadline_ns, *load = message
+            team.load = load[0] if load else None
             switches = machine.involuntary_switches()
             reports = team.play_run(start_ns, measure_from_ns, deadline_ns)
             pipe.send(("done", reports, machine.involuntary_switches() - switches))
@@ -200,8 +250,10 @@ class Team:
     so each client thread waits on a lock of its own that the run releases.
     """
 
-    def __init__(self, clients: list[Client], stop: memoryview) -> None:
+    def __init__(self, clients: list[Client], stop: memoryview, op_timeout_s: float) -> None:
         self.clients = clients
+        self.op_timeout_s = op_timeout_s
+        self.load: OpenLoad | None = None  # None: closed loop
         self.stop = stop
         self.start_ns = self.measure_from_ns = self.deadline_ns = 0
         self.closing = False
@@ -218,7 +270,17 @@ class Team:
             go.acquire()
             if self.closing:
                 return
-            client.play(self.start_ns, self.measure_from_ns, self.deadline_ns, self.stop)
+            if self.load is None:
+                client.play(self.start_ns, self.measure_from_ns, self.deadline_ns, self.stop)
+            else:
+                client.play_open(
+                    self.start_ns,
+                    self.measure_from_ns,
+                    self.deadline_ns,
+                    self.stop,
+                    self.load,
+                    self.op_timeout_s,
+                )
             self.finished.put(client.id)
 
     def play_run(
