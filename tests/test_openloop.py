@@ -300,11 +300,11 @@ def test_experiment_rates_accept_lists_and_ranges(tmp_path):
     points = exp.points()
     assert [p.rate_ops_s for p in points] == list(exp.rates)
     assert sweep.Point.from_json(points[0].to_json()) == points[0]
-    command = sweep.bench_command(exp, points[-1], [0, 1], tmp_path / "p.json")
+    command = sweep.bench_command(exp, points[-1], [0, 1])
     assert command[command.index("--rate") + 1] == "1500000"
     closed = sweep.parse(EXPERIMENT, path)
     assert closed.rates == (None,) and "--rate" not in sweep.bench_command(
-        closed, closed.points()[0], [0, 1], tmp_path / "p.json"
+        closed, closed.points()[0], [0, 1]
     )
     assert closed.points()[0].key() == ("c-epoll", 2, 1, 1)  # as before rates: --resume works
     for bad in ("rates = [0]", 'rates = ["fast"]', "rates = []", 'rates = ["9k..1k step 1k"]'):
