@@ -7,7 +7,7 @@ import pytest
 from helpers import strict_loads
 
 from volley.machine import Environment
-from volley.report import StreamProgress, format_ns, summary
+from volley.report import StreamProgress, summary
 from volley.results import (
     FORMAT_VERSION,
     BenchResult,
@@ -18,6 +18,7 @@ from volley.results import (
 )
 from volley.runs import RunProgress
 from volley.stats import Interval
+from volley.units import format_ns
 
 
 def result(**changes) -> BenchResult:

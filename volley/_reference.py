@@ -15,7 +15,9 @@ import socket
 import struct
 import time
 
-OK, FAILED_ERRNO, PEER_CLOSED, WRONG_REPLY, OP_TIMEOUT = range(5)
+# The outcomes are the Cython loop's own: one definition of each.
+from volley._core import FAILED_ERRNO, OK, OP_TIMEOUT, PEER_CLOSED, WRONG_REPLY  # noqa: F401
+
 WORD = struct.Struct("!I")
 LATE_TOLERANCE_NS = 10_000
 RING_WORDS = 1 << 14

@@ -32,6 +32,7 @@ import numpy as np
 
 from volley import __version__, server
 from volley.results import strict_dumps
+from volley.units import format_ms
 
 FORMAT_VERSION = 2
 MASK = 0xFFFFFFFF
@@ -407,10 +408,6 @@ def after(what: str) -> Iterator[None]:
         raise Failed(f"after {what}: {f.verdict}", f.sent, f.expected, f.received) from None
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
-
-
 @check("listens", "starts with -p PORT and listens within the startup timeout")
 def listens(target: Target) -> str:
     if target.fixed:
@@ -449,7 +446,7 @@ def split_word(target: Target) -> str:
     with target.connect(target.address()) as sock:
         for index, (n, sizes) in enumerate(SPLITS):
             data, offset = pack(n), 0
-            how = f"(sent as {'+'.join(map(str, sizes))} bytes, {ms(PAUSE_S)} apart)"
+            how = f"(sent as {'+'.join(map(str, sizes))} bytes, {format_ms(PAUSE_S)} apart)"
             for k, size in enumerate(sizes):
                 if k:
                     time.sleep(PAUSE_S)
@@ -734,13 +731,13 @@ def zero(target: Target) -> str:
     if report.exit_status != 0:
         status = server.describe_status(report.exit_status or 0)
         raise Failed(
-            f"ended {ms(report.exited_after_s)} after a zero challenge, but with {status}",
+            f"ended {format_ms(report.exited_after_s)} after a zero challenge, but with {status}",
             sent,
             "exit status 0",
             status,
         )
     return (
-        f"ended {ms(report.exited_after_s)} after a zero challenge, "
+        f"ended {format_ms(report.exited_after_s)} after a zero challenge, "
         f"{OTHER_CONNECTIONS} other connections open"
     )
 
@@ -796,7 +793,7 @@ def judge_term(target: Target, situation: str, report: server.EndReport, pid: in
             "still running (killed)",
         )
     target.record(f"SIGTERM ({situation})", report)
-    return f"ended {ms(report.exited_after_s)} after SIGTERM"
+    return f"ended {format_ms(report.exited_after_s)} after SIGTERM"
 
 
 @check("sigterm-idle", "SIGTERM ends it promptly while it waits for connections", needs_binary=True)

@@ -22,10 +22,12 @@ from typing import Annotated, NoReturn, TextIO
 import typer
 
 from volley import __version__, coordinator, cpus, results, runs, server
-from volley.report import StreamProgress, format_ns, summary
+from volley.report import StreamProgress, summary
 from volley.units import (
     BadInput,
     check_arrivals,
+    format_duration,
+    format_ns,
     parse_confidence,
     parse_duration_s,
     parse_rate,
@@ -378,7 +380,7 @@ def sweep_command(
         )
     progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
     if not quiet:
-        bound = sweeps.format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
+        bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
         say(
             f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
             + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")

@@ -39,11 +39,10 @@ from typing import Any
 import numpy as np
 
 from volley.machine import Environment
-from volley.report import format_ns
 from volley.results import FAILED, BenchResult, finite
 from volley.stats import long_run_variance, t_quantile
 from volley.sweep import RESULTS_NAME, Point, read_records
-from volley.units import STATISTICS, BadInput, Target, parse_target
+from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
 
 FORMAT_VERSION = 1
 MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate

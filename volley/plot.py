@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from volley.machine import Environment
 from volley.results import FAILED, SIGNIFICANT
 from volley.sweep import read_records
 
@@ -171,12 +172,8 @@ def load(
                 **_open_loop(record),
             )
         )
-        host = record.get("host") or {}
-        _add(
-            results.hosts,
-            f"{host.get('cpu_model', 'unknown CPU')}, {host.get('cpus', '?')} "
-            f"CPUs, Linux {host.get('kernel', '?')}",
-        )
+        # The machine's model and state (governor, SMT, virtual) in the caption.
+        _add(results.hosts, Environment.from_json(record.get("host") or {}).caption())
         _add(results.precisions, str(record.get("precision", "?")))
         _add(results.versions, str(record.get("volley_version", "?")))
         _add(results.dates, str(record.get("started_at", ""))[:10])

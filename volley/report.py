@@ -11,18 +11,7 @@ from volley.cpus import format_cpu_list
 from volley.machine import disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
-
-
-def format_ns(ns: float) -> str:
-    """A latency with a unit that keeps three or four significant digits."""
-    if not math.isfinite(ns):
-        return "?"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if abs(ns) >= scale:
-            return (
-                f"{ns / scale:.3g} {unit}" if abs(ns) >= 100 * scale else f"{ns / scale:.2f} {unit}"
-            )
-    return f"{ns:.0f} ns"
+from volley.units import format_ns
 
 
 class StreamProgress(Progress):

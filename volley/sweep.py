@@ -55,7 +55,15 @@ from typing import Any, Protocol, TextIO
 from volley import cpus
 from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT, strict_dumps
 from volley.server import Watchdog, pinned_and_tied
-from volley.units import BadInput, parse_confidence, parse_duration_s, parse_rate, parse_target
+from volley.units import (
+    BadInput,
+    format_duration,
+    format_ns,
+    parse_confidence,
+    parse_duration_s,
+    parse_rate,
+    parse_target,
+)
 
 RESULTS_NAME = "results.jsonl"
 DEFAULT_SERVERS_DIR = "target/servers"
@@ -659,15 +667,6 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 # --- progress ------------------------------------------------------------------------------
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 class SweepProgress:
     """Points done / total, elapsed and ETA on stderr: a bar on a terminal, lines otherwise."""
 
@@ -740,7 +739,6 @@ class QuietProgress(SweepProgress):
 
 def describe(record: dict[str, Any]) -> str:
     """One result in a few words: mean ± half-width and the verdict."""
-    from volley.report import format_ns
 
     latency = record.get("latency_ns")
     status = record.get("status", "?")

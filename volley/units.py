@@ -1,9 +1,11 @@
-"""What users type for durations, confidence levels and precision targets, turned into
-numbers or a BadInput that says what is wrong (shared by the command line and the
-experiment files)."""
+"""Units, both ways: what users type for durations, confidence levels, precision targets
+and rates, turned into numbers or a BadInput that says what is wrong (shared by the
+command line and the experiment files); and how latencies and durations are written for
+a person."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -118,3 +120,30 @@ def parse_targets(texts: list[str], option: str = "--precision") -> list[Target]
         target = parse_target(text, option)
         chosen[target.statistic] = target
     return list(chosen.values())
+
+
+def format_ns(ns: float) -> str:
+    """A latency with a unit that keeps three or four significant digits."""
+    if not math.isfinite(ns):
+        return "?"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= scale:
+            return (
+                f"{ns / scale:.3g} {unit}" if abs(ns) >= 100 * scale else f"{ns / scale:.2f} {unit}"
+            )
+    return f"{ns:.0f} ns"
+
+
+def format_ms(seconds: float) -> str:
+    """A short wait, like how long a server took to end: whole milliseconds."""
+    return f"{seconds * 1000:.0f} ms"
+
+
+def format_duration(seconds: float) -> str:
+    """A long wait, like a sweep's: 45s, 3m07s, 1h02m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
