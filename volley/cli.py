@@ -24,6 +24,7 @@ import typer
 from volley import __version__, coordinator, cpus, results, runs, server
 from volley.report import StreamProgress, summary
 from volley.units import (
+    BENCH_DEFAULTS,
     BadInput,
     check_arrivals,
     format_duration,
@@ -107,39 +108,54 @@ def bench(
         None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
     ),
     precision: list[str] = typer.Option(
-        ["1%"],
+        [BENCH_DEFAULTS["precision"]],
         "--precision",
         help="Stop when the mean's CI half-width is this share of it (1%) or this time (5us);"
         " p99:5% targets a percentile. Repeatable: every target must be met.",
     ),
-    confidence: str = typer.Option("0.95", "--confidence", help="Confidence level of the CI."),
+    confidence: str = typer.Option(
+        BENCH_DEFAULTS["confidence"], "--confidence", help="Confidence level of the CI."
+    ),
     max_time: str = typer.Option(
-        "180s", "--max-time", help="Give up (exit 3, not significant) after this long."
+        BENCH_DEFAULTS["max-time"],
+        "--max-time",
+        help="Give up (exit 3, not significant) after this long.",
     ),
     warmup: str = typer.Option(
-        "0.25s", "--warmup", help="Ops in this first stretch of every run are discarded."
+        BENCH_DEFAULTS["warmup"],
+        "--warmup",
+        help="Ops in this first stretch of every run are discarded.",
     ),
     run_time: str = typer.Option(
-        "0.5s", "--run-time", "--round-time", help="Measured length of one run (after warm-up)."
+        BENCH_DEFAULTS["run-time"],
+        "--run-time",
+        "--round-time",
+        help="Measured length of one run (after warm-up).",
     ),
     min_runs: int = typer.Option(
-        runs.MIN_RUNS, "--min-runs", help="Pilot runs that plan how many runs the targets need."
+        runs.MIN_RUNS,
+        "--min-runs",
+        help="Pilot runs that plan how many runs the targets need.",
     ),
     restart: str = typer.Option(
-        coordinator.RESTART_SERVER,
+        BENCH_DEFAULTS["restart"],
         "--restart",
         help="What each run starts afresh: server (and connections) or connections only.",
     ),
     noisy: str = typer.Option(
-        "keep",
+        BENCH_DEFAULTS["noisy"],
         "--noisy",
         help="A run disturbed by other work on the pinned CPUs: keep (and warn), drop, fail.",
     ),
     op_timeout: str = typer.Option(
-        "10s", "--op-timeout", help="A reply slower than this is an error, not a hang."
+        BENCH_DEFAULTS["op-timeout"],
+        "--op-timeout",
+        help="A reply slower than this is an error, not a hang.",
     ),
     startup_timeout: str = typer.Option(
-        "10s", "--startup-timeout", help="How long the server may take to start listening."
+        BENCH_DEFAULTS["startup-timeout"],
+        "--startup-timeout",
+        help="How long the server may take to start listening.",
     ),
     port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
     connect: str | None = typer.Option(
@@ -156,7 +172,9 @@ def bench(
         "on schedule whether or not earlier replies came. Default: closed loop.",
     ),
     arrivals: str = typer.Option(
-        "poisson", "--arrivals", help="Open loop: poisson or fixed gaps between sends."
+        BENCH_DEFAULTS["arrivals"],
+        "--arrivals",
+        help="Open loop: poisson or fixed gaps between sends.",
     ),
     json_path: str | None = typer.Option(
         None, "--json", metavar="PATH", help="Write the result as JSON (- for stdout)."
@@ -618,8 +636,12 @@ def compare_command(
     cores: Annotated[str | None, typer.Option("--cores", help="With --run.")] = None,
     server_cores: Annotated[str | None, typer.Option("--server-cores", help="With --run.")] = None,
     max_time: Annotated[str, typer.Option("--max-time", help="With --run.")] = "300s",
-    warmup: Annotated[str, typer.Option("--warmup", help="With --run.")] = "0.25s",
-    run_time: Annotated[str, typer.Option("--run-time", help="With --run.")] = "0.5s",
+    warmup: Annotated[str, typer.Option("--warmup", help="With --run.")] = str(
+        BENCH_DEFAULTS["warmup"]
+    ),
+    run_time: Annotated[str, typer.Option("--run-time", help="With --run.")] = str(
+        BENCH_DEFAULTS["run-time"]
+    ),
     min_runs: Annotated[int, typer.Option("--min-runs", help="With --run.")] = runs.MIN_RUNS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --run: no progress.")] = False,
 ) -> None:
@@ -685,7 +707,8 @@ def _interleaved_runs(
         raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
     config = make_config(
         str(servers[0]), [], cores, server_cores, clients, ["1%"], str(confidence), max_time,
-        warmup, run_time, min_runs, coordinator.RESTART_SERVER, "10s", "10s", None, None,
+        warmup, run_time, min_runs, coordinator.RESTART_SERVER,
+        str(BENCH_DEFAULTS["op-timeout"]), str(BENCH_DEFAULTS["startup-timeout"]), None, None,
     )  # fmt: skip
     config = replace(config, alternatives=[(server.resolve(str(p)), []) for p in servers])
     if not output.parent.is_dir() and output.parent != Path("out"):

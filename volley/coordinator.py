@@ -31,7 +31,6 @@ from volley import _core, machine, server, stats, worker
 from volley.cpus import Placement, spread
 from volley.results import BenchResult, LatencySummary, LoadInfo, WorkerInfo
 from volley.runs import (
-    MIN_RUNS,
     Measurement,
     OpenRun,
     PlayedRun,
@@ -73,15 +72,16 @@ class BenchConfig:
     clients: int
     placement: Placement
     targets: list[Target]
-    confidence: float = 0.95
-    max_time_s: float = 180.0
-    warmup_s: float = 0.25
-    run_time_s: float = 0.5
-    min_runs: int = MIN_RUNS
-    restart: str = RESTART_SERVER
-    noisy: str = "keep"
-    op_timeout_s: float = 10.0
-    startup_timeout_s: float = 10.0
+    # No defaults here: the command line fills every field from units.BENCH_DEFAULTS.
+    confidence: float
+    max_time_s: float
+    warmup_s: float
+    run_time_s: float
+    min_runs: int
+    restart: str
+    noisy: str
+    op_timeout_s: float
+    startup_timeout_s: float
     port: int | None = None
     connect: tuple[str, int] | None = None  # measure a running server, leave it running
     rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed

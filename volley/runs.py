@@ -30,11 +30,11 @@ import numpy.typing as npt
 from volley import stats
 from volley.machine import Noise
 from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
-from volley.units import Target
+from volley.units import BENCH_DEFAULTS, Target, parse_duration_s
 
 # Ten pilot runs: fewer and the pilot's variance is too rough to plan on (the t quantile
 # for 9 degrees of freedom is already 2.26); more and a quiet server pays for nothing.
-MIN_RUNS = 10
+MIN_RUNS = int(BENCH_DEFAULTS["min-runs"])
 SHOWN = ("mean", "p99")  # always in the progress line, besides any targeted statistic
 
 
@@ -42,19 +42,23 @@ class RunFailed(RuntimeError):
     """A run could not be played (its server did not start, its clients could not connect)."""
 
 
+def _default_s(option: str) -> float:
+    return parse_duration_s(BENCH_DEFAULTS[option], f"--{option}")
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """The policy of one benchmark: what to reach, and the bounds."""
 
     targets: list[Target]
-    confidence: float = 0.95
-    max_time_s: float = 180.0
-    warmup_s: float = 0.25
-    run_time_s: float = 0.5
+    confidence: float = float(BENCH_DEFAULTS["confidence"])
+    max_time_s: float = _default_s("max-time")
+    warmup_s: float = _default_s("warmup")
+    run_time_s: float = _default_s("run-time")
     min_runs: int = MIN_RUNS
     # A run that other work disturbed (machine.Noise.disturbed): "keep" it (and say so),
     # "drop" it from the evidence, or "fail" the benchmark.
-    noisy: str = "keep"
+    noisy: str = BENCH_DEFAULTS["noisy"]
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from volley import cpus
 from volley.results import FAILED, FORMAT_VERSION, SIGNIFICANT, strict_dumps
 from volley.server import Watchdog, pinned_and_tied
 from volley.units import (
+    BENCH_DEFAULTS,
     BadInput,
     format_duration,
     format_ns,
@@ -70,7 +71,10 @@ DEFAULT_SERVERS_DIR = "target/servers"
 EXIT_INTERRUPTED = 130
 FINISHED = (0, 3)  # volley-bench's exit statuses for a complete run (significant or not)
 # volley-bench's defaults, for the time estimate when the experiment does not set them.
-BENCH_DEFAULTS_S = {"max-time": 180.0, "warmup": 0.25, "startup-timeout": 10.0, "op-timeout": 10.0}
+BENCH_DEFAULTS_S = {
+    key: parse_duration_s(str(BENCH_DEFAULTS[key]), key)
+    for key in ("max-time", "warmup", "startup-timeout", "op-timeout")
+}
 POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last round
 # A point still running this long after its own limits is hung; it is stopped and failed.
 HANG_SLACK_S = 60.0

@@ -9,6 +9,22 @@ import math
 import re
 from dataclasses import dataclass
 
+# volley-bench's defaults as a user would type them: the one table the command line, the
+# compare --run options and experiment files (for their time estimates) read.
+BENCH_DEFAULTS = {
+    "precision": "1%",
+    "confidence": "0.95",
+    "max-time": "180s",
+    "warmup": "0.25s",
+    "run-time": "0.5s",
+    "min-runs": "10",
+    "restart": "server",
+    "noisy": "keep",
+    "arrivals": "poisson",
+    "op-timeout": "10s",
+    "startup-timeout": "10s",
+}
+
 
 class BadInput(ValueError):
     """Input that makes no sense; reported in one line with exit status 2."""
