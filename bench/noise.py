@@ -1,6 +1,6 @@
 """How much the noise meter sees on this machine, with and without a CPU hog.
 
-    PYTHONPATH=$PWD python3 bench/noise.py [STRETCHES]
+    PYTHONPATH=$PWD python3 bench/noise.py [STRETCHES] [--no-hog]
 
 Alternates stretches of 0.5 s without and with `python3 -c "while True: pass"` pinned to
 the client CPU (the last usable one), and prints for each the meter's share of other work
@@ -8,6 +8,8 @@ on that CPU (median, max) and how many were flagged disturbed. It also prints wh
 kernel's own tasks (pid 1, kthreadd and its kernel threads) took, summed over all CPUs:
 the floor of noise on this machine, which other sessions' work does not blur. Chooses and
 checks volley.machine.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
+--no-hog runs only the stretches without the hog (for a short quiet window on a shared
+machine).
 """
 
 from __future__ import annotations
@@ -74,15 +76,19 @@ def stretch(client: int, server: int, hog: bool) -> tuple[machine.Noise, float, 
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    args = [a for a in sys.argv[1:] if a != "--no-hog"]
+    count = int(args[0]) if args else 20
+    modes = (False,) if "--no-hog" in sys.argv else (False, True)
     usable = sorted(os.sched_getaffinity(0))
     client, server = usable[-1], usable[0]
     os.sched_setaffinity(0, {server})  # keep this script off the measured client CPU
     runs: dict[bool, list[tuple[machine.Noise, float, float]]] = {False: [], True: []}
     for _ in range(count):
-        for hog in (False, True):
+        for hog in modes:
             runs[hog].append(stretch(client, server, hog))
     for hog, label in ((False, "without hog"), (True, "with hog")):
+        if not runs[hog]:
+            continue
         shares = [next(c for c in n.cpus if c.cpu == client).other_share for n, _, _ in runs[hog]]
         steal = [max(c.steal_s for c in n.cpus) / n.duration_s for n, _, _ in runs[hog]]
         system = [s for _, s, _ in runs[hog]]
@@ -92,6 +98,7 @@ def main() -> None:
             f"max {max(shares):.1%} min {min(shares):.1%}; disturbed {flagged} of {count}; "
             f"kernel tasks max {max(system):.1%} of a CPU; steal max {max(steal):.1%}"
         )
+        print(f"  shares, sorted (%): {' '.join(f'{v * 100:.0f}' for v in sorted(shares))}")
     costs = [c for hog in runs for _, _, c in runs[hog]]
     print(
         f"start+stop cost: median {statistics.median(costs) * 1e3:.2f} ms, "

@@ -30,11 +30,15 @@ CMDLINE_FLAGS = ("isolcpus", "nohz_full", "rcu_nocbs", "mitigations")
 
 # A run is disturbed when, on any pinned CPU, processes other than the server and Volley
 # used more than this share of the measured stretch, or the hypervisor stole more.
-# Measured on this 2-CPU KVM guest (tests/test_machine.py, NOISE_SAMPLES runs of 0.5 s with
-# workers idle): with nothing else started the largest share seen in 20 runs was 0-6% (the
-# share is counted in 4 ms ticks; the shared machine had other sessions' processes);
-# with `taskset -c 1 python3 -c "while True: pass"` CPU 1 showed 48-100% (median 99%).
-# 20% sits well above the first and well below the second.
+# Measured with bench/noise.py (stretches of 0.5 s on CPU 1) on the 2-vCPU KVM development
+# VM, which other sessions shared. With no other session running (20 stretches, load
+# falling to 2.4): median 0%; 17 of 20 under the limit, the 3 above it while another
+# session's tests started (98%). The kernel's own threads took at most 1.4-5% of one CPU
+# and steal at most 2-4% (once 34%, when the host was busy) in every series. With
+# `taskset -c 1 python3 -c "while True: pass"`: 95.9-100% (median 99.9%, 60 stretches).
+# 20% sits well above the first and well below the second, and a share is known to a few
+# percent (ticks). Cost of NoiseMeter.start() + stop(): median 0.7-1.4 ms, with a worker
+# of 64 threads and a forking server among ~90 processes (tests bound it at 5 ms).
 OTHER_SHARE_LIMIT = 0.20
 STEAL_SHARE_LIMIT = 0.20
 LOAD_AVG_LIMIT = 1.0  # at start, before Volley runs anything: anything above is other work
@@ -528,8 +532,8 @@ class NoiseMeter:
     a 0.5 s stretch is known to a few percent. Processes of our own that end before
     stop() are not seen and count as other work.
 
-    Cost of start() + stop(): see OTHER_SHARE_LIMIT's comment; the part that grows is one
-    listing of /proc (~4 us per process on the machine).
+    Cost of start() + stop(): see the comment at OTHER_SHARE_LIMIT; the part that grows
+    is one listing of /proc (~4 us per process on the machine).
     """
 
     def __init__(self, client_cpus: list[int], server_cpus: list[int]) -> None:
