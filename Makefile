@@ -17,8 +17,10 @@ volley/.installed: setup.py pyproject.toml volley/_core.pyx volley/_posix.pxd
 
 # Benchmark one bundled server with the defaults (server on the lower half of the CPUs,
 # one client per CPU of the upper half).
+# Exit status 3 (the precision was not reached within --max-time) still printed a result,
+# flagged not significant: not a failure of `make run`.
 run: install server-$(SERVER)
-	$(PYTHON) -m volley bench $(SERVER_ARGS) target/servers/$(SERVER)
+	$(PYTHON) -m volley bench $(SERVER_ARGS) target/servers/$(SERVER) || [ $$? -eq 3 ]
 
 test: install servers
 	$(PYTHON) -m pytest -q
