@@ -71,7 +71,11 @@ def test_significant_run_writes_sane_json(c_threaded, tmp_path):
         low, high = lat["intervals"][name]
         assert low <= lat[name] <= high
     assert result["throughput_ops_s"] > 0 and result["confidence"] == 0.95
-    assert set(result["host"]) == {"kernel", "cpu_model", "cpus"}
+    # The whole environment, format 1's three keys included; the server binary identified.
+    assert set(result["host"]) >= {"kernel", "cpu_model", "cpus", "used_cpus", "virtual"}
+    assert result["host"]["server_path"] == str(c_threaded.resolve())
+    assert len(result["host"]["server_sha256"]) == 64
+    assert all(run["noise"]["duration_s"] > 0 for run in result["runs"])
     assert sum(w["clients"] for w in result["workers"]) == 4
     # The human summary went to stdout alongside the JSON file.
     assert "significant: yes" in done.stdout and "p99.9" in done.stdout
