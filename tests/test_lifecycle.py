@@ -237,7 +237,8 @@ def test_bench_killed_mid_run_leaves_nothing(c_threaded, tmp_path, sig):
     out = tmp_path / "r.json"
     run = started(*LONG, "--json", out, c_threaded, tmp_path=tmp_path)
     mid_run(run)
-    assert run.server(c_threaded)
+    # Every run has a fresh server: between two runs there is none for a moment.
+    wait_for("a run's server", lambda: run.server(c_threaded))
     status, took = run.kill(sig)
     run.assert_nothing_left(sig, took)
     if sig == signal.SIGHUP:  # like SIGTERM: the partial result, exit 130
