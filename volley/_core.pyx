@@ -36,6 +36,17 @@ cdef inline int64_t now_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef inline void sleep_until(int64_t when_ns) noexcept nogil:
+    # The common start of a run: every client of every worker waits for the same instant.
+    cdef timespec ts
+    if when_ns <= 0:
+        return
+    ts.tv_sec = when_ns // 1000000000
+    ts.tv_nsec = when_ns % 1000000000
+    while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR:
+        pass
+
+
 cdef inline uint32_t next_challenge(uint32_t *state) noexcept nogil:
     # xorshift32 never yields zero from a non-zero state, and zero would end the server.
     cdef uint32_t x = state[0]
@@ -110,14 +121,9 @@ def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     cdef Outcome outcome = _OK
     cdef Py_ssize_t done = 0
     cdef int64_t t0, t1
-    cdef timespec start
 
     with nogil:
-        if start_ns > 0:
-            start.tv_sec = start_ns // 1000000000
-            start.tv_nsec = start_ns % 1000000000
-            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &start, NULL) == EINTR:
-                pass
+        sleep_until(start_ns)
         while done < capacity and stop_flag[0] == 0:
             challenge = next_challenge(&state)
             t0 = now_ns()
@@ -178,6 +184,13 @@ cdef inline double next_uniform(uint64_t *state) noexcept nogil:
     state[0] = x
     x = x * <uint64_t>0x2545F4914F6CDD1DULL
     return (<double>(x >> 11) + 1.0) / 9007199254740992.0
+
+
+cdef inline double next_gap(uint64_t *gaps, double gap_ns, int arrivals) noexcept nogil:
+    # The time to a connection's next send: fixed, or exponential (Poisson arrivals).
+    if arrivals == 1:
+        return gap_ns
+    return -log(next_uniform(gaps)) * gap_ns
 
 
 def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
@@ -256,11 +269,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
         else:
             next_offset = -log(next_uniform(&gaps)) * gap_ns
         next_ns = start_ns + <int64_t>next_offset
-        if start_ns > 0:
-            ts.tv_sec = start_ns // 1000000000
-            ts.tv_nsec = start_ns % 1000000000
-            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR:
-                pass
+        sleep_until(start_ns)
         last_progress = now_ns()
         while True:
             if stop_flag[0] != 0:
@@ -305,10 +314,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                     if lagged < lags_capacity:
                         lags[lagged] = t - next_ns
                         lagged += 1
-                if arrivals == 1:
-                    next_offset += gap_ns
-                else:
-                    next_offset += -log(next_uniform(&gaps)) * gap_ns
+                next_offset += next_gap(&gaps, gap_ns, arrivals)
                 next_ns = start_ns + <int64_t>next_offset
                 i += 1
             if outcome != _OK:
@@ -324,10 +330,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                     if next_ns >= measure_from_ns:
                         due += 1
                         late += 1
-                    if arrivals == 1:
-                        next_offset += gap_ns
-                    else:
-                        next_offset += -log(next_uniform(&gaps)) * gap_ns
+                    next_offset += next_gap(&gaps, gap_ns, arrivals)
                     next_ns = start_ns + <int64_t>next_offset
             if backlog_end < 0 and now >= end_ns:
                 backlog_end = <long>(head - tail) + <long>(

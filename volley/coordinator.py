@@ -18,7 +18,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
@@ -119,12 +119,10 @@ def raise_open_files_limit(clients: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
-    """Run the whole benchmark: workers up, runs until the targets are met, everything
-    ended. Returns a result for failed and interrupted benchmarks too, once the workers
-    are up; BenchError or ServerError if it could not start at all."""
+@contextlib.contextmanager
+def engine_for(config: BenchConfig) -> Iterator[Coordinator]:
+    """The engine for ``config``, up and catching signals; everything ended on the way out."""
     raise_open_files_limit(config.clients)
-    progress = progress or Progress()
     # Until the engine catches them itself, SIGTERM and SIGHUP must unwind like Ctrl-C so
     # that a server already started is still ended; by default they would kill us.
     previous = {
@@ -133,12 +131,22 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
     }
     try:
         with Coordinator(config) as engine:
-            measurement = measure(engine, config.plan, progress)
-            return engine.result(measurement)
+            yield engine
     finally:
-        progress.done()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
+    """Run the whole benchmark: workers up, runs until the targets are met, everything
+    ended. Returns a result for failed and interrupted benchmarks too, once the workers
+    are up; BenchError or ServerError if it could not start at all."""
+    progress = progress or Progress()
+    try:
+        with engine_for(config) as engine:
+            return engine.result(measure(engine, config.plan, progress))
+    finally:
+        progress.done()
 
 
 def interleaved(
@@ -149,28 +157,19 @@ def interleaved(
     """Compare ``config.alternatives`` run by run, one run of each per round in a fresh
     random order (``runs.interleave``), until ``resolved`` says the results answer the
     question; one result per alternative."""
-    raise_open_files_limit(config.clients)
-    previous = {
-        sig: signal.signal(sig, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
-        with Coordinator(config) as engine:
+    with engine_for(config) as engine:
 
-            def results(found: list[Measurement]) -> list[BenchResult]:
-                return [engine.result(m, i) for i, m in enumerate(found)]
+        def results(found: list[Measurement]) -> list[BenchResult]:
+            return [engine.result(m, i) for i, m in enumerate(found)]
 
-            found = interleave(
-                engine,
-                config.plan,
-                len(config.alternatives),
-                lambda found: resolved(results(found)),
-                (lambda rounds, found: on_round(rounds, results(found))) if on_round else None,
-            )
-            return results(found)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        found = interleave(
+            engine,
+            config.plan,
+            len(config.alternatives),
+            lambda found: resolved(results(found)),
+            (lambda rounds, found: on_round(rounds, results(found))) if on_round else None,
+        )
+        return results(found)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any
 
 from volley import __version__
 from volley.machine import Environment, Noise
+from volley.units import STATISTICS
 
 FORMAT_VERSION = 3
 
@@ -88,7 +89,7 @@ class LatencySummary:
 
 
 # The statistics a result reports with an interval, and the LatencySummary field of each.
-STATISTIC_FIELDS = {"mean": "mean", "p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p99_9"}
+STATISTIC_FIELDS = {name: name.replace(".", "_") for name in STATISTICS}
 
 
 @dataclass(frozen=True)

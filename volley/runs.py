@@ -138,14 +138,20 @@ class Measurement:
     def measured_s(self) -> float:
         return sum(r.duration_s for r in self.runs)
 
-    def add(self, played: PlayedRun) -> None:
-        """Merge a run's ops; a run without any (stopped before its first) leaves no trace."""
+    def add(self, played: PlayedRun, dropped: bool = False) -> None:
+        """Merge a run's ops, or with ``dropped`` only keep its summary aside (a disturbed
+        run left out of the evidence). A run without any op leaves no trace."""
         latency = np.concatenate(played.latencies) if played.latencies else np.zeros(0, np.int64)
-        if len(latency):
-            histogram = stats.Histogram()
-            histogram.record(latency)
-            self.record.add(latency, histogram)
-            self.runs.append(summarize(latency, histogram, played))
+        if not len(latency):
+            return
+        histogram = stats.Histogram()
+        histogram.record(latency)
+        run = summarize(latency, histogram, played)
+        if dropped:
+            self.dropped.append(run)
+            return
+        self.record.add(latency, histogram)
+        self.runs.append(run)
 
     def settle(self, confidence: float) -> Measurement:
         """Every interval, from every run so far."""
@@ -277,12 +283,7 @@ def measure(
             break
         last_run_s = clock() - began
         disturbed = played.noise.describe() if played.noise and played.noise.disturbed else None
-        if disturbed and plan.noisy == "drop":
-            dropped = Measurement()
-            dropped.add(played)
-            m.dropped += dropped.runs
-        else:
-            m.add(played)
+        m.add(played, dropped=bool(disturbed) and plan.noisy == "drop")
         if disturbed and plan.noisy == "fail":
             m.status, m.error = FAILED, f"run {len(m.runs)} was disturbed: {disturbed}"
             break

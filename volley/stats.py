@@ -29,8 +29,15 @@ from volley.units import STATISTICS
 # Histogram resolution: 2**SUB_BITS buckets per power of two, i.e. under 0.1% relative error.
 SUB_BITS = 10
 MAX_EXPONENT = 48  # 2**48 ns is over three days: no single op is that slow
-PERCENTILES = (50.0, 90.0, 99.0, 99.9)
-PERCENTILE_NAMES = STATISTICS[1:]  # "p50" ... "p99.9", in the order of PERCENTILES
+PERCENTILE_NAMES = STATISTICS[1:]  # "p50" ... "p99.9"
+
+
+def percentile_of(statistic: str) -> float:
+    """ "p99.9" -> 99.9"""
+    return float(statistic[1:])
+
+
+PERCENTILES = tuple(percentile_of(name) for name in PERCENTILE_NAMES)  # 50.0 ... 99.9
 
 
 @functools.lru_cache(maxsize=4096)
@@ -232,8 +239,3 @@ class LatencyRecord:
         if statistic == "mean":
             return self.mean_ns if self.n else math.nan
         return float(self.histogram.percentiles([percentile_of(statistic)])[0])
-
-
-def percentile_of(statistic: str) -> float:
-    """ "p99.9" -> 99.9"""
-    return float(statistic[1:])

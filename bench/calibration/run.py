@@ -31,7 +31,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +55,9 @@ def half_width(low: float | None, high: float | None) -> float:
     return (high - low) / 2
 
 
-def load(path: Path) -> Invocation:
-    data = json.loads(path.read_text())
+def load(text: str) -> Invocation:
+    """One invocation's result, from the JSON volley-bench wrote on stdout."""
+    data = json.loads(text)
     lat = data["latency_ns"]
     p99 = lat.get("intervals", {}).get("p99")
     runs = data.get("runs") or []
@@ -117,24 +117,23 @@ def main() -> int:
     if args.fixed:
         base += ["--precision", UNREACHABLE_PRECISION, "--max-time", args.fixed]
     found: list[Invocation] = []
-    with tempfile.TemporaryDirectory(prefix="volley-calibration-") as directory:
-        for i in range(args.k):
-            out = Path(directory) / f"{i}.json"
-            command = [*base, *args.extra, "--json", str(out), args.server]
-            done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if not out.exists():
-                print(f"invocation {i + 1} wrote no result: {done.stderr.strip()}", file=sys.stderr)
-                return 1
-            found.append(load(out))
-            last = found[-1]
-            print(
-                f"{i + 1:3d}/{args.k}: mean {last.mean_ns / 1e3:8.2f} us "
-                f"± {last.mean_half_ns / 1e3:.2f}  p99 {last.p99_ns / 1e3:8.1f} us"
-                + (f" ± {last.p99_half_ns / 1e3:.1f}" if last.p99_half_ns is not None else "")
-                + f"  {last.runs} runs  {last.elapsed_s:.1f} s  {last.status}",
-                file=sys.stderr,
-                flush=True,
-            )
+    # Each result comes on stdout (--json -): nothing is written to disk, nothing left behind.
+    for i in range(args.k):
+        command = [*base, *args.extra, "--json", "-", args.server]
+        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if not done.stdout.strip():
+            print(f"invocation {i + 1} wrote no result: {done.stderr.strip()}", file=sys.stderr)
+            return 1
+        found.append(load(done.stdout))
+        last = found[-1]
+        print(
+            f"{i + 1:3d}/{args.k}: mean {last.mean_ns / 1e3:8.2f} us "
+            f"± {last.mean_half_ns / 1e3:.2f}  p99 {last.p99_ns / 1e3:8.1f} us"
+            + (f" ± {last.p99_half_ns / 1e3:.1f}" if last.p99_half_ns is not None else "")
+            + f"  {last.runs} runs  {last.elapsed_s:.1f} s  {last.status}",
+            file=sys.stderr,
+            flush=True,
+        )
     mean_cover, mean_sd = honesty([f.mean_ns for f in found], [f.mean_half_ns for f in found])
     if all(f.p99_half_ns is not None for f in found):
         p99_cover, p99_sd = honesty(
