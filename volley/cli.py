@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn, TextIO
+from typing import Annotated, NoReturn, TextIO, TypeVar
 
 import typer
 
-from volley import __version__, coordinator, cpus, results, runs, server
+from volley import __version__, coordinator, cpus, hosts, results, runs, server
 from volley.report import StreamProgress, summary
 from volley.units import (
     BENCH_DEFAULTS,
@@ -36,6 +37,7 @@ from volley.units import (
     parse_targets,
 )
 
+T = TypeVar("T")
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
 EXIT_CODES = {
     results.SIGNIFICANT: 0,
@@ -183,6 +185,10 @@ def bench(
 ) -> None:
     """Measure a server's latency with pinned ping-pong clients until the mean is known."""
     try:
+        team = hosts.join()  # None unless an MPI launcher started several of us
+    except hosts.HostsError as e:
+        fail(str(e), e.status)
+    try:
         config = make_config(
             server_path,
             args or [],
@@ -204,9 +210,14 @@ def bench(
             rate,
             arrivals,
         )
-        if json_path and json_path != "-":
+        if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
+        if team:  # rank 0 names this host and ends the job
+            # A host that cannot reach the server is a failed run, not bad input.
+            status = EXIT_FAILED if isinstance(e, server.ServerError) else EXIT_USAGE
+            problem = str(e)
+            _on_hosts(lambda: hosts.start(team, None, problem=problem, status=status))
         fail(str(e), EXIT_USAGE)
     try:
         # Not enough open files is the user's limit, bad input, not a failed run.
@@ -216,7 +227,20 @@ def bench(
     if config.placement.warning and not quiet:
         say(f"warning: {config.placement.warning}", sys.stderr)
     try:
-        result = coordinator.benchmark(config, None if quiet else StreamProgress())
+        progress = None if quiet else StreamProgress()
+        if team:
+            save = None
+            if json_path and json_path != "-":
+                path = Path(json_path)
+                save = lambda partial: results.write_atomically(path, results.dumps(partial))  # noqa: E731
+            found = _on_hosts(
+                lambda: hosts.benchmark(team, config, clients is not None, progress, save)
+            )
+            if found is None:
+                raise typer.Exit(0)  # not rank 0: rank 0 reports
+            result = found
+        else:
+            result = coordinator.benchmark(config, progress)
     except KeyboardInterrupt:
         fail("interrupted before any run started", EXIT_INTERRUPTED)
     except (server.ServerError, coordinator.BenchError, runs.RunFailed) as e:
@@ -234,6 +258,17 @@ def bench(
     if unwritten:
         fail(unwritten, EXIT_FAILED)
     raise typer.Exit(EXIT_CODES[result.status])
+
+
+def _on_hosts(part: Callable[[], T]) -> T:
+    """Run this rank's part of a job on many hosts: rank 0 reports why it ended; the
+    others exit quietly when it ends the job."""
+    try:
+        return part()
+    except hosts.Stopped:
+        raise typer.Exit(0) from None
+    except hosts.HostsError as e:
+        fail(str(e), e.status)
 
 
 def make_config(

@@ -189,6 +189,9 @@ class Coordinator:
     stopping: bool = False  # a stop was asked for (Ctrl-C, SIGTERM, SIGHUP)
     kept_server: server.ServerProcess | None = None  # restart="connections": one server
     server_pids: list[int] = field(default_factory=list)
+    # Called once every client is connected, before the start instant is fixed: where the
+    # hosts of a run on many hosts wait for each other (volley.hosts).
+    rendezvous: Callable[[RunRequest], None] | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -324,6 +327,8 @@ class Coordinator:
             failure = self._connect(host, port)
             if failure:
                 raise RunFailed(f"run {request.index}: {failure}")
+            if self.rendezvous is not None:
+                self.rendezvous(request)
             serving = fresh or self.kept_server
             self.noise.start(
                 serving.pid if serving else None, [w.process.pid or 0 for w in self.workers]

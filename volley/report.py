@@ -82,6 +82,13 @@ def summary(result: BenchResult) -> str:
             else "server already running (not started or pinned by volley)"
         ),
     ]
+    if len(result.hosts) > 1:  # a slow host or a bad link shows here
+        for h in result.hosts:
+            lines.append(
+                f"  host {h.host} (rank {h.rank}): {h.clients} client"
+                f"{'' if h.clients == 1 else 's'} on CPU {format_cpu_list(h.cpus)}, "
+                f"{h.ops:,} ops, mean {format_ns(h.mean_ns)}, p99 {format_ns(h.p99_ns)}"
+            )
     problems = result.host.problems()
     if problems:
         lines.append(f"  host: {'; '.join(problems)}")

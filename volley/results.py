@@ -11,6 +11,9 @@ Format history (``version`` in the JSON):
      and ``backlog_growth``. Older files read as closed loop. ``host`` is the whole
      environment (``volley.machine.Environment``; format 1's three keys kept), each run
      has its ``noise``, and ``dropped_runs`` holds disturbed runs left out (--noisy drop).
+  4  clients on many hosts (under mpiexec or srun): ``hosts``, one object per host with
+     ``host``, ``rank``, ``cpus``, ``clients``, ``ops``, ``mean_ns`` and ``p99_ns``; empty
+     for a run on one machine. ``clients`` is then the total over the hosts.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -33,7 +36,7 @@ from volley import __version__
 from volley.machine import Environment, Noise
 from volley.units import STATISTICS
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
@@ -203,6 +206,19 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class HostInfo:
+    """One host's share of a run on many hosts: its clients and what they measured."""
+
+    host: str
+    rank: int
+    cpus: list[int]  # its client CPUs
+    clients: int
+    ops: int
+    mean_ns: float
+    p99_ns: float
+
+
+@dataclass(frozen=True)
 class BenchResult:
     """One volley-bench run. ``status`` says whether the numbers can be trusted."""
 
@@ -233,6 +249,7 @@ class BenchResult:
     # Runs left out of the evidence because other work disturbed them (--noisy drop).
     dropped_runs: list[RunSummary] = field(default_factory=list)
     load: LoadInfo = field(default_factory=LoadInfo)
+    hosts: list[HostInfo] = field(default_factory=list)  # clients on many hosts
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -268,6 +285,7 @@ class BenchResult:
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         data["load"] = LoadInfo.from_json(data.get("load"))
+        data["hosts"] = [HostInfo(**h) for h in data.get("hosts", [])]
         return cls(**data)
 
 

@@ -60,6 +60,10 @@ class RunPlan:
     # "drop" it from the evidence, or "fail" the benchmark.
     noisy: str = BENCH_DEFAULTS["noisy"]
 
+    def drops(self, played: PlayedRun) -> bool:
+        """Whether the run is left out of the evidence (disturbed, with --noisy drop)."""
+        return bool(played.noise and played.noise.disturbed) and self.noisy == "drop"
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -91,6 +95,18 @@ class PlayedRun:
     server_pid: int | None = None
     noise: Noise | None = None  # what else ran on the pinned CPUs meanwhile
     open: OpenRun | None = None  # None: played closed-loop
+    # The ops already summarized where they were measured (another host's clients), in
+    # place of ``latencies``; with it, ``busiest_s`` is the longest a client spent in ops.
+    record: stats.LatencyRecord | None = None
+    busiest_s: float = 0.0
+
+    def summarized(self) -> tuple[stats.LatencyRecord, float]:
+        """The run's ops as a record, and the longest a client spent in ops (seconds)."""
+        if self.record is not None:
+            return self.record, self.busiest_s
+        latency = np.concatenate(self.latencies) if self.latencies else np.zeros(0, np.int64)
+        busiest_ns = max((float(lat.sum()) for lat in self.latencies), default=0.0)
+        return stats.LatencyRecord.of(latency), busiest_ns / 1e9
 
 
 class Engine(Protocol):
@@ -141,16 +157,14 @@ class Measurement:
     def add(self, played: PlayedRun, dropped: bool = False) -> None:
         """Merge a run's ops, or with ``dropped`` only keep its summary aside (a disturbed
         run left out of the evidence). A run without any op leaves no trace."""
-        latency = np.concatenate(played.latencies) if played.latencies else np.zeros(0, np.int64)
-        if not len(latency):
+        record, busiest_s = played.summarized()
+        if not record.n:
             return
-        histogram = stats.Histogram()
-        histogram.record(latency)
-        run = summarize(latency, histogram, played)
+        run = summarize(record, busiest_s, played)
         if dropped:
             self.dropped.append(run)
             return
-        self.record.add(latency, histogram)
+        self.record.merge(record)
         self.runs.append(run)
 
     def settle(self, confidence: float) -> Measurement:
@@ -159,14 +173,12 @@ class Measurement:
         return self
 
 
-def summarize(
-    latency: npt.NDArray[np.int64], histogram: stats.Histogram, played: PlayedRun
-) -> RunSummary:
-    p50, p90, p99, p999 = histogram.percentiles(stats.PERCENTILES)
+def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) -> RunSummary:
+    p50, p90, p99, p999 = record.histogram.percentiles(stats.PERCENTILES)
     summary = RunSummary(
-        n=len(latency),
-        duration_s=round(max((float(lat.sum()) for lat in played.latencies), default=0) / 1e9, 6),
-        mean_ns=float(latency.mean()),
+        n=record.n,
+        duration_s=round(busiest_s, 6),
+        mean_ns=record.mean_ns,
         p50_ns=float(p50),
         p90_ns=float(p90),
         p99_ns=float(p99),
@@ -253,12 +265,14 @@ def measure(
     plan: RunPlan,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
+    measurement: Measurement | None = None,
 ) -> Measurement:
     """Play runs until every target is met, ``max_time_s`` would be passed, a run fails or
     the engine is interrupted. Raises RunFailed only if the first run could not be played
-    at all; otherwise what was measured until a failure or interruption is returned."""
+    at all; otherwise what was measured until a failure or interruption is returned.
+    ``measurement``: the one to fill, for an engine that saves it between runs."""
     progress = progress or Progress()
-    m = Measurement()
+    m = measurement if measurement is not None else Measurement()
     rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs)
     shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
     measure_s, last_run_s = plan.run_time_s, 0.0
@@ -283,7 +297,7 @@ def measure(
             break
         last_run_s = clock() - began
         disturbed = played.noise.describe() if played.noise and played.noise.disturbed else None
-        m.add(played, dropped=bool(disturbed) and plan.noisy == "drop")
+        m.add(played, dropped=plan.drops(played))
         if disturbed and plan.noisy == "fail":
             m.status, m.error = FAILED, f"run {len(m.runs)} was disturbed: {disturbed}"
             break

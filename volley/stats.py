@@ -210,25 +210,41 @@ class LatencyRecord:
 
     def add(self, latency: npt.NDArray[np.int64], histogram: Histogram | None = None) -> None:
         """Merge ops; ``histogram``, if given, already holds exactly these ops."""
-        m = len(latency)
-        if m == 0:
-            return
+        if len(latency):
+            self.merge(LatencyRecord.of(latency, histogram))
+
+    @classmethod
+    def of(
+        cls, latency: npt.NDArray[np.int64], histogram: Histogram | None = None
+    ) -> LatencyRecord:
+        """The record of these ops alone; ``histogram``, if given, already holds them."""
+        record = cls()
         if histogram is None:
-            self.histogram.record(latency)
+            record.histogram.record(latency)
         else:
-            self.histogram.counts += histogram.counts
-        mean = float(latency.mean())
-        m2 = float(np.square(latency - mean).sum())
-        lo, hi = int(latency.min()), int(latency.max())
-        if self.n == 0:
-            self.n, self.mean_ns, self.m2, self.min_ns, self.max_ns = m, mean, m2, lo, hi
+            record.histogram = histogram
+        if len(latency):
+            mean = float(latency.mean())
+            record.n, record.mean_ns = len(latency), mean
+            record.m2 = float(np.square(latency - mean).sum())
+            record.min_ns, record.max_ns = int(latency.min()), int(latency.max())
+        return record
+
+    def merge(self, other: LatencyRecord) -> None:
+        """Add another record's ops (another run, or another host's clients)."""
+        if other.n == 0:
             return
-        total = self.n + m
-        delta = mean - self.mean_ns
-        self.mean_ns += delta * m / total
-        self.m2 += m2 + delta * delta * self.n * m / total
+        self.histogram.counts += other.histogram.counts
+        if self.n == 0:
+            self.n, self.mean_ns, self.m2 = other.n, other.mean_ns, other.m2
+            self.min_ns, self.max_ns = other.min_ns, other.max_ns
+            return
+        total = self.n + other.n
+        delta = other.mean_ns - self.mean_ns
+        self.mean_ns += delta * other.n / total
+        self.m2 += other.m2 + delta * delta * self.n * other.n / total
         self.n = total
-        self.min_ns, self.max_ns = min(self.min_ns, lo), max(self.max_ns, hi)
+        self.min_ns, self.max_ns = min(self.min_ns, other.min_ns), max(self.max_ns, other.max_ns)
 
     @property
     def stddev_ns(self) -> float:
