@@ -52,7 +52,7 @@ TAG = 16
 POLL_S = 0.0005  # between looks for a message: the start of a run waits at most this long
 HELLO_S = 120.0  # for every rank to start (imports on a busy host) and say hello
 STOP_S = 15.0  # for a rank to end its workers once told to stop
-SLACK_S = 30.0  # on top of the longest a rank could legitimately take
+SLACK_S = 10.0  # on top of the longest a rank could legitimately take
 PARTIAL = (
     "partial result, saved after run {runs}: the job ended before it finished "
     "(a host died or was killed, or the launcher ended the job)"

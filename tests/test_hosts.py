@@ -1,0 +1,341 @@
+"""Clients on many hosts (volley.hosts): the pieces without MPI, then real jobs under
+``mpiexec -n 2`` on this one machine (both ranks share its CPUs, oversubscribed).
+
+The jobs measure a c-threaded server started here; every wait is bounded, and every
+process a job starts carries this test's mark, so that none may outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import marked_processes
+from helpers import ROOT, RUN_MARK
+
+from volley import hosts, server, stats
+from volley.results import FAILED, BenchResult
+from volley.runs import PlayedRun
+
+# --- without MPI ------------------------------------------------------------------------
+
+
+def test_a_plain_run_is_no_job_and_a_launcher_is_read_from_its_environment():
+    assert hosts.launched_size({}) == 1
+    assert hosts.join({}) is None  # and mpi4py is not imported for it
+    assert hosts.launched_size({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
+    assert hosts.launched_size({"PMI_SIZE": "3", "PMI_RANK": "0"}) == 3
+    # Slurm with PMIx: the step's task count; a batch script alone is no job.
+    assert hosts.launched_size({"PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "2"}) == 2
+    assert hosts.launched_size({"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}) == 1
+
+
+def test_mpi4py_is_not_imported_without_a_launcher():
+    code = "import sys; import volley.cli; print('mpi4py' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k not in hosts.SIZE_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_clients_are_dealt_evenly_the_first_ranks_getting_the_rest():
+    assert [hosts.share(7, 3, r) for r in range(3)] == [3, 2, 2]
+    assert [hosts.share(160, 4, r) for r in range(4)] == [40] * 4
+    assert sum(hosts.share(1001, 7, r) for r in range(7)) == 1001
+
+
+class NamingTeam:
+    names = {0: "alpha", 1: "beta"}
+
+    def name(self, rank: int) -> str:
+        return f"{self.names[rank]} (rank {rank})"
+
+
+def test_mismatched_versions_and_a_host_that_cannot_run_are_named():
+    team = NamingTeam()
+    same = [hosts.Hello(0, "alpha", "1.0", [1]), hosts.Hello(1, "beta", "1.0", [1, 2])]
+    assert hosts.deal(team, same, None) == [1, 2]  # one client per client CPU of each host
+    assert hosts.deal(team, same, 5) == [3, 2]
+    with pytest.raises(hosts.HostsError) as few:
+        hosts.deal(team, same, 1)
+    assert few.value.status == 2
+    differ = [same[0], hosts.Hello(1, "beta", "0.9", [1])]
+    with pytest.raises(hosts.HostsError) as versions:
+        hosts.deal(team, differ, 2)
+    assert versions.value.status == 2
+    assert "alpha (rank 0) 1.0" in str(versions.value)
+    assert "beta (rank 1) 0.9" in str(versions.value)
+    unreachable = [same[0], hosts.Hello(1, "beta", "1.0", [1], "nothing accepts", 1)]
+    with pytest.raises(hosts.HostsError) as problem:
+        hosts.deal(team, unreachable, 2)
+    assert problem.value.status == 1
+    assert str(problem.value).startswith("beta (rank 1): nothing accepts")
+
+
+def test_a_host_run_crosses_as_a_summary_that_merges_like_the_ops_themselves():
+    rng = np.random.default_rng(3)
+    a = [rng.integers(20_000, 90_000, 5000), rng.integers(30_000, 2_000_000, 3000)]
+    b = [rng.integers(25_000, 70_000, 4000)]
+    parts = [hosts.HostRun.of(PlayedRun(ops), False) for ops in (a, b)]
+    assert all(len(p.buckets) < len(stats.Histogram().counts) // 4 for p in parts)
+    merged = stats.LatencyRecord()
+    for part in parts:
+        merged.merge(part.record())
+    whole = stats.LatencyRecord()
+    whole.add(np.concatenate(a + b))
+    assert merged.n == whole.n == 12000
+    assert merged.mean_ns == pytest.approx(whole.mean_ns, rel=1e-12)
+    assert merged.m2 == pytest.approx(whole.m2, rel=1e-9)
+    assert (merged.min_ns, merged.max_ns) == (whole.min_ns, whole.max_ns)
+    assert np.array_equal(merged.histogram.counts, whole.histogram.counts)
+    # The busiest client of the first host spent longest in ops.
+    assert parts[0].busiest_s == pytest.approx(max(float(x.sum()) for x in a) / 1e9)
+
+
+# --- real jobs under mpiexec ------------------------------------------------------------
+
+
+def mpiexec() -> str | None:
+    beside = Path(sysconfig.get_path("scripts")) / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def mpi_ready() -> str | None:
+    """Why real MPI jobs cannot run here, or None."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install -e '.[mpi]')"
+    if mpiexec() is None:
+        return "no mpiexec (pip install -e '.[mpi]' brings Open MPI's)"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(mpi_ready() is not None, reason=str(mpi_ready()))
+OPEN_MPI_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+QUICK = ["--cores", "1", "--warmup", "0.1s", "--run-time", "0.2s", "--op-timeout", "1s"]
+BRIEF = [*QUICK, "--max-time", "2s", "--min-runs", "2"]
+
+
+def job_command(ranks: int, *args: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    """``mpiexec -n RANKS volley bench ARGS``, each rank's output lines tagged with it."""
+    return [
+        str(mpiexec()),
+        "--oversubscribe",
+        "--tag-output",
+        *launcher,
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "volley",
+        "bench",
+        *args,
+    ]
+
+
+def job_env(mark: str) -> dict[str, str]:
+    return {**os.environ, **OPEN_MPI_ROOT, RUN_MARK: mark, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def running_server(c_threaded: Path) -> Iterator[str]:
+    port = server.choose_port()
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", str(c_threaded), "-p", str(port)], stdin=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                server.probe("127.0.0.1", port, 0.2)
+                break
+            except server.ServerError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def rank_lines(output: str, rank: int, stream: str) -> list[str]:
+    tag = f"[1,{rank}]<{stream}>:"
+    return [line[len(tag) :] for line in output.splitlines() if line.startswith(tag)]
+
+
+def nothing_left(mark: str, within_s: float = 10.0) -> list[str]:
+    """The processes of a job still running after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = [p for p in marked_processes(mark) if p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return [" ".join(p.cmdline()) for p in alive]
+        time.sleep(0.1)
+
+
+@needs_mpi
+def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
+    running_server, tmp_path
+):
+    out = tmp_path / "two.json"
+    mark = uuid.uuid4().hex
+    args = [*QUICK, "--connect", running_server, "--clients", "3", "--min-runs", "3"]
+    command = job_command(2, *args, "--max-time", "3s", "--json", str(out))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["version"] == 4
+    hosts_found = result["hosts"]
+    assert [h["rank"] for h in hosts_found] == [0, 1]
+    # --clients 3 over 2 hosts: rank 0 gets the one left over.
+    assert [h["clients"] for h in hosts_found] == [2, 1] and result["clients"] == 3
+    assert all(h["ops"] > 0 for h in hosts_found)
+    assert result["n"] == sum(h["ops"] for h in hosts_found)
+    assert result["n"] == sum(r["n"] for r in result["runs"])
+    # The stopping rule ran on rank 0 alone: only it shows progress and the summary.
+    progress = [line for line in rank_lines(done.stderr, 0, "stderr") if line.startswith(" run ")]
+    assert len(progress) == len(result["runs"]) >= 3
+    assert not rank_lines(done.stderr, 1, "stderr") and not rank_lines(done.stdout, 1, "stdout")
+    summary = "\n".join(rank_lines(done.stdout, 0, "stdout"))
+    assert "(rank 0): 2 clients" in summary and "(rank 1): 1 client" in summary
+    assert nothing_left(mark) == []
+
+
+@needs_mpi
+def test_one_rank_under_mpiexec_is_a_plain_run(running_server, tmp_path):
+    out = tmp_path / "one.json"
+    mark = uuid.uuid4().hex
+    args = [*QUICK, "--connect", running_server, "--clients", "2", "--min-runs", "2", "-q"]
+    command = job_command(1, *args, "--max-time", "1s", "--json", str(out))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    result = BenchResult.from_json(json.loads(out.read_text()))
+    assert result.hosts == [] and result.clients == 2 and result.n > 0
+    assert nothing_left(mark) == []
+
+
+@needs_mpi
+def test_mismatched_volley_versions_end_the_job_with_status_2_naming_the_hosts(
+    running_server, tmp_path
+):
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "volley", other / "volley", ignore=shutil.ignore_patterns("*.c"))
+    init = other / "volley" / "__init__.py"
+    init.write_text(init.read_text().replace("__version__ = ", "__version__ = '0.0.0-other' or "))
+    mark = uuid.uuid4().hex
+    args = [*BRIEF, "--connect", running_server, "--clients", "2", "-q"]
+    rank = [sys.executable, "-m", "volley", "bench", *args]
+    command = [
+        str(mpiexec()), "--oversubscribe",
+        "-n", "1", "-x", f"PYTHONPATH={ROOT}", *rank, ":",
+        "-n", "1", "-x", f"PYTHONPATH={other}", *rank,
+    ]  # fmt: skip
+    # Not from the checkout: ``python -m`` would put it first on rank 1's path.
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=job_env(mark), cwd=tmp_path
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "different volley versions" in done.stderr
+    assert "(rank 1) 0.0.0-other" in done.stderr and "(rank 0)" in done.stderr
+    assert nothing_left(mark) == []
+
+
+@needs_mpi
+def test_a_host_that_cannot_reach_the_server_ends_the_job_with_status_1(running_server):
+    mark = uuid.uuid4().hex
+    closed = f"127.0.0.1:{server.choose_port()}"
+    rank = [sys.executable, "-m", "volley", "bench", *BRIEF, "--clients", "2", "-q"]
+    command = [
+        str(mpiexec()), "--oversubscribe",
+        "-n", "1", *rank, "--connect", running_server, ":",
+        "-n", "1", *rank, "--connect", closed,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "(rank 1): nothing accepts connections" in done.stderr
+    assert nothing_left(mark) == []
+
+
+def kill_rank_mid_run(
+    running_server: str, out: Path, launcher: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
+    """Start a two-rank job, SIGKILL rank 1 once rank 0 has reported three runs, and wait
+    (bounded) for the job to end."""
+    mark = uuid.uuid4().hex
+    args = [*QUICK, "--connect", running_server, "--clients", "2", "--min-runs", "50"]
+    command = job_command(2, *args, "--max-time", "60s", "--json", str(out), launcher=launcher)
+    job = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=job_env(mark),
+        stdin=subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        assert job.stdout is not None
+        for line in job.stdout:
+            lines.append(line)
+            if line.startswith("[1,0]<stderr>: run 3 ") or time.monotonic() > deadline:
+                break
+        assert any(" run 3 " in line for line in lines), "".join(lines)
+        rank_1 = [
+            p
+            for p in marked_processes(mark)
+            if p.environ().get("OMPI_COMM_WORLD_RANK") == "1" and "bench" in p.cmdline()
+        ]
+        assert len(rank_1) == 1
+        rank_1[0].send_signal(signal.SIGKILL)
+        rest, _ = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert nothing_left(mark) == []
+    return subprocess.CompletedProcess(command, job.returncode, "".join(lines) + rest, "")
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_with_status_1_naming_it_and_a_partial_result(
+    running_server, tmp_path
+):
+    # --enable-recovery: Open MPI leaves the other ranks running, as Slurm does, so rank 0
+    # finds the silent host itself.
+    out = tmp_path / "killed.json"
+    done = kill_rank_mid_run(running_server, out, ("--enable-recovery",))
+    assert done.returncode == 1, done.stdout
+    assert "(rank 1) sent nothing for" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["status"] == FAILED and "(rank 1) sent nothing" in result["error"]
+    assert len(result["runs"]) >= 3 and result["n"] == sum(h["ops"] for h in result["hosts"])
+
+
+@needs_mpi
+def test_a_rank_killed_under_plain_open_mpi_leaves_the_result_saved_after_each_run(
+    running_server, tmp_path
+):
+    # Open MPI ends every rank as soon as one dies (exit 137 for SIGKILL) and names the
+    # node; rank 0 saved the result after every run, so the runs before remain.
+    out = tmp_path / "killed.json"
+    done = kill_rank_mid_run(running_server, out, ())
+    assert done.returncode != 0, done.stdout
+    assert "rank 1" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["status"] == FAILED and result["error"].startswith("partial result")
+    assert len(result["runs"]) >= 2
