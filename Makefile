@@ -12,7 +12,7 @@ all: install servers
 # Editable install: the Cython extension is compiled in place (volley/_core.*.so).
 install: volley/.installed
 volley/.installed: setup.py pyproject.toml volley/_core.pyx volley/_posix.pxd
-	$(PYTHON) -m pip install --quiet -e '.[dev,uvloop]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,uvloop,mpi]'
 	@touch $@
 
 # Benchmark one bundled server with the defaults (server on the lower half of the CPUs,
