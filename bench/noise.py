@@ -7,7 +7,7 @@ the client CPU (the last usable one), and prints for each the meter's share of o
 on that CPU (median, max) and how many were flagged disturbed. It also prints what the
 kernel's own tasks (pid 1, kthreadd and its kernel threads) took, summed over all CPUs:
 the floor of noise on this machine, which other sessions' work does not blur. Chooses and
-checks volley.machine.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
+checks volley.noise.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
 --no-hog runs only the stretches without the hog (for a short quiet window on a shared
 machine).
 """
@@ -31,7 +31,7 @@ def system_tasks_s() -> float:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        stat = machine._read(f"/proc/{entry.name}/stat")
+        stat = machine.read_text(f"/proc/{entry.name}/stat")
         if not stat:
             continue
         pid, parent = int(entry.name), int(stat[stat.rindex(")") + 2 :].split()[1])
@@ -42,7 +42,7 @@ def system_tasks_s() -> float:
         except OSError:
             continue
         for tid in tids:
-            schedstat = machine._read(f"/proc/{pid}/task/{tid}/schedstat")
+            schedstat = machine.read_text(f"/proc/{pid}/task/{tid}/schedstat")
             if schedstat:
                 total += int(schedstat.split()[0]) / 1e9
     return total
@@ -104,7 +104,7 @@ def main() -> None:
         f"start+stop cost: median {statistics.median(costs) * 1e3:.2f} ms, "
         f"max {max(costs) * 1e3:.2f} ms"
     )
-    load = machine._read("/proc/loadavg") or "?"
+    load = machine.read_text("/proc/loadavg") or "?"
     print(f"load average now: {' '.join(load.split()[:3])}")
 
 

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from volley import _core, machine, server, stats, worker
+from volley import _core, machine, noise, server, stats, worker
 from volley.cpus import Placement, spread
 from volley.results import BenchResult, LatencySummary, LoadInfo, WorkerInfo
 from volley.runs import (
@@ -209,7 +209,7 @@ class Coordinator:
             config.placement.client_cpus,
             [] if config.connect else config.placement.server_cpus,
         )
-        self.noise = machine.NoiseMeter(
+        self.meter = noise.NoiseMeter(
             config.placement.client_cpus, [] if config.connect else config.placement.server_cpus
         )
         self.previous = self._catch_signals()
@@ -325,11 +325,11 @@ class Coordinator:
             if failure:
                 raise RunFailed(f"run {request.index}: {failure}")
             serving = fresh or self.kept_server
-            self.noise.start(
+            self.meter.start(
                 serving.pid if serving else None, [w.process.pid or 0 for w in self.workers]
             )
             reports, switches = self._play(request)
-            noise = self.noise.stop(switches)
+            disturbance = self.meter.stop(switches)
             worst = first_failure(reports)
             played = PlayedRun(
                 latencies=[self.samples[r.client, : r.completed] for r in reports],
@@ -338,7 +338,7 @@ class Coordinator:
                 if worst and not self.stopping
                 else None,
                 server_pid=serving.pid if serving else None,
-                noise=noise,
+                noise=disturbance,
                 open=open_run(reports),
             )
             self._disconnect()

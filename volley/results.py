@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from volley import __version__
-from volley.machine import Environment, Noise
+from volley.machine import Environment
+from volley.noise import Noise
 from volley.units import STATISTICS
 
 FORMAT_VERSION = 3
