@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from volley import machine
+from volley import machine, noise
 
 STRETCH_S = 0.5
 
@@ -48,7 +48,7 @@ def system_tasks_s() -> float:
     return total
 
 
-def stretch(client: int, server: int, hog: bool) -> tuple[machine.Noise, float, float]:
+def stretch(client: int, server: int, hog: bool) -> tuple[noise.Noise, float, float]:
     """One measured stretch: the noise, the kernel tasks' share, start+stop cost in s."""
     process = None
     if hog:
@@ -59,20 +59,20 @@ def stretch(client: int, server: int, hog: bool) -> tuple[machine.Noise, float, 
         time.sleep(0.1)
     try:
         system_before = system_tasks_s()
-        meter = machine.NoiseMeter([client], [server])
+        meter = noise.NoiseMeter([client], [server])
         begin = time.perf_counter()
         meter.start(None, [])
         cost = time.perf_counter() - begin
         time.sleep(STRETCH_S)
         begin = time.perf_counter()
-        noise = meter.stop()
+        seen = meter.stop()
         cost += time.perf_counter() - begin
-        system = (system_tasks_s() - system_before) / noise.duration_s
+        system = (system_tasks_s() - system_before) / seen.duration_s
     finally:
         if process:
             process.kill()
             process.wait()
-    return noise, system, cost
+    return seen, system, cost
 
 
 def main() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
     usable = sorted(os.sched_getaffinity(0))
     client, server = usable[-1], usable[0]
     os.sched_setaffinity(0, {server})  # keep this script off the measured client CPU
-    runs: dict[bool, list[tuple[machine.Noise, float, float]]] = {False: [], True: []}
+    runs: dict[bool, list[tuple[noise.Noise, float, float]]] = {False: [], True: []}
     for _ in range(count):
         for hog in modes:
             runs[hog].append(stretch(client, server, hog))
