@@ -17,18 +17,20 @@ JSON format history (``version``):
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from types import FrameType
 
 import numpy as np
+import psutil
 
 from volley import __version__, server
 from volley.results import strict_dumps
@@ -358,11 +360,10 @@ class Target:
             else ""
         )
 
-    def record(self, how: str, report: server.EndReport) -> None:
+    def record(self, how: str, report: server.ServerEnd) -> None:
         """Keep how the server ended for the cleanup check, then kill what is left of it."""
-        assert report.exited_after_s is not None
-        leftovers = server.describe_processes(report.leftovers)
-        self.ends.append(Ending(how, report.exited_after_s, leftovers))
+        assert report.after_s is not None
+        self.ends.append(Ending(how, report.after_s, describe_processes(report.leftovers)))
         self.retire()
 
     def retire(self) -> None:
@@ -370,6 +371,39 @@ class Target:
         if self.process is not None:
             self.process.kill()
             self.process = None
+
+
+def describe_processes(pids: list[int]) -> list[str]:
+    """``"PID command line"`` for each process, for messages."""
+    described = []
+    for pid in pids:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline()) or "?"
+        except psutil.Error:
+            command = "(gone)"
+        described.append(f"{pid} {command}")
+    return described
+
+
+def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int | None, str]:
+    """Run ``command`` as a server is run, for at most ``timeout_s``: its exit status (None
+    if it was still running and had to be killed) and the start of its stderr. Whatever is
+    left of its process group is killed either way."""
+    with tempfile.TemporaryFile(prefix="volley-run-") as err:  # no name, nothing left
+        try:
+            process, watchdog = server.spawn(command, cpus, subprocess.DEVNULL, err)
+        except OSError as e:
+            raise Failed(f"could not start {command[0]!r}: {e.strerror or e}") from None
+        try:
+            status: int | None = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            status = None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        watchdog.dismiss()
+        err.seek(0)
+        return status, err.read(server.LOG_TAIL_BYTES).decode(errors="replace")
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -715,8 +749,8 @@ def zero(target: Target) -> str:
         family = process.family()
         began = time.monotonic()
         send(sock, pack(0), sent)
-        report = process.watch_end(began, END_TIMEOUT_S, family)
-        if report.exited_after_s is None:
+        report = process.watch_end("zero", began, END_TIMEOUT_S, family)
+        if report.after_s is None:
             data, _ = receive(sock, 4, EXTRA_WAIT_S)
             target.retire()
             raise Failed(
@@ -731,13 +765,13 @@ def zero(target: Target) -> str:
     if report.exit_status != 0:
         status = server.describe_status(report.exit_status or 0)
         raise Failed(
-            f"ended {format_ms(report.exited_after_s)} after a zero challenge, but with {status}",
+            f"ended {format_ms(report.after_s)} after a zero challenge, but with {status}",
             sent,
             "exit status 0",
             status,
         )
     return (
-        f"ended {format_ms(report.exited_after_s)} after a zero challenge, "
+        f"ended {format_ms(report.after_s)} after a zero challenge, "
         f"{OTHER_CONNECTIONS} other connections open"
     )
 
@@ -759,8 +793,8 @@ def zero_after_words(target: Target) -> str:
             began = time.monotonic()
             send(sock, b"".join(pack(w) for w in [*words, 0]), sent)
             data, problem = receive(sock, 4 * count, REPLY_TIMEOUT_S)
-            report = process.watch_end(began, END_TIMEOUT_S, family)
-        if report.exited_after_s is None:
+            report = process.watch_end("zero", began, END_TIMEOUT_S, family)
+        if report.after_s is None:
             target.retire()
             raise Failed(
                 f"still running {END_TIMEOUT_S:g} s after {count} words and a zero in one write",
@@ -783,8 +817,8 @@ def zero_after_words(target: Target) -> str:
     return f"{counts} words before a zero in one write all answered, then it ended"
 
 
-def judge_term(target: Target, situation: str, report: server.EndReport, pid: int) -> str:
-    if report.exited_after_s is None:
+def judge_term(target: Target, situation: str, report: server.ServerEnd, pid: int) -> str:
+    if report.after_s is None:
         target.retire()
         raise Failed(
             f"still running {END_TIMEOUT_S:g} s after SIGTERM ({situation})",
@@ -793,7 +827,7 @@ def judge_term(target: Target, situation: str, report: server.EndReport, pid: in
             "still running (killed)",
         )
     target.record(f"SIGTERM ({situation})", report)
-    return f"ended {format_ms(report.exited_after_s)} after SIGTERM"
+    return f"ended {format_ms(report.after_s)} after SIGTERM"
 
 
 @check("sigterm-idle", "SIGTERM ends it promptly while it waits for connections", needs_binary=True)
@@ -895,7 +929,7 @@ def cleanup(target: Target) -> str:
 def usage(target: Target) -> str:
     assert target.path is not None
     command = [target.path, *target.args]
-    status, stderr = server.run_once(command, target.cpus, USAGE_TIMEOUT_S)
+    status, stderr = run_once(command, target.cpus, USAGE_TIMEOUT_S)
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     said = f"stderr: {lines[0]}" if lines else "nothing on stderr"
     if status is None:
@@ -998,16 +1032,14 @@ def run(
     everything it started before returning, also when interrupted (SIGINT or SIGTERM)."""
     target = Target(path, args, cpus, startup_timeout_s, address)
     results: list[CheckResult] = []
-    previous = _interrupt_on_sigterm()
-    try:
-        for c in checks:
-            results.append(run_one(c, target))
-            if on_result:
-                on_result(results[-1])
-    finally:
-        target.retire()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with server.stop_signals():
+        try:
+            for c in checks:
+                results.append(run_one(c, target))
+                if on_result:
+                    on_result(results[-1])
+        finally:
+            target.retire()
     notes = []
     if target.exits:
         notes.append(
@@ -1020,20 +1052,6 @@ def run(
     server_name = path if path else "{}:{}".format(*address) if address else ""
     command = [path, "-p", "PORT", *args] if path else []
     return CheckRun(server_name, command, results, notes)
-
-
-def _interrupt_on_sigterm() -> signal.Handlers | Callable[..., object] | int | None:
-    """SIGTERM becomes KeyboardInterrupt, so the finally blocks end the server."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-# --- output ----------------------------------------------------------------------------------
 
 
 def listing() -> str:
