@@ -301,15 +301,18 @@ def interval_log(results: Iterable[tuple[str, BenchResult]]) -> str:
         length_s = result.measured_s if math.isfinite(result.measured_s) else 0.0
         lines.append((started, tag, length_s, latency.max / 1e6, latency.histogram))
     lines.sort(key=lambda line: line[0])
-    base = lines[0][0] if lines else 0.0
     text = [
         f"#[Histogram log format version {HLOG_FORMAT_VERSION}]",
         f"#[Written by volley {__version__}: one interval per benchmark result, latencies in ns]",
-        f"#[StartTime: {base:.3f} (seconds since epoch), "
-        f"{datetime.fromtimestamp(base).astimezone().isoformat()}]",
-        f"#[BaseTime: {base:.3f} (seconds since epoch)]",
-        '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"',
     ]
+    base = lines[0][0] if lines else 0.0
+    if lines:
+        text += [
+            f"#[StartTime: {base:.3f} (seconds since epoch), "
+            f"{datetime.fromtimestamp(base).astimezone().isoformat()}]",
+            f"#[BaseTime: {base:.3f} (seconds since epoch)]",
+        ]
+    text.append('"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"')
     for started, tag, length_s, max_ms, histogram in lines:
         text.append(f"Tag={tag},{started - base:.3f},{length_s:.3f},{max_ms:.3f},{histogram}")
     return "\n".join(text) + "\n"

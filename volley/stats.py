@@ -49,6 +49,7 @@ _HDR_COMPRESSED_COOKIE = 0x1C849304 | 0x10
 # and highest trackable values, integer-to-double ratio; then the payload.
 _HDR_HEADER = struct.Struct(">Iiiiqqd")
 _HDR_OUTER = struct.Struct(">Ii")  # compressed cookie, length; then the deflated header+payload
+
 PERCENTILE_NAMES = STATISTICS[1:]  # "p50" ... "p99.9"
 
 
