@@ -449,6 +449,7 @@ class Coordinator:
                 p99=record.value("p99"),
                 p99_9=record.value("p99.9"),
                 distribution=[(p, float(v)) for p, v in zip(wanted, values, strict=True)],
+                histogram=record.histogram.encode(),
                 intervals={
                     name: (iv.low, iv.high)
                     for name, iv in measurement.intervals.items()
