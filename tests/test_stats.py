@@ -217,6 +217,12 @@ def test_every_bucket_is_one_hdrhistogram_bucket_at_the_same_index():
     assert hdr.counts_len == buckets[-1] + 1
 
 
+def test_a_value_beyond_the_layout_counts_in_its_last_bucket():
+    last = (MAX_EXPONENT - SUB_BITS + 2 << SUB_BITS) - 1
+    beyond = np.array([2 ** (MAX_EXPONENT + 1) - 1, 2 ** (MAX_EXPONENT + 2), 2**62], np.int64)
+    assert Histogram.bucket_of(beyond).tolist() == [last] * 3
+
+
 def test_encoding_round_trips_and_hdrhistogram_reads_it_both_ways():
     from hdrh.histogram import HdrHistogram
 

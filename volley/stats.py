@@ -170,8 +170,10 @@ class Histogram:
 
     @staticmethod
     def bucket_of(latency_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        v = np.maximum(latency_ns, 1)
-        exponent = np.minimum(np.floor(np.log2(v)).astype(np.int64), MAX_EXPONENT)
+        # Beyond the last power of two a value counts in the last bucket, not at a wrapped one.
+        v = np.clip(latency_ns, 1, (2 << MAX_EXPONENT) - 1)
+        # frexp is exact for integers this small, where log2 rounds 2**49 - 1 up to 49.
+        exponent = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1
         # Below 2**SUB_BITS every nanosecond has its own bucket.
         shift = np.maximum(exponent - SUB_BITS, 0)
         return np.where(
