@@ -71,11 +71,20 @@ DYING_S = 0.25  # after a failure, how long to look whether the server is on its
 
 
 class Failed(Exception):
-    """A check failed: a one-line verdict, and what was sent, expected and received."""
+    """A check failed: a one-line verdict, and what was sent, expected and received.
+    ``exit_told``: the verdict already says that the server exited, and how."""
 
-    def __init__(self, verdict: str, sent: str = "", expected: str = "", received: str = ""):
+    def __init__(
+        self,
+        verdict: str,
+        sent: str = "",
+        expected: str = "",
+        received: str = "",
+        exit_told: bool = False,
+    ):
         super().__init__(verdict)
         self.verdict, self.sent, self.expected, self.received = verdict, sent, expected, received
+        self.exit_told = exit_told
 
 
 @dataclass(frozen=True)
@@ -315,6 +324,7 @@ class Target:
                     else "not listening (killed)"
                 )
                 + (f"; its output: {tail}" if tail else "; no output"),
+                exit_told=status is not None,
             ) from None
         self.start_error = None
         self.process = process
@@ -343,11 +353,13 @@ class Target:
         try:
             sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
         except OSError as e:
+            note = self.exit_note()
             raise Failed(
-                f"could not connect to {host}:{port}: {reason(e)}{self.exit_note()}",
+                f"could not connect to {host}:{port}: {reason(e)}{note}",
                 sent=f"a new connection to {host}:{port}",
                 expected="accepted",
-                received=f"{reason(e)}{self.exit_note()}",
+                received=f"{reason(e)}{note}",
+                exit_told=bool(note),
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
@@ -719,6 +731,7 @@ def reset_pending(target: Target) -> str:
                 " (the server exited with signal SIGPIPE: ignore SIGPIPE, or send with "
                 "MSG_NOSIGNAL, and drop the connection)"
             )
+            f.exit_told = True
         raise
     return f"kept serving after {tries} resets with replies pending"
 
@@ -879,6 +892,7 @@ def sigterm_busy(target: Target) -> str:
                     f"words back and forth on {BUSY_CONNECTIONS} connections",
                     "the server keeps serving until SIGTERM",
                     f"{sum(counts)} replies, then the process was gone",
+                    exit_told=True,
                 )
             report = process.terminate(END_TIMEOUT_S)
         finally:
@@ -972,14 +986,14 @@ def select(only: list[str] | None, connect: bool) -> list[Check]:
     return chosen
 
 
-def attempt(check: Check, target: Target) -> tuple[bool, str, str, str, str]:
-    """Run one check: passed, verdict, and what was sent, expected and received."""
+def attempt(check: Check, target: Target) -> tuple[str, Failed | None]:
+    """Run one check: its verdict if it passed, else how it failed."""
     try:
-        return True, check.run(target), "", "", ""
+        return check.run(target), None
     except Failed as f:
-        return False, f.verdict, f.sent, f.expected, f.received
+        return "", f
     except (server.ServerError, OSError) as e:
-        return False, str(e), "", "", ""
+        return "", Failed(str(e))
 
 
 def exit_status(process: server.ServerProcess | None) -> int | None:
@@ -997,25 +1011,28 @@ def run_one(check: Check, target: Target) -> CheckResult:
     target.current_check = check.name
     for again in (False, True):
         inherited = target.process
-        passed, verdict, sent, expected, received = attempt(check, target)
-        if passed:
+        verdict, failure = attempt(check, target)
+        if failure is None:
             break
         status = exit_status(target.process)
         if status is None:
             break
-        if "exited" not in verdict:
-            verdict += f" (the server exited with {server.describe_status(status)})"
+        if not failure.exit_told:
+            failure.verdict += f" (the server exited with {server.describe_status(status)})"
+            failure.exit_told = True
         if again or inherited is None or target.process is not inherited:
             break
         # It may have been dying of what the check before did (say, it exits when a connection
         # closes): that is the reconnect check's to find, so this one gets a server of its own.
         target.exits.append(f"{check.name} ({server.describe_status(status)})")
         target.retire()
-    if not passed:
-        target.retire()  # the next check gets a fresh server, not this one's state
     elapsed_s = round(time.monotonic() - began, 4)
+    if failure is None:
+        return CheckResult(check.name, True, verdict, "", "", "", elapsed_s, check.advisory)
+    target.retire()  # the next check gets a fresh server, not this one's state
+    f = failure
     return CheckResult(
-        check.name, passed, verdict, sent, expected, received, elapsed_s, check.advisory
+        check.name, False, f.verdict, f.sent, f.expected, f.received, elapsed_s, check.advisory
     )
 
 
