@@ -7,7 +7,7 @@ the client CPU (the last usable one), and prints for each the meter's share of o
 on that CPU (median, max) and how many were flagged disturbed. It also prints what the
 kernel's own tasks (pid 1, kthreadd and its kernel threads) took, summed over all CPUs:
 the floor of noise on this machine, which other sessions' work does not blur. Chooses and
-checks volley.machine.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
+checks volley.noise.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
 --no-hog runs only the stretches without the hog (for a short quiet window on a shared
 machine).
 """
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from volley import machine
+from volley import machine, noise
 
 STRETCH_S = 0.5
 
@@ -31,7 +31,7 @@ def system_tasks_s() -> float:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        stat = machine._read(f"/proc/{entry.name}/stat")
+        stat = machine.read_text(f"/proc/{entry.name}/stat")
         if not stat:
             continue
         pid, parent = int(entry.name), int(stat[stat.rindex(")") + 2 :].split()[1])
@@ -42,13 +42,13 @@ def system_tasks_s() -> float:
         except OSError:
             continue
         for tid in tids:
-            schedstat = machine._read(f"/proc/{pid}/task/{tid}/schedstat")
+            schedstat = machine.read_text(f"/proc/{pid}/task/{tid}/schedstat")
             if schedstat:
                 total += int(schedstat.split()[0]) / 1e9
     return total
 
 
-def stretch(client: int, server: int, hog: bool) -> tuple[machine.Noise, float, float]:
+def stretch(client: int, server: int, hog: bool) -> tuple[noise.Noise, float, float]:
     """One measured stretch: the noise, the kernel tasks' share, start+stop cost in s."""
     process = None
     if hog:
@@ -59,20 +59,20 @@ def stretch(client: int, server: int, hog: bool) -> tuple[machine.Noise, float, 
         time.sleep(0.1)
     try:
         system_before = system_tasks_s()
-        meter = machine.NoiseMeter([client], [server])
+        meter = noise.NoiseMeter([client], [server])
         begin = time.perf_counter()
         meter.start(None, [])
         cost = time.perf_counter() - begin
         time.sleep(STRETCH_S)
         begin = time.perf_counter()
-        noise = meter.stop()
+        seen = meter.stop()
         cost += time.perf_counter() - begin
-        system = (system_tasks_s() - system_before) / noise.duration_s
+        system = (system_tasks_s() - system_before) / seen.duration_s
     finally:
         if process:
             process.kill()
             process.wait()
-    return noise, system, cost
+    return seen, system, cost
 
 
 def main() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
     usable = sorted(os.sched_getaffinity(0))
     client, server = usable[-1], usable[0]
     os.sched_setaffinity(0, {server})  # keep this script off the measured client CPU
-    runs: dict[bool, list[tuple[machine.Noise, float, float]]] = {False: [], True: []}
+    runs: dict[bool, list[tuple[noise.Noise, float, float]]] = {False: [], True: []}
     for _ in range(count):
         for hog in modes:
             runs[hog].append(stretch(client, server, hog))
@@ -104,7 +104,7 @@ def main() -> None:
         f"start+stop cost: median {statistics.median(costs) * 1e3:.2f} ms, "
         f"max {max(costs) * 1e3:.2f} ms"
     )
-    load = machine._read("/proc/loadavg") or "?"
+    load = machine.read_text("/proc/loadavg") or "?"
     print(f"load average now: {' '.join(load.split()[:3])}")
 
 

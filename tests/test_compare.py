@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, SERVERS, Completed, bench, strict_loads, volley
 
-from volley import compare
+from volley import compare, stats
 from volley.compare import (
     FASTER,
     MIN_RUNS,
     NO_DIFFERENCE,
     SLOWER,
     TOO_FEW_RUNS,
-    RunMean,
     compare_results,
 )
 from volley.cpus import usable_cpus
@@ -36,7 +35,7 @@ from volley.results import (
     WorkerInfo,
     dumps,
 )
-from volley.stats import t_quantile
+from volley.stats import RunMean, t_quantile
 from volley.sweep import Point
 from volley.units import STATISTICS
 
@@ -217,9 +216,9 @@ def test_too_few_runs_is_not_a_verdict():
 def test_welch_interval_by_hand():
     a = RunMean.of([10.0, 12.0, 14.0])  # mean 12, s^2 4, variance of the mean 4/3
     b = RunMean.of([22.0, 20.0, 24.0, 21.0, 23.0])  # mean 22, s^2 2.5, 0.5 (no drift)
-    df = compare.welch_df(a, b)
+    df = stats.welch_df(a, b)
     assert df == pytest.approx((4 / 3 + 0.5) ** 2 / ((4 / 3) ** 2 / 2 + 0.5**2 / 4))
-    d = compare.difference(a, b, 0.95)
+    d = stats.difference(a, b, 0.95)
     half = t_quantile(0.95, df) * math.sqrt(4 / 3 + 0.5)
     assert (d.value, d.low, d.high) == pytest.approx((10, 10 - half, 10 + half))
     # df is 3.53: the t quantile lies between those of 3 and 4 df (3.182, 2.776).
@@ -231,14 +230,14 @@ def test_fieller_ratio_agrees_with_the_difference_about_the_verdict():
     for _ in range(500):
         a = RunMean.of(list(rng.normal(100, rng.uniform(1, 10), rng.integers(3, 8))))
         b = RunMean.of(list(rng.normal(rng.uniform(95, 105), rng.uniform(1, 10), 5)))
-        d, r = compare.difference(a, b, 0.9), compare.ratio(a, b, 0.9)
+        d, r = stats.difference(a, b, 0.9), stats.ratio(a, b, 0.9)
         assert (d.low <= 0 <= d.high) == (r.low <= 1 <= r.high)
         assert r.low <= r.value <= r.high
         assert r.value == pytest.approx(b.mean / a.mean)
 
 
 def test_ratio_is_unbounded_when_the_baseline_is_not_told_from_zero():
-    r = compare.ratio(RunMean.of([-1.0, 1.0, 3.0]), RunMean.of([5.0, 6.0, 7.0]), 0.95)
+    r = stats.ratio(RunMean.of([-1.0, 1.0, 3.0]), RunMean.of([5.0, 6.0, 7.0]), 0.95)
     assert r.low == -math.inf and r.high == math.inf
 
 

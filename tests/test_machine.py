@@ -1,4 +1,4 @@
-"""The machine module: the environment a result records, the noise meter, `volley system`."""
+"""The environment a result records (machine), the noise meter (noise), `volley system`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,17 @@ import pytest
 from helpers import volley
 
 from volley import machine
-from volley.machine import CpuNoise, CpuState, Environment, Noise, NoiseMeter
+from volley.machine import CpuState, Environment
+from volley.noise import (
+    OTHER_SHARE_LIMIT,
+    TICK_S,
+    CpuNoise,
+    Noise,
+    NoiseMeter,
+    descendants,
+    disturbed_summary,
+    involuntary_switches,
+)
 
 USABLE = sorted(os.sched_getaffinity(0))
 CLIENT_CPU = USABLE[-1]
@@ -195,7 +205,7 @@ def test_a_hog_on_the_client_cpu_is_flagged_with_its_share() -> None:
     client = on(noise, CLIENT_CPU)
     # What the hog used (psutil, counted independently) is in the other processes' time,
     # give or take the ticks /proc/stat counts in.
-    assert client.other_cpu_s >= hog_s - 3 * machine.TICK_S
+    assert client.other_cpu_s >= hog_s - 3 * TICK_S
     assert client.other_share >= 0.5
     assert noise.disturbed
     assert f"of CPU {CLIENT_CPU}" in noise.describe()
@@ -222,7 +232,7 @@ def test_own_workers_are_not_counted_as_other() -> None:
         worker_s = sum(psutil.Process(worker.pid).cpu_times()[:2]) - sum(before[:2])
     client = on(noise, CLIENT_CPU)
     # The worker's time is ours: what is left for others is the rest of the stretch.
-    assert client.other_cpu_s <= noise.duration_s - worker_s + 3 * machine.TICK_S
+    assert client.other_cpu_s <= noise.duration_s - worker_s + 3 * TICK_S
 
 
 def test_involuntary_switches_are_counted_and_reach_the_noise() -> None:
@@ -233,7 +243,7 @@ def test_involuntary_switches_are_counted_and_reach_the_noise() -> None:
 
     # A thread of ours spinning on the hog's CPU is preempted at the tick.
     with pinned(CLIENT_CPU, HOG):
-        before = machine.involuntary_switches()
+        before = involuntary_switches()
         spin = threading.Thread(target=spin_for, args=(0.3,))
         os.sched_setaffinity(0, {CLIENT_CPU})
         try:
@@ -241,7 +251,7 @@ def test_involuntary_switches_are_counted_and_reach_the_noise() -> None:
             spin.join(timeout=30)
         finally:
             os.sched_setaffinity(0, USABLE)
-        switches = machine.involuntary_switches() - before
+        switches = involuntary_switches() - before
     assert switches > 0
     meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
     meter.start(None, [])
@@ -255,14 +265,14 @@ def test_the_server_and_its_children_are_ours() -> None:
     code = "import os\nif os.fork() == 0:\n    print(flush=True)\n    while True: pass\nos.wait()"
     with pinned(SERVER_CPU, code) as server:
         (child,) = psutil.Process(server.pid).children()
-        assert machine._descendants({server.pid}, None) == {server.pid, child.pid}
+        assert descendants({server.pid}, None) == {server.pid, child.pid}
         before = sum(child.cpu_times()[:2])
         noise = measure(CLIENT_CPU, SERVER_CPU, server_pid=server.pid)
         child_s = sum(child.cpu_times()[:2]) - before
     server_cpu = on(noise, SERVER_CPU)
     if SERVER_CPU != CLIENT_CPU:
         assert server_cpu.role == "server"
-    assert server_cpu.other_cpu_s <= noise.duration_s - child_s + 3 * machine.TICK_S
+    assert server_cpu.other_cpu_s <= noise.duration_s - child_s + 3 * TICK_S
 
 
 def test_one_cpu_for_client_and_server() -> None:
@@ -283,7 +293,7 @@ def test_start_and_stop_cost_well_under_5_ms() -> None:
     )
     with pinned(CLIENT_CPU, threads) as worker, pinned(SERVER_CPU, fork) as server:
         assert len(psutil.Process(worker.pid).threads()) == 65
-        assert len(machine._descendants({server.pid}, None)) == 2
+        assert len(descendants({server.pid}, None)) == 2
         meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
         costs = []
         for _ in range(20):
@@ -302,11 +312,11 @@ def test_stop_without_start_is_an_error() -> None:
 def test_disturbed_runs_are_summarized_by_the_worst() -> None:
     def run(share: float) -> Noise:
         cpu = CpuNoise(1, "client", share * 0.5, share, 0.0, 0.0)
-        return Noise(0.5, [cpu], 0, None, None, share > machine.OTHER_SHARE_LIMIT)
+        return Noise(0.5, [cpu], 0, None, None, share > OTHER_SHARE_LIMIT)
 
-    assert machine.disturbed_summary([run(0.01), run(0.02)]) is None
+    assert disturbed_summary([run(0.01), run(0.02)]) is None
     assert (
-        machine.disturbed_summary([run(0.01), run(0.31), run(0.25), run(0.0)])
+        disturbed_summary([run(0.01), run(0.31), run(0.25), run(0.0)])
         == "2 of 4 runs disturbed: other processes used 31% of CPU 1"
     )
     assert run(0.02).describe() == "quiet: other processes used at most 2% of CPU 1"
@@ -350,7 +360,7 @@ def test_a_hog_during_a_benchmark_flags_its_runs_with_its_share() -> None:
     assert runs and all(r["noise"]["disturbed"] for r in runs)
     shares = [c["other_share"] for r in runs for c in r["noise"]["cpus"] if c["cpu"] == CLIENT_CPU]
     # The hog and the clients share the CPU: the hog gets about half of it.
-    assert min(shares) >= machine.OTHER_SHARE_LIMIT
+    assert min(shares) >= OTHER_SHARE_LIMIT
     assert f"{len(runs)} of {len(runs)} runs disturbed: " in found["stderr"]
     assert f"% of CPU {CLIENT_CPU}" in found["stderr"]
     with pinned(CLIENT_CPU, HOG):

@@ -8,10 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import FIXTURES, volley
 
 from volley import plot
+from volley.stats import Histogram
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
@@ -181,3 +183,23 @@ def test_p99_interval_is_read_where_the_result_has_one(tmp_path):
     # An old result without percentile intervals gets no p99 bar rather than a made-up one.
     old = plot.load(SAMPLE).measurements[0]
     assert plot.p99_error([old]) == [[0.0], [0.0]]
+
+
+def test_distribution_is_read_from_the_histogram_where_the_result_has_one(tmp_path):
+    lines = records()
+    good = next(r for r in lines if r["status"] != "failed")
+    ops = Histogram()
+    ops.record(np.arange(1, 100_001))  # op k takes k ns: percentile p is p * 1000 ns
+    good["latency_ns"]["histogram"] = ops.encode()
+    good["n"] = 100_000
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(good) + "\n")
+    pairs = dict(plot.distribution_points(plot.load(path).measurements[0]))
+    assert pairs[50.0] == pytest.approx(50_000, rel=1e-3)
+    assert pairs[99.99] == pytest.approx(99_990, rel=1e-3)
+    assert max(pairs) == 99.999  # one op lies beyond it
+    # An older result has only its stored points.
+    old = plot.load(SAMPLE).measurements[0]
+    assert old.histogram is None
+    stored = plot.distribution_points(old)
+    assert stored and set(stored) <= set(old.distribution)

@@ -2,7 +2,10 @@
 
 import io
 import math
+from dataclasses import replace
+from datetime import datetime
 
+import numpy as np
 import pytest
 from helpers import strict_loads
 
@@ -15,9 +18,10 @@ from volley.results import (
     RunSummary,
     WorkerInfo,
     dumps,
+    interval_log,
 )
 from volley.runs import RunProgress
-from volley.stats import Interval
+from volley.stats import Histogram, Interval
 from volley.units import format_ns
 
 
@@ -97,6 +101,37 @@ def test_format_1_results_still_load_without_runs():
     del data["latency_ns"]["intervals"]
     old = BenchResult.from_json(data)
     assert old.runs == [] and old.restart is None and old.latency_ns.intervals == {}
+
+
+def test_format_3_results_load_without_a_histogram():
+    data = strict_loads(dumps(result(latency_ns=replace(result().latency_ns, histogram="HISTF"))))
+    assert data["latency_ns"]["histogram"] == "HISTF"
+    assert BenchResult.from_json(data).latency_ns.histogram == "HISTF"
+    data["version"] = 3
+    del data["latency_ns"]["histogram"]
+    old = BenchResult.from_json(data)
+    assert old.latency_ns.histogram is None and old.latency_ns.p99 == 90_000.0
+
+
+def test_interval_log_has_one_line_per_result_with_a_histogram_in_time_order():
+    ops = Histogram()
+    ops.record(np.array([40_000, 50_000, 2_000_000]))
+    latency = replace(result().latency_ns, histogram=ops.encode())
+    later = result(latency_ns=latency, started_at="2026-11-26T10:00:10+00:00")
+    first = result(latency_ns=latency)
+    old = result()  # format 3: no histogram, no line
+    text = interval_log([("b", later), ("a,1", first), ("old", old)])
+    lines = text.splitlines()
+    assert lines[0] == "#[Histogram log format version 1.3]"
+    start = datetime.fromisoformat("2026-11-26T10:00:00+00:00").timestamp()
+    assert f"#[StartTime: {start:.3f} (seconds since epoch), " in text
+    assert f"#[BaseTime: {start:.3f} (seconds since epoch)]" in lines
+    assert (
+        lines[-3]
+        == '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
+    )
+    assert lines[-2] == f"Tag=a_1,0.000,3.000,2.000,{ops.encode()}"
+    assert lines[-1] == f"Tag=b,10.000,3.000,2.000,{ops.encode()}"
 
 
 def test_newer_format_is_refused_with_advice():

@@ -4,6 +4,11 @@ import numpy as np
 import pytest
 
 from volley.stats import (
+    HDR_HIGHEST_NS,
+    HDR_LOWEST_NS,
+    HDR_SIGNIFICANT_DIGITS,
+    MAX_EXPONENT,
+    SUB_BITS,
     Histogram,
     LatencyRecord,
     long_run_variance,
@@ -187,3 +192,90 @@ def test_a_later_target_for_the_same_statistic_wins():
     assert targets == [Target("mean", relative=0.02), Target("p99", relative=0.05)]
     assert Target("p99", relative=0.05).half_width_ns(200_000) == pytest.approx(10_000)
     assert str(Target("p99.9", absolute_ns=5000)) == "p99.9:5000ns"
+
+
+# --- HdrHistogram's encoded form -----------------------------------------------------------
+
+
+def hdr_histogram():
+    from hdrh.histogram import HdrHistogram
+
+    return HdrHistogram(HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_SIGNIFICANT_DIGITS)
+
+
+def test_every_bucket_is_one_hdrhistogram_bucket_at_the_same_index():
+    hdr = hdr_histogram()
+    buckets = np.arange(1, (MAX_EXPONENT - SUB_BITS + 2) << SUB_BITS, dtype=np.int64)
+    lowest = Histogram.lowest_of(buckets)
+    highest = Histogram.lowest_of(buckets + 1) - 1
+    assert np.array_equal(Histogram.bucket_of(lowest), buckets)
+    assert np.array_equal(Histogram.bucket_of(highest), buckets)
+    assert [hdr.get_counts_array_index(int(v)) for v in lowest] == buckets.tolist()
+    assert [hdr.get_counts_array_index(int(v)) for v in highest] == buckets.tolist()
+    # and HdrHistogram's buckets are no wider: each one's range is exactly ours
+    assert [hdr.get_lowest_equivalent_value(int(v)) for v in highest] == lowest.tolist()
+    assert hdr.counts_len == buckets[-1] + 1
+
+
+def test_a_value_beyond_the_layout_counts_in_its_last_bucket():
+    last = (MAX_EXPONENT - SUB_BITS + 2 << SUB_BITS) - 1
+    beyond = np.array([2 ** (MAX_EXPONENT + 1) - 1, 2 ** (MAX_EXPONENT + 2), 2**62], np.int64)
+    assert Histogram.bucket_of(beyond).tolist() == [last] * 3
+
+
+def test_encoding_round_trips_and_hdrhistogram_reads_it_both_ways():
+    from hdrh.histogram import HdrHistogram
+
+    rng = np.random.default_rng(11)
+    latency = rng.lognormal(mean=10.5, sigma=0.8, size=50_000).astype(np.int64) + 1
+    latency[:4] = [1, 2047, 2048, 2**48]  # both ends of the layout
+    h = Histogram()
+    h.record(latency)
+    text = h.encode()
+    assert text.startswith("HISTF")
+    assert np.array_equal(Histogram.decode(text).counts, h.counts)
+    theirs = HdrHistogram.decode(text)
+    assert theirs.get_total_count() == len(latency) == h.total
+    assert [theirs.get_count_at_index(i) for i in np.flatnonzero(h.counts)] == (
+        h.counts[h.counts > 0].tolist()
+    )
+    reference = hdr_histogram()
+    for v in latency[:5000].tolist():
+        reference.record_value(v)
+    mine = Histogram()
+    mine.record(latency[:5000])
+    assert np.array_equal(Histogram.decode(reference.encode().decode()).counts, mine.counts)
+    assert Histogram.decode(Histogram().encode()).total == 0
+
+
+def test_merged_histograms_are_the_histogram_of_all_ops():
+    rng = np.random.default_rng(5)
+    first = rng.integers(20_000, 90_000, size=30_000)
+    second = rng.lognormal(mean=11, sigma=1.5, size=20_000).astype(np.int64) + 1
+    one, two, both = LatencyRecord(), LatencyRecord(), LatencyRecord()
+    one.add(first)
+    two.add(second)
+    both.add(np.concatenate([first, second]))
+    merged = Histogram.decode(one.histogram.encode())
+    merged.add(Histogram.decode(two.histogram.encode()))
+    assert np.array_equal(merged.counts, both.histogram.counts)
+    assert merged.encode() == both.histogram.encode()
+    # and the same in HdrHistogram's own merge
+    theirs = hdr_histogram()
+    theirs.decode_and_add(one.histogram.encode())
+    theirs.decode_and_add(two.histogram.encode())
+    assert Histogram.decode(theirs.encode().decode()).encode() == both.histogram.encode()
+
+
+def test_a_foreign_layout_is_refused_by_name():
+    from hdrh.histogram import HdrHistogram
+
+    other = HdrHistogram(1, 10**9, 2)
+    other.record_value(1234)
+    with pytest.raises(ValueError, match="2 significant digits"):
+        Histogram.decode(other.encode().decode())
+    with pytest.raises(ValueError):
+        Histogram.decode("bm90IGEgaGlzdG9ncmFt")
+    for broken in ("", "SElTVA==", Histogram().encode()[:-8] + "AAAAAAAA"):
+        with pytest.raises(ValueError):
+            Histogram.decode(broken)

@@ -17,18 +17,20 @@ JSON format history (``version``):
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from types import FrameType
 
 import numpy as np
+import psutil
 
 from volley import __version__, server
 from volley.results import strict_dumps
@@ -69,11 +71,20 @@ DYING_S = 0.25  # after a failure, how long to look whether the server is on its
 
 
 class Failed(Exception):
-    """A check failed: a one-line verdict, and what was sent, expected and received."""
+    """A check failed: a one-line verdict, and what was sent, expected and received.
+    ``exit_told``: the verdict already says that the server exited, and how."""
 
-    def __init__(self, verdict: str, sent: str = "", expected: str = "", received: str = ""):
+    def __init__(
+        self,
+        verdict: str,
+        sent: str = "",
+        expected: str = "",
+        received: str = "",
+        exit_told: bool = False,
+    ):
         super().__init__(verdict)
         self.verdict, self.sent, self.expected, self.received = verdict, sent, expected, received
+        self.exit_told = exit_told
 
 
 @dataclass(frozen=True)
@@ -313,6 +324,7 @@ class Target:
                     else "not listening (killed)"
                 )
                 + (f"; its output: {tail}" if tail else "; no output"),
+                exit_told=status is not None,
             ) from None
         self.start_error = None
         self.process = process
@@ -341,11 +353,13 @@ class Target:
         try:
             sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
         except OSError as e:
+            note = self.exit_note()
             raise Failed(
-                f"could not connect to {host}:{port}: {reason(e)}{self.exit_note()}",
+                f"could not connect to {host}:{port}: {reason(e)}{note}",
                 sent=f"a new connection to {host}:{port}",
                 expected="accepted",
-                received=f"{reason(e)}{self.exit_note()}",
+                received=f"{reason(e)}{note}",
+                exit_told=bool(note),
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
@@ -358,11 +372,10 @@ class Target:
             else ""
         )
 
-    def record(self, how: str, report: server.EndReport) -> None:
+    def record(self, how: str, report: server.ServerEnd) -> None:
         """Keep how the server ended for the cleanup check, then kill what is left of it."""
-        assert report.exited_after_s is not None
-        leftovers = server.describe_processes(report.leftovers)
-        self.ends.append(Ending(how, report.exited_after_s, leftovers))
+        assert report.after_s is not None
+        self.ends.append(Ending(how, report.after_s, describe_processes(report.leftovers)))
         self.retire()
 
     def retire(self) -> None:
@@ -370,6 +383,39 @@ class Target:
         if self.process is not None:
             self.process.kill()
             self.process = None
+
+
+def describe_processes(pids: list[int]) -> list[str]:
+    """``"PID command line"`` for each process, for messages."""
+    described = []
+    for pid in pids:
+        try:
+            command = " ".join(psutil.Process(pid).cmdline()) or "?"
+        except psutil.Error:
+            command = "(gone)"
+        described.append(f"{pid} {command}")
+    return described
+
+
+def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int | None, str]:
+    """Run ``command`` as a server is run, for at most ``timeout_s``: its exit status (None
+    if it was still running and had to be killed) and the start of its stderr. Whatever is
+    left of its process group is killed either way."""
+    with tempfile.TemporaryFile(prefix="volley-run-") as err:  # no name, nothing left
+        try:
+            process, watchdog = server.spawn(command, cpus, subprocess.DEVNULL, err)
+        except OSError as e:
+            raise Failed(f"could not start {command[0]!r}: {e.strerror or e}") from None
+        try:
+            status: int | None = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            status = None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        watchdog.dismiss()
+        err.seek(0)
+        return status, err.read(server.LOG_TAIL_BYTES).decode(errors="replace")
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -685,6 +731,7 @@ def reset_pending(target: Target) -> str:
                 " (the server exited with signal SIGPIPE: ignore SIGPIPE, or send with "
                 "MSG_NOSIGNAL, and drop the connection)"
             )
+            f.exit_told = True
         raise
     return f"kept serving after {tries} resets with replies pending"
 
@@ -715,8 +762,8 @@ def zero(target: Target) -> str:
         family = process.family()
         began = time.monotonic()
         send(sock, pack(0), sent)
-        report = process.watch_end(began, END_TIMEOUT_S, family)
-        if report.exited_after_s is None:
+        report = process.watch_end("zero", began, END_TIMEOUT_S, family)
+        if report.after_s is None:
             data, _ = receive(sock, 4, EXTRA_WAIT_S)
             target.retire()
             raise Failed(
@@ -731,13 +778,13 @@ def zero(target: Target) -> str:
     if report.exit_status != 0:
         status = server.describe_status(report.exit_status or 0)
         raise Failed(
-            f"ended {format_ms(report.exited_after_s)} after a zero challenge, but with {status}",
+            f"ended {format_ms(report.after_s)} after a zero challenge, but with {status}",
             sent,
             "exit status 0",
             status,
         )
     return (
-        f"ended {format_ms(report.exited_after_s)} after a zero challenge, "
+        f"ended {format_ms(report.after_s)} after a zero challenge, "
         f"{OTHER_CONNECTIONS} other connections open"
     )
 
@@ -759,8 +806,8 @@ def zero_after_words(target: Target) -> str:
             began = time.monotonic()
             send(sock, b"".join(pack(w) for w in [*words, 0]), sent)
             data, problem = receive(sock, 4 * count, REPLY_TIMEOUT_S)
-            report = process.watch_end(began, END_TIMEOUT_S, family)
-        if report.exited_after_s is None:
+            report = process.watch_end("zero", began, END_TIMEOUT_S, family)
+        if report.after_s is None:
             target.retire()
             raise Failed(
                 f"still running {END_TIMEOUT_S:g} s after {count} words and a zero in one write",
@@ -783,8 +830,8 @@ def zero_after_words(target: Target) -> str:
     return f"{counts} words before a zero in one write all answered, then it ended"
 
 
-def judge_term(target: Target, situation: str, report: server.EndReport, pid: int) -> str:
-    if report.exited_after_s is None:
+def judge_term(target: Target, situation: str, report: server.ServerEnd, pid: int) -> str:
+    if report.after_s is None:
         target.retire()
         raise Failed(
             f"still running {END_TIMEOUT_S:g} s after SIGTERM ({situation})",
@@ -793,7 +840,7 @@ def judge_term(target: Target, situation: str, report: server.EndReport, pid: in
             "still running (killed)",
         )
     target.record(f"SIGTERM ({situation})", report)
-    return f"ended {format_ms(report.exited_after_s)} after SIGTERM"
+    return f"ended {format_ms(report.after_s)} after SIGTERM"
 
 
 @check("sigterm-idle", "SIGTERM ends it promptly while it waits for connections", needs_binary=True)
@@ -845,6 +892,7 @@ def sigterm_busy(target: Target) -> str:
                     f"words back and forth on {BUSY_CONNECTIONS} connections",
                     "the server keeps serving until SIGTERM",
                     f"{sum(counts)} replies, then the process was gone",
+                    exit_told=True,
                 )
             report = process.terminate(END_TIMEOUT_S)
         finally:
@@ -895,7 +943,7 @@ def cleanup(target: Target) -> str:
 def usage(target: Target) -> str:
     assert target.path is not None
     command = [target.path, *target.args]
-    status, stderr = server.run_once(command, target.cpus, USAGE_TIMEOUT_S)
+    status, stderr = run_once(command, target.cpus, USAGE_TIMEOUT_S)
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     said = f"stderr: {lines[0]}" if lines else "nothing on stderr"
     if status is None:
@@ -938,14 +986,14 @@ def select(only: list[str] | None, connect: bool) -> list[Check]:
     return chosen
 
 
-def attempt(check: Check, target: Target) -> tuple[bool, str, str, str, str]:
-    """Run one check: passed, verdict, and what was sent, expected and received."""
+def attempt(check: Check, target: Target) -> tuple[str, Failed | None]:
+    """Run one check: its verdict if it passed, else how it failed."""
     try:
-        return True, check.run(target), "", "", ""
+        return check.run(target), None
     except Failed as f:
-        return False, f.verdict, f.sent, f.expected, f.received
+        return "", f
     except (server.ServerError, OSError) as e:
-        return False, str(e), "", "", ""
+        return "", Failed(str(e))
 
 
 def exit_status(process: server.ServerProcess | None) -> int | None:
@@ -963,25 +1011,28 @@ def run_one(check: Check, target: Target) -> CheckResult:
     target.current_check = check.name
     for again in (False, True):
         inherited = target.process
-        passed, verdict, sent, expected, received = attempt(check, target)
-        if passed:
+        verdict, failure = attempt(check, target)
+        if failure is None:
             break
         status = exit_status(target.process)
         if status is None:
             break
-        if "exited" not in verdict:
-            verdict += f" (the server exited with {server.describe_status(status)})"
+        if not failure.exit_told:
+            failure.verdict += f" (the server exited with {server.describe_status(status)})"
+            failure.exit_told = True
         if again or inherited is None or target.process is not inherited:
             break
         # It may have been dying of what the check before did (say, it exits when a connection
         # closes): that is the reconnect check's to find, so this one gets a server of its own.
         target.exits.append(f"{check.name} ({server.describe_status(status)})")
         target.retire()
-    if not passed:
-        target.retire()  # the next check gets a fresh server, not this one's state
     elapsed_s = round(time.monotonic() - began, 4)
+    if failure is None:
+        return CheckResult(check.name, True, verdict, "", "", "", elapsed_s, check.advisory)
+    target.retire()  # the next check gets a fresh server, not this one's state
+    f = failure
     return CheckResult(
-        check.name, passed, verdict, sent, expected, received, elapsed_s, check.advisory
+        check.name, False, f.verdict, f.sent, f.expected, f.received, elapsed_s, check.advisory
     )
 
 
@@ -998,16 +1049,14 @@ def run(
     everything it started before returning, also when interrupted (SIGINT or SIGTERM)."""
     target = Target(path, args, cpus, startup_timeout_s, address)
     results: list[CheckResult] = []
-    previous = _interrupt_on_sigterm()
-    try:
-        for c in checks:
-            results.append(run_one(c, target))
-            if on_result:
-                on_result(results[-1])
-    finally:
-        target.retire()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with server.stop_signals():
+        try:
+            for c in checks:
+                results.append(run_one(c, target))
+                if on_result:
+                    on_result(results[-1])
+        finally:
+            target.retire()
     notes = []
     if target.exits:
         notes.append(
@@ -1020,20 +1069,6 @@ def run(
     server_name = path if path else "{}:{}".format(*address) if address else ""
     command = [path, "-p", "PORT", *args] if path else []
     return CheckRun(server_name, command, results, notes)
-
-
-def _interrupt_on_sigterm() -> signal.Handlers | Callable[..., object] | int | None:
-    """SIGTERM becomes KeyboardInterrupt, so the finally blocks end the server."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-# --- output ----------------------------------------------------------------------------------
 
 
 def listing() -> str:

@@ -383,8 +383,9 @@ def sweep_command(
         list[str] | None,
         typer.Option(
             "--export",
-            metavar="csv|dat",
-            help="Also write DIR/results.csv (csv) or the seed's DIR/plot.dat (dat); repeatable.",
+            metavar="csv|dat|hlog",
+            help="Also write DIR/results.csv (csv), the seed's DIR/plot.dat (dat) or "
+            "HdrHistogram's interval log DIR/results.hlog (hlog); repeatable.",
         ),
     ] = None,
     dry_run: Annotated[

@@ -36,11 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from volley.machine import Environment
 from volley.results import FAILED, BenchResult, finite
-from volley.stats import long_run_variance, t_quantile
+from volley.stats import Estimate, RunMean, difference, ratio, welch_df
 from volley.sweep import RESULTS_NAME, Point, read_records
 from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
 
@@ -55,63 +53,6 @@ CLOSED_LOOP = "closed loop"
 
 
 # --- statistics ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A value with its confidence interval; an unknown bound is NaN, an open one infinite."""
-
-    value: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class RunMean:
-    """One side of a comparison for one statistic: its value, and the variance of that
-    value as its runs say."""
-
-    mean: float
-    variance: float  # of the value: the runs' long-run variance / runs
-    runs: int
-
-    @classmethod
-    def of(cls, values: Sequence[float], centre: float = math.nan) -> RunMean:
-        """Centred on ``centre`` (the statistic over all ops) when given, like the result's
-        own interval, else on the mean of ``values``; the spread is that of ``values``,
-        widened, like the result's own interval, when the runs drift."""
-        x = np.asarray(values, dtype=np.float64)
-        if not math.isfinite(centre):
-            centre = float(x.mean()) if len(x) else math.nan
-        variance = long_run_variance(x) / len(x) if len(x) > 1 else math.nan
-        return cls(centre, variance, len(x))
-
-
-def welch_df(a: RunMean, b: RunMean) -> float:
-    """Welch-Satterthwaite degrees of freedom of mean_B - mean_A (fractional)."""
-    denominator = a.variance**2 / (a.runs - 1) + b.variance**2 / (b.runs - 1)
-    return (a.variance + b.variance) ** 2 / denominator if denominator > 0 else math.inf
-
-
-def difference(a: RunMean, b: RunMean, confidence: float) -> Estimate:
-    """Welch's interval for mean_B - mean_A."""
-    half = t_quantile(confidence, welch_df(a, b)) * math.sqrt(a.variance + b.variance)
-    d = b.mean - a.mean
-    return Estimate(d, d - half, d + half)
-
-
-def ratio(a: RunMean, b: RunMean, confidence: float) -> Estimate:
-    """Fieller's interval for mean_B / mean_A: the roots of (mean_B - rho mean_A)^2 =
-    t^2 (var_B + rho^2 var_A), with Welch's df of the difference so that the interval
-    holds 1 exactly when the difference's holds 0."""
-    t = t_quantile(confidence, welch_df(a, b))
-    r = b.mean / a.mean
-    # Not positive: mean_A itself is not told apart from zero and the set is unbounded.
-    leading = a.mean**2 - t * t * a.variance
-    if leading <= 0:
-        return Estimate(r, -math.inf, math.inf)
-    root = math.sqrt(t * t * (a.variance * b.mean**2 + b.variance * leading))
-    return Estimate(r, (a.mean * b.mean - root) / leading, (a.mean * b.mean + root) / leading)
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,17 @@ import mmap
 import multiprocessing
 import os
 import resource
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from types import FrameType
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
-from volley import _core, machine, server, stats, worker
+from volley import _core, machine, noise, server, stats, worker
 from volley.cpus import Placement, spread
 from volley.results import BenchResult, LatencySummary, LoadInfo, WorkerInfo
 from volley.runs import (
@@ -123,18 +122,9 @@ def raise_open_files_limit(clients: int) -> None:
 def engine_for(config: BenchConfig) -> Iterator[Coordinator]:
     """The engine for ``config``, up and catching signals; everything ended on the way out."""
     raise_open_files_limit(config.clients)
-    # Until the engine catches them itself, SIGTERM and SIGHUP must unwind like Ctrl-C so
-    # that a server already started is still ended; by default they would kill us.
-    previous = {
-        sig: signal.signal(sig, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
-        with Coordinator(config) as engine:
-            yield engine
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    # Until the engine catches them itself, a stop unwinds like Ctrl-C.
+    with server.stop_signals(), Coordinator(config) as engine:
+        yield engine
 
 
 def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
@@ -212,10 +202,11 @@ class Coordinator:
             config.placement.client_cpus,
             [] if config.connect else config.placement.server_cpus,
         )
-        self.noise = machine.NoiseMeter(
+        self.meter = noise.NoiseMeter(
             config.placement.client_cpus, [] if config.connect else config.placement.server_cpus
         )
-        self.previous = self._catch_signals()
+        self.signals = contextlib.ExitStack()
+        self.signals.enter_context(server.stop_signals(self._stop))
         try:
             # An anonymous file: nothing in /dev/shm or /tmp to outlive a killed run. The
             # workers open it through /proc, as our descriptor.
@@ -242,8 +233,7 @@ class Coordinator:
         if self.kept_server is not None:
             self.kept_server.stop()
             self.kept_server = None
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        self.signals.close()
         # numpy views keep the mapping exported; a traceback may still hold some, and
         # then the mapping goes when they do.
         for name in ("control", "samples"):
@@ -255,17 +245,13 @@ class Coordinator:
             with contextlib.suppress(OSError):
                 os.close(self.memfd)
 
-    def _catch_signals(self) -> dict[signal.Signals, Any]:
-        def stop(signum: int, frame: FrameType | None) -> None:
-            if self.stopping:
-                raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for anything
-            self.stopping = True
-            if hasattr(self, "control"):
-                self.control[0] = 1
-
-        return {
-            sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        }
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        """A stop signal during runs: the clients stop at once and the result is kept."""
+        if self.stopping:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for anything
+        self.stopping = True
+        if hasattr(self, "control"):
+            self.control[0] = 1
 
     def _start_workers(self, samples_path: str) -> None:
         config = self.config
@@ -330,11 +316,11 @@ class Coordinator:
             if self.rendezvous is not None:
                 self.rendezvous(request)
             serving = fresh or self.kept_server
-            self.noise.start(
+            self.meter.start(
                 serving.pid if serving else None, [w.process.pid or 0 for w in self.workers]
             )
             reports, switches = self._play(request)
-            noise = self.noise.stop(switches)
+            disturbance = self.meter.stop(switches)
             worst = first_failure(reports)
             played = PlayedRun(
                 latencies=[self.samples[r.client, : r.completed] for r in reports],
@@ -343,7 +329,7 @@ class Coordinator:
                 if worst and not self.stopping
                 else None,
                 server_pid=serving.pid if serving else None,
-                noise=noise,
+                noise=disturbance,
                 open=open_run(reports),
             )
             self._disconnect()
@@ -468,6 +454,7 @@ class Coordinator:
                 p99=record.value("p99"),
                 p99_9=record.value("p99.9"),
                 distribution=[(p, float(v)) for p, v in zip(wanted, values, strict=True)],
+                histogram=record.histogram.encode(),
                 intervals={
                     name: (iv.low, iv.high)
                     for name, iv in measurement.intervals.items()

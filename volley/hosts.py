@@ -7,7 +7,7 @@ run, rank 0 sends the run to the others, every rank connects its clients, the ra
 for each other (the rendezvous), and each starts the run a fixed delay after the word to
 go, in its own monotonic clock. A round trip is timed on the host that made it, so no
 clock is ever compared between hosts. Each host then sends rank 0 its run as a summary
-(moments, extremes, the histogram's non-empty buckets; never per-op latencies); rank 0
+(moments, extremes, the histogram in HdrHistogram's encoding; never per-op latencies); rank 0
 merges them, applies the stopping rule and writes the one result, one line per host.
 
 Nothing here imports mpi4py unless a launcher started several ranks (``launched_size``).
@@ -28,11 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from volley import __version__, coordinator, server, stats
-from volley.machine import Noise
+from volley.noise import Noise
 from volley.results import FAILED, BenchResult, HostInfo
 from volley.runs import (
     Measurement,
@@ -105,16 +102,15 @@ class Hello:
 
 @dataclass(frozen=True)
 class HostRun:
-    """One host's run as it crosses to rank 0: the ops' moments and the histogram's
-    non-empty buckets, never the ops themselves."""
+    """One host's run as it crosses to rank 0: the ops' moments and their histogram
+    (HdrHistogram's compressed encoding), never the ops themselves."""
 
     n: int
     mean_ns: float
     m2: float
     min_ns: int
     max_ns: int
-    buckets: npt.NDArray[np.int32]
-    counts: npt.NDArray[np.int64]
+    histogram: str  # stats.Histogram.encode
     busiest_s: float
     full: bool
     failure: str | None
@@ -125,15 +121,13 @@ class HostRun:
     @classmethod
     def of(cls, played: PlayedRun, interrupted: bool) -> HostRun:
         record, busiest_s = played.summarized()
-        buckets = np.flatnonzero(record.histogram.counts)
         return cls(
             n=record.n,
             mean_ns=record.mean_ns,
             m2=record.m2,
             min_ns=record.min_ns,
             max_ns=record.max_ns,
-            buckets=buckets.astype(np.int32),
-            counts=record.histogram.counts[buckets],
+            histogram=record.histogram.encode(),
             busiest_s=busiest_s,
             full=played.full,
             failure=played.failure,
@@ -143,9 +137,10 @@ class HostRun:
         )
 
     def record(self) -> stats.LatencyRecord:
-        record = stats.LatencyRecord(self.n, self.mean_ns, self.m2, self.min_ns, self.max_ns)
-        record.histogram.counts[self.buckets] = self.counts
-        return record
+        histogram = stats.Histogram.decode(self.histogram)
+        return stats.LatencyRecord(
+            self.n, self.mean_ns, self.m2, self.min_ns, self.max_ns, histogram
+        )
 
 
 class Team:

@@ -1,22 +1,17 @@
-"""The machine: what it is (Environment), whether it stayed quiet during a run (NoiseMeter),
-and whether it is ready for latency work at all (readiness, for ``volley system``).
+"""The machine: what it is (Environment) and whether it is ready for latency work at all
+(readiness, for ``volley system``). Whether it stayed quiet during a run is volley.noise.
 
 Everything is read from /proc, /sys and psutil without root. What cannot be read is None,
-never a guess. Linux only: elsewhere most fields are None and the meter measures nothing.
+never a guess. Linux only: elsewhere most fields are None.
 """
 
 from __future__ import annotations
 
-import functools
-import gzip
 import hashlib
 import os
 import platform
-import resource
 import shutil
 import subprocess
-import time
-from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -28,23 +23,10 @@ from volley.cpus import format_cpu_list, parse_cpu_list
 CPU_SYS = Path("/sys/devices/system/cpu")
 CMDLINE_FLAGS = ("isolcpus", "nohz_full", "rcu_nocbs", "mitigations")
 
-# A run is disturbed when, on any pinned CPU, processes other than the server and Volley
-# used more than this share of the measured stretch, or the hypervisor stole more.
-# Measured with bench/noise.py (stretches of 0.5 s on CPU 1) on the 2-vCPU KVM development
-# VM, which other sessions shared. With no other session running (20 stretches, load
-# falling to 2.4): median 0%; 17 of 20 under the limit, the 3 above it while another
-# session's tests started (98%). The kernel's own threads took at most 1.4-5% of one CPU
-# and steal at most 2-4% (once 34%, when the host was busy) in every series. With
-# `taskset -c 1 python3 -c "while True: pass"`: 95.9-100% (median 99.9%, 60 stretches).
-# 20% sits well above the first and well below the second, and a share is known to a few
-# percent (ticks). Cost of NoiseMeter.start() + stop(): median 0.7-1.4 ms, with a worker
-# of 64 threads and a forking server among ~90 processes (tests bound it at 5 ms).
-OTHER_SHARE_LIMIT = 0.20
-STEAL_SHARE_LIMIT = 0.20
 LOAD_AVG_LIMIT = 1.0  # at start, before Volley runs anything: anything above is other work
 
 
-def _read(path: str | Path) -> str | None:
+def read_text(path: str | Path) -> str | None:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -52,8 +34,8 @@ def _read(path: str | Path) -> str | None:
         return None
 
 
-def _read_int(path: str | Path) -> int | None:
-    text = _read(path)
+def read_int(path: str | Path) -> int | None:
+    text = read_text(path)
     try:
         return int(text) if text is not None else None
     except ValueError:
@@ -62,7 +44,7 @@ def _read_int(path: str | Path) -> int | None:
 
 def _cpus_text(path: str | Path) -> list[int] | None:
     """A sysfs CPU list ("0-3,8"); [] when the file is empty, None when unreadable."""
-    text = _read(path)
+    text = read_text(path)
     if text is None:
         return None
     try:
@@ -85,7 +67,7 @@ def _cmdline_flags(cmdline: str | None) -> dict[str, str | None]:
 
 def _cpuinfo() -> tuple[str | None, set[str] | None]:
     """The CPU model and the first CPU's flags, from /proc/cpuinfo."""
-    text = _read("/proc/cpuinfo")
+    text = read_text("/proc/cpuinfo")
     if text is None:
         return None, None
     model: str | None = None
@@ -116,12 +98,12 @@ def _detect_virt() -> str | None:
 
 def _process_names() -> set[str] | None:
     """The command names of all processes; None if /proc hides other users' processes."""
-    if _read("/proc/1/comm") is None:
+    if read_text("/proc/1/comm") is None:
         return None
     names = set()
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            name = _read(f"/proc/{entry.name}/comm")
+            name = read_text(f"/proc/{entry.name}/comm")
             if name:
                 names.add(name)
     return names
@@ -159,10 +141,10 @@ class CpuState:
         return cls(
             cpu=cpu,
             role=role,
-            governor=_read(base / "cpufreq/scaling_governor"),
-            cur_freq_khz=_read_int(base / "cpufreq/scaling_cur_freq"),
-            min_freq_khz=_read_int(base / "cpufreq/scaling_min_freq"),
-            max_freq_khz=_read_int(base / "cpufreq/scaling_max_freq"),
+            governor=read_text(base / "cpufreq/scaling_governor"),
+            cur_freq_khz=read_int(base / "cpufreq/scaling_cur_freq"),
+            min_freq_khz=read_int(base / "cpufreq/scaling_min_freq"),
+            max_freq_khz=read_int(base / "cpufreq/scaling_max_freq"),
             numa_node=nodes[0] if len(nodes) == 1 else None,
             smt_siblings=_cpus_text(base / "topology/thread_siblings_list"),
         )
@@ -257,7 +239,7 @@ def environment(
 ) -> Environment:
     """Read the machine as it is now. Takes ~30 ms (one systemd-detect-virt and a scan of
     /proc for irqbalance): call it once per benchmark, not per run."""
-    cmdline = _cmdline_flags(_read("/proc/cmdline"))
+    cmdline = _cmdline_flags(read_text("/proc/cmdline"))
     model, flags = _cpuinfo()
     used = []
     for cpu in sorted(set(client_cpus) | set(server_cpus)):
@@ -276,13 +258,13 @@ def environment(
             shared = True
             break
 
-    smt = _read_int(CPU_SYS / "smt/active")
-    boost = _read_int(CPU_SYS / "cpufreq/boost")
-    no_turbo = _read_int(CPU_SYS / "intel_pstate/no_turbo")
+    smt = read_int(CPU_SYS / "smt/active")
+    boost = read_int(CPU_SYS / "cpufreq/boost")
+    no_turbo = read_int(CPU_SYS / "intel_pstate/no_turbo")
     turbo = bool(boost) if boost is not None else (not no_turbo if no_turbo is not None else None)
     nodes = _cpus_text("/sys/devices/system/node/online")
 
-    xen = _read("/sys/hypervisor/type") or None
+    xen = read_text("/sys/hypervisor/type") or None
     detected = _detect_virt()
     virtual: bool | None = None
     if xen or (flags is not None and "hypervisor" in flags):
@@ -325,8 +307,8 @@ def environment(
         numa_nodes=len(nodes) if nodes else None,
         virtual=virtual,
         hypervisor=hypervisor,
-        dmi_vendor=_read("/sys/class/dmi/id/sys_vendor") or None,
-        dmi_product=_read("/sys/class/dmi/id/product_name") or None,
+        dmi_vendor=read_text("/sys/class/dmi/id/sys_vendor") or None,
+        dmi_product=read_text("/sys/class/dmi/id/product_name") or None,
         load_avg_1m=load,
         irqbalance_running=("irqbalance" in names) if names is not None else None,
         python_version=platform.python_version(),
@@ -336,303 +318,6 @@ def environment(
         server_size_bytes=size,
         server_sha256=_sha256(real) if real else None,
     )
-
-
-# --- Noise during a run ---------------------------------------------------------------
-
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat
-
-
-def _cpu_times() -> dict[int, tuple[float, float, float]]:
-    """Per CPU since boot, in seconds: (task time, irq+softirq time, steal time).
-
-    Task time is user+nice+system: what runs in some process's name, ours or another's.
-    """
-    times = {}
-    for line in (_read("/proc/stat") or "").splitlines():
-        if not line.startswith("cpu") or line.startswith("cpu "):
-            continue
-        name, *values = line.split()
-        v = [int(x) for x in values[:8]] + [0] * (8 - len(values[:8]))
-        user, nice, system, _idle, _iowait, irq, softirq, steal = v
-        times[int(name[3:])] = (
-            (user + nice + system) * TICK_S,
-            (irq + softirq) * TICK_S,
-            steal * TICK_S,
-        )
-    return times
-
-
-@functools.cache
-def irq_time_separate() -> bool | None:
-    """Whether the kernel keeps interrupt time out of the tasks' CPU time
-    (CONFIG_IRQ_TIME_ACCOUNTING). Without it, an interrupt that lands while our thread runs
-    is in that thread's time but in the irq/softirq columns of /proc/stat, so those columns
-    belong on the task side of the subtraction. None: the kernel config is not readable."""
-    if "noirqtime" in (_read("/proc/cmdline") or "").split():
-        return False
-    text = None
-    try:
-        with gzip.open("/proc/config.gz", "rt") as f:
-            text = f.read()
-    except OSError:
-        text = _read(f"/boot/config-{platform.release()}")
-    if text is None:
-        return None
-    return "CONFIG_IRQ_TIME_ACCOUNTING=y" in text
-
-
-def _last_pid() -> int | None:
-    return _read_int("/proc/sys/kernel/ns_last_pid")
-
-
-def _descendants(roots: set[int], since_pid: int | None) -> set[int]:
-    """The processes descended from ``roots`` (roots included).
-
-    Children get higher pids than their parents until the pid counter wraps, so only
-    pids above the smallest root are read; ``since_pid`` narrows that further to the ones
-    started after an earlier call. A full scan reads every process (~6 ms on 100).
-    """
-    if not roots:
-        return set()
-    low = min(roots) if since_pid is None else since_pid
-    last = _last_pid()
-    wrapped = last is None or last < low
-    candidates = []
-    try:
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit() and (wrapped or int(entry.name) > low):
-                candidates.append(int(entry.name))
-    except OSError:
-        return set(roots)
-    family = set(roots)
-    parents = {}
-    for pid in sorted(candidates):
-        stat = _read(f"/proc/{pid}/stat")
-        if stat:
-            try:
-                parents[pid] = int(stat[stat.rindex(")") + 2 :].split()[1])
-            except (ValueError, IndexError):
-                pass
-    changed = True
-    while changed:  # one pass suffices without wrapping; repeat for the wrapped case
-        changed = False
-        for pid, parent in parents.items():
-            if parent in family and pid not in family:
-                family.add(pid)
-                changed = True
-    return family
-
-
-_CPUCLOCK_SCHED = 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) in the kernel's posix-timers.h
-
-
-def _process_cpu_s(pid: int) -> float | None:
-    """CPU time of a whole process (all its threads, ended ones too), in ns precision.
-
-    The kernel's CPU-time clock of another process: one system call, where summing
-    /proc/PID/task/*/schedstat costs ~50 us per thread and grows with the square of the
-    thread count. None once the process is gone.
-    """
-    try:
-        return time.clock_gettime_ns(((~pid) << 3) | _CPUCLOCK_SCHED) / 1e9
-    except OSError:
-        return None
-
-
-def _own_times(pids: Iterable[int]) -> dict[int, tuple[float, frozenset[int]]]:
-    """pid -> (CPU time so far, the CPUs it may run on), for the processes still there."""
-    found = {}
-    for pid in pids:
-        try:
-            cpus = frozenset(os.sched_getaffinity(pid))
-        except OSError:
-            continue
-        used = _process_cpu_s(pid)
-        if used is not None:
-            found[pid] = (used, cpus)
-    return found
-
-
-def involuntary_switches() -> int:
-    """Involuntary context switches of the calling process so far, all its threads.
-
-    For a worker to call before and after its measured stretch: reading other processes'
-    threads from /proc would cost milliseconds with many clients."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
-
-
-def _freqs(cpus: Iterable[int]) -> list[int]:
-    return [
-        f
-        for f in (_read_int(CPU_SYS / f"cpu{c}/cpufreq/scaling_cur_freq") for c in cpus)
-        if f is not None
-    ]
-
-
-@dataclass(frozen=True)
-class CpuNoise:
-    """What happened on one pinned CPU during a measured stretch."""
-
-    cpu: int
-    role: str  # "client", "server" or "client+server"
-    other_cpu_s: float  # CPU time of processes that are neither the server nor Volley
-    other_share: float  # other_cpu_s / the stretch's duration
-    steal_s: float  # time the hypervisor ran something else on this virtual CPU
-    irq_s: float  # interrupt and softirq time (ours included: loopback traffic is ours)
-
-
-@dataclass(frozen=True)
-class Noise:
-    """How quiet the pinned CPUs were during one run's measured stretch."""
-
-    duration_s: float
-    cpus: list[CpuNoise]
-    involuntary_switches: int | None  # of the client workers' threads; None: not given
-    freq_min_khz: int | None  # lowest and highest scaling_cur_freq seen on a used CPU
-    freq_max_khz: int | None
-    disturbed: bool  # other_share or steal beyond OTHER_SHARE_LIMIT / STEAL_SHARE_LIMIT
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Noise:
-        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        data["cpus"] = [CpuNoise(**c) for c in data.get("cpus", [])]
-        return cls(**data)
-
-    def describe(self) -> str:
-        """What disturbed the run ("other processes used 31% of CPU 1"), or the largest
-        share of other work when nothing did."""
-        parts = []
-        for c in self.cpus:
-            if c.other_share > OTHER_SHARE_LIMIT:
-                parts.append(f"other processes used {c.other_share:.0%} of CPU {c.cpu}")
-            if self.duration_s > 0 and c.steal_s / self.duration_s > STEAL_SHARE_LIMIT:
-                parts.append(f"steal took {c.steal_s / self.duration_s:.0%} of CPU {c.cpu}")
-        if parts:
-            return "; ".join(parts)
-        if not self.cpus:
-            return "nothing measured"
-        worst = max(self.cpus, key=lambda c: c.other_share)
-        return f"quiet: other processes used at most {worst.other_share:.0%} of CPU {worst.cpu}"
-
-
-class NoiseMeter:
-    """Measures what else ran on the pinned CPUs between start() and stop().
-
-    Other work on a CPU = its task time from /proc/stat (user+nice+system, plus irq and
-    softirq when the kernel counts those inside the tasks' time) minus the CPU time of our
-    own processes there (the kernel's per-process CPU clock, in ns). Our own processes are
-    this one, the workers, and the server with its descendants. A process pinned to one
-    CPU is counted there; one allowed on several (the coordinator, a server on several
-    CPUs) is spread evenly over them, which is exact in sum but not per CPU. /proc/stat
-    samples at each tick (every 4 ms at HZ=250) and counts in 10 ms units, so a share in
-    a 0.5 s stretch is known to a few percent. Processes of our own that end before
-    stop() are not seen and count as other work.
-
-    Cost of start() + stop(): see the comment at OTHER_SHARE_LIMIT; the part that grows
-    is one listing of /proc (~4 us per process on the machine).
-    """
-
-    def __init__(self, client_cpus: list[int], server_cpus: list[int]) -> None:
-        self.client_cpus = sorted(client_cpus)
-        self.server_cpus = sorted(server_cpus)
-        self.measured = sorted(set(client_cpus) | set(server_cpus))
-        # Unknown: leave interrupts out, so that ours are never taken for other work.
-        self.irq_in_tasks = irq_time_separate() is False
-        self._started = False
-
-    def start(self, server_pid: int | None, worker_pids: Collection[int]) -> None:
-        """Call just before the measured stretch, with the server (None with --connect;
-        its child processes count as it) and the client workers running."""
-        self.roots = {os.getpid(), *worker_pids}
-        self.server_pid = server_pid
-        self.last_pid = _last_pid()
-        self.own = self._own(None)
-        self.begin_own = _own_times(self.own)
-        self.freqs = _freqs(self.measured)
-        self.begin_cpu = _cpu_times()
-        self.begin_s = time.monotonic()
-        self._started = True
-
-    def _own(self, since_pid: int | None) -> set[int]:
-        family = _descendants({self.server_pid}, since_pid) if self.server_pid else set()
-        # Workers start no processes; the coordinator's other children are the server's.
-        return family | self.roots
-
-    def stop(self, involuntary_switches: int | None = None) -> Noise:
-        """Call right after the measured stretch, before the server is stopped.
-        ``involuntary_switches``: the client workers' count during the stretch (each
-        worker's difference of machine.involuntary_switches(), summed), kept in Noise."""
-        if not self._started:
-            raise RuntimeError("NoiseMeter.stop() without start()")
-        end_cpu = _cpu_times()
-        duration_s = time.monotonic() - self.begin_s
-        # Processes started during the stretch: only pids above the last one at start.
-        own = self.own
-        if self.last_pid is not None and _last_pid() != self.last_pid:
-            own = own | _descendants(self.own, self.last_pid)
-        end_own = _own_times(own)
-        freqs = self.freqs + _freqs(self.measured)
-
-        own_s = dict.fromkeys(self.measured, 0.0)
-        for pid, (used_s, allowed) in end_own.items():
-            # A process born during the stretch used all its time in it.
-            used_s -= self.begin_own.get(pid, (0.0, allowed))[0]
-            for cpu in allowed & set(own_s):
-                own_s[cpu] += used_s / len(allowed)
-
-        cpus = []
-        for cpu in self.measured:
-            if cpu not in end_cpu or cpu not in self.begin_cpu:
-                continue
-            task = end_cpu[cpu][0] - self.begin_cpu[cpu][0]
-            irq = end_cpu[cpu][1] - self.begin_cpu[cpu][1]
-            if self.irq_in_tasks:
-                task += irq
-            other = max(0.0, min(task - own_s[cpu], duration_s))
-            role = "+".join(
-                name
-                for name, listed in (("client", self.client_cpus), ("server", self.server_cpus))
-                if cpu in listed
-            )
-            cpus.append(
-                CpuNoise(
-                    cpu=cpu,
-                    role=role,
-                    other_cpu_s=round(other, 4),
-                    other_share=round(other / duration_s, 4) if duration_s > 0 else 0.0,
-                    steal_s=round(end_cpu[cpu][2] - self.begin_cpu[cpu][2], 4),
-                    irq_s=round(irq, 4),
-                )
-            )
-        disturbed = any(
-            c.other_share > OTHER_SHARE_LIMIT
-            or (duration_s > 0 and c.steal_s / duration_s > STEAL_SHARE_LIMIT)
-            for c in cpus
-        )
-        self._started = False
-        return Noise(
-            duration_s=round(duration_s, 6),
-            cpus=cpus,
-            involuntary_switches=involuntary_switches,
-            freq_min_khz=min(freqs) if freqs else None,
-            freq_max_khz=max(freqs) if freqs else None,
-            disturbed=disturbed,
-        )
-
-
-def disturbed_summary(noises: list[Noise]) -> str | None:
-    """One line for the summary, naming the worst run (like "3 of 12 runs disturbed:
-    other processes used 31% of CPU 1"); None when no run was disturbed."""
-    disturbed = [n for n in noises if n.disturbed]
-    if not disturbed:
-        return None
-    worst = max(disturbed, key=lambda n: max((c.other_share for c in n.cpus), default=0.0))
-    noun = "run" if len(noises) == 1 else "runs"
-    return f"{len(disturbed)} of {len(noises)} {noun} disturbed: {worst.describe()}"
 
 
 # --- Readiness (volley system) ---------------------------------------------------------
@@ -726,7 +411,7 @@ def readiness() -> list[Item]:
         )
     )
     smt_state = _on_off(env.smt_active)
-    control = _read(CPU_SYS / "smt/control")
+    control = read_text(CPU_SYS / "smt/control")
     if control:
         smt_state += f" (control: {control})"
     items.append(
@@ -776,7 +461,7 @@ def readiness() -> list[Item]:
             (not env.irqbalance_running) if env.irqbalance_running is not None else None,
         )
     )
-    load = _read("/proc/loadavg")
+    load = read_text("/proc/loadavg")
     items.append(
         Item(
             "load",

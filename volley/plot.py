@@ -45,6 +45,7 @@ from typing import Any
 
 from volley.machine import Environment
 from volley.results import FAILED, SIGNIFICANT
+from volley.stats import Histogram, distribution_percentiles
 from volley.sweep import read_records
 
 DPI = 150
@@ -79,6 +80,7 @@ class Measurement:
     p99_low_ns: float = math.nan
     p99_high_ns: float = math.nan
     distribution: tuple[tuple[float, float], ...] = ()
+    histogram: str | None = None  # every op, HdrHistogram-encoded (format 4 on)
     # Open loop only: the offered rate, the achieved one, p50, and the saturation flag.
     rate_ops_s: float | None = None
     achieved_ops_s: float = math.nan
@@ -169,6 +171,7 @@ def load(
                 p99_low_ns=_ns(latency.get("intervals", {}).get("p99", [None])[0]),
                 p99_high_ns=_ns(latency.get("intervals", {}).get("p99", [None, None])[1]),
                 distribution=tuple((float(p), _ns(v)) for p, v in latency.get("distribution", [])),
+                histogram=latency.get("histogram"),
                 **_open_loop(record),
             )
         )
@@ -718,8 +721,14 @@ def percentile_x(percentile: float) -> float:
 
 def distribution_points(m: Measurement) -> list[tuple[float, float]]:
     """The (percentile, latency ns) pairs worth drawing: up to 99.999%, and only where at
-    least one measured op lies beyond the percentile (the rest repeat the maximum)."""
-    return [(p, v) for p, v in m.distribution if p <= MAX_PERCENTILE and (1 - p / 100) * m.n >= 1]
+    least one measured op lies beyond the percentile (the rest repeat the maximum). Read
+    from the histogram when the result has one, else from its stored points."""
+    pairs = m.distribution
+    if m.histogram:
+        wanted = distribution_percentiles()
+        values = Histogram.decode(m.histogram).percentiles(wanted)
+        pairs = tuple(zip(wanted, values.tolist(), strict=True))
+    return [(p, v) for p, v in pairs if p <= MAX_PERCENTILE and (1 - p / 100) * m.n >= 1]
 
 
 def distribution_figure(mpl: Any, results: Results, cores: int | None = None) -> Any:

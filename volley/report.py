@@ -8,7 +8,7 @@ import sys
 from typing import TextIO
 
 from volley.cpus import format_cpu_list
-from volley.machine import disturbed_summary
+from volley.noise import disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
 from volley.units import format_ns

@@ -11,9 +11,13 @@ Format history (``version`` in the JSON):
      and ``backlog_growth``. Older files read as closed loop. ``host`` is the whole
      environment (``volley.machine.Environment``; format 1's three keys kept), each run
      has its ``noise``, and ``dropped_runs`` holds disturbed runs left out (--noisy drop).
-  4  clients on many hosts (under mpiexec or srun): ``hosts``, one object per host with
-     ``host``, ``rank``, ``cpus``, ``clients``, ``ops``, ``mean_ns`` and ``p99_ns``; empty
-     for a run on one machine. ``clients`` is then the total over the hosts.
+  4  the whole distribution: ``latency_ns.histogram`` is the histogram of every measured
+     op in HdrHistogram's compressed encoding (``volley.stats.Histogram.encode``), so that
+     results merge exactly and read at any percentile. Older files have none: only their
+     percentiles and ``distribution`` points. Clients on many hosts (under mpiexec or
+     srun): ``hosts``, one object per host with ``host``, ``rank``, ``cpus``, ``clients``,
+     ``ops``, ``mean_ns`` and ``p99_ns`` (empty for a run on one machine); ``clients``
+     and ``n`` are then totals over the hosts.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -27,13 +31,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from volley import __version__
-from volley.machine import Environment, Noise
+from volley.machine import Environment
+from volley.noise import Noise
 from volley.units import STATISTICS
 
 FORMAT_VERSION = 4
@@ -62,6 +70,8 @@ class LatencySummary:
     distribution: list[tuple[float, float]] = field(default_factory=list)
     # Confidence interval (low, high) of each percentile, keyed "p50", "p90", "p99", "p99.9"
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Every measured op, in HdrHistogram's encoded form ("HISTFAAA..."); None before format 4
+    histogram: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,7 +82,9 @@ class LatencySummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LatencySummary:
-        data = {k: unknown_as_nan(v) for k, v in data.items()}
+        histogram = data.get("histogram")
+        data = {k: unknown_as_nan(v) for k, v in data.items() if k != "histogram"}
+        data["histogram"] = histogram
         data["p99_9"] = data.pop("p99.9")
         data["distribution"] = [tuple(pair) for pair in data.get("distribution", [])]
         data["intervals"] = {
@@ -287,6 +299,42 @@ class BenchResult:
         data["load"] = LoadInfo.from_json(data.get("load"))
         data["hosts"] = [HostInfo(**h) for h in data.get("hosts", [])]
         return cls(**data)
+
+
+HLOG_FORMAT_VERSION = "1.3"
+
+
+def interval_log(results: Iterable[tuple[str, BenchResult]]) -> str:
+    """HdrHistogram's interval log of ``(name, result)`` pairs: one line per result that
+    has a histogram, tagged with its name (``Tag=``), so HdrHistogram's log tools can read
+    each point apart or merge them. A line starts when its result started and lasts the
+    result's measured seconds (the time its ops took: count / length is the throughput);
+    times are seconds since the earliest start (``BaseTime``), the maximum in ms."""
+    lines = []
+    for name, result in results:
+        latency = result.latency_ns
+        if latency is None or latency.histogram is None:
+            continue
+        started = datetime.fromisoformat(result.started_at).timestamp()
+        tag = re.sub(r"[\s,]", "_", name)  # a tag ends at the first comma
+        length_s = result.measured_s if math.isfinite(result.measured_s) else 0.0
+        lines.append((started, tag, length_s, latency.max / 1e6, latency.histogram))
+    lines.sort(key=lambda line: line[0])
+    text = [
+        f"#[Histogram log format version {HLOG_FORMAT_VERSION}]",
+        f"#[Written by volley {__version__}: one interval per benchmark result, latencies in ns]",
+    ]
+    base = lines[0][0] if lines else 0.0
+    if lines:
+        text += [
+            f"#[StartTime: {base:.3f} (seconds since epoch), "
+            f"{datetime.fromtimestamp(base).astimezone().isoformat()}]",
+            f"#[BaseTime: {base:.3f} (seconds since epoch)]",
+        ]
+    text.append('"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"')
+    for started, tag, length_s, max_ms, histogram in lines:
+        text.append(f"Tag={tag},{started - base:.3f},{length_s:.3f},{max_ms:.3f},{histogram}")
+    return "\n".join(text) + "\n"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from volley import stats
-from volley.machine import Noise
+from volley.noise import Noise
 from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
 from volley.units import BENCH_DEFAULTS, Target, parse_duration_s
 
@@ -56,7 +56,7 @@ class RunPlan:
     warmup_s: float = _default_s("warmup")
     run_time_s: float = _default_s("run-time")
     min_runs: int = MIN_RUNS
-    # A run that other work disturbed (machine.Noise.disturbed): "keep" it (and say so),
+    # A run that other work disturbed (noise.Noise.disturbed): "keep" it (and say so),
     # "drop" it from the evidence, or "fail" the benchmark.
     noisy: str = BENCH_DEFAULTS["noisy"]
 

@@ -23,10 +23,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from types import FrameType
+from typing import IO, Any
 
 import psutil
 
@@ -101,22 +103,15 @@ def substitute(args: list[str], server_cores: int, client_cores: int) -> list[st
     ]
 
 
-@dataclass
-class StopReport:
-    """How the server ended and what had to be killed after it."""
-
-    how: str  # "zero", "sigterm", "sigkill" or "exited" (it was already gone)
-    exit_status: int | None
-    leftovers: list[int] = field(default_factory=list)  # processes alive after it ended
-
-
 @dataclass(frozen=True)
-class EndReport:
-    """How a server ended when told to (zero or SIGTERM), measured, not enforced."""
+class ServerEnd:
+    """How the server ended: what ended it, how long that took, what outlived it."""
 
-    exited_after_s: float | None  # None: still running when the bound passed
+    how: str  # "zero", "sigterm", "sigkill", "exited" (already gone), "running" (did not end)
     exit_status: int | None
-    leftovers: list[int] = field(default_factory=list)  # its processes alive after SETTLE_S
+    # From being told to end until it exited; None when not timed or it did not exit.
+    after_s: float | None = None
+    leftovers: list[int] = field(default_factory=list)  # its processes alive after it ended
 
 
 @dataclass
@@ -204,39 +199,41 @@ class ServerProcess:
         self.seen.update(found)
         return [p for p in found.values() if _alive(p)]
 
-    def terminate(self, timeout_s: float = TERM_GRACE_S) -> EndReport:
+    def terminate(self, timeout_s: float = TERM_GRACE_S) -> ServerEnd:
         """SIGTERM to the server process alone (as ``kill PID`` sends it) and report how it
         ended. Kills nothing else: call stop() or kill() afterwards."""
         family = self.family()
         sent = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        return self.watch_end(sent, timeout_s, family)
+        return self.watch_end("sigterm", sent, timeout_s, family)
 
-    def watch_end(self, since: float, timeout_s: float, family: list[psutil.Process]) -> EndReport:
-        """Wait until ``since + timeout_s`` for the server to exit after being told to end,
-        then up to SETTLE_S for ``family`` (taken before telling it) and its process group to
-        follow. Kills nothing."""
+    def watch_end(
+        self, how: str, since: float, timeout_s: float, family: list[psutil.Process]
+    ) -> ServerEnd:
+        """Wait until ``since + timeout_s`` for the server to exit after being told to end
+        (``how``), then up to SETTLE_S for ``family`` (taken before telling it) and its
+        process group to follow. Kills nothing."""
         if not self._exited_within(max(0.0, since + timeout_s - time.monotonic())):
-            return EndReport(None, None)
+            return ServerEnd("running", None)
         took = time.monotonic() - since
         family = family + self.family()
         deadline = time.monotonic() + SETTLE_S
         while any(_alive(p) for p in family) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         leftovers = sorted({p.pid for p in family if _alive(p)})
-        return EndReport(took, self.process.returncode, leftovers)
+        return ServerEnd(how, self.process.returncode, took, leftovers)
 
-    def kill(self) -> StopReport:
+    def kill(self) -> ServerEnd:
         """End the server and everything it started at once with SIGKILL; always reaps.
         Never raises. For after watching how it ends, or a server that misbehaved."""
         family = self._family()
         how = "exited" if self.process.poll() is not None else "sigkill"
         leftovers = [p.pid for p in family if _alive(p)]
         self._kill_all(family)
-        return StopReport(how, self.process.returncode, leftovers)
+        return ServerEnd(how, self.process.returncode, leftovers=leftovers)
 
-    def stop(self, zero: bool = True) -> StopReport:
+    def stop(self, zero: bool = True) -> ServerEnd:
         """End the server and everything it started; always reaps. Never raises."""
         family = self._family()
         how = "exited"
@@ -255,7 +252,7 @@ class ServerProcess:
             while any(_alive(p) for p in family) and time.monotonic() < deadline:
                 time.sleep(POLL_S)
         self._kill_all(family)
-        return StopReport(how, self.process.returncode, leftovers)
+        return ServerEnd(how, self.process.returncode, leftovers=leftovers)
 
     def _kill_all(self, family: list[psutil.Process]) -> None:
         self._signal_group(signal.SIGKILL)
@@ -314,47 +311,6 @@ def probe(host: str, port: int, timeout_s: float = 1.0) -> None:
         ) from None
 
 
-def describe_processes(pids: list[int]) -> list[str]:
-    """``"PID command line"`` for each process, for messages."""
-    described = []
-    for pid in pids:
-        try:
-            command = " ".join(psutil.Process(pid).cmdline()) or "?"
-        except psutil.Error:
-            command = "(gone)"
-        described.append(f"{pid} {command}")
-    return described
-
-
-def run_once(command: list[str], cpus: list[int], timeout_s: float) -> tuple[int | None, str]:
-    """Run ``command`` pinned, in its own process group, for at most ``timeout_s``: its exit
-    status (None if it was still running and had to be killed) and its stderr. Whatever is
-    left of its process group is killed either way."""
-    with tempfile.TemporaryFile(prefix="volley-run-") as err:  # no name, nothing left
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=pinned_and_tied(cpus),
-            )
-        except OSError as e:
-            raise ServerError(f"could not start {command[0]!r}: {e.strerror or e}") from None
-        watchdog = Watchdog.start(process.pid)
-        try:
-            status: int | None = process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            status = None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        watchdog.dismiss()
-        err.seek(0)
-        return status, err.read(LOG_TAIL_BYTES).decode(errors="replace")
-
-
 def send_zero(host: str, port: int) -> bool:
     """The seed's way to end a server: a zero challenge on a fresh connection."""
     try:
@@ -365,6 +321,28 @@ def send_zero(host: str, port: int) -> bool:
     return True
 
 
+def spawn(
+    command: list[str], cpus: list[int] | None, output: IO[bytes] | int, errors: IO[bytes] | int
+) -> tuple[subprocess.Popen[bytes], Watchdog]:
+    """Start ``command`` pinned to ``cpus``, in its own session and process group, ended
+    with us however we end (see the top of this module). OSError if it cannot start."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=errors,
+        start_new_session=True,
+        preexec_fn=pinned_and_tied(cpus),
+    )
+    try:
+        return process, Watchdog.start(process.pid)
+    except OSError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
 def start(
     path: str,
     args: list[str],
@@ -372,29 +350,38 @@ def start(
     cpus: list[int],
     host: str = LOOPBACK,
 ) -> ServerProcess:
-    """Start ``path -p PORT ARGS`` pinned to ``cpus``, in its own session and process group,
-    ended with us however we end (see the top of this module)."""
+    """Start the server as ``path -p PORT ARGS`` (see spawn), its output kept aside."""
     command = [path, "-p", str(port), *args]
     log = tempfile.TemporaryFile(prefix="volley-server-")  # noqa: SIM115 (closed in _kill_all)
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            preexec_fn=pinned_and_tied(cpus),
-        )
+        process, watchdog = spawn(command, cpus, log, log)
     except OSError as e:
         log.close()
         raise ServerError(f"could not start server {path!r}: {e.strerror or e}") from None
-    started = ServerProcess(command, port, process, log, host)
+    return ServerProcess(command, port, process, log, host, watchdog)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_signals(handler: Callable[[int, FrameType | None], Any] | None = None) -> Iterator[None]:
+    """While inside, Ctrl-C, SIGTERM and SIGHUP (someone asking Volley to stop) call
+    ``handler``, by default raising KeyboardInterrupt so that the ``finally`` blocks on the
+    way out end every server started; the previous handlers come back on leaving. SIGTERM
+    and SIGHUP would otherwise kill us without ending anything. Only the main thread may
+    set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        sig: signal.signal(sig, handler or signal.default_int_handler) for sig in STOP_SIGNALS
+    }
     try:
-        started.watchdog = Watchdog.start(process.pid)
-    except OSError as e:
-        started.kill()
-        raise ServerError(f"could not start the server's watchdog: {e.strerror or e}") from None
-    return started
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def pinned_and_tied(cpus: list[int] | None) -> Callable[[], None]:

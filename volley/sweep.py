@@ -993,9 +993,25 @@ def export_dat(records: Iterable[dict[str, Any]]) -> str:
     return "".join(f"{s} {c} {k} {m:.2f}us {d:.2f}us {n}\n" for s, c, k, m, d, n in rows)
 
 
+def export_hlog(records: Iterable[dict[str, Any]]) -> str:
+    """HdrHistogram's interval log: one interval per point that has a histogram (format 4
+    on), tagged with the point."""
+    from volley.results import BenchResult, interval_log
+
+    def tag(point: dict[str, Any]) -> str:
+        return "/".join(f"{k}={v}" if k != "server" else str(v) for k, v in point.items())
+
+    return interval_log(
+        (tag(r["point"]), BenchResult.from_json(r))
+        for r in records
+        if (r.get("latency_ns") or {}).get("histogram")
+    )
+
+
 EXPORTERS: dict[str, tuple[str, Callable[[Iterable[dict[str, Any]]], str]]] = {
     "csv": ("results.csv", export_csv),
     "dat": ("plot.dat", export_dat),
+    "hlog": ("results.hlog", export_hlog),
 }
 
 

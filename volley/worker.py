@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from volley import _core, machine
+from volley import _core, noise
 
 # The first page of the shared mapping holds the stop flag; latencies start after it.
 CONTROL_BYTES = mmap.PAGESIZE
@@ -233,9 +233,9 @@ def serve(pipe: Connection, plan: WorkerPlan, team: Team) -> None:
         elif message[0] == "run":
             _, start_ns, measure_from_ns, deadline_ns, *load = message
             team.load = load[0] if load else None
-            switches = machine.involuntary_switches()
+            switches = noise.involuntary_switches()
             reports = team.play_run(start_ns, measure_from_ns, deadline_ns)
-            pipe.send(("done", reports, machine.involuntary_switches() - switches))
+            pipe.send(("done", reports, noise.involuntary_switches() - switches))
         elif message[0] == "disconnect":
             for client in team.clients:
                 client.disconnect()
