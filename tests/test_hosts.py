@@ -339,3 +339,144 @@ def test_a_rank_killed_under_plain_open_mpi_leaves_the_result_saved_after_each_r
     result = json.loads(out.read_text())
     assert result["status"] == FAILED and result["error"].startswith("partial result")
     assert len(result["runs"]) >= 2
+
+
+# --- two hosts on one machine: network namespaces joined by veth pairs ---------------
+
+SUBNET = "10.77.0"  # inside the test's namespaces only
+AGENT = """#!/bin/sh
+# Open MPI's launch agent in place of ssh: "agent HOST COMMAND..." runs COMMAND in HOST's
+# network namespace, under HOST's own host name (Open MPI tells hosts apart by name).
+host=$1
+shift
+exec ip netns exec "{prefix}$host" unshare --uts /bin/sh -c "hostname $host && $*"
+"""
+
+
+def netns_ready(server_binary: Path) -> str | None:
+    """Why namespaced hosts cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not (shutil.which("ip") and shutil.which("unshare")):
+        return "needs ip (iproute2) and unshare"
+    if mpi_ready():
+        return mpi_ready()
+    usage = subprocess.run([server_binary, "-h"], capture_output=True, text=True, timeout=10)
+    if "-a" not in usage.stdout + usage.stderr:
+        return f"{server_binary.name} takes no -a ADDRESS yet (servers/README.md)"
+    probe = f"vprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=10)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+    return None if made.returncode == 0 else "ip netns add is not allowed here"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def namespaces(c_threaded: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Namespaces PREFIXs (the server, on a bridge) and PREFIXh0, PREFIXh1 (the client
+    hosts), each host joined to the bridge by a veth pair; all removed afterwards."""
+    reason = netns_ready(c_threaded)
+    if reason:
+        pytest.skip(reason)
+    prefix = f"v{os.getpid() % 100000}"
+    made = []
+    try:
+        for name in ("s", "h0", "h1"):
+            ip("netns", "add", prefix + name)
+            made.append(prefix + name)
+            ip("-n", prefix + name, "link", "set", "lo", "up")
+        server_ns = prefix + "s"
+        ip("-n", server_ns, "link", "add", "br0", "type", "bridge")
+        ip("-n", server_ns, "addr", "add", f"{SUBNET}.1/24", "dev", "br0")
+        ip("-n", server_ns, "link", "set", "br0", "up")
+        for i in (0, 1):
+            ours, theirs = f"{prefix}a{i}", f"{prefix}b{i}"
+            ip("link", "add", ours, "type", "veth", "peer", "name", theirs)
+            ip("link", "set", ours, "netns", server_ns)
+            ip("link", "set", theirs, "netns", f"{prefix}h{i}")
+            ip("-n", server_ns, "link", "set", ours, "master", "br0", "up")
+            ip("-n", f"{prefix}h{i}", "addr", "add", f"{SUBNET}.{i + 2}/24", "dev", theirs)
+            ip("-n", f"{prefix}h{i}", "link", "set", theirs, "up")
+        agent = tmp_path / "agent"
+        agent.write_text(AGENT.format(prefix=prefix))
+        agent.chmod(0o755)
+        yield prefix, agent
+    finally:
+        for name in made:
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10
+            ).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def rx_bytes(namespace: str, interface: str) -> int:
+    path = f"/sys/class/net/{interface}/statistics/rx_bytes"
+    read = ["ip", "netns", "exec", namespace, "cat", path]
+    return int(subprocess.run(read, capture_output=True, text=True, timeout=10).stdout)
+
+
+@needs_mpi
+def test_two_hosts_in_network_namespaces_measure_a_server_in_a_third(
+    namespaces, c_threaded, tmp_path
+):
+    prefix, agent = namespaces
+    server_ns = prefix + "s"
+    port = server.choose_port()
+    address = f"{SUBNET}.1"
+    mark = uuid.uuid4().hex
+    env = job_env(mark)
+    serving = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "taskset", "-c", "0"]
+        + [str(c_threaded), "-p", str(port), "-a", address],
+        stdin=subprocess.DEVNULL,
+    )
+    out = tmp_path / "netns.json"
+    try:
+        reach = f"from volley import server; server.probe('{address}', {port}, 5.0)"
+        ready = [sys.executable, "-c", reach]
+        deadline = time.monotonic() + 10
+        while subprocess.run(
+            ["ip", "netns", "exec", prefix + "h0", *ready], env=env, capture_output=True
+        ).returncode:
+            assert time.monotonic() < deadline, "the server is not reachable from h0"
+            time.sleep(0.1)
+        before = [rx_bytes(server_ns, f"{prefix}a{i}") for i in (0, 1)]
+        args = [*QUICK, "--connect", f"{address}:{port}", "--clients", "2", "--min-runs", "3"]
+        # mpiexec runs in the server's namespace and reaches the hosts' through the agent;
+        # MPI's own traffic too stays on the namespaces' network.
+        command = ["ip", "netns", "exec", server_ns] + job_command(
+            2,
+            *args,
+            "--max-time", "2s", "-q", "--json", str(out),
+            launcher=(
+                "--host", "h0,h1", "--map-by", "ppr:1:node",
+                "--mca", "plm_rsh_agent", str(agent),
+                "--mca", "btl", "tcp,self",
+                "--mca", "btl_tcp_if_include", f"{SUBNET}.0/24",
+                "-x", "PYTHONPATH", "-x", RUN_MARK,
+                "-x", "OMPI_ALLOW_RUN_AS_ROOT", "-x", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
+            ),
+        )  # fmt: skip
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+        )
+        assert done.returncode in (0, 3), done.stdout + done.stderr
+        result = json.loads(out.read_text())
+        assert [(h["host"], h["clients"]) for h in result["hosts"]] == [("h0", 1), ("h1", 1)]
+        assert result["n"] == sum(h["ops"] for h in result["hosts"]) > 0
+        # Each host's clients reached the server over its own veth pair.
+        after = [rx_bytes(server_ns, f"{prefix}a{i}") for i in (0, 1)]
+        grown = [a - b for a, b in zip(after, before, strict=True)]
+        assert all(g > 16 * h["ops"] for g, h in zip(grown, result["hosts"], strict=True))
+        assert nothing_left(mark) == []
+    finally:
+        serving.terminate()
+        serving.wait(10)
