@@ -270,6 +270,16 @@ def test_a_host_that_cannot_reach_the_server_ends_the_job_with_status_1(running_
     assert nothing_left(mark) == []
 
 
+@needs_mpi
+def test_several_hosts_need_a_running_server(c_threaded):
+    mark = uuid.uuid4().hex
+    command = job_command(2, *BRIEF, "-q", str(c_threaded))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "give --connect HOST:PORT" in done.stderr
+    assert nothing_left(mark) == []
+
+
 def kill_rank_mid_run(
     running_server: str, out: Path, launcher: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
