@@ -8,6 +8,7 @@ process a job starts carries this test's mark, so that none may outlive it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -103,6 +104,25 @@ def test_a_host_run_crosses_as_a_summary_that_merges_like_the_ops_themselves():
     assert np.array_equal(merged.histogram.counts, whole.histogram.counts)
     # The busiest client of the first host spent longest in ops.
     assert parts[0].busiest_s == pytest.approx(max(float(x.sum()) for x in a) / 1e9)
+
+
+def test_the_hosts_of_a_result_survive_json_and_show_in_the_summary():
+    from test_results import result
+
+    from volley.report import summary
+    from volley.results import HostInfo
+
+    found = [
+        HostInfo("alpha", 0, [2, 3], 3, 1200, 51_000.0, 90_000.0),
+        HostInfo("beta", 1, [2, 3], 2, 800, 77_000.0, float("nan")),  # no p99 known
+    ]
+    many = result(hosts=found, clients=5)
+    back = BenchResult.from_json(json.loads(json.dumps(many.to_json())))
+    assert back.hosts[0] == found[0] and math.isnan(back.hosts[1].p99_ns)
+    text = summary(many)
+    assert "host alpha (rank 0): 3 clients on CPU 2-3, 1,200 ops, mean 51.00 us" in text
+    assert "host beta (rank 1): 2 clients" in text
+    assert "host alpha" not in summary(result(hosts=found[:1]))  # one host: no host lines
 
 
 # --- real jobs under mpiexec ------------------------------------------------------------

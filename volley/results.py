@@ -297,7 +297,9 @@ class BenchResult:
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         data["load"] = LoadInfo.from_json(data.get("load"))
-        data["hosts"] = [HostInfo(**h) for h in data.get("hosts", [])]
+        data["hosts"] = [
+            HostInfo(**{k: unknown_as_nan(v) for k, v in h.items()}) for h in data.get("hosts", [])
+        ]
         return cls(**data)
 
 
