@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -312,19 +313,19 @@ def kill_rank_mid_run(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
         env=job_env(mark),
         stdin=subprocess.DEVNULL,
     )
-    lines: list[str] = []
+    seen = b""
     try:
-        deadline = time.monotonic() + 60
         assert job.stdout is not None
-        for line in job.stdout:
-            lines.append(line)
-            if line.startswith("[1,0]<stderr>: run 3 ") or time.monotonic() > deadline:
-                break
-        assert any(" run 3 " in line for line in lines), "".join(lines)
+        fd, deadline = job.stdout.fileno(), time.monotonic() + 60
+        while b"[1,0]<stderr>: run 3 " not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([fd], [], [], 0.5)[0]:
+                chunk = os.read(fd, 1 << 16)
+                assert chunk, f"the job ended early: {seen.decode(errors='replace')}"
+                seen += chunk
         rank_1 = [
             p
             for p in marked_processes(mark)
@@ -334,11 +335,16 @@ def kill_rank_mid_run(
         rank_1[0].send_signal(signal.SIGKILL)
         rest, _ = job.communicate(timeout=60)
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        if job.poll() is None:  # mpiexec ends its ranks on SIGTERM
+            job.terminate()
+            try:
+                job.wait(10)
+            except subprocess.TimeoutExpired:
+                job.kill()
+                job.wait()
     assert nothing_left(mark) == []
-    return subprocess.CompletedProcess(command, job.returncode, "".join(lines) + rest, "")
+    output = (seen + rest).decode(errors="replace")
+    return subprocess.CompletedProcess(command, job.returncode, output, "")
 
 
 @needs_mpi
