@@ -385,7 +385,7 @@ class Hosts:
         for rank in self.team.others:
             try:
                 kind, text = self.team.receive(
-                    rank, {"ready", "failed"}, connect_bound_s(self.local.config), "connecting"
+                    rank, {"ready", "failed"}, self.connect_s(request), "connecting"
                 )
             except HostsError as e:
                 failures.append(str(e))
@@ -396,6 +396,10 @@ class Hosts:
             raise RunFailed(failures[0])
         self.team.tell_all("go")
         self.started = True
+
+    def connect_s(self, request: RunRequest) -> float:
+        # Before the first run the other hosts are still starting their workers.
+        return connect_bound_s(self.local.config) if request.index > 1 else HELLO_S
 
     def gather(self, request: RunRequest, played: PlayedRun) -> PlayedRun:
         """Every host's part of the run, merged into one."""
@@ -481,8 +485,10 @@ def follow(team: Team, config: coordinator.BenchConfig) -> None:
                     raise Aborted
 
             local.rendezvous = rendezvous
+            timeout_s = HELLO_S  # before the first run, rank 0 is still starting its workers
             while not team.stop_asked:
-                kind, request = team.receive(0, {"run", "stop"}, wait_s, "waiting for a run")
+                kind, request = team.receive(0, {"run", "stop"}, timeout_s, "waiting for a run")
+                timeout_s = wait_s
                 if kind == "stop":
                     break
                 try:
