@@ -237,6 +237,22 @@ def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
 
 
 @needs_mpi
+def test_an_open_loop_rate_is_offered_by_all_hosts_together(running_server, tmp_path):
+    out = tmp_path / "open.json"
+    mark = uuid.uuid4().hex
+    args = [*BRIEF, "--connect", running_server, "--clients", "3", "--rate", "3k", "-q"]
+    command = job_command(2, *args, "--json", str(out))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["load"]["model"] == "open" and result["load"]["rate_ops_s"] == 3000
+    # Each host offered its clients' share: 3k ops/s in all, 0.2 s per run.
+    due = sum(r["due"] for r in result["runs"])
+    assert 0.7 * 600 * len(result["runs"]) < due < 1.3 * 600 * len(result["runs"])
+    assert nothing_left(mark) == []
+
+
+@needs_mpi
 def test_one_rank_under_mpiexec_is_a_plain_run(running_server, tmp_path):
     out = tmp_path / "one.json"
     mark = uuid.uuid4().hex

@@ -37,7 +37,6 @@ from volley.runs import (
     PlayedRun,
     Progress,
     RunFailed,
-    RunPlan,
     RunRequest,
     measure,
 )
@@ -317,7 +316,7 @@ def benchmark(
     progress = progress or Progress()
     try:
         with coordinator.engine_for(mine) as local:
-            engine = Hosts(team, local, config.plan, shares, Measurement(), save)
+            engine = Hosts(team, local, config, shares, Measurement(), save)
             local.rendezvous = engine.rendezvous
             measure(engine, config.plan, progress, measurement=engine.measurement)
             return engine.result()
@@ -350,7 +349,7 @@ class Hosts:
 
     team: Team
     local: coordinator.Coordinator
-    plan: RunPlan
+    whole: coordinator.BenchConfig  # the benchmark over all hosts
     shares: list[int]
     measurement: Measurement
     save: Callable[[BenchResult], None] | None = None
@@ -364,7 +363,7 @@ class Hosts:
 
     def play(self, request: RunRequest) -> PlayedRun:
         if self.save and self.measurement.runs:
-            self.measurement.settle(self.plan.confidence)
+            self.measurement.settle(self.whole.confidence)
             partial = self.result()
             error = PARTIAL.format(runs=len(self.measurement.runs))
             self.save(replace(partial, status=FAILED, error=error))
@@ -432,7 +431,7 @@ class Hosts:
             record=merged,
             busiest_s=max(p.busiest_s for p in parts.values()),
         )
-        if not self.plan.drops(run):
+        if not self.whole.plan.drops(run):
             for rank, part in parts.items():
                 self.records.setdefault(rank, stats.LatencyRecord()).merge(part.record())
         return run
@@ -453,7 +452,10 @@ class Hosts:
                     p99_ns=record.value("p99"),
                 )
             )
-        return replace(result, clients=sum(self.shares), hosts=hosts)
+        load = result.load
+        if load.rate_ops_s is not None:  # offered by all hosts' clients
+            load = replace(load, rate_ops_s=self.whole.rate_ops_s)
+        return replace(result, clients=sum(self.shares), hosts=hosts, load=load)
 
 
 def merge_open(parts: list[OpenRun]) -> OpenRun | None:
