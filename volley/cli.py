@@ -229,16 +229,7 @@ def bench(
     try:
         progress = None if quiet else StreamProgress()
         if team:
-            save = None
-            if json_path and json_path != "-":
-                path = Path(json_path)
-                save = lambda partial: results.write_atomically(path, results.dumps(partial))  # noqa: E731
-            found = _on_hosts(
-                lambda: hosts.benchmark(team, config, clients is not None, progress, save)
-            )
-            if found is None:
-                raise typer.Exit(0)  # not rank 0: rank 0 reports
-            result = found
+            result = _bench_on_hosts(team, config, clients is not None, progress, json_path)
         else:
             result = coordinator.benchmark(config, progress)
     except KeyboardInterrupt:
@@ -258,6 +249,27 @@ def bench(
     if unwritten:
         fail(unwritten, EXIT_FAILED)
     raise typer.Exit(EXIT_CODES[result.status])
+
+
+def _bench_on_hosts(
+    team: hosts.Team,
+    config: coordinator.BenchConfig,
+    dealt: bool,
+    progress: StreamProgress | None,
+    json_path: str | None,
+) -> results.BenchResult:
+    """The result on rank 0, which also saves it to --json after every run (a launcher may
+    end the job before the last); the other ranks exit when done, rank 0 reports."""
+    path = Path(json_path) if json_path and json_path != "-" else None
+
+    def save(partial: results.BenchResult) -> None:
+        if path:
+            results.write_atomically(path, results.dumps(partial))
+
+    found = _on_hosts(lambda: hosts.benchmark(team, config, dealt, progress, save))
+    if found is None:
+        raise typer.Exit(0)
+    return found
 
 
 def _on_hosts(part: Callable[[], T]) -> T:
