@@ -23,6 +23,7 @@ import atexit
 import dataclasses
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -196,6 +197,10 @@ class Team:
         # MPI_Finalize waits for every rank: with one gone it would hang. Abort instead,
         # which also ends whatever still runs on the other hosts.
         if self.lost:
+            lost = ", ".join(self.name(rank) for rank in sorted(self.lost))
+            print(
+                f"volley: ending the job with MPI_Abort: {lost} stopped answering", file=sys.stderr
+            )
             self.comm.Abort(1)
 
 
