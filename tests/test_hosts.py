@@ -18,7 +18,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from helpers import ROOT, RUN_MARK
 
 from volley import hosts, server, stats
 from volley.results import FAILED, BenchResult
-from volley.runs import PlayedRun
+from volley.runs import Measurement, PlayedRun, RunRequest, measure
+from volley.units import parse_target
 
 # --- without MPI ------------------------------------------------------------------------
 
@@ -124,6 +125,114 @@ def test_the_hosts_of_a_result_survive_json_and_show_in_the_summary():
     assert "host alpha (rank 0): 3 clients on CPU 2-3, 1,200 ops, mean 51.00 us" in text
     assert "host beta (rank 1): 2 clients" in text
     assert "host alpha" not in summary(result(hosts=found[:1]))  # one host: no host lines
+
+
+class FakeComm:
+    """MPI's part as rank 0 sees it: each other rank's answers scripted in order."""
+
+    def __init__(self, size: int, answers: dict[int, list[tuple[str, object]]]) -> None:
+        self.size, self.answers = size, answers
+        self.sent: list[tuple[int, str]] = []
+
+    def Get_rank(self) -> int:  # noqa: N802 (mpi4py's names)
+        return 0
+
+    def Get_size(self) -> int:  # noqa: N802
+        return self.size
+
+    def isend(self, message: tuple[str, object], dest: int, tag: int) -> FakeComm:
+        self.sent.append((dest, message[0]))
+        return self
+
+    def Test(self) -> bool:  # noqa: N802 (a request, sent at once)
+        return True
+
+    def iprobe(self, source: int, tag: int) -> bool:
+        return bool(self.answers[source])
+
+    def recv(self, source: int, tag: int) -> tuple[str, object]:
+        return self.answers[source].pop(0)
+
+
+class FakeLocal:
+    """Rank 0's own engine: connects, meets the others, plays ``OPS`` ops of 50 us."""
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+        self.interrupted = False
+        self.rendezvous: Callable[[RunRequest], None] | None = None
+
+    def play(self, request: RunRequest) -> PlayedRun:
+        assert self.rendezvous is not None
+        self.rendezvous(request)
+        return PlayedRun([np.full(1000, 50_000, np.int64)])
+
+    def result(self, measurement: Measurement) -> BenchResult:
+        from test_results import result
+
+        return result(n=measurement.record.n, runs=measurement.runs)
+
+
+def host_run(latency_ns: int, ops: int = 500) -> hosts.HostRun:
+    return hosts.HostRun.of(PlayedRun([np.full(ops, latency_ns, np.int64)]), False)
+
+
+def fake_job(
+    answers: dict[int, list[tuple[str, object]]],
+) -> tuple[hosts.Hosts, FakeComm, list[BenchResult]]:
+    """Rank 0's engine with two other hosts that answer as scripted; and what it saved."""
+    from volley.coordinator import BenchConfig
+    from volley.cpus import Placement
+
+    config = BenchConfig(
+        "127.0.0.1:1", [], 3, Placement([0], [1]), [parse_target("50%")], 0.95, 60.0,
+        0.1, 0.2, 2, "connections", "keep", 1.0, 1.0, connect=("127.0.0.1", 1),
+    )  # fmt: skip
+    comm = FakeComm(3, answers)
+    team = hosts.Team(comm)
+    team.names = {0: "alpha", 1: "beta", 2: "gamma"}
+    local = FakeLocal(config)
+    saved: list[BenchResult] = []
+    engine = hosts.Hosts(team, local, config, [1, 1, 1], Measurement(), saved.append)
+    local.rendezvous = engine.rendezvous
+    return engine, comm, saved
+
+
+def test_rank_0_merges_every_hosts_run_and_keeps_each_hosts_share():
+    ready = ("ready", None)
+    engine, comm, saved = fake_job(
+        {
+            1: [ready, ("played", host_run(60_000)), ready, ("played", host_run(60_000))],
+            2: [ready, ("played", host_run(90_000)), ready, ("played", host_run(90_000))],
+        }
+    )
+    found = measure(engine, engine.whole.plan, measurement=engine.measurement)
+    assert len(found.runs) == 2 and found.record.n == 2 * (1000 + 500 + 500)
+    assert found.record.mean_ns == pytest.approx((1000 * 50_000 + 500 * 150_000) / 2000)
+    result = engine.result()
+    assert [(h.host, h.ops, h.mean_ns) for h in result.hosts] == [
+        ("alpha", 2000, 50_000.0),
+        ("beta", 1000, 60_000.0),
+        ("gamma", 1000, 90_000.0),
+    ]
+    assert result.n == sum(h.ops for h in result.hosts) and result.clients == 3
+    # Each run: sent to both, both told to go; the partial result saved before run 2.
+    assert [kind for _, kind in comm.sent] == ["run", "run", "go", "go"] * 2
+    assert len(saved) == 1 and saved[0].status == FAILED and saved[0].n == 2000
+
+
+def test_a_host_that_cannot_connect_calls_the_run_off_naming_it():
+    ready = ("ready", None)
+    engine, comm, _ = fake_job(
+        {
+            1: [ready, ("played", host_run(60_000)), ready],
+            2: [ready, ("played", host_run(60_000)), ("failed", "run 2: connection refused")],
+        }
+    )
+    found = measure(engine, engine.whole.plan, measurement=engine.measurement)
+    assert found.status == FAILED and len(found.runs) == 1
+    assert found.error == "gamma (rank 2): run 2: connection refused"
+    assert comm.sent[-2:] == [(1, "abort"), (2, "abort")]
 
 
 # --- real jobs under mpiexec ------------------------------------------------------------
