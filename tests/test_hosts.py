@@ -317,15 +317,24 @@ def nothing_left(mark: str, within_s: float = 10.0) -> list[str]:
         time.sleep(0.1)
 
 
+def run_job(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a job to its end (bounded); none of its processes may outlive it."""
+    mark = uuid.uuid4().hex
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=job_env(mark), cwd=cwd
+    )
+    assert nothing_left(mark) == [], done.stdout + done.stderr
+    return done
+
+
 @needs_mpi
 def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
     running_server, tmp_path
 ):
     out = tmp_path / "two.json"
-    mark = uuid.uuid4().hex
     args = [*QUICK, "--connect", running_server, "--clients", "3", "--min-runs", "3"]
     command = job_command(2, *args, "--max-time", "3s", "--json", str(out))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    done = run_job(command)
     assert done.returncode in (0, 3), done.stdout + done.stderr
     result = json.loads(out.read_text())
     assert result["version"] == 4
@@ -342,36 +351,31 @@ def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
     assert not rank_lines(done.stderr, 1, "stderr") and not rank_lines(done.stdout, 1, "stdout")
     summary = "\n".join(rank_lines(done.stdout, 0, "stdout"))
     assert "(rank 0): 2 clients" in summary and "(rank 1): 1 client" in summary
-    assert nothing_left(mark) == []
 
 
 @needs_mpi
 def test_an_open_loop_rate_is_offered_by_all_hosts_together(running_server, tmp_path):
     out = tmp_path / "open.json"
-    mark = uuid.uuid4().hex
     args = [*BRIEF, "--connect", running_server, "--clients", "3", "--rate", "3k", "-q"]
     command = job_command(2, *args, "--json", str(out))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    done = run_job(command)
     assert done.returncode in (0, 3), done.stdout + done.stderr
     result = json.loads(out.read_text())
     assert result["load"]["model"] == "open" and result["load"]["rate_ops_s"] == 3000
     # Each host offered its clients' share: 3k ops/s in all, 0.2 s per run.
     due = sum(r["due"] for r in result["runs"])
     assert 0.7 * 600 * len(result["runs"]) < due < 1.3 * 600 * len(result["runs"])
-    assert nothing_left(mark) == []
 
 
 @needs_mpi
 def test_one_rank_under_mpiexec_is_a_plain_run(running_server, tmp_path):
     out = tmp_path / "one.json"
-    mark = uuid.uuid4().hex
     args = [*QUICK, "--connect", running_server, "--clients", "2", "--min-runs", "2", "-q"]
     command = job_command(1, *args, "--max-time", "1s", "--json", str(out))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    done = run_job(command)
     assert done.returncode in (0, 3), done.stdout + done.stderr
     result = BenchResult.from_json(json.loads(out.read_text()))
     assert result.hosts == [] and result.clients == 2 and result.n > 0
-    assert nothing_left(mark) == []
 
 
 @needs_mpi
@@ -382,7 +386,6 @@ def test_mismatched_volley_versions_end_the_job_with_status_2_naming_the_hosts(
     shutil.copytree(ROOT / "volley", other / "volley", ignore=shutil.ignore_patterns("*.c"))
     init = other / "volley" / "__init__.py"
     init.write_text(init.read_text().replace("__version__ = ", "__version__ = '0.0.0-other' or "))
-    mark = uuid.uuid4().hex
     args = [*BRIEF, "--connect", running_server, "--clients", "2", "-q"]
     rank = [sys.executable, "-m", "volley", "bench", *args]
     command = [
@@ -391,18 +394,14 @@ def test_mismatched_volley_versions_end_the_job_with_status_2_naming_the_hosts(
         "-n", "1", "-x", f"PYTHONPATH={other}", *rank,
     ]  # fmt: skip
     # Not from the checkout: ``python -m`` would put it first on rank 1's path.
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=job_env(mark), cwd=tmp_path
-    )
+    done = run_job(command, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "different volley versions" in done.stderr
     assert "(rank 1) 0.0.0-other" in done.stderr and "(rank 0)" in done.stderr
-    assert nothing_left(mark) == []
 
 
 @needs_mpi
 def test_a_host_that_cannot_reach_the_server_ends_the_job_with_status_1(running_server):
-    mark = uuid.uuid4().hex
     closed = f"127.0.0.1:{server.choose_port()}"
     rank = [sys.executable, "-m", "volley", "bench", *BRIEF, "--clients", "2", "-q"]
     command = [
@@ -410,20 +409,17 @@ def test_a_host_that_cannot_reach_the_server_ends_the_job_with_status_1(running_
         "-n", "1", *rank, "--connect", running_server, ":",
         "-n", "1", *rank, "--connect", closed,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    done = run_job(command)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "(rank 1): nothing accepts connections" in done.stderr
-    assert nothing_left(mark) == []
 
 
 @needs_mpi
 def test_several_hosts_need_a_running_server(c_threaded):
-    mark = uuid.uuid4().hex
     command = job_command(2, *BRIEF, "-q", str(c_threaded))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=job_env(mark))
+    done = run_job(command)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "give --connect HOST:PORT" in done.stderr
-    assert nothing_left(mark) == []
 
 
 def kill_rank_mid_run(
