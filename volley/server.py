@@ -174,10 +174,15 @@ class ServerProcess:
             return False
 
     def _listens(self) -> bool:
+        return bool(self.listening_on())
+
+    def listening_on(self) -> set[str]:
+        """The addresses the server and its family listen on at its port (none yet: empty)."""
         try:
             processes = [psutil.Process(self.pid), *self._family()]
         except psutil.Error:
-            return False
+            return set()
+        found = set()
         for p in processes:
             try:
                 sockets = p.net_connections(kind="tcp")
@@ -185,8 +190,8 @@ class ServerProcess:
                 continue
             for s in sockets:
                 if s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port:
-                    return True
-        return False
+                    found.add(s.laddr.ip)
+        return found
 
     def family(self) -> list[psutil.Process]:
         """The server's processes besides itself that are alive now: its descendants and the
@@ -350,8 +355,11 @@ def start(
     cpus: list[int],
     host: str = LOOPBACK,
 ) -> ServerProcess:
-    """Start the server as ``path -p PORT ARGS`` (see spawn), its output kept aside."""
-    command = [path, "-p", str(port), *args]
+    """Start the server as ``path -p PORT [-a HOST] ARGS`` (see spawn), its output kept aside.
+    ``-a`` only for a host other than the loopback, so a server that knows only the seed's
+    ``-p`` runs as before."""
+    address = ["-a", host] if host != LOOPBACK else []
+    command = [path, "-p", str(port), *address, *args]
     log = tempfile.TemporaryFile(prefix="volley-server-")  # noqa: SIM115 (closed in _kill_all)
     try:
         process, watchdog = spawn(command, cpus, log, log)
