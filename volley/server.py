@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import os
 import random
 import shutil
@@ -190,7 +191,7 @@ class ServerProcess:
                 continue
             for s in sockets:
                 if s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port:
-                    found.add(s.laddr.ip)
+                    found.add(unmapped(s.laddr.ip))
         return found
 
     def family(self) -> list[psutil.Process]:
@@ -289,6 +290,14 @@ class ServerProcess:
     def _signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)  # the server leads its own process group
+
+
+def unmapped(address: str) -> str:
+    """An IPv4 address as itself, also where a dual-stack socket (the JVM's) shows it mapped
+    into IPv6 (``::ffff:127.0.0.2``)."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
 
 
 def _alive(p: psutil.Process) -> bool:
