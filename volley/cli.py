@@ -11,6 +11,7 @@ never the result files or the exit status.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import sys
@@ -158,6 +159,13 @@ def bench(
         help="How long the server may take to start listening.",
     ),
     port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
+    server_address: str = typer.Option(
+        server.LOOPBACK,
+        "--server-address",
+        metavar="ADDRESS",
+        help="IPv4 address of this machine the server listens on (given as -a) and the "
+        "clients connect to.",
+    ),
     connect: str | None = typer.Option(
         None,
         "--connect",
@@ -203,6 +211,7 @@ def bench(
             noisy,
             rate,
             arrivals,
+            server_address,
         )
         if json_path and json_path != "-":
             results.check_writable(Path(json_path))
@@ -256,6 +265,7 @@ def make_config(
     noisy: str = "keep",
     rate: str | None = None,
     arrivals: str = "poisson",
+    server_address: str = server.LOOPBACK,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     address = parse_address(connect) if connect else None
@@ -266,15 +276,17 @@ def make_config(
             "missing SERVER: give a server binary (like target/servers/c-threaded) "
             "or --connect HOST:PORT"
         )
+    if server_address != server.LOOPBACK:
+        check_server_address(server_address, address is not None)
     if server_path:
         server_path = server.resolve(server_path)
     if address:
         server.probe(*address)
     if port is not None and not 0 < port < 65536:
         raise BadInput(f"--port {port} is not a TCP port (1-65535)")
-    if port is not None and not server.port_is_free(server.LOOPBACK, port):
+    if port is not None and not server.port_is_free(server_address, port):
         raise BadInput(
-            f"--port {port} is already in use on {server.LOOPBACK}; pick another "
+            f"--port {port} is already in use on {server_address}; pick another "
             "or leave --port out to get a free one"
         )
     placement = cpus.place(cores, server_cores)
@@ -314,9 +326,25 @@ def make_config(
         startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
         port=port,
         connect=address,
+        server_address=server_address,
         rate_ops_s=rate_ops_s,
         arrivals=arrivals,
     )
+
+
+def check_server_address(text: str, connect: bool) -> None:
+    """BadInput unless ``text`` is an IPv4 address of this machine a server could listen on."""
+    if connect:
+        raise BadInput(
+            "--server-address is where a server Volley starts listens; with "
+            "--connect give the running server's HOST:PORT only"
+        )
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise BadInput(f"--server-address {text!r} is not an IPv4 address") from None
+    if not server.port_is_free(text, 0):
+        raise BadInput(f"--server-address {text} is not an address of this machine")
 
 
 def sweep_command(

@@ -161,9 +161,14 @@ class ServerProcess:
                 return
             if time.monotonic() > deadline:
                 what = "accept connections" if connect else "listen"
+                elsewhere = sorted(self.listening_on() - {self.host}) if connect else []
                 raise ServerError(
-                    f"server did not {what} on {self.host}:{self.port} within "
-                    f"{timeout_s:g} s (raise --startup-timeout if it is just slow)"
+                    f"server did not {what} on {self.host}:{self.port} within {timeout_s:g} s "
+                    + (
+                        f"(it listens on {', '.join(elsewhere)}: does it take -a ADDRESS?)"
+                        if elsewhere
+                        else "(raise --startup-timeout if it is just slow)"
+                    )
                 )
             time.sleep(POLL_S)
 
