@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -572,3 +573,100 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
 def test_compare_run_bad_input(args, message):
     done = volley("compare", *args)
     assert done.status == 2 and message in done.stderr, done.stderr
+
+
+# --- a machine that drifts -----------------------------------------------------------------
+
+# The machine gets this much slower per reply partway through (delay_server's DELAY_DRIFT,
+# reached within 0.1 s: a step). Above the scatter of one run's median from run to run here
+# (sd 3-15 us, with the other work on the machine), so that sequential order cannot miss it;
+# small enough that, spread over both sides of an interleaved comparison, it does not hide a
+# server 20 us slower: Welch's interval is unpaired, so the drift widens it (it cannot
+# cancel out), less the earlier the drift comes.
+DRIFT_US = 25
+# One client on one CPU, the server on the other; about 0.3 s a run with the server's start.
+DRIFT_BENCH = ["--server-cores", "0", "--cores", "1", "--clients", "1", "--warmup", "0.05s",
+               "--run-time", "0.15s"]  # fmt: skip
+SEQUENTIAL_S = 4  # --max-time of each side in sequential order: about 12 runs
+STARTUP_S = 1.5  # volley's own start, before --max-time counts (unloaded; 3-5 s loaded)
+INTERLEAVED_S = 15  # --max-time of an interleaved comparison: about 25 rounds
+
+
+def drifting(epoch: float) -> dict[str, str]:
+    """The environment of servers that all get DRIFT_US slower at ``epoch`` (wall time)."""
+    return {"DELAY_DRIFT": f"{epoch:.3f},{DRIFT_US * 10},{DRIFT_US}"}
+
+
+def delayed(binary: Path, directory: Path, name: str, delay_us: int) -> Path:
+    """A server that is ``binary -d delay_us``: compare --run takes servers, not arguments."""
+    script = directory / name
+    script.write_text(f'#!/bin/sh\nexec {binary} -d {delay_us} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def p50_row(done: Completed) -> dict:
+    """The median's row of a one-pair ``volley compare --json``."""
+    assert done.status in (0, 3), done.stderr
+    rows = done.json()["pairings"][0]["comparisons"][0]["rows"]
+    return next(r for r in rows if r["statistic"] == "p50")
+
+
+def interleaved(tmp_path: Path, a: Path, b: Path) -> dict:
+    """The median's row of ``volley compare --run A B`` on servers that slow down about a
+    sixth of the way through; at least 12 rounds (6 s unloaded), so that it cannot end
+    just after the drift."""
+    out = tmp_path / f"rounds-{b.name}"
+    epoch = time.time() + STARTUP_S + INTERLEAVED_S / 6
+    done = volley(
+        "compare", "--run", "--json", *DRIFT_BENCH, "--min-runs", "12",
+        "--max-time", f"{INTERLEAVED_S}s", "-o", out, a, b,
+        env=drifting(epoch), timeout=INTERLEAVED_S + 60,
+    )  # fmt: skip
+    row = p50_row(done)
+    # The drift came during the rounds, with rounds before and after it (started_at is
+    # whole seconds, rounded down).
+    result = strict_loads((out / f"0-{a.name}.json").read_text())
+    started = datetime.fromisoformat(result["started_at"]).timestamp()
+    assert started + 1 < epoch < started + result["elapsed_s"] - 2, (started, epoch, result)
+    return row
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
+def test_interleaved_order_survives_a_machine_that_slows_down_and_sequential_does_not(
+    tmp_path, delay_server
+):
+    """Issue 15. Two identical servers on a machine that gets DRIFT_US slower per reply
+    partway through: all of A then all of B calls B slower; interleaved rounds call them
+    equal; and interleaved rounds still find a server 20 us slower per reply. The median
+    is the statistic checked (see the test above: the mean is preemption noise here)."""
+    start = time.monotonic()
+    # Sequential: A, then B on the machine slowed down since A ended. Each run starts a
+    # fresh server, which reads the epoch: A's servers all ended before it, so they need
+    # none (the epoch is only known once A is done, however long A took to start).
+    paths = []
+    for side in ("a", "b"):
+        env = drifting(time.time()) if side == "b" else {}
+        path = tmp_path / f"sequential-{side}.json"
+        done = volley(
+            "bench", *DRIFT_BENCH, "--min-runs", "12", "--max-time", f"{SEQUENTIAL_S}s",
+            "--precision", "50%", "--quiet", "--json", path, delay_server,
+            env=env, timeout=SEQUENTIAL_S + 60,
+        )  # fmt: skip
+        assert done.status in (0, 3), done.stderr
+        paths.append(path)
+    sequential = p50_row(volley("compare", "--json", *paths))
+    assert sequential["verdict"] == SLOWER, sequential
+    assert 0.3 * DRIFT_US * 1e3 < sequential["difference_ns"]["value"] < 3 * DRIFT_US * 1e3
+
+    # Interleaved, the same two servers: no difference, though the drift happened during it.
+    a = delayed(delay_server, tmp_path, "a", 0)
+    equal = interleaved(tmp_path, a, delayed(delay_server, tmp_path, "same-as-a", 0))
+    assert equal["verdict"] == NO_DIFFERENCE, equal
+
+    # Interleaved, B 20 us slower per reply: found, by about that much.
+    found = interleaved(tmp_path, a, delayed(delay_server, tmp_path, "slower", DELAY_US))
+    assert found["verdict"] == SLOWER, found
+    assert 0.3 * DELAY_US * 1e3 < found["difference_ns"]["value"] < 3 * DELAY_US * 1e3, found
+    assert time.monotonic() - start < 90
