@@ -156,7 +156,8 @@ def test_stop_flag_ends_the_run(core):
 
 def test_play_open_releases_the_gil():
     ours, theirs = socket.socketpair()
-    Peer(theirs).start()
+    peer = Peer(theirs)
+    peer.start()
     latency, stop = memoryview(bytearray(8 * 1000)).cast("q"), memoryview(bytearray(1))
     now = _core.monotonic_ns()
     thread = threading.Thread(
@@ -164,7 +165,11 @@ def test_play_open_releases_the_gil():
         args=(ours.fileno(), latency, 5, now, now + 300_000_000, stop, now, 1000.0, 1, SECOND),
     )
     thread.start()
-    time.sleep(0.05)
+    # The peer got a word: play_open() is under way (its 300 ms outlast the count below).
+    deadline = time.monotonic() + 5
+    while not peer.words:
+        assert time.monotonic() < deadline, "play_open() sent nothing"
+        time.sleep(0.001)
     counted = 0
     while thread.is_alive() and counted < 100_000:
         counted += 1

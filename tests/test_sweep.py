@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from helpers import FAULTY, ROOT, server, strict_loads, volley
 
@@ -480,6 +481,17 @@ def test_cli_skips_points_that_do_not_fit_with_one_line_each(tmp_path):
     assert done.status == 2 and "nothing to run" in done.stderr
 
 
+def runs_a_server(pid: int) -> bool:
+    """Whether a server (a process started with -p PORT) runs under ``pid``."""
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if p.cmdline()[1:2] == ["-p"]:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def tiny_experiment(tmp_path: Path) -> Path:
     """2 servers x 2 client counts, two seconds a point at most."""
     for name in ("c-threaded", "c-epoll"):
@@ -545,7 +557,11 @@ def test_sigint_mid_sweep_then_resume_gives_every_point_once(tmp_path):
         while not (results.exists() and results.read_text().count("\n") >= 1):
             assert process.poll() is None and time.monotonic() < deadline, "no point finished"
             time.sleep(0.05)
-        time.sleep(0.5)  # into the next point
+        # Into the next point: its volley-bench has started its server (the first point's
+        # volley-bench, and so its servers, ended before its line was written).
+        while process.poll() is None and not runs_a_server(process.pid):
+            assert time.monotonic() < deadline, "no next point started"
+            time.sleep(0.05)
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:

@@ -676,8 +676,9 @@ def compare_command(
 ) -> None:
     """Compare results with the first: is each faster, slower, or not significantly different?
 
-    With --run, A B [C ...] are servers measured now in interleaved runs (robust to a
-    machine that drifts during the comparison); every result is written to DIR.
+    With --run, A B [C ...] are servers measured now in interleaved runs and compared round
+    by round (robust to a machine that drifts during the comparison); every result is
+    written to DIR.
 
     Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
     input, 3 --run reached --max-time unresolved, 130 interrupted.
@@ -696,7 +697,7 @@ def compare_command(
             )  # fmt: skip
         else:
             status = 0
-        report = compare.compare_files(paths, level, force, gates)
+        report = compare.compare_files(paths, level, force, gates, rounds=run)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     for note in report.notes:
