@@ -4,37 +4,45 @@ that crashes, whose points failed)."""
 
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import FIXTURES, volley
 
-from volley import plot
+from volley import plot, store
 from volley.stats import Histogram
+from volley.store import SweepRecord
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
 
 SAMPLE = FIXTURES / "results-sample.jsonl"
+FASTER = ("mean", "ci_low", "ci_high", "p99")
 
 
-def records() -> list[dict]:
-    return [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+def records() -> list[SweepRecord]:
+    return store.load(SAMPLE)[0]
+
+
+def write_records(path: Path, records: list[SweepRecord]) -> Path:
+    for record in records:
+        store.append(path, record)
+    return path
 
 
 def test_the_sample_is_a_real_sweep_with_a_failed_point():
     lines = records()
     assert 4 <= len(lines) <= 12
-    assert {r["status"] for r in lines} >= {"failed"}
-    assert all({"point", "exit_status", "sweep", "latency_ns"} <= set(r) for r in lines)
+    assert {r.status for r in lines} >= {"failed"}
+    assert all(r.result and r.result.latency_ns for r in lines if r.status != "failed")
 
 
 def test_load_skips_failed_points_with_a_note():
     results = plot.load(SAMPLE)
-    good = [r for r in records() if r["status"] != "failed"]
+    good = [r for r in records() if r.status != "failed"]
     assert len(results.measurements) == len(good)
     assert results.failed == len(records()) - len(good)
     assert any("failed point" in note and "crashy" in note for note in results.notes)
@@ -96,15 +104,13 @@ def many_cores(tmp_path: Path) -> Path:
     lines = []
     for record in records():
         for cores in (1, 2, 4):
-            copy = json.loads(json.dumps(record))
-            copy["point"]["server_cores"] = cores
-            if copy["latency_ns"]:
-                for key in ("mean", "ci_low", "ci_high", "p99"):
-                    copy["latency_ns"][key] /= cores**0.5
-            lines.append(json.dumps(copy))
-    path = tmp_path / "results.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+            result, point = record.result, replace(record.point, server_cores=cores)
+            if result and result.latency_ns:
+                latency = result.latency_ns
+                faster = {k: getattr(latency, k) / cores**0.5 for k in FASTER}
+                result = replace(result, latency_ns=replace(latency, **faster))
+            lines.append(replace(record, point=point, result=result))
+    return write_records(tmp_path / "results.jsonl", lines)
 
 
 def test_with_several_core_counts_cores_are_the_x_axis(tmp_path):
@@ -172,12 +178,14 @@ def test_cli(tmp_path):
 
 def test_p99_interval_is_read_where_the_result_has_one(tmp_path):
     lines = records()
-    good = next(r for r in lines if r["status"] != "failed")
-    good["latency_ns"]["intervals"] = {"p99": [good["latency_ns"]["p99"] * 0.9, 2e9]}
-    path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps(good) + "\n" + json.dumps(lines[0]) + "\n")
+    good = next(r for r in lines if r.status != "failed")
+    assert good.result and good.result.latency_ns
+    latency = good.result.latency_ns
+    latency = replace(latency, intervals={"p99": (latency.p99 * 0.9, 2e9)})
+    good = replace(good, result=replace(good.result, latency_ns=latency))
+    path = write_records(tmp_path / "results.jsonl", [good, lines[0]])
     first = plot.load(path).measurements[0]
-    assert first.p99_low_ns == pytest.approx(good["latency_ns"]["p99"] * 0.9)
+    assert first.p99_low_ns == pytest.approx(latency.p99 * 0.9)
     low, high = plot.p99_error([first])
     assert low[0] == pytest.approx(first.p99_ns * 0.1 / 1e3) and high[0] > 1e6
     # An old result without percentile intervals gets no p99 bar rather than a made-up one.
@@ -186,14 +194,13 @@ def test_p99_interval_is_read_where_the_result_has_one(tmp_path):
 
 
 def test_distribution_is_read_from_the_histogram_where_the_result_has_one(tmp_path):
-    lines = records()
-    good = next(r for r in lines if r["status"] != "failed")
+    good = next(r for r in records() if r.status != "failed")
+    assert good.result and good.result.latency_ns
     ops = Histogram()
     ops.record(np.arange(1, 100_001))  # op k takes k ns: percentile p is p * 1000 ns
-    good["latency_ns"]["histogram"] = ops.encode()
-    good["n"] = 100_000
-    path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps(good) + "\n")
+    latency = replace(good.result.latency_ns, histogram=ops.encode())
+    good = replace(good, result=replace(good.result, latency_ns=latency, n=100_000))
+    path = write_records(tmp_path / "results.jsonl", [good])
     pairs = dict(plot.distribution_points(plot.load(path).measurements[0]))
     assert pairs[50.0] == pytest.approx(50_000, rel=1e-3)
     assert pairs[99.99] == pytest.approx(99_990, rel=1e-3)

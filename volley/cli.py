@@ -368,11 +368,14 @@ def sweep_command(
     is in the results), 1 the results could not be written, 2 bad input, 130 interrupted
     (--resume continues).
     """
+    from volley import experiment as experiments
+    from volley import export as exports
+    from volley import store
     from volley import sweep as sweeps
 
     try:
-        experiment = sweeps.load(experiment_path)
-        formats = sweeps.check_exports(export or [])
+        experiment = experiments.load(experiment_path)
+        formats = exports.check_exports(export or [])
         usable = cpus.usable_cpus()
         if dry_run:
             the_plan = sweeps.plan(experiment, usable, set())
@@ -387,7 +390,7 @@ def sweep_command(
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
-    except (sweeps.ExperimentError, sweeps.SweepError, ValueError) as e:
+    except (experiments.ExperimentError, sweeps.SweepError, ValueError) as e:
         fail(str(e), EXIT_USAGE)
     the_plan = sweeps.plan(experiment, usable, done)
     for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
@@ -408,12 +411,12 @@ def sweep_command(
         )
     try:
         outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
-        written = sweeps.export(results_path, formats)
-        records, _ = sweeps.read_records(results_path) if results_path.exists() else ([], [])
+        written = exports.export(results_path, formats)
+        records, _ = store.load(results_path) if results_path.exists() else ([], [])
         records = sweeps.of_plan(records, the_plan)
     except OSError as e:
         fail(f"cannot write the results: {e}", EXIT_FAILED)
-    say(f"{results_path}: {len(records)} of {the_plan.total} points ({sweeps.totals(records)})")
+    say(f"{results_path}: {len(records)} of {the_plan.total} points ({store.totals(records)})")
     for path in written:
         say(f"wrote {path}")
     if outcome.interrupted:

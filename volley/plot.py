@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from volley.machine import Environment
-from volley.results import FAILED, SIGNIFICANT
+from volley import store
+from volley.experiment import Point
+from volley.results import FAILED, OPEN, SIGNIFICANT, BenchResult, LatencySummary
 from volley.stats import Histogram, distribution_percentiles
-from volley.sweep import read_records
 
 DPI = 150
 MAX_PERCENTILE = 99.999  # the distribution's x axis ends here (1 in 100,000 ops)
@@ -131,9 +131,12 @@ def load(
     """Read a results file; failed points become a note, not a point."""
     if not path.is_file():
         raise PlotError(f"{path} is not a file; give a sweep's results.jsonl")
-    records, problems = read_records(path)
+    try:
+        records, problems = store.load(path)
+    except store.StoreError as e:
+        raise PlotError(str(e)) from None
     results = Results([], notes=list(problems))
-    known = {r["point"]["server"] for r in records}
+    known = {r.point.server for r in records}
     for name in servers or ():
         if name not in known:
             raise PlotError(
@@ -142,44 +145,23 @@ def load(
             )
     failed = []
     for record in records:
-        point = record["point"]
-        if servers and point["server"] not in servers:
+        point, result = record.point, record.result
+        if servers and point.server not in servers:
             continue
-        if clients and point["clients"] not in clients:
+        if clients and point.clients not in clients:
             continue
-        latency = record.get("latency_ns")
-        if record.get("status") == FAILED or not latency:
+        if record.status == FAILED or result is None or result.latency_ns is None:
             failed.append(
-                f"{point['server']} with {point['clients']} clients"
-                f" ({record.get('error') or 'no result'})"
+                f"{point.server} with {point.clients} clients ({record.failure or 'no result'})"
             )
-            _add(results.failed_servers, point["server"])
+            _add(results.failed_servers, point.server)
             continue
-        results.measurements.append(
-            Measurement(
-                server=point["server"],
-                clients=int(point["clients"]),
-                server_cores=int(point["server_cores"]),
-                client_cores=int(point["client_cores"]),
-                status=str(record.get("status")),
-                n=int(record.get("n", 0)),
-                mean_ns=_ns(latency["mean"]),
-                ci_low_ns=_ns(latency["ci_low"]),
-                ci_high_ns=_ns(latency["ci_high"]),
-                p99_ns=_ns(latency["p99"]),
-                confidence=float(record.get("confidence", 0.95)),
-                p99_low_ns=_ns(latency.get("intervals", {}).get("p99", [None])[0]),
-                p99_high_ns=_ns(latency.get("intervals", {}).get("p99", [None, None])[1]),
-                distribution=tuple((float(p), _ns(v)) for p, v in latency.get("distribution", [])),
-                histogram=latency.get("histogram"),
-                **_open_loop(record),
-            )
-        )
+        results.measurements.append(measurement(point, result, result.latency_ns))
         # The machine's model and state (governor, SMT, virtual) in the caption.
-        _add(results.hosts, Environment.from_json(record.get("host") or {}).caption())
-        _add(results.precisions, str(record.get("precision", "?")))
-        _add(results.versions, str(record.get("volley_version", "?")))
-        _add(results.dates, str(record.get("started_at", ""))[:10])
+        _add(results.hosts, result.host.caption())
+        _add(results.precisions, result.precision)
+        _add(results.versions, result.volley_version)
+        _add(results.dates, result.started_at[:10])
     results.failed = len(failed)
     if failed:
         results.notes.append(
@@ -194,21 +176,36 @@ def load(
     return results
 
 
-def _open_loop(record: dict[str, Any]) -> dict[str, Any]:
-    """The open-loop fields of a Measurement, from a format-3 record; none if closed."""
-    load = record.get("load") or {}
-    if load.get("model") != "open":
-        return {}
-    return {
-        "rate_ops_s": float(load["rate_ops_s"]),
-        "achieved_ops_s": _ns(load.get("achieved_ops_s")),
-        "p50_ns": float(record["latency_ns"]["p50"]),
-        "saturated": bool(load.get("saturated")),
-    }
+def measurement(point: Point, result: BenchResult, latency: LatencySummary) -> Measurement:
+    """A finished point's plotted numbers."""
+    p99_low, p99_high = latency.interval("p99")
+    load = result.load
+    opened = load.model == OPEN
+    return Measurement(
+        server=point.server,
+        clients=point.clients,
+        server_cores=point.server_cores,
+        client_cores=point.client_cores,
+        status=result.status,
+        n=result.n,
+        mean_ns=latency.mean,
+        ci_low_ns=latency.ci_low,
+        ci_high_ns=latency.ci_high,
+        p99_ns=latency.p99,
+        confidence=result.confidence,
+        p99_low_ns=p99_low,
+        p99_high_ns=p99_high,
+        distribution=tuple((float(p), float(v)) for p, v in latency.distribution),
+        histogram=latency.histogram,
+        rate_ops_s=load.rate_ops_s if opened else None,
+        achieved_ops_s=_known(load.achieved_ops_s) if opened else math.nan,
+        p50_ns=latency.p50 if opened else math.nan,
+        saturated=bool(load.saturated) if opened else False,
+    )
 
 
-def _ns(value: Any) -> float:
-    """A latency from the results file; null (not known) becomes NaN."""
+def _known(value: float | None) -> float:
+    """A number from a result; one that is not known becomes NaN."""
     return math.nan if value is None else float(value)
 
 
