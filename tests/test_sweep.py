@@ -110,6 +110,7 @@ def test_bench_options_are_checked_and_spelled_for_volley_bench():
         (MINIMAL.replace("server-cores = 1", 'server-cores = "lots"'), 4, "range"),
         (MINIMAL + "colour = 3\n", 6, "not a key"),
         (MINIMAL + "max-time = 3\n", 6, "go under [bench]"),
+        (MINIMAL + 'order = "random"\n', 6, "one of sequential, interleaved"),
         (MINIMAL + '\n[bench]\nmax-time = "ten"\n', 8, "not a duration"),
         (MINIMAL + "\n[bench]\nprecision = 2\n", 8, "needs a unit"),
         (MINIMAL + "\n[bench]\nconfidence = 1.5\n", 8, "below 1"),

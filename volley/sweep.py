@@ -34,7 +34,7 @@ from types import FrameType
 from typing import Protocol, TextIO
 
 from volley import cpus, store
-from volley.experiment import Experiment, Point, ServerSpec
+from volley.experiment import INTERLEAVED, Experiment, Point, ServerSpec
 from volley.results import FAILED, SIGNIFICANT, BenchResult
 from volley.server import Watchdog, pinned_and_tied
 from volley.store import RESULTS_NAME, RUNS_NAME, SweepInfo, SweepRecord
@@ -455,6 +455,10 @@ def run(
     progress: SweepProgress,
 ) -> Summary:
     """Play the plan's points in the experiment's order, appending each finished one."""
+    if experiment.order == INTERLEAVED:
+        from volley.interleave import run_interleaved  # which builds on this module
+
+        return run_interleaved(experiment, results_path, the_plan, runner, progress)
     summary = Summary()
     limit_s = experiment.point_limit_s()
     timeout_s = limit_s + experiment.timeouts_s() + HANG_SLACK_S

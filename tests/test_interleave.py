@@ -1,0 +1,212 @@
+"""Interleaved sweeps: passes of one run per unfinished point in a fresh seeded order, the
+stopping rule per point, runs kept for --resume, and merging one-run results into a point's."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, server, volley
+from test_sweep import MINIMAL, bench_result, experiment_in, two_cpus
+
+from volley import interleave, store, sweep
+from volley.experiment import Experiment, Point
+from volley.results import RunSummary
+from volley.sweep import Outcome
+
+INTERLEAVED = MINIMAL + 'order = "interleaved"\n\n[bench]\nmax-time = "30s"\nprecision = "1%"\n'
+
+
+def one_run(point: Point, mean: float, index: int = 0):
+    """A one-run volley-bench result, as a --max-time of one run gives."""
+    result = bench_result(point, "not-significant", mean)
+    run = RunSummary(1000, 0.5, mean, mean, mean, mean, mean, 4000 + index)
+    return dataclasses.replace(result, n=1000, rounds=1, ci_batches=1, runs=[run])
+
+
+class OneRunner:
+    """Plays one run per call: every point's runs the same (it meets 1% after the pilot),
+    except ``noisy`` points, whose runs scatter by 20% (they run until max-time)."""
+
+    def __init__(self, noisy: tuple[str, ...] = (), signal_at: int | None = None, fail=None):
+        self.ran: list[Point] = []
+        self.commands: list[list[str]] = []
+        self.noisy = noisy
+        self.signal_at = signal_at
+        self.fail = fail or {}  # point -> the run (1-based) that fails
+        self.interrupted = False
+
+    def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome:
+        self.ran.append(point)
+        self.commands.append(command)
+        count = self.ran.count(point)
+        if self.signal_at == len(self.ran):
+            os.kill(os.getpid(), signal.SIGINT)
+            return Outcome(130, None, "interrupted")
+        if self.fail.get(point) == count:
+            return Outcome(1, None, "the server crashed")
+        wobble = 0.2 * (-1) ** count if point.server in self.noisy else 0.0
+        return Outcome(3, one_run(point, 50_000.0 * (1 + wobble), count))
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+
+def run_sweep(exp: Experiment, out: Path, runner: OneRunner, resume: bool = False, seed=7):
+    path, done, _ = sweep.open_results(out, exp, resume)
+    the_plan = sweep.plan(exp, [0, 1], done)
+    summary = interleave.run_interleaved(
+        exp, path, the_plan, runner, sweep.QuietProgress(), seed=seed
+    )
+    return summary, path
+
+
+def passes(ran: list[Point], size: int) -> list[set[Point]]:
+    return [set(ran[i : i + size]) for i in range(0, len(ran), size)]
+
+
+def test_every_pass_plays_each_unfinished_point_once_in_a_shuffled_order(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED)
+    runner = OneRunner()
+    summary, path = run_sweep(exp, tmp_path / "out", runner)
+    points = exp.points()
+    # Identical runs meet 1% at the end of the pilot: ten passes of all four points.
+    assert len(runner.ran) == 4 * 10
+    assert all(p == set(points) for p in passes(runner.ran, 4))
+    orders = {tuple(runner.ran[i : i + 4]) for i in range(0, 40, 4)}
+    assert len(orders) > 1  # shuffled afresh, not one fixed order
+    assert all(
+        "--max-time" in c and c[c.index("--max-time") + 1] == "0.75s" for c in runner.commands
+    )
+    records, _ = store.load(path)
+    assert not summary.interrupted and sorted(r.point for r in records) == sorted(points)
+    for record in records:
+        assert record.status == "significant" and record.exit_status == 0
+        assert record.result is not None and record.result.rounds == 10
+        assert record.result.n == 10_000 and record.sweep.order == "interleaved"
+        assert record.sweep.seed == 7 and record.sweep.pass_number is None
+    runs, _ = store.load(path.parent / store.RUNS_NAME)
+    assert [r.sweep.pass_number for r in runs] == [k for k in range(1, 11) for _ in range(4)]
+
+
+def test_the_same_seed_plays_the_same_order(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED)
+    first, second = OneRunner(), OneRunner()
+    run_sweep(exp, tmp_path / "one", first)
+    run_sweep(exp, tmp_path / "two", second)
+    assert first.ran == second.ran
+
+
+def test_a_done_point_leaves_the_later_passes(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED.replace('"30s"', '"15s"'))
+    runner = OneRunner(noisy=("b",))
+    run_sweep(exp, tmp_path / "out", runner)
+    a_runs = [p for p in runner.ran if p.server == "a"]
+    b_runs = [p for p in runner.ran if p.server == "b"]
+    assert len(a_runs) == 2 * 10  # met at the pilot
+    # b's runs scatter by 20%: it plays until its max-time (1 s a run: 15 runs, the last
+    # ending at 15 s), and after pass 10 only b's points are in a pass.
+    assert len(b_runs) == 2 * 15
+    assert {p.server for p in runner.ran[40:]} == {"b"}
+    records = {r.point: r for r in store.load(tmp_path / "out" / "results.jsonl")[0]}
+    b = records[Point("b", 1, 1, 1)]
+    assert b.status == "not-significant" and b.exit_status == 3
+    assert b.result is not None and b.result.rounds == 15
+
+
+def test_a_failed_run_ends_its_point_with_what_it_measured(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED)
+    crash = {Point("a", 4, 1, 1): 3, Point("b", 1, 1, 1): 1}
+    run_sweep(exp, tmp_path / "out", OneRunner(fail=crash))
+    records = {r.point: r for r in store.load(tmp_path / "out" / "results.jsonl")[0]}
+    late = records[Point("a", 4, 1, 1)]
+    assert late.status == "failed" and late.failure == "the server crashed"
+    assert late.result is not None and late.result.rounds == 2 and late.exit_status == 1
+    first = records[Point("b", 1, 1, 1)]
+    assert first.result is None and first.failure == "the server crashed"
+    assert first.sweep.pass_number is None  # the point's record, not its run's
+
+
+def test_resume_continues_the_runs_an_interrupted_sweep_kept(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED)
+    out = tmp_path / "out"
+    stopped = OneRunner(signal_at=7)  # in the second pass
+    summary, path = run_sweep(exp, out, stopped)
+    assert summary.interrupted and len(stopped.ran) == 7
+    assert not path.exists() or store.load(path)[0] == []  # no point done yet
+    with pytest.raises(sweep.SweepError, match="--resume"):
+        sweep.open_results(out, exp, resume=False)
+    rest = OneRunner()
+    summary, path = run_sweep(exp, out, rest, resume=True, seed=8)
+    assert not summary.interrupted
+    assert len(rest.ran) == 40 - 6  # the six runs kept are not played again
+    records, _ = store.load(path)
+    assert len(records) == 4 and all(r.result and r.result.rounds == 10 for r in records)
+    runs, _ = store.load(out / store.RUNS_NAME)
+    assert runs[6].sweep.pass_number == 3  # the passes go on from where they stopped
+
+
+def test_merging_one_run_results():
+    point = Point("a", 1, 1, 1)
+    slow, fast = one_run(point, 60_000.0), one_run(point, 40_000.0)
+    slow = dataclasses.replace(slow, n=3000)
+    merged = interleave.merge([slow, fast, fast], "significant", None)
+    latency = merged.latency_ns
+    assert latency is not None and merged.n == 5000 and merged.rounds == 3
+    assert latency.mean == pytest.approx((3 * 60_000 + 2 * 40_000) / 5)
+    assert latency.ci_low < latency.mean < latency.ci_high
+    # Identical runs merge into the same curve.
+    same = interleave.merge([fast, fast], "significant", None).latency_ns
+    assert same is not None and same.p50 == pytest.approx(40_000.0)
+    assert fast.latency_ns is not None
+    assert [v for _, v in same.distribution] == pytest.approx(
+        [v for _, v in fast.latency_ns.distribution]
+    )
+
+
+def test_progress_says_each_pass(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED)
+    stream = io.StringIO()
+    path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
+    sweep.run(exp, path, sweep.plan(exp, [0, 1], done), OneRunner(), sweep.SweepProgress(stream))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "pass 1: one run of each of 4 points"
+    assert sum(line.startswith("pass ") for line in lines) == 10
+    assert sum(line.startswith("[") for line in lines) == 4
+
+
+@two_cpus
+@pytest.mark.slow
+def test_a_real_interleaved_sweep_alternates_its_points(tmp_path):
+    server("c-threaded")
+    experiment = tmp_path / "pair.toml"
+    experiment.write_text(
+        f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded"]\n'
+        'clients = [1, 2]\nserver-cores = 1\nclient-cores = 1\norder = "interleaved"\n\n'
+        '[bench]\nprecision = "50%"\nmax-time = "4s"\nwarmup = "0.1s"\nround-time = "0.2s"\n'
+    )
+    out = tmp_path / "out"
+    began = time.monotonic()
+    done = volley("sweep", experiment, "-o", out, timeout=120)
+    assert done.status == 0, done.stderr
+    assert time.monotonic() - began < 100
+    runs, _ = store.load(out / store.RUNS_NAME)
+    by_pass: dict[int, list[int]] = {}
+    for run in runs:
+        assert run.result is not None and run.result.rounds == 1
+        by_pass.setdefault(run.sweep.pass_number or 0, []).append(run.point.clients)
+    # Every pass plays each point not yet done once: both, until one of them is done.
+    assert sorted(by_pass[1]) == [1, 2] and sorted(by_pass[2]) == [1, 2]
+    assert all(len(clients) == len(set(clients)) for clients in by_pass.values())
+    records, _ = store.load(out / "results.jsonl")
+    assert sorted(r.point.clients for r in records) == [1, 2]
+    for record in records:
+        runs_of = [r for r in runs if r.point == record.point]
+        assert record.result is not None and record.result.rounds == len(runs_of)
+        assert record.status in ("significant", "not-significant")
+    assert "pass 2: one run of each of 2 points" in done.stderr
