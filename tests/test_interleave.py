@@ -14,7 +14,7 @@ import pytest
 from helpers import ROOT, server, volley
 from test_sweep import MINIMAL, bench_result, experiment_in, two_cpus
 
-from volley import interleave, store, sweep
+from volley import interleave, relative, store, sweep
 from volley.experiment import Experiment, Point
 from volley.results import RunSummary
 from volley.sweep import Outcome
@@ -182,13 +182,16 @@ def test_progress_says_each_pass(tmp_path):
 
 @two_cpus
 @pytest.mark.slow
-def test_a_real_interleaved_sweep_alternates_its_points(tmp_path):
+def test_a_real_interleaved_sweep_of_twin_servers_alternates_and_comes_out_equal(tmp_path):
+    """One server under two names: two tiny points, played in alternation; relative to one
+    another they measure about the same."""
     server("c-threaded")
-    experiment = tmp_path / "pair.toml"
+    experiment = tmp_path / "twins.toml"
     experiment.write_text(
-        f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded"]\n'
-        'clients = [1, 2]\nserver-cores = 1\nclient-cores = 1\norder = "interleaved"\n\n'
-        '[bench]\nprecision = "50%"\nmax-time = "4s"\nwarmup = "0.1s"\nround-time = "0.2s"\n'
+        f'servers-dir = "{ROOT}/target/servers"\n'
+        'servers = ["c-threaded", { name = "twin", path = "c-threaded" }]\n'
+        'clients = 1\nserver-cores = 1\nclient-cores = 1\norder = "interleaved"\n\n'
+        '[bench]\nprecision = "50%"\nmax-time = "5s"\nwarmup = "0.1s"\nround-time = "0.2s"\n'
     )
     out = tmp_path / "out"
     began = time.monotonic()
@@ -196,17 +199,26 @@ def test_a_real_interleaved_sweep_alternates_its_points(tmp_path):
     assert done.status == 0, done.stderr
     assert time.monotonic() - began < 100
     runs, _ = store.load(out / store.RUNS_NAME)
-    by_pass: dict[int, list[int]] = {}
+    by_pass: dict[int, list[str]] = {}
     for run in runs:
         assert run.result is not None and run.result.rounds == 1
-        by_pass.setdefault(run.sweep.pass_number or 0, []).append(run.point.clients)
+        by_pass.setdefault(run.sweep.pass_number or 0, []).append(run.point.server)
     # Every pass plays each point not yet done once: both, until one of them is done.
-    assert sorted(by_pass[1]) == [1, 2] and sorted(by_pass[2]) == [1, 2]
-    assert all(len(clients) == len(set(clients)) for clients in by_pass.values())
+    assert sorted(by_pass[1]) == sorted(by_pass[2]) == ["c-threaded", "twin"]
+    assert all(len(names) == len(set(names)) for names in by_pass.values())
+    assert "pass 2: one run of each of 2 points" in done.stderr
     records, _ = store.load(out / "results.jsonl")
-    assert sorted(r.point.clients for r in records) == [1, 2]
+    assert sorted(r.point.server for r in records) == ["c-threaded", "twin"]
     for record in records:
         runs_of = [r for r in runs if r.point == record.point]
         assert record.result is not None and record.result.rounds == len(runs_of)
         assert record.status in ("significant", "not-significant")
-    assert "pass 2: one run of each of 2 points" in done.stderr
+
+    plotted = volley("plot", out / "results.jsonl", "--baseline", "c-threaded", timeout=60)
+    assert plotted.status == 0, plotted.stderr
+    assert (out / "perf-relative.png").stat().st_size > 10_000
+    mean = next(
+        r for r in relative.ratios(out / "results.jsonl", "c-threaded") if r.statistic == "mean"
+    )
+    # The same server: about 1 (loose: a loaded 2-vCPU machine moves a few runs by 10-20%).
+    assert 0.7 < mean.estimate.value < 1.4

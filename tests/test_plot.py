@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, volley
 
-from volley import plot, store
+from volley import plot, relative, store
+from volley.experiment import Point
 from volley.stats import Histogram
-from volley.store import SweepRecord
+from volley.store import SweepInfo, SweepRecord
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
@@ -210,3 +211,48 @@ def test_distribution_is_read_from_the_histogram_where_the_result_has_one(tmp_pa
     assert old.histogram is None
     stored = plot.distribution_points(old)
     assert stored and set(stored) <= set(old.distribution)
+
+
+# --- relative to a baseline ----------------------------------------------------------------
+
+
+def twins(tmp_path: Path) -> Path:
+    """A sweep where "twin" measured exactly what c-threaded did, and "slow" 10% more."""
+    from test_sweep import bench_result
+
+    lines = []
+    for clients in (1, 4):
+        for name, scale in (("c-threaded", 1.0), ("twin", 1.0), ("slow", 1.1)):
+            point = Point(name, clients, 1, 1)
+            result = bench_result(point, mean=50_000.0 * scale)
+            runs = [
+                replace(r, mean_ns=r.mean_ns * scale, p99_ns=r.p99_ns * scale) for r in result.runs
+            ]
+            result = replace(result, runs=runs)
+            lines.append(SweepRecord(point, 0, SweepInfo("twins", "twins.toml"), result))
+    return write_records(tmp_path / "results.jsonl", lines)
+
+
+def test_ratios_to_a_baseline_have_fieller_intervals(tmp_path):
+    found = relative.ratios(twins(tmp_path), "c-threaded")
+    assert {r.point.server for r in found} == {"twin", "slow"}
+    assert len(found) == 2 * 2 * len(relative.STATISTICS)
+    for r in found:
+        low, value, high = r.estimate.low, r.estimate.value, r.estimate.high
+        if r.point.server == "twin":
+            assert value == pytest.approx(1.0) and low <= 1.0 <= high
+        else:
+            assert value == pytest.approx(1.1) and low > 1.0  # 10% slower, and it shows
+    with pytest.raises(plot.PlotError, match="--baseline 'nginx'"):
+        relative.ratios(tmp_path / "results.jsonl", "nginx")
+
+
+def test_the_relative_figure(tmp_path):
+    path = twins(tmp_path)
+    done = volley("plot", path, "--baseline", "c-threaded", "-o", tmp_path / "perf.png")
+    assert done.status == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"wrote {tmp_path / 'perf-relative.png'}"
+    assert png_size(tmp_path / "perf-relative.png")[0] > 600
+    bad = volley("plot", path, "--baseline", "nginx", "-o", tmp_path / "other.png")
+    assert bad.status == 2 and "--baseline 'nginx'" in bad.stderr
+    assert not (tmp_path / "other.png").exists()  # refused before drawing anything

@@ -466,13 +466,30 @@ def plot_command(
             "Default: the largest measured.",
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            metavar="NAME",
+            help="Also draw perf-relative.*: each server's latency over this server's at "
+            "the same point, with intervals for the ratios.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the throughput, latency and latency-distribution figures of a sweep."""
     from volley import plot as plots
+    from volley import relative
 
     target = output if output is not None else results_path.parent / "perf.png"
     try:
+        # The relative figure first: a --baseline not in the sweep fails before any drawing.
+        extra = (
+            [relative.plot_relative(results_path, target, baseline, servers, clients)]
+            if baseline
+            else []
+        )
         written, notes = plots.plot(results_path, target, servers or None, clients or None, cores)
+        written += extra
     except plots.MissingMatplotlib as e:
         fail(str(e), EXIT_FAILED)
     except (plots.PlotError, OSError) as e:
