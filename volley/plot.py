@@ -489,13 +489,26 @@ def _errorbar(
         linewidth=1.5,
         label=label,
     )
+    _hollow(ax, x, y, points, color, marker, 5)
+
+
+def _hollow(
+    ax: Any,
+    x: Sequence[float],
+    y: Sequence[float],
+    points: Sequence[Measurement],
+    color: Any,
+    marker: str,
+    size: float,
+) -> None:
+    """Redraw the markers of not-significant points hollow."""
     weak = [(xi, yi) for xi, yi, m in zip(x, y, points, strict=True) if not m.significant]
     if weak:
         ax.plot(
             *zip(*weak, strict=True),
             linestyle="none",
             marker=marker,
-            markersize=5,
+            markersize=size,
             markerfacecolor="white",
             markeredgecolor=color,
             zorder=5,
@@ -613,15 +626,7 @@ def latency_figure(mpl: Any, results: Results) -> Any:
         ax.set_yscale("log")
         _plain_log_ticks(mpl, ax)
         ax.grid(True, which="both", alpha=0.25)
-    handles, labels = _legend_from(fig)
-    handles += [
-        mpl.lines.Line2D([], [], color="black", marker="o"),
-        mpl.lines.Line2D(
-            [], [], color="black", linestyle="--", marker="^", markerfacecolor="white"
-        ),
-    ]
-    labels += ["mean (CI bars)", "p99 (CI bars)"]
-    fig.legend(handles, labels, loc="outside right center", title="server")
+    _mean_p99_legend(mpl, fig, "server", ("-", "--"))
     _finish(fig, f"Latency against server cores ({_setting(results)})", _caption(results, what))
     return fig
 
@@ -656,17 +661,7 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
             capsize=2,
             label=_group_label(group, results),
         )
-        weak = [(xi, yi) for xi, yi, m in zip(x, y, ms, strict=True) if not m.significant]
-        if weak:
-            ax.plot(
-                *zip(*weak, strict=True),
-                linestyle="none",
-                marker="o",
-                markersize=6,
-                markerfacecolor="white",
-                markeredgecolor=color,
-                zorder=5,
-            )
+        _hollow(ax, x, y, ms, color, "o", 6)
         ax.errorbar(
             x,
             [m.p99_ns / 1e3 for m in ms],
@@ -688,16 +683,20 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
     ax.set_yscale("log")
     _plain_log_ticks(mpl, ax)
     ax.grid(True, axis="y", which="both", alpha=0.25)
+    _mean_p99_legend(mpl, fig, "concurrency", ("none", "none"))
+    return fig
+
+
+def _mean_p99_legend(mpl: Any, fig: Any, title: str, styles: tuple[str, str]) -> None:
+    """The figure's series, then what a filled circle (mean) and an open triangle (p99) are."""
     handles, labels = _legend_from(fig)
+    mean, p99 = styles
     handles += [
-        mpl.lines.Line2D([], [], color="black", linestyle="none", marker="o"),
-        mpl.lines.Line2D(
-            [], [], color="black", linestyle="none", marker="^", markerfacecolor="white"
-        ),
+        mpl.lines.Line2D([], [], color="black", linestyle=mean, marker="o"),
+        mpl.lines.Line2D([], [], color="black", linestyle=p99, marker="^", markerfacecolor="white"),
     ]
     labels += ["mean (CI bars)", "p99 (CI bars)"]
-    fig.legend(handles, labels, title="concurrency", loc="outside right center")
-    return fig
+    fig.legend(handles, labels, loc="outside right center", title=title)
 
 
 # The distribution's x axis: percentile p is drawn at 1 / (1 - p/100), on a log scale, so
