@@ -313,38 +313,20 @@ def test_experiment_rates_accept_lists_and_ranges(tmp_path):
 
 
 def open_record(server_name: str, rate: float, achieved: float, p50: float, saturated: bool):
+    from dataclasses import replace
+
+    from test_sweep import bench_result
+
     from volley.experiment import Point
-    from volley.machine import Environment
-    from volley.results import BenchResult, LatencySummary, LoadInfo
+    from volley.results import LatencySummary, LoadInfo
     from volley.store import SweepInfo, SweepRecord
 
+    point = Point(server_name, 2, 1, 1, rate)
     latency = LatencySummary(
         p50, 1, p50, p50, 1, p50 * 10, p50, p50 * 2, p50 * 5, p50 * 8, [(50.0, p50)]
     )
-    result = BenchResult(
-        status="significant",
-        server=server_name,
-        server_args=[],
-        clients=2,
-        client_cores=[1],
-        server_cores=[0],
-        n=1000,
-        rounds=3,
-        elapsed_s=1.0,
-        measured_s=1.0,
-        throughput_ops_s=achieved,
-        confidence=0.95,
-        precision="mean:1%",
-        ci_batches=3,
-        latency_ns=latency,
-        workers=[],
-        host=Environment(kernel="6", cpu_model="test", cpus=2),
-        started_at="2026-11-26",
-        warmup_s=0.1,
-        load=LoadInfo("open", rate, "poisson", achieved, saturated=saturated),
-        volley_version="test",
-    )
-    point = Point(server_name, 2, 1, 1, rate)
+    load = LoadInfo("open", rate, "poisson", achieved, saturated=saturated)
+    result = replace(bench_result(point), latency_ns=latency, load=load)
     return SweepRecord(point, 0, SweepInfo("rates", "rates.toml"), result)
 
 
