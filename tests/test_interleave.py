@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import ROOT, server, volley
 from test_sweep import MINIMAL, bench_result, experiment_in, two_cpus
@@ -17,16 +18,30 @@ from test_sweep import MINIMAL, bench_result, experiment_in, two_cpus
 from volley import interleave, relative, store, sweep
 from volley.experiment import Experiment, Point
 from volley.results import RunSummary
+from volley.stats import Histogram
 from volley.sweep import Outcome
 
 INTERLEAVED = MINIMAL + 'order = "interleaved"\n\n[bench]\nmax-time = "30s"\nprecision = "1%"\n'
 
 
 def one_run(point: Point, mean: float, index: int = 0):
-    """A one-run volley-bench result, as a --max-time of one run gives."""
+    """A one-run volley-bench result, as a --max-time of one run gives: 1000 ops spread
+    evenly over mean +- 10%."""
+    ops = np.linspace(0.9 * mean, 1.1 * mean, 1000).astype(np.int64)
+    histogram = Histogram()
+    histogram.record(ops)
     result = bench_result(point, "not-significant", mean)
+    assert result.latency_ns is not None
+    latency = dataclasses.replace(
+        result.latency_ns,
+        mean=float(ops.mean()),
+        stddev=float(ops.std(ddof=1)),
+        histogram=histogram.encode(),
+    )
     run = RunSummary(1000, 0.5, mean, mean, mean, mean, mean, 4000 + index)
-    return dataclasses.replace(result, n=1000, rounds=1, ci_batches=1, runs=[run])
+    return dataclasses.replace(
+        result, n=1000, rounds=1, ci_batches=1, runs=[run], latency_ns=latency
+    )
 
 
 class OneRunner:
@@ -151,22 +166,24 @@ def test_resume_continues_the_runs_an_interrupted_sweep_kept(tmp_path):
     assert runs[6].sweep.pass_number == 3  # the passes go on from where they stopped
 
 
-def test_merging_one_run_results():
+def test_merging_one_run_results_is_exact():
     point = Point("a", 1, 1, 1)
     slow, fast = one_run(point, 60_000.0), one_run(point, 40_000.0)
-    slow = dataclasses.replace(slow, n=3000)
     merged = interleave.merge([slow, fast, fast], "significant", None)
     latency = merged.latency_ns
-    assert latency is not None and merged.n == 5000 and merged.rounds == 3
-    assert latency.mean == pytest.approx((3 * 60_000 + 2 * 40_000) / 5)
-    assert latency.ci_low < latency.mean < latency.ci_high
-    # Identical runs merge into the same curve.
-    same = interleave.merge([fast, fast], "significant", None).latency_ns
-    assert same is not None and same.p50 == pytest.approx(40_000.0)
-    assert fast.latency_ns is not None
-    assert [v for _, v in same.distribution] == pytest.approx(
-        [v for _, v in fast.latency_ns.distribution]
+    assert latency is not None and merged.n == 3000 and merged.rounds == 3
+    # What one benchmark of all 3000 ops would say.
+    ops = np.concatenate(
+        [np.linspace(0.9 * m, 1.1 * m, 1000).astype(np.int64) for m in (60e3, 40e3, 40e3)]
     )
+    assert latency.mean == pytest.approx(ops.mean(), rel=1e-6)
+    assert latency.stddev == pytest.approx(ops.std(ddof=1), rel=1e-6)
+    everything = Histogram()
+    everything.record(ops)
+    assert latency.histogram == everything.encode()
+    assert latency.p50 == pytest.approx(np.percentile(ops, 50), rel=2e-3)
+    assert latency.p99 == pytest.approx(np.percentile(ops, 99), rel=2e-3)
+    assert latency.ci_low < latency.mean < latency.ci_high  # from the three runs' means
 
 
 def test_progress_says_each_pass(tmp_path):

@@ -22,9 +22,9 @@ Every run is appended to ``runs.jsonl`` (``volley.store``) as soon as it ends, s
 ``--resume`` goes on with the unfinished points and the runs they already have. A pass is
 bounded: one run per point, each stopped if it takes longer than a run plus the timeouts.
 
-Merging runs: the count, mean, standard deviation, minimum and maximum are exact; a
-percentile over all runs is read from the mixture of the runs' percentile curves (each
-weighted by its ops), as fine as the curves' points (0.1% of the value near p99.9).
+Merging runs is exact: the moments merge, and the runs' histograms (``latency_ns.histogram``)
+add up to the histogram of all their ops, from which the percentiles are read as volley-bench
+reads its own.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from volley import stats, store
 from volley.experiment import POINT_OVERHEAD_S, Experiment, Point
@@ -149,19 +147,22 @@ def merge(results: Sequence[BenchResult], status: str, error: str | None) -> Ben
 
 
 def merge_latency(results: Sequence[BenchResult], runs: list[RunSummary]) -> LatencySummary:
-    summaries = [r.latency_ns for r in results if r.latency_ns is not None]
-    weights = np.array([r.n for r in results if r.latency_ns is not None], dtype=np.float64)
-    means = np.array([s.mean for s in summaries])
-    mean = float(np.average(means, weights=weights))
-    spread = np.array([s.stddev for s in summaries]) ** 2 + (means - mean) ** 2
-    wanted = [p for p, _ in summaries[0].distribution] or list(stats.PERCENTILES)
-    values = dict(zip(wanted, mixture_percentiles(summaries, weights, wanted), strict=True))
-    for p, v in zip(
-        stats.PERCENTILES, mixture_percentiles(summaries, weights, stats.PERCENTILES), strict=True
-    ):
-        values.setdefault(p, v)
+    """Exactly what one volley-bench of all these runs would report: the moments merged
+    (Chan's update), the percentiles read from the runs' histograms added together."""
+    summaries = [(r.n, r.latency_ns) for r in results if r.latency_ns is not None]
+    n = sum(count for count, _ in summaries)
+    mean = sum(count * s.mean for count, s in summaries) / n
+    m2 = sum((count - 1) * s.stddev**2 + count * (s.mean - mean) ** 2 for count, s in summaries)
+    histogram = stats.Histogram()
+    for _, s in summaries:
+        # One-run results come from this volley's volley-bench: format 4, with a histogram.
+        assert s.histogram is not None, "a one-run result without its histogram"
+        histogram.add(stats.Histogram.decode(s.histogram))
+    wanted = stats.distribution_percentiles()
+    curve = dict(zip(wanted, histogram.percentiles(wanted).tolist(), strict=True))
     centres = {"mean": mean} | {
-        name: values[stats.percentile_of(name)] for name in stats.PERCENTILE_NAMES
+        name: float(histogram.percentiles([stats.percentile_of(name)])[0])
+        for name in stats.PERCENTILE_NAMES
     }
     confidence = results[0].confidence
     found = {
@@ -170,44 +171,19 @@ def merge_latency(results: Sequence[BenchResult], runs: list[RunSummary]) -> Lat
     }
     return LatencySummary(
         mean=mean,
-        stddev=math.sqrt(float(np.average(spread, weights=weights))),
+        stddev=math.sqrt(m2 / (n - 1)) if n > 1 else 0.0,
         ci_low=found["mean"].low,
         ci_high=found["mean"].high,
-        min=min(s.min for s in summaries),
-        max=max(s.max for s in summaries),
+        min=min(s.min for _, s in summaries),
+        max=max(s.max for _, s in summaries),
         p50=centres["p50"],
         p90=centres["p90"],
         p99=centres["p99"],
         p99_9=centres["p99.9"],
-        distribution=[(p, values[p]) for p in wanted],
+        distribution=list(curve.items()),
         intervals={name: (iv.low, iv.high) for name, iv in found.items() if name != "mean"},
+        histogram=histogram.encode(),
     )
-
-
-def mixture_percentiles(
-    summaries: Sequence[LatencySummary], weights: np.ndarray, percentiles: Sequence[float]
-) -> list[float]:
-    """Percentiles of all runs' ops together: the runs' percentile curves (piecewise linear
-    between their points) mixed in proportion to their ops, then inverted."""
-    curves = [
-        (np.array([v for _, v in s.distribution]), np.array([p for p, _ in s.distribution]))
-        for s in summaries
-    ]
-    if any(len(values) < 2 for values, _ in curves):  # no curve: the runs' own values
-        by_name = {stats.percentile_of(name): name for name in stats.PERCENTILE_NAMES}
-        return [
-            float(np.average([s.value(by_name[p]) for s in summaries], weights=weights))
-            if p in by_name
-            else math.nan
-            for p in percentiles
-        ]
-    xs = np.unique(np.concatenate([values for values, _ in curves]))
-    cdf = sum(
-        w * np.interp(xs, v, p, left=0.0, right=100.0)
-        for w, (v, p) in zip(weights, curves, strict=True)
-    )
-    cdf = np.maximum.accumulate(np.asarray(cdf) / weights.sum())
-    return [float(x) for x in np.interp(percentiles, cdf, xs)]
 
 
 def rule_for(experiment: Experiment) -> StoppingRule:
