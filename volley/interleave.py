@@ -14,8 +14,8 @@ judges them with volley-bench's own stopping rule (``runs.StoppingRule``: the fi
 stops at the first run with every interval within its target), so a point's verdict means
 what it means in a sequential sweep. A point is done when its targets are met, when its
 runs have used its ``max-time`` (no run starts that would end past it; a run's time is its
-volley-bench's elapsed time, which includes starting workers and server afresh, about 1 s a
-run on a 2-vCPU machine: the price of interleaving), or when a run fails; then its record
+volley-bench's elapsed time, which includes starting workers and server afresh: the price
+of interleaving, measured in the README's Sweeps section), or when a run fails; then its record
 (its runs merged) is appended to ``results.jsonl`` and it leaves the later passes.
 
 Every run is appended to ``runs.jsonl`` (``volley.store``) as soon as it ends, so
