@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, volley
 
-from volley import plot, relative, store
+from volley import figures, plot, relative, store
 from volley.experiment import Point
 from volley.stats import Histogram
 from volley.store import SweepInfo, SweepRecord
@@ -82,18 +82,18 @@ def test_svg_too(tmp_path):
 
 
 def test_figures_say_what_they_show():
-    mpl = plot._matplotlib()
+    mpl = plot.require_matplotlib()
     results = plot.load(SAMPLE)
-    throughput = plot.throughput_figure(mpl, results)
+    throughput = figures.throughput_figure(mpl, results)
     (ax,) = [a for a in throughput.axes if a.get_visible()]
     assert ax.get_ylabel() == "mean throughput (ops/s)" and ax.get_xlabel() == "server"
     caption = throughput.get_supxlabel()
     assert "95% confidence" in caption and "Machine:" in caption and "CPUs" in caption
     assert "Little's law" in caption and "failed point" in caption
     assert "Throughput" in throughput.get_suptitle()
-    latency = plot.latency_figure(mpl, results)
+    latency = figures.latency_figure(mpl, results)
     assert latency.axes[0].get_ylabel() == "latency (µs)"
-    distribution = plot.distribution_figure(mpl, results)
+    distribution = figures.distribution_figure(mpl, results)
     panels = [a for a in distribution.axes if a.get_visible()]
     assert len(panels) == len({m.clients for m in results.measurements})
     assert all(a.get_xlabel() == "percentile" for a in panels)
@@ -115,9 +115,9 @@ def many_cores(tmp_path: Path) -> Path:
 
 
 def test_with_several_core_counts_cores_are_the_x_axis(tmp_path):
-    mpl = plot._matplotlib()
+    mpl = plot.require_matplotlib()
     results = plot.load(many_cores(tmp_path))
-    figure = plot.throughput_figure(mpl, results)
+    figure = figures.throughput_figure(mpl, results)
     panels = [a for a in figure.axes if a.get_visible()]
     assert [a.get_title() for a in panels] == ["1 client", "4 clients", "16 clients"]
     assert all(a.get_xlabel() == "server CPU cores" for a in panels)
@@ -125,17 +125,17 @@ def test_with_several_core_counts_cores_are_the_x_axis(tmp_path):
     written, _ = plot.plot(results_path := tmp_path / "results.jsonl", tmp_path / "perf.png")
     assert results_path.exists() and all(p.stat().st_size > 20_000 for p in written)
     # The distribution shows the largest core count unless told otherwise.
-    assert "4 server cores" in plot.distribution_figure(mpl, results).get_suptitle()
-    assert "2 server cores" in plot.distribution_figure(mpl, results, cores=2).get_suptitle()
+    assert "4 server cores" in figures.distribution_figure(mpl, results).get_suptitle()
+    assert "2 server cores" in figures.distribution_figure(mpl, results, cores=2).get_suptitle()
 
 
 def test_distribution_stops_where_the_data_does():
     m = plot.load(SAMPLE).measurements[0]
-    pairs = plot.distribution_points(m)
-    assert pairs and all(p <= plot.MAX_PERCENTILE for p, _ in pairs)
+    pairs = figures.distribution_points(m)
+    assert pairs and all(p <= figures.MAX_PERCENTILE for p, _ in pairs)
     assert all((1 - p / 100) * m.n >= 1 for p, _ in pairs)
     assert [v for _, v in pairs] == sorted(v for _, v in pairs)
-    assert plot.percentile_x(99.9) == pytest.approx(1000)
+    assert figures.percentile_x(99.9) == pytest.approx(1000)
 
 
 def test_filters_and_bad_input(tmp_path):
@@ -187,11 +187,11 @@ def test_p99_interval_is_read_where_the_result_has_one(tmp_path):
     path = write_records(tmp_path / "results.jsonl", [good, lines[0]])
     first = plot.load(path).measurements[0]
     assert first.p99_low_ns == pytest.approx(latency.p99 * 0.9)
-    low, high = plot.p99_error([first])
+    low, high = figures.p99_error([first])
     assert low[0] == pytest.approx(first.p99_ns * 0.1 / 1e3) and high[0] > 1e6
     # An old result without percentile intervals gets no p99 bar rather than a made-up one.
     old = plot.load(SAMPLE).measurements[0]
-    assert plot.p99_error([old]) == [[0.0], [0.0]]
+    assert figures.p99_error([old]) == [[0.0], [0.0]]
 
 
 def test_distribution_is_read_from_the_histogram_where_the_result_has_one(tmp_path):
@@ -202,14 +202,14 @@ def test_distribution_is_read_from_the_histogram_where_the_result_has_one(tmp_pa
     latency = replace(good.result.latency_ns, histogram=ops.encode())
     good = replace(good, result=replace(good.result, latency_ns=latency, n=100_000))
     path = write_records(tmp_path / "results.jsonl", [good])
-    pairs = dict(plot.distribution_points(plot.load(path).measurements[0]))
+    pairs = dict(figures.distribution_points(plot.load(path).measurements[0]))
     assert pairs[50.0] == pytest.approx(50_000, rel=1e-3)
     assert pairs[99.99] == pytest.approx(99_990, rel=1e-3)
     assert max(pairs) == 99.999  # one op lies beyond it
     # An older result has only its stored points.
     old = plot.load(SAMPLE).measurements[0]
     assert old.histogram is None
-    stored = plot.distribution_points(old)
+    stored = figures.distribution_points(old)
     assert stored and set(stored) <= set(old.distribution)
 
 

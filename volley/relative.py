@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from volley import compare, plot, stats, store
+from volley import compare, figures, plot, stats, store
 from volley.experiment import Point
 from volley.results import FAILED, SIGNIFICANT, BenchResult
 
@@ -104,7 +104,7 @@ def figure(
     groups = sorted({(r.point.clients, r.point.client_cores) for r in found})
     cores = sorted({r.point.server_cores for r in found})
     width = min(16.0, max(7.0, 0.35 * len(servers) * len(groups) + 3))
-    fig = plot._new_figure(mpl, width, 4.2 * len(cores) + 1.2)
+    fig = figures.new_figure(mpl, width, 4.2 * len(cores) + 1.2)
     axes = fig.subplots(len(cores), 1, squeeze=False)[:, 0]
     palette, slot = mpl.colormaps["viridis"], 0.8 / len(groups)
     for ax, count in zip(axes, cores, strict=True):
@@ -127,7 +127,7 @@ def figure(
         mpl.lines.Line2D([], [], color="black", linestyle="none", marker="o"),
         mpl.lines.Line2D([], [], color="black", linestyle="none", marker="^", mfc="white"),
     ]
-    labels = [plot._group_label(group, results) for group in groups] + ["mean", "p99"]
+    labels = [figures.group_label(group, results) for group in groups] + ["mean", "p99"]
     fig.legend(handles, labels, loc="outside right center", title="concurrency")
     what = (
         f"Each server's latency divided by {baseline}'s at the same point of this sweep "
@@ -135,9 +135,9 @@ def figure(
         "of the ratio from both points' runs (as volley compare). Hollow circles: a point "
         "that did not reach its target precision."
     )
-    plot._finish(fig, f"Latency relative to {baseline}", plot._caption(results, what, weak=""))
+    figures.finish(fig, f"Latency relative to {baseline}", figures.caption(results, what, weak=""))
     path = output.with_name(f"{output.stem}-relative{output.suffix}")
-    fig.savefig(path, dpi=plot.DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=figures.DPI, bbox_inches="tight")
     return path
 
 
@@ -190,4 +190,4 @@ def plot_relative(
     plot.output_paths(output)
     found = ratios(results_path, baseline)
     results = plot.load(results_path, servers, clients)
-    return figure(plot._matplotlib(), results, found, baseline, output)
+    return figure(plot.require_matplotlib(), results, found, baseline, output)
