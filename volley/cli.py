@@ -36,13 +36,11 @@ from volley.units import (
     parse_targets,
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
-EXIT_CODES = {
-    results.SIGNIFICANT: 0,
-    results.NOT_SIGNIFICANT: EXIT_NOT_SIGNIFICANT,
-    results.INTERRUPTED: EXIT_INTERRUPTED,
-    results.FAILED: EXIT_FAILED,
-}
+EXIT_CODES = results.EXIT_CODES
+EXIT_FAILED, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = (
+    EXIT_CODES[status] for status in (results.FAILED, results.NOT_SIGNIFICANT, results.INTERRUPTED)
+)
+EXIT_USAGE = 2
 
 
 def program() -> str:

@@ -41,6 +41,7 @@ from volley import stats, store
 from volley.experiment import POINT_OVERHEAD_S, Experiment, Point
 from volley.results import (
     CLOSED,
+    EXIT_CODES,
     FAILED,
     NOT_SIGNIFICANT,
     SIGNIFICANT,
@@ -63,9 +64,6 @@ from volley.sweep import (
     record_for,
 )
 from volley.units import BENCH_DEFAULTS, parse_confidence, parse_target
-
-EXIT_SIGNIFICANT, EXIT_FAILED, EXIT_NOT_SIGNIFICANT = 0, 1, 3  # volley-bench's, per status
-EXIT_STATUS = {SIGNIFICANT: EXIT_SIGNIFICANT, NOT_SIGNIFICANT: EXIT_NOT_SIGNIFICANT}
 
 
 @dataclass
@@ -115,7 +113,7 @@ class PointRuns:
             return dataclasses.replace(self.ended, sweep=sweep)
         error = self.ended.failure if self.ended else None
         merged = merge(self.results, self.status, error)
-        exit_status = self.ended.exit_status if self.ended else EXIT_STATUS[self.status]
+        exit_status = self.ended.exit_status if self.ended else EXIT_CODES[self.status]
         return SweepRecord(self.point, exit_status, sweep, merged)
 
 

@@ -35,13 +35,21 @@ from typing import Protocol, TextIO
 
 from volley import cpus, store
 from volley.experiment import INTERLEAVED, Experiment, Point, ServerSpec
-from volley.results import FAILED, SIGNIFICANT, BenchResult
+from volley.results import (
+    EXIT_CODES,
+    FAILED,
+    INTERRUPTED,
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    BenchResult,
+)
 from volley.server import Watchdog, pinned_and_tied
 from volley.store import RESULTS_NAME, RUNS_NAME, SweepInfo, SweepRecord
 from volley.units import format_duration, format_ns
 
-EXIT_INTERRUPTED = 130
-FINISHED = (0, 3)  # volley-bench's exit statuses for a complete run (significant or not)
+EXIT_INTERRUPTED = EXIT_CODES[INTERRUPTED]
+# volley-bench's exit statuses for a complete run (significant or not)
+FINISHED = (EXIT_CODES[SIGNIFICANT], EXIT_CODES[NOT_SIGNIFICANT])
 # A point still running this long after its own limits is hung; it is stopped and failed.
 HANG_SLACK_S = 60.0
 STOP_GRACE_S = 30.0
