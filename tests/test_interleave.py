@@ -147,6 +147,25 @@ def test_a_failed_run_ends_its_point_with_what_it_measured(tmp_path):
     assert first.sweep.pass_number is None  # the point's record, not its run's
 
 
+class DroppingRunner(OneRunner):
+    """Every run disturbed and dropped (--noisy drop): no evidence, only time spent."""
+
+    def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome:
+        outcome = super().run(point, command, timeout_s)
+        assert outcome.result is not None
+        dropped = outcome.result.runs
+        return Outcome(3, dataclasses.replace(outcome.result, runs=[], dropped_runs=dropped))
+
+
+def test_a_point_whose_runs_are_all_dropped_still_ends_at_its_max_time(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED.replace('"30s"', '"5s"'))
+    runner = DroppingRunner()
+    run_sweep(exp, tmp_path / "out", runner)
+    assert len(runner.ran) == 4 * 5  # 1 s a run: five runs each
+    records, _ = store.load(tmp_path / "out" / "results.jsonl")
+    assert len(records) == 4 and all(r.status == "not-significant" for r in records)
+
+
 def test_resume_continues_the_runs_an_interrupted_sweep_kept(tmp_path):
     exp = experiment_in(tmp_path, INTERLEAVED)
     out = tmp_path / "out"

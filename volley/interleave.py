@@ -76,44 +76,44 @@ class PointRuns:
     results: list[BenchResult] = field(default_factory=list)
     used_s: float = 0.0  # the elapsed time of its runs
     last_s: float = 0.0
-    ended: SweepRecord | None = None  # the run that failed, until the point's record is made
+    latest: SweepRecord | None = None  # its last run
     status: str | None = None  # None: not done
 
     def add(self, record: SweepRecord) -> None:
         """Take one run and decide whether the point is done."""
-        result = record.result
+        self.latest, result = record, record.result
         if result is not None and result.runs:
             self.results.append(result)
         if record.status == FAILED or result is None:
-            self.status, self.ended = FAILED, record
+            self.status = FAILED
             return
         # At least a millisecond a run, so that max-time ends a point however fast its runs.
         self.last_s = max(result.elapsed_s, 1e-3)
         self.used_s += self.last_s
-        if not self.results:
-            return  # a run that measured nothing (dropped as disturbed): no evidence yet
-        merged = merge(self.results, NOT_SIGNIFICANT, None)
-        runs, latency = merged.runs, merged.latency_ns
-        assert latency is not None
-        targets = self.rule.targets
-        verdict = self.rule.judge(
-            {t.statistic: latency.value(t.statistic) for t in targets},
-            {t.statistic: [run.value(t.statistic) for run in runs] for t in targets},
-        )
-        if verdict.met:
+        if self.results and self.met():
             self.status = SIGNIFICANT
         elif self.used_s + self.last_s > self.max_time_s:
             self.status = NOT_SIGNIFICANT
 
+    def met(self) -> bool:
+        """The stopping rule's verdict on the runs so far (it must see every run in turn)."""
+        merged = merge(self.results, NOT_SIGNIFICANT, None)
+        runs, latency = merged.runs, merged.latency_ns
+        assert latency is not None
+        targets = self.rule.targets
+        return self.rule.judge(
+            {t.statistic: latency.value(t.statistic) for t in targets},
+            {t.statistic: [run.value(t.statistic) for run in runs] for t in targets},
+        ).met
+
     def record(self, sweep: SweepInfo) -> SweepRecord:
         """The point's line in results.jsonl, once it is done."""
-        assert self.status is not None
-        if not self.results:  # failed at its first run: that run's record is the point's
-            assert self.ended is not None
-            return dataclasses.replace(self.ended, sweep=sweep)
-        error = self.ended.failure if self.ended else None
-        merged = merge(self.results, self.status, error)
-        exit_status = self.ended.exit_status if self.ended else EXIT_CODES[self.status]
+        assert self.status is not None and self.latest is not None
+        if not self.results:  # no run measured anything: its last run's record is the point's
+            return dataclasses.replace(self.latest, sweep=sweep)
+        failed = self.status == FAILED
+        merged = merge(self.results, self.status, self.latest.failure if failed else None)
+        exit_status = self.latest.exit_status if failed else EXIT_CODES[self.status]
         return SweepRecord(self.point, exit_status, sweep, merged)
 
 
