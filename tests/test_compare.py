@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, SERVERS, Completed, bench, strict_loads, volley
 
-from volley import compare, stats
+from volley import compare, stats, store
 from volley.compare import (
     FASTER,
     MIN_RUNS,
@@ -26,6 +25,7 @@ from volley.compare import (
     compare_results,
 )
 from volley.cpus import usable_cpus
+from volley.experiment import Point
 from volley.machine import Environment
 from volley.results import (
     FAILED,
@@ -37,7 +37,7 @@ from volley.results import (
     dumps,
 )
 from volley.stats import RunMean, t_quantile
-from volley.sweep import Point
+from volley.store import SweepInfo, SweepRecord
 from volley.units import STATISTICS
 
 # A server's typical statistics (ns); runs scatter around them.
@@ -145,10 +145,8 @@ def write(path: Path, result: BenchResult) -> Path:
 
 def write_sweep(path: Path, points: dict[Point, BenchResult]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for point, result in points.items():
-            record = {**result.to_json(), "point": point.to_json(), "exit_status": 0}
-            f.write(json.dumps(record) + "\n")
+    for point, result in points.items():
+        store.append(path, SweepRecord(point, 0, SweepInfo("test", "test.toml"), result))
     return path
 
 
@@ -524,10 +522,7 @@ def test_a_sweep_point_that_failed_before_measuring_is_refused(tmp_path):
     a = write_sweep(tmp_path / "a" / "results.jsonl", {at: good})
     b = tmp_path / "b" / "results.jsonl"
     b.parent.mkdir()
-    record = {"status": "failed", "server": "x/crashy", "server_args": [], "clients": 1,
-              "n": 0, "latency_ns": None, "significant": False, "error": "it crashed",
-              "version": 2, "point": at.to_json(), "exit_status": 1}  # fmt: skip
-    b.write_text(json.dumps(record) + "\n")
+    store.append(b, SweepRecord(at, 1, SweepInfo("test", "test.toml"), None, "it crashed"))
     done = volley("compare", a, b)
     assert done.status == 2 and "at crashy, 1 client" in done.stderr
     assert "failed (it crashed)" in done.stderr

@@ -37,13 +37,11 @@ from volley.units import (
     parse_targets,
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
-EXIT_CODES = {
-    results.SIGNIFICANT: 0,
-    results.NOT_SIGNIFICANT: EXIT_NOT_SIGNIFICANT,
-    results.INTERRUPTED: EXIT_INTERRUPTED,
-    results.FAILED: EXIT_FAILED,
-}
+EXIT_CODES = results.EXIT_CODES
+EXIT_FAILED, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = (
+    EXIT_CODES[status] for status in (results.FAILED, results.NOT_SIGNIFICANT, results.INTERRUPTED)
+)
+EXIT_USAGE = 2
 
 
 def program() -> str:
@@ -396,11 +394,14 @@ def sweep_command(
     is in the results), 1 the results could not be written, 2 bad input, 130 interrupted
     (--resume continues).
     """
+    from volley import experiment as experiments
+    from volley import export as exports
+    from volley import store
     from volley import sweep as sweeps
 
     try:
-        experiment = sweeps.load(experiment_path)
-        formats = sweeps.check_exports(export or [])
+        experiment = experiments.load(experiment_path)
+        formats = exports.check_exports(export or [])
         usable = cpus.usable_cpus()
         if dry_run:
             the_plan = sweeps.plan(experiment, usable, set())
@@ -415,7 +416,7 @@ def sweep_command(
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
-    except (sweeps.ExperimentError, sweeps.SweepError, ValueError) as e:
+    except (experiments.ExperimentError, sweeps.SweepError, ValueError) as e:
         fail(str(e), EXIT_USAGE)
     the_plan = sweeps.plan(experiment, usable, done)
     for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
@@ -436,12 +437,12 @@ def sweep_command(
         )
     try:
         outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
-        written = sweeps.export(results_path, formats)
-        records, _ = sweeps.read_records(results_path) if results_path.exists() else ([], [])
+        written = exports.export(results_path, formats)
+        records, _ = store.load(results_path) if results_path.exists() else ([], [])
         records = sweeps.of_plan(records, the_plan)
     except OSError as e:
         fail(f"cannot write the results: {e}", EXIT_FAILED)
-    say(f"{results_path}: {len(records)} of {the_plan.total} points ({sweeps.totals(records)})")
+    say(f"{results_path}: {len(records)} of {the_plan.total} points ({store.totals(records)})")
     for path in written:
         say(f"wrote {path}")
     if outcome.interrupted:
@@ -491,13 +492,30 @@ def plot_command(
             "Default: the largest measured.",
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            metavar="NAME",
+            help="Also draw perf-relative.*: each server's latency over this server's at "
+            "the same point, with intervals for the ratios.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the throughput, latency and latency-distribution figures of a sweep."""
     from volley import plot as plots
+    from volley import relative
 
     target = output if output is not None else results_path.parent / "perf.png"
     try:
+        # The relative figure first: a --baseline not in the sweep fails before any drawing.
+        extra = (
+            [relative.plot_relative(results_path, target, baseline, servers, clients)]
+            if baseline
+            else []
+        )
         written, notes = plots.plot(results_path, target, servers or None, clients or None, cores)
+        written += extra
     except plots.MissingMatplotlib as e:
         fail(str(e), EXIT_FAILED)
     except (plots.PlotError, OSError) as e:

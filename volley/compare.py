@@ -46,10 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from volley import store
+from volley.experiment import Point
 from volley.machine import Environment
 from volley.results import FAILED, BenchResult, finite
 from volley.stats import Estimate, RunMean, difference, paired, ratio, welch_df
-from volley.sweep import RESULTS_NAME, Point, read_records
+from volley.store import RESULTS_NAME
 from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
 
 FORMAT_VERSION = 2
@@ -237,31 +239,26 @@ def load(path: Path) -> BenchResult | Sweep:
 
 def load_sweep(path: Path) -> Sweep:
     try:
-        records, notes = read_records(path)
+        records, notes = store.load(path)
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror}") from None
-    results: dict[Point, BenchResult] = {}
-    for record in records:
-        point = Point.from_json(record["point"])
-        try:
-            result = BenchResult.from_json(record)
-        except ValueError as e:
-            raise BadInput(f"{path}: {point}: {e}") from None
-        except (KeyError, TypeError, AttributeError):
-            if record.get("status") != FAILED:
-                raise BadInput(f"{path}: {point}: not a volley-bench result") from None
-            result = failed_before_measuring(record, point)
-        results[point] = result  # a point recorded twice: the later line counts
+    except store.StoreError as e:
+        raise BadInput(str(e)) from None
+    results = {
+        point: record.result or failed_before_measuring(record)
+        for point, record in store.latest(records).items()
+    }
     return Sweep(path, results, notes)
 
 
-def failed_before_measuring(record: dict[str, Any], point: Point) -> BenchResult:
-    """The sweep's line for a point that failed before volley-bench wrote a result."""
+def failed_before_measuring(record: store.SweepRecord) -> BenchResult:
+    """A sweep point whose volley-bench failed before it wrote a result, as a result that
+    says so (compared with nothing: its failure is the one thing said)."""
     return BenchResult(
         status=FAILED,
-        server=str(record.get("server", point.server)),
-        server_args=list(record.get("server_args", [])),
-        clients=point.clients,
+        server=record.point.server,
+        server_args=[],
+        clients=record.point.clients,
         client_cores=[],
         server_cores=[],
         n=0,
@@ -275,9 +272,9 @@ def failed_before_measuring(record: dict[str, Any], point: Point) -> BenchResult
         latency_ns=None,
         workers=[],
         host=Environment(kernel="", cpu_model="", cpus=0),
-        started_at=str(record.get("started_at", "")),
+        started_at=record.started_at,
         warmup_s=0.0,
-        error=record.get("error"),
+        error=record.error,
     )
 
 
