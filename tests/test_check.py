@@ -34,7 +34,7 @@ REPLIES = {
 FAULTS = [
     ("none", None, set()),
     ("slow-start", None, set()),
-    ("byte-order", None, REPLIES | {"reset-pending"}),
+    ("byte-order", None, REPLIES | {"reset-pending", "address"}),
     ("no-wrap", None, {"edge-values"}),
     ("short-read", None, {"split-word"}),
     ("batch-drop", None, {"pipelined", "sustained", "zero-after-words"}),
@@ -57,6 +57,8 @@ FAULTS = [
     ("fork-children", None, {"cleanup"}),
     # Dies of SIGPIPE when a client resets with replies pending (issue 10, item 12).
     ("sigpipe", None, {"reset-pending"}),
+    # Takes -a ADDRESS but listens on 127.0.0.1 (issue 16): advice, since the seed asks for -p only.
+    ("ignore-address", None, {"address"}),
 ]
 
 
@@ -77,6 +79,7 @@ VERDICTS = {
     "fork-children": ("cleanup", "2 of its processes still ran"),
     "late-wrong": ("sustained", "reply to word 5001 of 20000 on connection"),
     "sigpipe": ("reset-pending", "exited with signal SIGPIPE: ignore SIGPIPE"),
+    "ignore-address": ("address", "started with -a 127.0.0.2, it listens on 127.0.0.1"),
 }
 
 
@@ -150,6 +153,19 @@ def test_missing_usage_error_is_advice_not_a_failure():
     assert lines[1].startswith("NOTE usage: still running")
     assert "advice only, not counted: usage" in done.stdout
     assert lines[-1] == "1/1 checks passed"
+
+
+def test_address_starts_the_server_on_a_second_loopback_address_and_talks_there():
+    done = check(FAULTY, "--only", "address")
+    assert done.status == 0, done.stdout + done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("PASS address: listens on 127.0.0.2:") and "only" in first
+    done = check(FAULTY, "--only", "address", "--", "--fault", "ignore-address")
+    assert done.status == 0, done.stdout + done.stderr  # advice, not counted
+    assert done.stdout.startswith(
+        "NOTE address: started with -a 127.0.0.2, it listens on 127.0.0.1"
+    )
+    assert "-p " in done.stdout and " -a 127.0.0.2 --fault ignore-address" in done.stdout
 
 
 def test_reset_with_replies_pending_catches_a_server_dying_of_sigpipe_every_time():

@@ -172,14 +172,18 @@ def test_warm_up_ops_are_played_but_not_recorded(core):
 
 def test_play_releases_the_gil():
     # While one thread is blocked inside play() waiting for a slow peer, another runs Python.
-    sock, _ = connected("stall", after=0)
+    sock, peer = connected("stall", after=0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 500_000))
     latency, stop = buffers(1)
     thread = threading.Thread(
         target=_core.play, args=(sock.fileno(), latency, 3, 0, FAR_FUTURE, stop)
     )
     thread.start()
-    time.sleep(0.05)
+    # The peer got the first word: play() is in (or on its way into) its wait for the reply.
+    deadline = time.monotonic() + 5
+    while not peer.challenges:
+        assert time.monotonic() < deadline, "play() sent nothing"
+        time.sleep(0.001)
     counted = 0
     while thread.is_alive() and counted < 100_000:
         counted += 1

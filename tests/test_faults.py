@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -276,32 +277,61 @@ def test_stop_escalates_from_zero_to_sigterm_to_sigkill(stubborn):
 # --- faults of the user ------------------------------------------------------------------
 
 
-def interrupt_mid_run(sig: int, tmp_path: Path, *server: str | Path, extra=()):
-    """Start a minute-long run, signal it a few seconds in, and see how it ends."""
+def first_run_done(process: subprocess.Popen[str], stderr: list[str]) -> bool:
+    """Rounds are under way: the progress line of the first run is out."""
+    return any(line.startswith("run 1 ") for line in stderr)
+
+
+def server_stalled(process: subprocess.Popen[str], stderr: list[str]) -> bool:
+    """The server has its 4 clients and has stopped answering them: connected, and no CPU
+    time spent over a quarter of a second."""
+    for p in psutil.Process(process.pid).children(recursive=True):
+        try:
+            if f"{FAULTY} -p" not in " ".join(p.cmdline()):
+                continue
+            if sum(c.status == psutil.CONN_ESTABLISHED for c in p.net_connections()) < 4:
+                return False
+            before = sum(p.cpu_times()[:2])
+            time.sleep(0.25)  # the quiet stretch that tells a stall from serving
+            return sum(p.cpu_times()[:2]) == before
+        except psutil.Error:
+            continue
+    return False
+
+
+def interrupt_mid_run(
+    sig: int, tmp_path: Path, *server: str | Path, extra=(), ready=first_run_done
+):
+    """Start a minute-long run, signal it once ``ready`` (polled, for 30 s at most) says
+    it is under way, and see how it ends."""
     out = tmp_path / "out.json"
     command = bench_command(
-        "--clients",
-        "4",
-        *LONG,
-        *QUICK,
-        *extra,
-        "--json",
-        out,
+        "--clients", "4", *LONG, *[a for a in QUICK if a != "--quiet"], *extra, "--json", out,
         *server,
-    )
+    )  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr: list[str] = []
+    assert process.stderr is not None and process.stdout is not None
+    reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(3)  # past start-up and warm-up: rounds are under way
+        deadline = time.monotonic() + 30
+        while not ready(process, stderr):
+            assert process.poll() is None, "".join(stderr)
+            assert time.monotonic() < deadline, f"never under way: {''.join(stderr)}"
+            time.sleep(0.05)
         family = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(sig)
         signalled = time.monotonic()
-        stdout, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
         took = time.monotonic() - signalled
+        stdout = process.stdout.read()
+        reader.join(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert out.exists(), stderr
+    assert out.exists(), "".join(stderr)
     return process.returncode, stdout, strict_loads(out.read_text()), took, family
 
 
@@ -329,6 +359,7 @@ def test_interrupt_while_the_server_stalls(tmp_path):
         "--after",
         "3000",
         extra=("--op-timeout", "60s"),
+        ready=server_stalled,
     )
     assert status == 130 and result["status"] == "interrupted"
     assert took < 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -11,9 +12,11 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from helpers import BRIEF, bench
 
-from volley import sweep
+from volley import export, store
+from volley.experiment import Point
 from volley.results import BenchResult, interval_log
 from volley.stats import HDR_HIGHEST_NS, HDR_LOWEST_NS, HDR_SIGNIFICANT_DIGITS, Histogram
+from volley.store import SweepInfo, SweepRecord
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +75,18 @@ def test_interval_log_reads_back_in_hdrhistogram(real_result, tmp_path):
 
 
 def test_sweep_export_hlog_writes_one_interval_per_point(real_result, tmp_path):
-    point = {"server": "c-threaded", "clients": 2, "server_cores": 1, "client_cores": 1}
-    records = [
-        {**real_result, "point": point, "exit_status": 0, "sweep": {}},
-        {**real_result, "point": {**point, "clients": 4}, "exit_status": 0, "sweep": {}},
-        {"status": "failed", "latency_ns": None, "point": {**point, "clients": 8}},
-    ]
+    point = Point("c-threaded", 2, 1, 1)
+    result = BenchResult.from_json(real_result)
+    info = SweepInfo("hdr", "hdr.toml")
     results_path = tmp_path / "results.jsonl"
-    results_path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert sweep.check_exports(["hlog"]) == ["hlog"]
-    (written,) = sweep.export(results_path, ["hlog"])
+    for record in (
+        SweepRecord(point, 0, info, result),
+        SweepRecord(replace(point, clients=4), 0, info, result),
+        SweepRecord(replace(point, clients=8), 1, info, None, "it crashed"),
+    ):
+        store.append(results_path, record)
+    assert export.check_exports(["hlog"]) == ["hlog"]
+    (written,) = export.export(results_path, ["hlog"])
     reader = HistogramLogReader(
         str(written), HdrHistogram(HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_SIGNIFICANT_DIGITS)
     )

@@ -156,7 +156,8 @@ def test_stop_flag_ends_the_run(core):
 
 def test_play_open_releases_the_gil():
     ours, theirs = socket.socketpair()
-    Peer(theirs).start()
+    peer = Peer(theirs)
+    peer.start()
     latency, stop = memoryview(bytearray(8 * 1000)).cast("q"), memoryview(bytearray(1))
     now = _core.monotonic_ns()
     thread = threading.Thread(
@@ -164,7 +165,11 @@ def test_play_open_releases_the_gil():
         args=(ours.fileno(), latency, 5, now, now + 300_000_000, stop, now, 1000.0, 1, SECOND),
     )
     thread.start()
-    time.sleep(0.05)
+    # The peer got a word: play_open() is under way (its 300 ms outlast the count below).
+    deadline = time.monotonic() + 5
+    while not peer.words:
+        assert time.monotonic() < deadline, "play_open() sent nothing"
+        time.sleep(0.001)
     counted = 0
     while thread.is_alive() and counted < 100_000:
         counted += 1
@@ -292,71 +297,47 @@ client-cores = 1
 
 
 def test_experiment_rates_accept_lists_and_ranges(tmp_path):
-    from volley import sweep
+    from volley import experiment, sweep
 
     path = tmp_path / "e.toml"
-    exp = sweep.parse(EXPERIMENT + 'rates = ["10k..30k step 10k", 5000, "1.5M", 20000]', path)
+    exp = experiment.parse(EXPERIMENT + 'rates = ["10k..30k step 10k", 5000, "1.5M", 20000]', path)
     assert exp.rates == (10e3, 20e3, 30e3, 5e3, 1.5e6)
     points = exp.points()
     assert [p.rate_ops_s for p in points] == list(exp.rates)
-    assert sweep.Point.from_json(points[0].to_json()) == points[0]
+    assert experiment.Point.from_json(points[0].to_json()) == points[0]
     command = sweep.bench_command(exp, points[-1], [0, 1])
     assert command[command.index("--rate") + 1] == "1500000"
-    closed = sweep.parse(EXPERIMENT, path)
+    closed = experiment.parse(EXPERIMENT, path)
     assert closed.rates == (None,) and "--rate" not in sweep.bench_command(
         closed, closed.points()[0], [0, 1]
     )
     assert closed.points()[0].key() == ("c-epoll", 2, 1, 1)  # as before rates: --resume works
     for bad in ("rates = [0]", 'rates = ["fast"]', "rates = []", 'rates = ["9k..1k step 1k"]'):
-        with pytest.raises(sweep.ExperimentError, match="rates"):
-            sweep.parse(EXPERIMENT + bad, path)
+        with pytest.raises(experiment.ExperimentError, match="rates"):
+            experiment.parse(EXPERIMENT + bad, path)
 
 
 def open_record(server_name: str, rate: float, achieved: float, p50: float, saturated: bool):
-    latency = {
-        "mean": p50,
-        "stddev": 1,
-        "ci_low": p50,
-        "ci_high": p50,
-        "min": 1,
-        "max": p50 * 10,
-        "p50": p50,
-        "p90": p50 * 2,
-        "p99": p50 * 5,
-        "p99.9": p50 * 8,
-    }
-    return {
-        "status": "significant",
-        "n": 1000,
-        "latency_ns": latency,
-        "confidence": 0.95,
-        "point": {
-            "server": server_name,
-            "clients": 2,
-            "server_cores": 1,
-            "client_cores": 1,
-            "rate_ops_s": rate,
-        },
-        "load": {
-            "model": "open",
-            "rate_ops_s": rate,
-            "arrivals": "poisson",
-            "achieved_ops_s": achieved,
-            "saturated": saturated,
-        },
-        "host": {"cpu_model": "test", "cpus": 2, "kernel": "6"},
-        "precision": "mean:1%",
-        "volley_version": "test",
-        "started_at": "2026-11-26",
-        "version": 3,
-    }
+    from dataclasses import replace
+
+    from test_sweep import bench_result
+
+    from volley.experiment import Point
+    from volley.results import LatencySummary, LoadInfo
+    from volley.store import SweepInfo, SweepRecord
+
+    point = Point(server_name, 2, 1, 1, rate)
+    latency = LatencySummary(
+        p50, 1, p50, p50, 1, p50 * 10, p50, p50 * 2, p50 * 5, p50 * 8, [(50.0, p50)]
+    )
+    load = LoadInfo("open", rate, "poisson", achieved, saturated=saturated)
+    result = replace(bench_result(point), latency_ns=latency, load=load)
+    return SweepRecord(point, 0, SweepInfo("rates", "rates.toml"), result)
 
 
 def test_a_rate_sweep_plots_latency_against_achieved_throughput(tmp_path):
     pytest.importorskip("matplotlib")
-    import json
-
-    from volley import plot
+    from volley import plot, store
 
     records = [
         open_record(name, rate, min(rate, cap), 50e3 * (1 + rate / cap), rate > cap)
@@ -364,7 +345,8 @@ def test_a_rate_sweep_plots_latency_against_achieved_throughput(tmp_path):
         for rate in (10e3, 20e3, 40e3, 80e3)
     ]
     path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for record in records:
+        store.append(path, record)
     loaded = plot.load(path)
     assert {m.rate_ops_s for m in loaded.measurements} == {10e3, 20e3, 40e3, 80e3}
     assert sum(m.saturated for m in loaded.measurements) == 3

@@ -4,7 +4,9 @@ results file, the exports, and a tiny real sweep with an interruption and --resu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 import os
 import signal
 import subprocess
@@ -13,12 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from helpers import FAULTY, ROOT, server, strict_loads, volley
 
-from volley import sweep
+from volley import experiment, export, store, sweep
 from volley.cpus import usable_cpus
-from volley.sweep import Experiment, Outcome, Point
+from volley.experiment import Experiment, Point
+from volley.machine import Environment
+from volley.results import BenchResult, LatencySummary, RunSummary, WorkerInfo
+from volley.store import SweepRecord
+from volley.sweep import Outcome
 
 BENCH_DIR = ROOT / "bench"
 # A real point needs one CPU for the server and another for the clients.
@@ -34,11 +41,11 @@ client-cores = 1
 
 
 def parse(text: str, name: str = "exp.toml") -> Experiment:
-    return sweep.parse(text, Path("/x") / name)
+    return experiment.parse(text, Path("/x") / name)
 
 
 def error_of(text: str) -> str:
-    with pytest.raises(sweep.ExperimentError) as caught:
+    with pytest.raises(experiment.ExperimentError) as caught:
         parse(text)
     return str(caught.value)
 
@@ -91,7 +98,7 @@ def test_bench_options_are_checked_and_spelled_for_volley_bench():
         "round-time": "500ms",
     }
     assert all(s.args == ("-v",) for s in exp.servers)
-    assert exp.point_limit_s() == pytest.approx(10 + sweep.POINT_OVERHEAD_S)
+    assert exp.point_limit_s() == pytest.approx(10 + experiment.POINT_OVERHEAD_S)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +111,7 @@ def test_bench_options_are_checked_and_spelled_for_volley_bench():
         (MINIMAL.replace("server-cores = 1", 'server-cores = "lots"'), 4, "range"),
         (MINIMAL + "colour = 3\n", 6, "not a key"),
         (MINIMAL + "max-time = 3\n", 6, "go under [bench]"),
+        (MINIMAL + 'order = "random"\n', 6, "one of sequential, interleaved"),
         (MINIMAL + '\n[bench]\nmax-time = "ten"\n', 8, "not a duration"),
         (MINIMAL + "\n[bench]\nprecision = 2\n", 8, "needs a unit"),
         (MINIMAL + "\n[bench]\nconfidence = 1.5\n", 8, "below 1"),
@@ -126,7 +134,7 @@ def test_missing_keys_are_named():
 
 
 def test_the_bundled_experiment_files_parse():
-    local = sweep.load(BENCH_DIR / "local.toml")
+    local = experiment.load(BENCH_DIR / "local.toml")
     # Every bundled server, once.
     bundled = sorted(d.name for d in (ROOT / "servers").iterdir() if d.is_dir())
     assert sorted(spec.name for spec in local.servers) == bundled
@@ -135,10 +143,10 @@ def test_the_bundled_experiment_files_parse():
     assert local.options["precision"] == "3%" and local.options["max-time"] == "20s"
     # 3 points per server of at most 22.5 s each: minutes, not hours, on a 2-core machine.
     assert sweep.estimate_s(local, len(local.points())) < 25 * 60
-    cores = sweep.load(BENCH_DIR / "cores.toml")
+    cores = experiment.load(BENCH_DIR / "cores.toml")
     assert cores.clients == (40, 80, 200) and cores.client_cores == (40,)
     assert cores.server_cores == (1, 2, 4, 8, 10, 12, 18, 20, 22, 28, 30, 32, 38, 40)
-    clients = sweep.load(BENCH_DIR / "clients.toml")
+    clients = experiment.load(BENCH_DIR / "clients.toml")
     assert clients.clients[0] == 48 and clients.clients[-1] == 5120
     for exp in (local, cores, clients):
         assert Path(exp.servers[0].path).resolve().parent == ROOT / "target" / "servers"
@@ -178,7 +186,7 @@ def experiment_in(
     built(tmp_path, *names)
     path = tmp_path / "exp.toml"
     path.write_text('servers-dir = "servers"\n' + text)
-    return sweep.load(path)
+    return experiment.load(path)
 
 
 def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
@@ -218,39 +226,46 @@ def test_failure_messages_are_one_line():
 # --- running, with a fake executor ---------------------------------------------------------
 
 
-def bench_json(point: Point, status: str = "significant", mean: float = 50_000.0) -> dict[str, Any]:
-    """What volley-bench writes, trimmed to what the sweep and the exports read."""
-    return {
-        "status": status,
-        "server": f"/srv/{point.server}",
-        "server_args": [],
-        "clients": point.clients,
-        "client_cores": [1],
-        "server_cores": [0],
-        "n": 1000,
-        "rounds": 3,
-        "elapsed_s": 1.0,
-        "measured_s": 0.8,
-        "throughput_ops_s": point.clients / mean * 1e9,
-        "confidence": 0.95,
-        "precision": "2%",
-        "significant": status == "significant",
-        "latency_ns": {
-            "mean": mean,
-            "stddev": 1000.0,
-            "ci_low": mean - 500,
-            "ci_high": mean + 500,
-            "min": 1.0,
-            "max": 9.0,
-            "p50": mean,
-            "p90": mean,
-            "p99": mean,
-            "p99.9": mean,
-            "distribution": [[0.0, 1.0], [50.0, mean]],
-        },
-        "version": 1,
-        "error": None,
-    }
+def bench_result(point: Point, status: str = "significant", mean: float = 50_000.0) -> BenchResult:
+    """What volley-bench writes: three runs of 1000 ops at ``mean`` ns."""
+    runs = [
+        RunSummary(1000, 0.05, mean + d, mean, mean, mean, mean, 4000 + i)
+        for i, d in enumerate((-100.0, 0.0, 100.0))
+    ]
+    return BenchResult(
+        status=status,
+        server=f"/srv/{point.server}",
+        server_args=[],
+        clients=point.clients,
+        client_cores=[1],
+        server_cores=[0],
+        n=3000,
+        rounds=3,
+        elapsed_s=1.0,
+        measured_s=0.8,
+        throughput_ops_s=point.clients / mean * 1e9,
+        confidence=0.95,
+        precision="2%",
+        ci_batches=3,
+        latency_ns=LatencySummary(
+            mean=mean,
+            stddev=1000.0,
+            ci_low=mean - 500,
+            ci_high=mean + 500,
+            min=1.0,
+            max=9.0,
+            p50=mean,
+            p90=mean,
+            p99=mean,
+            p99_9=mean,
+            distribution=[(0.0, 1.0), (50.0, mean)],
+        ),
+        workers=[WorkerInfo(pid=123, cpus=[1], clients=point.clients)],
+        host=Environment(kernel="6.1", cpu_model="test cpu", cpus=2),
+        started_at="2026-11-26T10:00:00+00:00",
+        warmup_s=0.2,
+        runs=runs,
+    )
 
 
 class FakeRunner:
@@ -272,8 +287,8 @@ class FakeRunner:
         if self.signal_at == len(self.ran):
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
             assert self.interrupted
-            return Outcome(130, bench_json(point, "interrupted"))
-        return self.script.get(point.key(), Outcome(0, bench_json(point)))
+            return Outcome(130, bench_result(point, "interrupted"))
+        return self.script.get(point.key(), Outcome(0, bench_result(point)))
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -314,21 +329,20 @@ def test_failed_points_are_recorded_with_their_error(tmp_path):
     script = {
         ("b", 1, 1, 1): Outcome(1, None, "server 'x' does not exist"),
         ("a", 4, 1, 1): Outcome(
-            1, bench_json(Point("a", 4, 1, 1), "failed") | {"error": "wrong reply"}
+            1, dataclasses.replace(bench_result(Point("a", 4, 1, 1), "failed"), error="wrong reply")
         ),
-        ("b", 4, 1, 1): Outcome(3, bench_json(Point("b", 4, 1, 1), "not-significant")),
+        ("b", 4, 1, 1): Outcome(3, bench_result(Point("b", 4, 1, 1), "not-significant")),
     }
     _, path = run_sweep(exp, tmp_path / "out", FakeRunner(script))
-    lines = {tuple(r["point"].values())[:2]: r for r in lines_of(path)}
-    assert len(lines) == 4
-    assert lines[("b", 1)]["status"] == "failed" and lines[("b", 1)]["exit_status"] == 1
-    assert (
-        lines[("b", 1)]["error"] == "server 'x' does not exist"
-        and lines[("b", 1)]["latency_ns"] is None
-    )
-    assert lines[("a", 4)]["error"] == "wrong reply"
-    assert lines[("b", 4)]["exit_status"] == 3
-    assert sweep.totals(lines_of(path)) == "2 failed, 1 not significant, 1 significant"
+    records = {(r.point.server, r.point.clients): r for r in store.load(path)[0]}
+    assert len(records) == 4
+    never = records[("b", 1)]  # volley-bench wrote no result: a full record with its error
+    assert never.status == "failed" and never.exit_status == 1 and never.result is None
+    assert never.failure == "server 'x' does not exist" and never.sweep.experiment == exp.name
+    assert "latency_ns" not in lines_of(path)[1]  # no made-up result keys on disk
+    assert records[("a", 4)].failure == "wrong reply"
+    assert records[("b", 4)].exit_status == 3
+    assert store.totals(store.load(path)[0]) == "2 failed, 1 not significant, 1 significant"
 
 
 def test_sigint_is_forwarded_and_the_interrupted_point_is_not_recorded(tmp_path):
@@ -408,6 +422,52 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     assert "\r" not in stream.getvalue()
 
 
+# --- the results file ----------------------------------------------------------------------
+
+
+def test_every_line_of_the_committed_sweep_loads_typed():
+    path = BENCH_DIR / "results" / "local" / "results.jsonl"
+    records, problems = store.load(path)
+    assert problems == []
+    assert len(records) == len(path.read_text().splitlines())
+    assert all(r.result is not None and r.result.latency_ns for r in records)
+
+
+def test_a_record_reads_back_as_written(tmp_path):
+    path = tmp_path / "results.jsonl"
+    point = Point("a", 4, 1, 1)
+    info = store.SweepInfo("tiny", "/x/tiny.toml", {"max-time": "2s"}, "interleaved", 7, 3)
+    written = [
+        SweepRecord(point, 0, info, bench_result(point)),
+        SweepRecord(Point("b", 1, 1, 1, 5e4), 1, info, None, "no server", "2026-11-26T10:00"),
+    ]
+    for record in written:
+        store.append(path, record)
+    assert store.load(path) == (written, [])
+    assert lines_of(path)[1]["sweep"] == {
+        "experiment": "tiny",
+        "file": "/x/tiny.toml",
+        "options": {"max-time": "2s"},
+        "order": "interleaved",
+        "seed": 7,
+        "pass": 3,
+    }
+
+
+def test_a_result_of_another_version_is_a_clear_error(tmp_path):
+    point = Point("a", 4, 1, 1)
+    record = SweepRecord(point, 0, store.SweepInfo("t", "t.toml"), bench_result(point))
+    for version, words in ((99, "version 99 is not one this volley reads"), (0, "version 0")):
+        path = tmp_path / f"v{version}.jsonl"
+        line = record.to_json() | {"version": version}
+        if version == 0:  # an old line that lacks what this volley needs
+            del line["workers"], line["status"]
+        path.write_text(json.dumps(line) + "\n")
+        with pytest.raises(store.StoreError, match=words) as caught:
+            store.load(path)
+        assert str(caught.value).startswith(f"{path}:1: ")
+
+
 # --- exports -------------------------------------------------------------------------------
 
 
@@ -415,10 +475,10 @@ def test_exports_have_the_right_columns(tmp_path):
     exp = experiment_in(tmp_path)
     script = {("b", 4, 1, 1): Outcome(1, None, "it crashed")}
     _, path = run_sweep(exp, tmp_path / "out", FakeRunner(script))
-    written = sweep.export(path, sweep.check_exports(["csv", "dat", "csv"]))
+    written = export.export(path, export.check_exports(["csv", "dat", "csv"]))
     assert [p.name for p in written] == ["results.csv", "plot.dat"]
     rows = list(csv.DictReader(io.StringIO(written[0].read_text())))
-    assert tuple(rows[0]) == sweep.CSV_COLUMNS
+    assert tuple(rows[0]) == export.CSV_COLUMNS
     assert len(rows) == 4
     assert (
         rows[0]["server"] == "a"
@@ -433,12 +493,12 @@ def test_exports_have_the_right_columns(tmp_path):
     dat = written[1].read_text().splitlines()
     # server clients cores mean stddev n, failed points left out
     assert dat == [
-        "a 1 1 50.00us 1.00us 1000",
-        "a 4 1 50.00us 1.00us 1000",
-        "b 1 1 50.00us 1.00us 1000",
+        "a 1 1 50.00us 1.00us 3000",
+        "a 4 1 50.00us 1.00us 3000",
+        "b 1 1 50.00us 1.00us 3000",
     ]
     with pytest.raises(ValueError, match="not a format"):
-        sweep.check_exports(["xlsx"])
+        export.check_exports(["xlsx"])
 
 
 # --- the command line, and real sweeps -----------------------------------------------------
@@ -478,6 +538,17 @@ def test_cli_skips_points_that_do_not_fit_with_one_line_each(tmp_path):
     nothing.write_text(exp.read_text().replace("[1, 4096]", "4096"))
     done = volley("sweep", nothing, "-o", tmp_path / "out")
     assert done.status == 2 and "nothing to run" in done.stderr
+
+
+def runs_a_server(pid: int) -> bool:
+    """Whether a server (a process started with -p PORT) runs under ``pid``."""
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if p.cmdline()[1:2] == ["-p"]:
+                return True
+        except psutil.Error:
+            continue
+    return False
 
 
 def tiny_experiment(tmp_path: Path) -> Path:
@@ -545,7 +616,11 @@ def test_sigint_mid_sweep_then_resume_gives_every_point_once(tmp_path):
         while not (results.exists() and results.read_text().count("\n") >= 1):
             assert process.poll() is None and time.monotonic() < deadline, "no point finished"
             time.sleep(0.05)
-        time.sleep(0.5)  # into the next point
+        # Into the next point: its volley-bench has started its server (the first point's
+        # volley-bench, and so its servers, ended before its line was written).
+        while process.poll() is None and not runs_a_server(process.pid):
+            assert time.monotonic() < deadline, "no next point started"
+            time.sleep(0.05)
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:

@@ -68,6 +68,8 @@ PENDING_WORDS = 4000
 RESET_TRIES = 20
 RESET_BOUND_S = 1.5
 DYING_S = 0.25  # after a failure, how long to look whether the server is on its way out
+# A loopback address besides 127.0.0.1: Linux routes all of 127.0.0.0/8 to lo, no setup.
+OTHER_LOOPBACK = "127.0.0.2"
 
 
 class Failed(Exception):
@@ -299,15 +301,17 @@ class Target:
         self.exits: list[str] = []  # checks that found the server had exited on its own
         self.current_check = ""
 
-    def start(self) -> float:
-        """A fresh server, listening; the seconds that took. Failed if it does not listen."""
+    def start(self, host: str = server.LOOPBACK) -> float:
+        """A fresh server listening (on ``host``, given as -a unless it is the loopback); the
+        seconds that took. Failed if it does not listen."""
         self.retire()
         if self.start_error:  # once is enough: each try may take the whole startup timeout
             raise Failed(f"not run: the server did not start (see {self.start_error})")
         assert self.path is not None
-        self.start_error = self.current_check
+        if host == server.LOOPBACK:  # failing on another address blocks no other check
+            self.start_error = self.current_check
         began = time.monotonic()
-        process = server.start(self.path, self.args, server.choose_port(), self.cpus)
+        process = server.start(self.path, self.args, server.choose_port(host), self.cpus, host)
         try:
             process.wait_listening(self.startup_timeout_s, connect=False)
         except server.ServerError as e:
@@ -931,6 +935,33 @@ def cleanup(target: Target) -> str:
             "; ".join(f"after {e.how}: {', '.join(e.leftovers)}" for e in left),
         )
     return f"nothing left running after it ended by {hows}"
+
+
+@check(
+    "address",
+    f"with -a {OTHER_LOOPBACK} it listens there, and only there (advice: the seed's contract "
+    "only asks for -p; servers/README.md adds -a)",
+    needs_binary=True,
+    advisory=True,
+)
+def address(target: Target) -> str:
+    host = OTHER_LOOPBACK
+    target.start(host)
+    process = target.live()
+    sent = " ".join(process.command)
+    listening = sorted(process.listening_on())
+    if listening != [host]:
+        raise Failed(
+            f"started with -a {host}, it listens on {', '.join(listening)}"
+            + (" (every address)" if "0.0.0.0" in listening else ""),
+            sent,
+            f"listening on {host}:{process.port} only",
+            f"listening on {', '.join(f'{a}:{process.port}' for a in listening)}",
+        )
+    with target.connect((host, process.port)) as sock:
+        ask(sock, 7, f"(on {host})")
+    target.retire()
+    return f"listens on {host}:{process.port} only, and answers there"
 
 
 @check(

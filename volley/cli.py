@@ -11,6 +11,7 @@ never the result files or the exit status.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import sys
@@ -38,13 +39,11 @@ from volley.units import (
 )
 
 T = TypeVar("T")
-EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = 1, 2, 3, 130
-EXIT_CODES = {
-    results.SIGNIFICANT: 0,
-    results.NOT_SIGNIFICANT: EXIT_NOT_SIGNIFICANT,
-    results.INTERRUPTED: EXIT_INTERRUPTED,
-    results.FAILED: EXIT_FAILED,
-}
+EXIT_CODES = results.EXIT_CODES
+EXIT_FAILED, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = (
+    EXIT_CODES[status] for status in (results.FAILED, results.NOT_SIGNIFICANT, results.INTERRUPTED)
+)
+EXIT_USAGE = 2
 
 
 def program() -> str:
@@ -160,6 +159,13 @@ def bench(
         help="How long the server may take to start listening.",
     ),
     port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
+    server_address: str = typer.Option(
+        server.LOOPBACK,
+        "--server-address",
+        metavar="ADDRESS",
+        help="IPv4 address of this machine the server listens on (given as -a) and the "
+        "clients connect to.",
+    ),
     connect: str | None = typer.Option(
         None,
         "--connect",
@@ -209,6 +215,7 @@ def bench(
             noisy,
             rate,
             arrivals,
+            server_address,
         )
         if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
@@ -303,6 +310,7 @@ def make_config(
     noisy: str = "keep",
     rate: str | None = None,
     arrivals: str = "poisson",
+    server_address: str = server.LOOPBACK,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     address = parse_address(connect) if connect else None
@@ -313,15 +321,17 @@ def make_config(
             "missing SERVER: give a server binary (like target/servers/c-threaded) "
             "or --connect HOST:PORT"
         )
+    if server_address != server.LOOPBACK:
+        check_server_address(server_address, address is not None)
     if server_path:
         server_path = server.resolve(server_path)
     if address:
         server.probe(*address)
     if port is not None and not 0 < port < 65536:
         raise BadInput(f"--port {port} is not a TCP port (1-65535)")
-    if port is not None and not server.port_is_free(server.LOOPBACK, port):
+    if port is not None and not server.port_is_free(server_address, port):
         raise BadInput(
-            f"--port {port} is already in use on {server.LOOPBACK}; pick another "
+            f"--port {port} is already in use on {server_address}; pick another "
             "or leave --port out to get a free one"
         )
     placement = cpus.place(cores, server_cores)
@@ -361,9 +371,25 @@ def make_config(
         startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
         port=port,
         connect=address,
+        server_address=server_address,
         rate_ops_s=rate_ops_s,
         arrivals=arrivals,
     )
+
+
+def check_server_address(text: str, connect: bool) -> None:
+    """BadInput unless ``text`` is an IPv4 address of this machine a server could listen on."""
+    if connect:
+        raise BadInput(
+            "--server-address is where a server Volley starts listens; with "
+            "--connect give the running server's HOST:PORT only"
+        )
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise BadInput(f"--server-address {text!r} is not an IPv4 address") from None
+    if not server.port_is_free(text, 0):
+        raise BadInput(f"--server-address {text} is not an address of this machine")
 
 
 def sweep_command(
@@ -415,11 +441,14 @@ def sweep_command(
     is in the results), 1 the results could not be written, 2 bad input, 130 interrupted
     (--resume continues).
     """
+    from volley import experiment as experiments
+    from volley import export as exports
+    from volley import store
     from volley import sweep as sweeps
 
     try:
-        experiment = sweeps.load(experiment_path)
-        formats = sweeps.check_exports(export or [])
+        experiment = experiments.load(experiment_path)
+        formats = exports.check_exports(export or [])
         usable = cpus.usable_cpus()
         if dry_run:
             the_plan = sweeps.plan(experiment, usable, set())
@@ -434,7 +463,7 @@ def sweep_command(
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
-    except (sweeps.ExperimentError, sweeps.SweepError, ValueError) as e:
+    except (experiments.ExperimentError, sweeps.SweepError, ValueError) as e:
         fail(str(e), EXIT_USAGE)
     the_plan = sweeps.plan(experiment, usable, done)
     for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
@@ -455,12 +484,12 @@ def sweep_command(
         )
     try:
         outcome = sweeps.run(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
-        written = sweeps.export(results_path, formats)
-        records, _ = sweeps.read_records(results_path) if results_path.exists() else ([], [])
+        written = exports.export(results_path, formats)
+        records, _ = store.load(results_path) if results_path.exists() else ([], [])
         records = sweeps.of_plan(records, the_plan)
     except OSError as e:
         fail(f"cannot write the results: {e}", EXIT_FAILED)
-    say(f"{results_path}: {len(records)} of {the_plan.total} points ({sweeps.totals(records)})")
+    say(f"{results_path}: {len(records)} of {the_plan.total} points ({store.totals(records)})")
     for path in written:
         say(f"wrote {path}")
     if outcome.interrupted:
@@ -510,13 +539,30 @@ def plot_command(
             "Default: the largest measured.",
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            metavar="NAME",
+            help="Also draw perf-relative.*: each server's latency over this server's at "
+            "the same point, with intervals for the ratios.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the throughput, latency and latency-distribution figures of a sweep."""
     from volley import plot as plots
+    from volley import relative
 
     target = output if output is not None else results_path.parent / "perf.png"
     try:
+        # The relative figure first: a --baseline not in the sweep fails before any drawing.
+        extra = (
+            [relative.plot_relative(results_path, target, baseline, servers, clients)]
+            if baseline
+            else []
+        )
         written, notes = plots.plot(results_path, target, servers or None, clients or None, cores)
+        written += extra
     except plots.MissingMatplotlib as e:
         fail(str(e), EXIT_FAILED)
     except (plots.PlotError, OSError) as e:
@@ -695,8 +741,9 @@ def compare_command(
 ) -> None:
     """Compare results with the first: is each faster, slower, or not significantly different?
 
-    With --run, A B [C ...] are servers measured now in interleaved runs (robust to a
-    machine that drifts during the comparison); every result is written to DIR.
+    With --run, A B [C ...] are servers measured now in interleaved runs and compared round
+    by round (robust to a machine that drifts during the comparison); every result is
+    written to DIR.
 
     Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
     input, 3 --run reached --max-time unresolved, 130 interrupted.
@@ -715,7 +762,7 @@ def compare_command(
             )  # fmt: skip
         else:
             status = 0
-        report = compare.compare_files(paths, level, force, gates)
+        report = compare.compare_files(paths, level, force, gates, rounds=run)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     for note in report.notes:

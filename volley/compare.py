@@ -18,6 +18,15 @@ verdict, and it stays right when there are few runs and the baseline's own uncer
 not small (the delta method linearises it away). A verdict needs MIN_RUNS runs on each
 side; results of format 1 have none.
 
+Results of one ``volley compare --run`` are paired: run i of each side was played in round i,
+seconds apart, on the same machine. There B - A is the mean of the per-round differences and
+its variance theirs (long-run) over their count, df = rounds - 1, so that whatever a round's
+two runs shared (the machine slowing down, another user's burst) cancels instead of widening
+both sides; Welch's interval would only have kept it out of the difference's centre.
+Fieller's interval takes the covariance that this implies, and so still agrees with the
+difference about the verdict. Sides with unequal run counts (a comparison that failed
+mid-round) are compared as unpaired.
+
 Two results are compared only when what was asked of the servers is the same (clients,
 client and server CPU counts, what each run restarted, the load model) and neither failed;
 ``force`` compares anyway and lists what differs. Sweeps (``DIR/results.jsonl``) are
@@ -25,6 +34,7 @@ compared point by point.
 
 JSON output (``--json``), format history (``version``):
   1  first format.
+  2  each row says whether it is ``paired`` (by round: ``--run``), which its df follows.
 """
 
 from __future__ import annotations
@@ -36,13 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from volley import store
+from volley.experiment import Point
 from volley.machine import Environment
 from volley.results import FAILED, BenchResult, finite
-from volley.stats import Estimate, RunMean, difference, ratio, welch_df
-from volley.sweep import RESULTS_NAME, Point, read_records
+from volley.stats import Estimate, RunMean, difference, paired, ratio, welch_df
+from volley.store import RESULTS_NAME
 from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate
 
 FASTER = "faster"
@@ -68,14 +80,28 @@ class Row:
     difference_ns: Estimate | None = None  # None: not enough runs
     ratio: Estimate | None = None
     df: float | None = None
+    paired: bool = False  # run i of each side from round i of one interleaved comparison
 
 
 def compare_statistic(
-    statistic: str, baseline: BenchResult, subject: BenchResult, confidence: float
+    statistic: str,
+    baseline: BenchResult,
+    subject: BenchResult,
+    confidence: float,
+    rounds: bool = False,
 ) -> Row:
+    """``rounds``: the two results come from one interleaved comparison, run i of each
+    from round i; compared paired when their runs match up."""
     shown_a, shown_b = reported(baseline, statistic), reported(subject, statistic)
-    a = RunMean.of(run_values(baseline, statistic), shown_a.value)
-    b = RunMean.of(run_values(subject, statistic), shown_b.value)
+    matched = matched_runs(baseline, subject, statistic) if rounds else None
+    a_values, b_values = matched or (
+        run_values(baseline, statistic),
+        run_values(subject, statistic),
+    )
+    # Paired, B - A is the mean of the rounds' differences: under a drift, a percentile over
+    # all ops mixes the rounds in proportions that differ a little between the two sides.
+    a = RunMean.of(a_values, math.nan if matched else shown_a.value)
+    b = RunMean.of(b_values, math.nan if matched else shown_b.value)
     row = Row(
         statistic,
         shown_a,
@@ -86,7 +112,10 @@ def compare_statistic(
     )
     if min(a.runs, b.runs) < MIN_RUNS:
         return row
-    d = difference(a, b, confidence)
+    if matched:
+        d, r, df = paired(a, b, a_values, b_values, confidence)
+    else:
+        d, r, df = difference(a, b, confidence), ratio(a, b, confidence), welch_df(a, b)
     verdict = SLOWER if d.low > 0 else FASTER if d.high < 0 else NO_DIFFERENCE
     return Row(
         statistic,
@@ -96,8 +125,9 @@ def compare_statistic(
         b.runs,
         verdict,
         d,
-        ratio(a, b, confidence),
-        welch_df(a, b),
+        r,
+        df,
+        bool(matched),
     )
 
 
@@ -105,6 +135,25 @@ def run_values(result: BenchResult, statistic: str) -> list[float]:
     """The statistic of each run; a run that measured nothing has none to give."""
     values = (run.value(statistic) for run in result.runs)
     return [value for value in values if math.isfinite(value)]
+
+
+def matched_runs(
+    baseline: BenchResult, subject: BenchResult, statistic: str
+) -> tuple[list[float], list[float]] | None:
+    """The statistic of each round's two runs, for results of one interleaved comparison
+    (without a value, a round gives neither side one); None when the run counts differ."""
+    if len(baseline.runs) != len(subject.runs):
+        return None
+    pairs = [
+        (a, b)
+        for a, b in zip(
+            (run.value(statistic) for run in baseline.runs),
+            (run.value(statistic) for run in subject.runs),
+            strict=True,
+        )
+        if math.isfinite(a) and math.isfinite(b)
+    ]
+    return [a for a, _ in pairs], [b for _, b in pairs]
 
 
 def reported(result: BenchResult, statistic: str) -> Estimate:
@@ -190,31 +239,26 @@ def load(path: Path) -> BenchResult | Sweep:
 
 def load_sweep(path: Path) -> Sweep:
     try:
-        records, notes = read_records(path)
+        records, notes = store.load(path)
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror}") from None
-    results: dict[Point, BenchResult] = {}
-    for record in records:
-        point = Point.from_json(record["point"])
-        try:
-            result = BenchResult.from_json(record)
-        except ValueError as e:
-            raise BadInput(f"{path}: {point}: {e}") from None
-        except (KeyError, TypeError, AttributeError):
-            if record.get("status") != FAILED:
-                raise BadInput(f"{path}: {point}: not a volley-bench result") from None
-            result = failed_before_measuring(record, point)
-        results[point] = result  # a point recorded twice: the later line counts
+    except store.StoreError as e:
+        raise BadInput(str(e)) from None
+    results = {
+        point: record.result or failed_before_measuring(record)
+        for point, record in store.latest(records).items()
+    }
     return Sweep(path, results, notes)
 
 
-def failed_before_measuring(record: dict[str, Any], point: Point) -> BenchResult:
-    """The sweep's line for a point that failed before volley-bench wrote a result."""
+def failed_before_measuring(record: store.SweepRecord) -> BenchResult:
+    """A sweep point whose volley-bench failed before it wrote a result, as a result that
+    says so (compared with nothing: its failure is the one thing said)."""
     return BenchResult(
         status=FAILED,
-        server=str(record.get("server", point.server)),
-        server_args=list(record.get("server_args", [])),
-        clients=point.clients,
+        server=record.point.server,
+        server_args=[],
+        clients=record.point.clients,
         client_cores=[],
         server_cores=[],
         n=0,
@@ -228,9 +272,9 @@ def failed_before_measuring(record: dict[str, Any], point: Point) -> BenchResult
         latency_ns=None,
         workers=[],
         host=Environment(kernel="", cpu_model="", cpus=0),
-        started_at=str(record.get("started_at", "")),
+        started_at=record.started_at,
         warmup_s=0.0,
-        error=record.get("error"),
+        error=record.error,
     )
 
 
@@ -311,10 +355,15 @@ class Report:
 
 
 def compare_files(
-    paths: Sequence[Path], confidence: float, force: bool = False, gates: Sequence[Target] = ()
+    paths: Sequence[Path],
+    confidence: float,
+    force: bool = False,
+    gates: Sequence[Target] = (),
+    rounds: bool = False,
 ) -> Report:
-    """Compare every file after the first with the first. BadInput (exit 2) for files that
-    cannot be compared, unless ``force``."""
+    """Compare every file after the first with the first; ``rounds``: the results of one
+    interleaved comparison, compared paired. BadInput (exit 2) for files that cannot be
+    compared, unless ``force``."""
     if len(paths) < 2:
         raise BadInput("give at least two results: the baseline A, then B (and more)")
     loaded = [load(path) for path in paths]
@@ -322,7 +371,7 @@ def compare_files(
     if len(kinds) > 1:
         raise BadInput("give either results (A.json) or sweeps (DIR/results.jsonl), not both")
     pairings = [
-        pair(paths[0], loaded[0], path, item, confidence)
+        pair(paths[0], loaded[0], path, item, confidence, rounds)
         for path, item in zip(paths[1:], loaded[1:], strict=True)
     ]
     report = Report(
@@ -373,9 +422,10 @@ def pair(
     subject_path: Path,
     subject: BenchResult | Sweep,
     confidence: float,
+    rounds: bool = False,
 ) -> Pairing:
     if isinstance(baseline, BenchResult) and isinstance(subject, BenchResult):
-        comparison = compare_results(baseline, subject, confidence)
+        comparison = compare_results(baseline, subject, confidence, rounds=rounds)
         return Pairing(baseline_path, subject_path, False, [comparison])
     assert isinstance(baseline, Sweep) and isinstance(subject, Sweep)
     common = sorted(set(baseline.results) & set(subject.results))
@@ -390,14 +440,18 @@ def pair(
 
 
 def compare_results(
-    baseline: BenchResult, subject: BenchResult, confidence: float, point: Point | None = None
+    baseline: BenchResult,
+    subject: BenchResult,
+    confidence: float,
+    point: Point | None = None,
+    rounds: bool = False,
 ) -> Comparison:
     return Comparison(
         baseline,
         subject,
         point,
         mismatches(baseline, subject),
-        [compare_statistic(s, baseline, subject, confidence) for s in STATISTICS],
+        [compare_statistic(s, baseline, subject, confidence, rounds) for s in STATISTICS],
     )
 
 
@@ -555,9 +609,11 @@ def _only_lines(pairing: Pairing) -> list[str]:
 
 
 def _method_line(report: Report) -> str:
+    rows = [row for _, c in report.comparisons() for row in c.rows if row.difference_ns]
+    method = "paired by round" if rows and all(row.paired for row in rows) else "Welch"
     return (
         f"intervals at {report.confidence:.0%} confidence from the spread between runs "
-        f"(B - A: Welch, B / A: Fieller); a verdict needs {MIN_RUNS} runs a side"
+        f"(B - A: {method}, B / A: Fieller); a verdict needs {MIN_RUNS} runs a side"
     )
 
 
@@ -667,6 +723,7 @@ def to_json(report: Report) -> str:
                                 "difference_ns": _estimate_json(row.difference_ns, ""),
                                 "ratio": _estimate_json(row.ratio, ""),
                                 "df": row.df,
+                                "paired": row.paired,
                                 "verdict": row.verdict,
                             }
                             for row in c.rows
@@ -690,9 +747,10 @@ def resolved(
     baseline: BenchResult, subject: BenchResult, confidence: float, equivalence: float
 ) -> bool:
     """Whether the runs so far answer "is B's mean different from A's?": the difference's
-    interval excludes zero, or lies within ± ``equivalence`` of A's mean (no difference
-    larger than that). For interleaved A/B runs, which stop when every pair is resolved."""
-    d = compare_statistic("mean", baseline, subject, confidence).difference_ns
+    interval (paired by round) excludes zero, or lies within ± ``equivalence`` of A's mean
+    (no difference larger than that). For interleaved A/B runs, which stop when every pair
+    is resolved."""
+    d = compare_statistic("mean", baseline, subject, confidence, rounds=True).difference_ns
     if d is None or not (math.isfinite(d.low) and math.isfinite(d.high)):
         return False
     if d.low > 0 or d.high < 0:

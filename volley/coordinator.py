@@ -40,6 +40,7 @@ from volley.runs import (
     interleave,
     measure,
 )
+from volley.server import LOOPBACK
 from volley.units import Target
 
 # Per-client latency buffer per run, capped so the shared mapping stays bounded
@@ -83,6 +84,9 @@ class BenchConfig:
     startup_timeout_s: float
     port: int | None = None
     connect: tuple[str, int] | None = None  # measure a running server, leave it running
+    # Where a server we start listens (given to it as -a unless the loopback), and where the
+    # clients connect to it.
+    server_address: str = LOOPBACK
     rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
     arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
@@ -279,11 +283,13 @@ class Coordinator:
         config = self.config
         placement = config.placement
         path, server_args = config.alternative(alternative)
-        port = config.port or server.choose_port()
+        port = config.port or server.choose_port(config.server_address)
         args = server.substitute(
             server_args, len(placement.server_cpus), len(placement.client_cpus)
         )
-        process = server.start(server.resolve(path), args, port, placement.server_cpus)
+        process = server.start(
+            server.resolve(path), args, port, placement.server_cpus, config.server_address
+        )
         try:
             process.wait_listening(config.startup_timeout_s)
         except BaseException:

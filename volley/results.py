@@ -50,6 +50,8 @@ SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
 INTERRUPTED = "interrupted"
 FAILED = "failed"
+# volley-bench's exit status for each status (bad input, with no status, exits 2).
+EXIT_CODES = {SIGNIFICANT: 0, FAILED: 1, NOT_SIGNIFICANT: 3, INTERRUPTED: 130}
 
 
 @dataclass(frozen=True)

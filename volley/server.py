@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import os
 import random
 import shutil
@@ -160,9 +161,14 @@ class ServerProcess:
                 return
             if time.monotonic() > deadline:
                 what = "accept connections" if connect else "listen"
+                elsewhere = sorted(self.listening_on() - {self.host}) if connect else []
                 raise ServerError(
-                    f"server did not {what} on {self.host}:{self.port} within "
-                    f"{timeout_s:g} s (raise --startup-timeout if it is just slow)"
+                    f"server did not {what} on {self.host}:{self.port} within {timeout_s:g} s "
+                    + (
+                        f"(it listens on {', '.join(elsewhere)}: does it take -a ADDRESS?)"
+                        if elsewhere
+                        else "(raise --startup-timeout if it is just slow)"
+                    )
                 )
             time.sleep(POLL_S)
 
@@ -174,10 +180,15 @@ class ServerProcess:
             return False
 
     def _listens(self) -> bool:
+        return bool(self.listening_on())
+
+    def listening_on(self) -> set[str]:
+        """The addresses the server and its family listen on at its port (none yet: empty)."""
         try:
             processes = [psutil.Process(self.pid), *self._family()]
         except psutil.Error:
-            return False
+            return set()
+        found = set()
         for p in processes:
             try:
                 sockets = p.net_connections(kind="tcp")
@@ -185,8 +196,8 @@ class ServerProcess:
                 continue
             for s in sockets:
                 if s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port:
-                    return True
-        return False
+                    found.add(unmapped(s.laddr.ip))
+        return found
 
     def family(self) -> list[psutil.Process]:
         """The server's processes besides itself that are alive now: its descendants and the
@@ -286,6 +297,14 @@ class ServerProcess:
             os.killpg(self.pid, sig)  # the server leads its own process group
 
 
+def unmapped(address: str) -> str:
+    """An IPv4 address as itself, also where a dual-stack socket (the JVM's) shows it mapped
+    into IPv6 (``::ffff:127.0.0.2``)."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
+
+
 def _alive(p: psutil.Process) -> bool:
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
@@ -350,8 +369,11 @@ def start(
     cpus: list[int],
     host: str = LOOPBACK,
 ) -> ServerProcess:
-    """Start the server as ``path -p PORT ARGS`` (see spawn), its output kept aside."""
-    command = [path, "-p", str(port), *args]
+    """Start the server as ``path -p PORT [-a HOST] ARGS`` (see spawn), its output kept aside.
+    ``-a`` only for a host other than the loopback, so a server that knows only the seed's
+    ``-p`` runs as before."""
+    address = ["-a", host] if host != LOOPBACK else []
+    command = [path, "-p", str(port), *address, *args]
     log = tempfile.TemporaryFile(prefix="volley-server-")  # noqa: SIM115 (closed in _kill_all)
     try:
         process, watchdog = spawn(command, cpus, log, log)

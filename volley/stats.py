@@ -416,15 +416,35 @@ def difference(a: RunMean, b: RunMean, confidence: float) -> Estimate:
     return Estimate(d, d - half, d + half)
 
 
-def ratio(a: RunMean, b: RunMean, confidence: float) -> Estimate:
+def ratio(
+    a: RunMean, b: RunMean, confidence: float, covariance: float = 0.0, df: float | None = None
+) -> Estimate:
     """Fieller's interval for mean_B / mean_A: the roots of (mean_B - rho mean_A)^2 =
-    t^2 (var_B + rho^2 var_A), with Welch's df of the difference so that the interval
-    holds 1 exactly when the difference's holds 0."""
-    t = t_quantile(confidence, welch_df(a, b))
+    t^2 (var_B - 2 rho cov + rho^2 var_A), with the df of the difference (Welch's unless
+    given) so that the interval holds 1 exactly when the difference's holds 0."""
+    t2 = t_quantile(confidence, welch_df(a, b) if df is None else df) ** 2
     r = b.mean / a.mean
-    # Not positive: mean_A itself is not told apart from zero and the set is unbounded.
-    leading = a.mean**2 - t * t * a.variance
-    if leading <= 0:
+    leading = a.mean**2 - t2 * a.variance
+    middle = a.mean * b.mean - t2 * covariance
+    discriminant = middle**2 - leading * (b.mean**2 - t2 * b.variance)
+    # Not positive: mean_A itself is not told apart from zero and the set is unbounded (or,
+    # with a covariance the variances cannot have, no set at all: say nothing).
+    if leading <= 0 or discriminant < 0:
         return Estimate(r, -math.inf, math.inf)
-    root = math.sqrt(t * t * (a.variance * b.mean**2 + b.variance * leading))
-    return Estimate(r, (a.mean * b.mean - root) / leading, (a.mean * b.mean + root) / leading)
+    root = math.sqrt(discriminant)
+    return Estimate(r, (middle - root) / leading, (middle + root) / leading)
+
+
+def paired(
+    a: RunMean, b: RunMean, a_values: Sequence[float], b_values: Sequence[float], confidence: float
+) -> tuple[Estimate, Estimate, float]:
+    """The difference, ratio and df of ``b`` against ``a`` from runs played in the same
+    rounds (``a_values[i]`` and ``b_values[i]`` in round i): the difference's variance is
+    that of the per-round differences, and the covariance it implies goes to Fieller."""
+    differences = np.asarray(b_values, dtype=np.float64) - np.asarray(a_values, dtype=np.float64)
+    variance = long_run_variance(differences) / len(differences)
+    df = float(len(differences) - 1)
+    half = t_quantile(confidence, df) * math.sqrt(variance)
+    d = b.mean - a.mean
+    covariance = (a.variance + b.variance - variance) / 2
+    return Estimate(d, d - half, d + half), ratio(a, b, confidence, covariance, df), df

@@ -31,24 +31,45 @@ struct conn {
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: c-epoll -p PORT\n");
+	fprintf(stderr, "usage: c-epoll -p PORT [-a ADDRESS]\n");
 	exit(2);
 }
 
-/* Accept exactly "-p PORT" with PORT a decimal in 1..65535. */
-static int parse_port(int argc, char **argv)
+/* "-p PORT [-a ADDRESS]": PORT a decimal in 1..65535, ADDRESS an IPv4 address (default
+ * 127.0.0.1). */
+static struct sockaddr_in parse_args(int argc, char **argv)
 {
-	if (argc != 3 || strcmp(argv[1], "-p") != 0 || argv[2][0] < '0' || argv[2][0] > '9')
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	long port = 0;
+	int opt;
+	opterr = 0; /* one line on a bad flag: ours */
+	while ((opt = getopt(argc, argv, "p:a:")) != -1) {
+		char *end;
+		switch (opt) {
+		case 'p':
+			errno = 0;
+			port = strtol(optarg, &end, 10);
+			if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' ||
+			    port < 1 || port > 65535)
+				usage();
+			break;
+		case 'a':
+			if (inet_pton(AF_INET, optarg, &addr.sin_addr) != 1) {
+				fprintf(stderr, "c-epoll: -a %s is not an IPv4 address\n", optarg);
+				exit(2);
+			}
+			break;
+		default:
+			usage();
+		}
+	}
+	if (port == 0 || optind != argc)
 		usage();
-	char *end;
-	errno = 0;
-	long port = strtol(argv[2], &end, 10);
-	if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
-		usage();
-	return (int)port;
+	addr.sin_port = htons((uint16_t)port);
+	return addr;
 }
 
-static int listen_on(int port)
+static int listen_on(const struct sockaddr_in *addr)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -58,9 +79,7 @@ static int listen_on(int port)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port),
-				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 4096) < 0) {
+	if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) < 0 || listen(fd, 4096) < 0) {
 		perror("bind/listen");
 		exit(1);
 	}
@@ -212,7 +231,7 @@ static void *event_loop(void *arg)
 
 int main(int argc, char **argv)
 {
-	int port = parse_port(argc, argv);
+	struct sockaddr_in addr = parse_args(argc, argv);
 	signal(SIGPIPE, SIG_IGN); /* a peer closing mid-write must not kill the server */
 
 	cpu_set_t set;
@@ -222,7 +241,7 @@ int main(int argc, char **argv)
 
 	int lfds[CPU_SETSIZE]; /* bind every listener before serving, so errors show up front */
 	for (int i = 0; i < ncpu; i++)
-		lfds[i] = listen_on(port);
+		lfds[i] = listen_on(&addr);
 	for (int i = 1; i < ncpu; i++) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, event_loop, (void *)(intptr_t)lfds[i]) != 0) {

@@ -3,6 +3,7 @@
 #include <asio.hpp>
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -23,21 +24,43 @@ constexpr std::size_t read_chunk = 4096; // a multiple of 4, so one read's repli
 
 [[noreturn]] static void usage()
 {
-	std::fprintf(stderr, "usage: cpp-asio -p PORT\n");
+	std::fprintf(stderr, "usage: cpp-asio -p PORT [-a ADDRESS]\n");
 	std::exit(2);
 }
 
-// Accept exactly "-p PORT" with PORT a decimal in 1..65535.
-static unsigned short parse_port(int argc, char **argv)
+// "-p PORT [-a ADDRESS]": PORT a decimal in 1..65535, ADDRESS an IPv4 address (default
+// 127.0.0.1).
+static tcp::endpoint parse_args(int argc, char **argv)
 {
-	if (argc != 3 || std::strcmp(argv[1], "-p") != 0 || argv[2][0] < '0' || argv[2][0] > '9')
+	asio::ip::address_v4 address = asio::ip::address_v4::loopback();
+	long port = 0;
+	int opt;
+	opterr = 0; // one line on a bad flag: ours
+	while ((opt = getopt(argc, argv, "p:a:")) != -1) {
+		char *end;
+		std::error_code ec;
+		switch (opt) {
+		case 'p':
+			errno = 0;
+			port = std::strtol(optarg, &end, 10);
+			if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' ||
+			    port < 1 || port > 65535)
+				usage();
+			break;
+		case 'a':
+			address = asio::ip::make_address_v4(optarg, ec);
+			if (ec) {
+				std::fprintf(stderr, "cpp-asio: -a %s is not an IPv4 address\n", optarg);
+				std::exit(2);
+			}
+			break;
+		default:
+			usage();
+		}
+	}
+	if (port == 0 || optind != argc)
 		usage();
-	char *end;
-	errno = 0;
-	long port = std::strtol(argv[2], &end, 10);
-	if (errno != 0 || *end != '\0' || port < 1 || port > 65535)
-		usage();
-	return static_cast<unsigned short>(port);
+	return tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -94,12 +117,12 @@ private:
 
 class Server {
 public:
-	Server(unsigned short port) : acceptor_(context_), retry_(context_)
+	Server(const tcp::endpoint &endpoint) : acceptor_(context_), retry_(context_)
 	{
 		acceptor_.open(tcp::v4());
 		acceptor_.set_option(tcp::acceptor::reuse_address(true));
 		acceptor_.set_option(reuse_port(true));
-		acceptor_.bind(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+		acceptor_.bind(endpoint);
 		acceptor_.listen(backlog);
 	}
 
@@ -132,7 +155,7 @@ private:
 
 int main(int argc, char **argv)
 {
-	unsigned short port = parse_port(argc, argv);
+	tcp::endpoint endpoint = parse_args(argc, argv);
 
 	cpu_set_t set;
 	int ncpu = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
@@ -147,13 +170,14 @@ int main(int argc, char **argv)
 		tcp::acceptor probe(probe_context);
 		probe.open(tcp::v4());
 		probe.set_option(tcp::acceptor::reuse_address(true));
-		probe.bind(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+		probe.bind(endpoint);
 		probe.close();
 		// Bind every acceptor before serving, so errors show up front.
 		for (int i = 0; i < ncpu; i++)
-			servers.push_back(std::make_unique<Server>(port));
+			servers.push_back(std::make_unique<Server>(endpoint));
 	} catch (const std::system_error &e) {
-		std::fprintf(stderr, "cpp-asio: cannot listen on 127.0.0.1:%u: %s\n", port, e.what());
+		std::fprintf(stderr, "cpp-asio: cannot listen on %s:%u: %s\n",
+			     endpoint.address().to_string().c_str(), endpoint.port(), e.what());
 		return 1;
 	}
 

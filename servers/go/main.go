@@ -7,28 +7,42 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
 )
 
-const usage = "usage: go -p PORT"
+const usage = "usage: go -p PORT [-a ADDRESS]"
 
-// parsePort accepts exactly `-p PORT`, PORT a decimal in 1..65535.
-func parsePort(args []string) (int, bool) {
-	if len(args) != 2 || args[0] != "-p" || args[1] == "" {
-		return 0, false
-	}
-	for _, c := range args[1] {
-		if c < '0' || c > '9' {
-			return 0, false
+// parseArgs accepts `-p PORT [-a ADDRESS]`: PORT a decimal in 1..65535, ADDRESS an IPv4
+// address (default 127.0.0.1). A bad ADDRESS is named; anything else wrong gets the usage.
+func parseArgs(args []string) netip.AddrPort {
+	address, port := netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint64(0)
+	for ; len(args) >= 2; args = args[2:] {
+		var err error
+		switch args[0] {
+		case "-p":
+			if port, err = strconv.ParseUint(args[1], 10, 16); err != nil || port == 0 {
+				fail(2, usage)
+			}
+		case "-a":
+			if address, err = netip.ParseAddr(args[1]); err != nil || !address.Is4() {
+				fail(2, "go: -a "+args[1]+" is not an IPv4 address")
+			}
+		default:
+			fail(2, usage)
 		}
 	}
-	port, err := strconv.ParseUint(args[1], 10, 16)
-	if err != nil || port == 0 {
-		return 0, false
+	if len(args) != 0 || port == 0 {
+		fail(2, usage)
 	}
-	return int(port), true
+	return netip.AddrPortFrom(address, uint16(port))
+}
+
+func fail(status int, message string) {
+	fmt.Fprintln(os.Stderr, message)
+	os.Exit(status)
 }
 
 // serve answers each 4-byte challenge with challenge+1 until the peer goes away.
@@ -52,15 +66,11 @@ func serve(c net.Conn) {
 }
 
 func main() {
-	port, ok := parsePort(os.Args[1:])
-	if !ok {
-		fmt.Fprintln(os.Stderr, usage)
-		os.Exit(2)
-	}
+	addr := parseArgs(os.Args[1:])
 
 	// net.Listen sets SO_REUSEADDR and uses the kernel's somaxconn as backlog;
 	// accepted TCP connections get TCP_NODELAY by default.
-	ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	ln, err := net.Listen("tcp4", addr.String())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "go:", err)
 		os.Exit(1)

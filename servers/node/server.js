@@ -4,15 +4,26 @@
 
 const net = require('net');
 
-const USAGE = 'usage: node -p PORT';
+const USAGE = 'usage: node -p PORT [-a ADDRESS]';
 
-// Accepts exactly `-p PORT`, PORT a decimal in 1..65535; otherwise null.
-function parsePort(args) {
-  if (args.length !== 2 || args[0] !== '-p' || !/^[0-9]+$/.test(args[1])) {
-    return null;
+// Accepts `-p PORT [-a ADDRESS]`: PORT a decimal in 1..65535, ADDRESS an IPv4 address
+// (default 127.0.0.1). Anything else: one line on stderr, exit status 2.
+function parseArgs(args) {
+  const given = new Map();
+  for (let i = 0; i < args.length; i += 2) {
+    if (i + 1 === args.length || !['-p', '-a'].includes(args[i])) fail(USAGE);
+    given.set(args[i], args[i + 1]);
   }
-  const port = Number(args[1]);
-  return port >= 1 && port <= 65535 ? port : null;
+  const port = given.get('-p') ?? '';
+  const host = given.get('-a') ?? '127.0.0.1';
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) fail(USAGE);
+  if (!net.isIPv4(host)) fail(`node: -a ${host} is not an IPv4 address`);
+  return { port: Number(port), host };
+}
+
+function fail(message) {
+  process.stderr.write(message + '\n');
+  process.exit(2);
 }
 
 function serve(socket) {
@@ -53,11 +64,7 @@ function serve(socket) {
 }
 
 function main() {
-  const port = parsePort(process.argv.slice(2));
-  if (port === null) {
-    process.stderr.write(USAGE + '\n');
-    process.exit(2);
-  }
+  const { port, host } = parseArgs(process.argv.slice(2));
   const server = net.createServer(serve);
   let listening = false;
   server.on('error', (err) => {
@@ -67,7 +74,7 @@ function main() {
     if (!listening) process.exit(1);
   });
   // libuv sets SO_REUSEADDR on the listening socket.
-  server.listen({ port, host: '127.0.0.1', backlog: 4096 }, () => {
+  server.listen({ port, host, backlog: 4096 }, () => {
     listening = true;
   });
 }

@@ -1,6 +1,7 @@
 # Single-threaded event loop: an asyncio.BufferedProtocol on asyncio's default (selector) loop.
 # python-uvloop runs this same protocol on uvloop by importing this file (see its server.py).
 import asyncio
+import ipaddress
 import os
 import struct
 import sys
@@ -64,34 +65,41 @@ class VolleyProtocol(asyncio.BufferedProtocol):
         self.transport.resume_reading()
 
 
-def parse_port(prog, argv):
-    """Exactly `-p PORT` (decimal 1..65535); anything else: usage on stderr, exit 2."""
-    if len(argv) == 2 and argv[0] == '-p':
-        s = argv[1]
-        if 0 < len(s) <= 5 and all(c in '0123456789' for c in s) and 1 <= int(s) <= 65535:
-            return int(s)
-    sys.stderr.write(f'usage: {prog} -p PORT\n')
-    sys.exit(2)
+def parse_args(prog, argv):
+    """`-p PORT [-a ADDRESS]`: PORT decimal 1..65535, ADDRESS an IPv4 address (default
+    127.0.0.1); anything else: one line on stderr, exit 2."""
+    given = dict(zip(argv[::2], argv[1::2]))
+    port, address = given.pop('-p', ''), given.pop('-a', '127.0.0.1')
+    digits = 0 < len(port) <= 5 and all(c in '0123456789' for c in port)
+    if len(argv) % 2 or given or not digits or not 1 <= int(port) <= 65535:
+        sys.stderr.write(f'usage: {prog} -p PORT [-a ADDRESS]\n')
+        sys.exit(2)
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        sys.stderr.write(f'{prog}: -a {address} is not an IPv4 address\n')
+        sys.exit(2)
+    return address, int(port)
 
 
-async def serve(port):
+async def serve(address, port):
     # reuse_address defaults to True on POSIX.
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(VolleyProtocol, '127.0.0.1', port, backlog=4096)
+    server = await loop.create_server(VolleyProtocol, address, port, backlog=4096)
     await server.serve_forever()
 
 
 def main(prog='python-asyncio', run=asyncio.run):
-    """Serve forever on 127.0.0.1:PORT; `run` is the loop's entry point (uvloop passes its own).
+    """Serve forever on ADDRESS:PORT; `run` is the loop's entry point (uvloop passes its own).
 
     asyncio.run drives an asyncio.Runner; it installs a SIGINT handler only, so SIGTERM keeps
     its default disposition and ends us at once.
     """
-    port = parse_port(prog, sys.argv[1:])
+    address, port = parse_args(prog, sys.argv[1:])
     try:
-        run(serve(port))
+        run(serve(address, port))
     except OSError as e:
-        sys.stderr.write(f'{prog}: cannot listen on 127.0.0.1:{port}: {e}\n')
+        sys.stderr.write(f'{prog}: cannot listen on {address}:{port}: {e}\n')
         sys.exit(1)
 
 

@@ -1,5 +1,6 @@
 # Thread per connection, blocking sockets: the baseline design in Python
 # (one daemon thread per accepted connection; the GIL is released while blocked in recv/send).
+import ipaddress
 import os
 import socket
 import struct
@@ -13,14 +14,21 @@ MASK = 0xFFFFFFFF
 BUF = 4096  # bytes read at once
 
 
-def parse_port(argv):
-    """Exactly `-p PORT` (decimal 1..65535); anything else: usage on stderr, exit 2."""
-    if len(argv) == 2 and argv[0] == '-p':
-        s = argv[1]
-        if 0 < len(s) <= 5 and all(c in '0123456789' for c in s) and 1 <= int(s) <= 65535:
-            return int(s)
-    sys.stderr.write(f'usage: {PROG} -p PORT\n')
-    sys.exit(2)
+def parse_args(argv):
+    """`-p PORT [-a ADDRESS]`: PORT decimal 1..65535, ADDRESS an IPv4 address (default
+    127.0.0.1); anything else: one line on stderr, exit 2."""
+    given = dict(zip(argv[::2], argv[1::2]))
+    port, address = given.pop('-p', ''), given.pop('-a', '127.0.0.1')
+    digits = 0 < len(port) <= 5 and all(c in '0123456789' for c in port)
+    if len(argv) % 2 or given or not digits or not 1 <= int(port) <= 65535:
+        sys.stderr.write(f'usage: {PROG} -p PORT [-a ADDRESS]\n')
+        sys.exit(2)
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        sys.stderr.write(f'{PROG}: -a {address} is not an IPv4 address\n')
+        sys.exit(2)
+    return address, int(port)
 
 
 def serve_connection(conn):
@@ -69,16 +77,16 @@ def serve_connection(conn):
 
 
 def main():
-    port = parse_port(sys.argv[1:])
+    address, port = parse_args(sys.argv[1:])
     # Thousands of concurrent connections mean thousands of threads: keep their stacks small.
     threading.stack_size(256 * 1024)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(('127.0.0.1', port))
+        listener.bind((address, port))
         listener.listen(4096)
     except OSError as e:
-        sys.stderr.write(f'{PROG}: cannot listen on 127.0.0.1:{port}: {e}\n')
+        sys.stderr.write(f'{PROG}: cannot listen on {address}:{port}: {e}\n')
         sys.exit(1)
     # SIGTERM keeps its default disposition: the kernel ends the process at once.
     while True:

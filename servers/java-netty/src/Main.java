@@ -18,6 +18,7 @@ import io.netty.channel.epoll.EpollServerSocketChannel;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
 import io.netty.handler.codec.ByteToMessageDecoder;
+import java.net.InetSocketAddress;
 import java.util.List;
 
 public final class Main {
@@ -61,23 +62,40 @@ public final class Main {
         }
     }
 
-    private static int parsePort(String[] args) {
-        if (args.length == 2 && args[0].equals("-p")) {
-            String s = args[1];
-            if (!s.isEmpty() && s.length() <= 5 && s.chars().allMatch(c -> c >= '0' && c <= '9')) {
-                int port = Integer.parseInt(s);
-                if (port >= 1 && port <= 65535) {
-                    return port;
-                }
+    // A dotted quad of decimal bytes, which InetSocketAddress takes as a literal (no lookup).
+    private static final String BYTE = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    private static final String IPV4 = BYTE + "(\\." + BYTE + "){3}";
+
+    /** "-p PORT [-a ADDRESS]": PORT decimal 1..65535, ADDRESS an IPv4 address (default 127.0.0.1). */
+    private static InetSocketAddress parseArgs(String[] args) {
+        String port = "", address = "127.0.0.1";
+        for (int i = 0; i < args.length; i += 2) {
+            boolean paired = i + 1 < args.length;
+            if (paired && args[i].equals("-p")) {
+                port = args[i + 1];
+            } else if (paired && args[i].equals("-a")) {
+                address = args[i + 1];
+            } else {
+                usage();
             }
         }
-        System.err.println("usage: " + PROG + " -p PORT");
+        if (!port.matches("[0-9]{1,5}") || Integer.parseInt(port) < 1 || Integer.parseInt(port) > 65535) {
+            usage();
+        }
+        if (!address.matches(IPV4)) {
+            System.err.println(PROG + ": -a " + address + " is not an IPv4 address");
+            System.exit(2);
+        }
+        return new InetSocketAddress(address, Integer.parseInt(port));
+    }
+
+    private static void usage() {
+        System.err.println("usage: " + PROG + " -p PORT [-a ADDRESS]");
         System.exit(2);
-        return -1; // unreachable
     }
 
     public static void main(String[] args) throws InterruptedException {
-        int port = parsePort(args);
+        InetSocketAddress endpoint = parseArgs(args);
         IoHandlerFactory io;
         Class<? extends ServerChannel> serverChannel;
         if (Epoll.isAvailable()) {
@@ -106,11 +124,12 @@ public final class Main {
                             ch.pipeline().addLast(new Increment());
                         }
                     })
-                    .bind("127.0.0.1", port)
+                    .bind(endpoint)
                     .sync()
                     .channel();
         } catch (Exception e) { // bind failure, e.g. the port is taken
-            System.err.println(PROG + ": cannot listen on 127.0.0.1:" + port + ": " + e.getMessage());
+            System.err.println(PROG + ": cannot listen on " + endpoint.getHostString() + ":"
+                    + endpoint.getPort() + ": " + e.getMessage());
             System.exit(1);
             return;
         }

@@ -38,22 +38,31 @@ const RETRY_TIMER: u64 = 3;
 const CANCEL: u64 = 4;
 
 fn usage() -> ! {
-    eprintln!("usage: rust-uring -p PORT");
+    eprintln!("usage: rust-uring -p PORT [-a ADDRESS]");
     process::exit(2);
 }
 
-/// Exactly `-p PORT`, PORT a decimal in 1..=65535.
-fn parse_port(args: &[OsString]) -> Option<u16> {
-    match args {
-        [flag, port] if flag == "-p" => {
-            let port = port.to_str()?;
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
+/// `-p PORT [-a ADDRESS]`: PORT a decimal in 1..=65535, ADDRESS an IPv4 address (default
+/// 127.0.0.1).
+fn parse_args(args: &[OsString]) -> SocketAddr {
+    let (mut port, mut address) = (None, Ipv4Addr::LOCALHOST);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().and_then(|v| v.to_str()).unwrap_or_else(|| usage());
+        match flag.to_str() {
+            Some("-p") if value.bytes().all(|b| b.is_ascii_digit()) => {
+                port = Some(value.parse().ok().filter(|&p| p != 0).unwrap_or_else(|| usage()));
             }
-            port.parse::<u16>().ok().filter(|&p| p != 0)
+            Some("-a") => {
+                address = value.parse().unwrap_or_else(|_| {
+                    eprintln!("rust-uring: -a {value} is not an IPv4 address");
+                    process::exit(2)
+                });
+            }
+            _ => usage(),
         }
-        _ => None,
     }
+    SocketAddr::from((address, port.unwrap_or_else(|| usage())))
 }
 
 fn fail(what: &str, e: io::Error) -> ! {
@@ -366,8 +375,7 @@ impl Worker {
 
 fn main() {
     let args: Vec<OsString> = env::args_os().skip(1).collect();
-    let port = parse_port(&args).unwrap_or_else(|| usage());
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let addr = parse_args(&args);
 
     // Respects the CPU affinity mask (sched_getaffinity) and cgroup quotas.
     let threads = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

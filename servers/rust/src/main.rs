@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::raw::c_int;
 use std::os::unix::io::AsRawFd;
 use std::{env, process, thread, time::Duration};
@@ -17,22 +17,31 @@ extern "C" {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: rust -p PORT");
+    eprintln!("usage: rust -p PORT [-a ADDRESS]");
     process::exit(2);
 }
 
-/// Exactly `-p PORT`, PORT a decimal in 1..=65535.
-fn parse_port(args: &[OsString]) -> Option<u16> {
-    match args {
-        [flag, port] if flag == "-p" => {
-            let port = port.to_str()?;
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
+/// `-p PORT [-a ADDRESS]`: PORT a decimal in 1..=65535, ADDRESS an IPv4 address (default
+/// 127.0.0.1).
+fn parse_args(args: &[OsString]) -> SocketAddr {
+    let (mut port, mut address) = (None, Ipv4Addr::LOCALHOST);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().and_then(|v| v.to_str()).unwrap_or_else(|| usage());
+        match flag.to_str() {
+            Some("-p") if value.bytes().all(|b| b.is_ascii_digit()) => {
+                port = Some(value.parse().ok().filter(|&p| p != 0).unwrap_or_else(|| usage()));
             }
-            port.parse::<u16>().ok().filter(|&p| p != 0)
+            Some("-a") => {
+                address = value.parse().unwrap_or_else(|_| {
+                    eprintln!("rust: -a {value} is not an IPv4 address");
+                    process::exit(2)
+                });
+            }
+            _ => usage(),
         }
-        _ => None,
     }
+    SocketAddr::from((address, port.unwrap_or_else(|| usage())))
 }
 
 fn serve(mut stream: TcpStream) {
@@ -56,14 +65,14 @@ fn serve(mut stream: TcpStream) {
 
 fn main() {
     let args: Vec<OsString> = env::args_os().skip(1).collect();
-    let port = parse_port(&args).unwrap_or_else(|| usage());
+    let addr = parse_args(&args);
 
     // std sets SO_REUSEADDR but listens with a backlog of 128; calling listen(2) again
     // on the listening socket raises the backlog (thousands of clients connect at once).
-    let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+    let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("rust: cannot listen on 127.0.0.1:{port}: {e}");
+            eprintln!("rust: cannot listen on {addr}: {e}");
             process::exit(1);
         }
     };
