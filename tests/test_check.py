@@ -12,7 +12,7 @@ import pytest
 from helpers import FAULTY, check, strict_loads
 
 from volley import check as checks
-from volley.check import CHECKS
+from volley.contract import CHECKS
 from volley.server import choose_port
 
 ALL = list(CHECKS)

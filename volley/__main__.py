@@ -1,3 +1,3 @@
-from volley.cli import main
+from volley.commands import main
 
 main()

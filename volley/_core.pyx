@@ -15,19 +15,15 @@ from volley._posix cimport (
     pollfd, ppoll, prctl, recv, send, ssize_t, timespec,
 )
 
-# Outcomes of play(); mirrored by volley._reference and turned into messages by the worker.
-OK = 0
-FAILED_ERRNO = 1
-PEER_CLOSED = 2
-WRONG_REPLY = 3
-OP_TIMEOUT = 4
-
-cdef enum Outcome:
-    _OK = 0
-    _FAILED_ERRNO = 1
-    _PEER_CLOSED = 2
-    _WRONG_REPLY = 3
-    _OP_TIMEOUT = 4
+# Outcomes of play(), defined once: C constants in the loops below, and module-level ints
+# for volley._reference and the worker's messages.
+ctypedef int Outcome
+cpdef enum:
+    OK = 0
+    FAILED_ERRNO = 1
+    PEER_CLOSED = 2
+    WRONG_REPLY = 3
+    OP_TIMEOUT = 4
 
 
 cdef inline int64_t now_ns() noexcept nogil:
@@ -60,8 +56,8 @@ cdef inline uint32_t next_challenge(uint32_t *state) noexcept nogil:
 cdef inline Outcome failure_from_errno(int err) noexcept nogil:
     # SO_RCVTIMEO/SO_SNDTIMEO expire as EAGAIN (== EWOULDBLOCK on Linux): the op timeout.
     if err == EAGAIN:
-        return _OP_TIMEOUT
-    return _FAILED_ERRNO
+        return OP_TIMEOUT
+    return FAILED_ERRNO
 
 
 cdef Outcome send_word(int fd, uint32_t word, int *err) noexcept nogil:
@@ -78,7 +74,7 @@ cdef Outcome send_word(int fd, uint32_t word, int *err) noexcept nogil:
             return failure_from_errno(errno)
         p += n
         left -= <size_t>n
-    return _OK
+    return OK
 
 
 cdef Outcome recv_word(int fd, uint32_t *word, int *err) noexcept nogil:
@@ -89,7 +85,7 @@ cdef Outcome recv_word(int fd, uint32_t *word, int *err) noexcept nogil:
     while left > 0:
         n = recv(fd, p, left, 0)
         if n == 0:
-            return _PEER_CLOSED
+            return PEER_CLOSED
         if n < 0:
             if errno == EINTR:
                 continue
@@ -98,7 +94,7 @@ cdef Outcome recv_word(int fd, uint32_t *word, int *err) noexcept nogil:
         p += n
         left -= <size_t>n
     word[0] = ntohl(wire)
-    return _OK
+    return OK
 
 
 def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
@@ -118,7 +114,7 @@ def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     cdef uint32_t state = seed if seed != 0 else 0x9E3779B9
     cdef uint32_t challenge = 0, reply = 0
     cdef int err = 0
-    cdef Outcome outcome = _OK
+    cdef Outcome outcome = OK
     cdef Py_ssize_t done = 0
     cdef int64_t t0, t1
 
@@ -128,12 +124,12 @@ def play(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
             challenge = next_challenge(&state)
             t0 = now_ns()
             outcome = send_word(fd, challenge, &err)
-            if outcome == _OK:
+            if outcome == OK:
                 outcome = recv_word(fd, &reply, &err)
             t1 = now_ns()
-            if outcome == _OK and reply != <uint32_t>(challenge + 1):
-                outcome = _WRONG_REPLY
-            if outcome != _OK:
+            if outcome == OK and reply != <uint32_t>(challenge + 1):
+                outcome = WRONG_REPLY
+            if outcome != OK:
                 stop_flag[0] = 1
                 break
             if t0 >= measure_from_ns:
@@ -240,7 +236,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     cdef uint64_t head = 0, tail = 0  # words sent, replies checked
     cdef uint32_t challenge = 0, reply = 0, wire
     cdef int err = 0
-    cdef Outcome outcome = _OK
+    cdef Outcome outcome = OK
     cdef Py_ssize_t done = 0
     cdef int64_t end_ns = deadline_ns, now, t, wait_ns, due_at
     cdef int64_t last_progress = 0
@@ -295,10 +291,10 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                     if n >= 0:
                         # A partial 4-byte send cannot be undone; the buffer is nearly
                         # full only when the server stopped reading, so wait for it.
-                        outcome = _OP_TIMEOUT
+                        outcome = OP_TIMEOUT
                     else:
                         err = errno
-                        outcome = _FAILED_ERRNO
+                        outcome = FAILED_ERRNO
                     break
                 if head == tail:
                     last_progress = t
@@ -317,7 +313,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                 next_offset += next_gap(&gaps, gap_ns, arrivals)
                 next_ns = start_ns + <int64_t>next_offset
                 i += 1
-            if outcome != _OK:
+            if outcome != OK:
                 break
             now = now_ns()
             if sending and next_ns >= end_ns:
@@ -353,21 +349,21 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                 ts.tv_nsec = wait_ns % 1000000000
                 if ppoll(&pfd, 1, &ts, NULL) <= 0:
                     if head != tail and now_ns() - last_progress > op_timeout_ns:
-                        outcome = _OP_TIMEOUT
+                        outcome = OP_TIMEOUT
                         break
                     continue
             n = recv(fd, buf, _RECV_BYTES, MSG_DONTWAIT)
             if n == 0:
-                outcome = _PEER_CLOSED
+                outcome = PEER_CLOSED
                 break
             if n < 0:
                 if errno == EAGAIN or errno == EINTR:
                     if head != tail and now_ns() - last_progress > op_timeout_ns:
-                        outcome = _OP_TIMEOUT
+                        outcome = OP_TIMEOUT
                         break
                     continue
                 err = errno
-                outcome = _FAILED_ERRNO
+                outcome = FAILED_ERRNO
                 break
             t = now_ns()
             last_progress = t
@@ -381,14 +377,14 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                 have = 0
                 reply = ntohl((<uint32_t *>partial)[0])
                 if tail == head:
-                    outcome = _WRONG_REPLY  # a reply to nothing sent
+                    outcome = WRONG_REPLY  # a reply to nothing sent
                     challenge = 0
                     break
                 challenge = challenges[tail & mask]
                 due_at = scheduled[tail & mask]
                 tail += 1
                 if reply != <uint32_t>(challenge + 1):
-                    outcome = _WRONG_REPLY
+                    outcome = WRONG_REPLY
                     break
                 if t >= measure_from_ns and t < end_ns:
                     replied += 1
@@ -398,12 +394,12 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
                         done += 1
                         if done == capacity and sending:
                             end_ns = t  # the buffer is full: the window ends here
-            if outcome != _OK:
+            if outcome != OK:
                 break
 
     free(challenges)
     free(scheduled)
-    if outcome != _OK:
+    if outcome != OK:
         stop[0] = 1
     if backlog_start < 0:
         backlog_start = 0

@@ -107,6 +107,8 @@ def play_open(
     spin_ns: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]:
     """The open loop, stated plainly: see ``volley._core.play_open`` for the contract."""
+    # Long because _core.play_open is: one statement here for each of its steps, in its
+    # order, so that the two can be read side by side.
     state = seed if seed else 0x9E3779B9
     gaps = random.Random(seed)
     gap_ns = 1e9 / rate_ops_s

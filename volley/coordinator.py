@@ -440,6 +440,7 @@ class Coordinator:
         return message
 
     def result(self, measurement: Measurement, alternative: int = 0) -> BenchResult:
+        # Long but flat: every field of the result, in the order of BenchResult.
         config = self.config
         server_path, server_args = config.alternative(alternative)
         record = measurement.record

@@ -239,6 +239,7 @@ def environment(
 ) -> Environment:
     """Read the machine as it is now. Takes ~30 ms (one systemd-detect-virt and a scan of
     /proc for irqbalance): call it once per benchmark, not per run."""
+    # Long but flat: one field of the record after another, each read next to where it goes.
     cmdline = _cmdline_flags(read_text("/proc/cmdline"))
     model, flags = _cpuinfo()
     used = []
@@ -336,6 +337,8 @@ class Item:
 
 def readiness() -> list[Item]:
     """The machine's readiness for latency benchmarks, item by item. Changes nothing."""
+    # Long but flat: one Item per line that `volley system` prints, in that order, so the
+    # code reads like the checklist it prints.
     usable = sorted(os.sched_getaffinity(0))
     env = environment(None, usable, usable)
     items = []

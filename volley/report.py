@@ -1,4 +1,5 @@
-"""What a person reads: the live progress line during a run and the summary after it."""
+"""What a person reads: the live progress line during a run, the summary after it, and the
+table (or Markdown) of a `volley compare`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ import math
 import sys
 from typing import TextIO
 
+from volley.compare import (
+    FASTER,
+    MIN_RUNS,
+    SLOWER,
+    TOO_FEW_RUNS,
+    Comparison,
+    Pairing,
+    Report,
+    configuration,
+    format_estimate,
+    format_ratio,
+    problems,
+    server_name,
+)
 from volley.cpus import format_cpu_list
 from volley.noise import disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
@@ -72,6 +87,7 @@ VERDICTS = {
 
 def summary(result: BenchResult) -> str:
     """The human summary printed on stdout."""
+    # Long but flat: the lines in the order they are printed, each next to its condition.
     lines = [
         f"{result.server} {' '.join(result.server_args)}".rstrip(),
         f"  {result.clients} client{'' if result.clients == 1 else 's'} on CPU "
@@ -150,3 +166,161 @@ def summary(result: BenchResult) -> str:
     if result.error:
         lines.append(f"  error: {result.error}")
     return "\n".join(lines)
+
+
+# --- volley compare ---------------------------------------------------------------------
+
+
+def runs_text(result: BenchResult) -> str:
+    if not result.runs:
+        return f"no runs (format {result.version})" if result.version < 2 else "no runs"
+    restart = f", each a fresh {result.restart}" if result.restart else ""
+    return f"{len(result.runs)} run{'s' if len(result.runs) != 1 else ''}{restart}"
+
+
+def setting(result: BenchResult) -> str:
+    config = configuration(result)
+
+    def count(n: int | str | None, what: str) -> str:
+        if n is None:
+            return f"unknown {what}s"
+        return f"{n} {what}{'s' if n != 1 else ''}"
+
+    return (
+        f"{count(config['clients'], 'client')} on {count(config['client CPUs'], 'CPU')}, "
+        f"server on {count(config['server CPUs'], 'CPU')}, {config['load']}"
+    )
+
+
+def _header(pairing: Pairing, comparison: Comparison) -> list[str]:
+    a, b = comparison.baseline, comparison.subject
+    lines = [
+        f"A: {pairing.baseline_path}: {server_name(a)}, {runs_text(a)}",
+        f"B: {pairing.subject_path}: {server_name(b)}, {runs_text(b)}",
+        setting(a),
+    ]
+    found = problems(pairing, comparison)
+    if found:
+        lines.append("compared anyway (--force): " + "; ".join(found))
+    return lines
+
+
+def _result_cells(comparison: Comparison) -> list[list[str]]:
+    return [
+        [
+            row.statistic,
+            format_estimate(row.baseline),
+            format_estimate(row.subject),
+            format_estimate(row.difference_ns, signed=True) if row.difference_ns else "-",
+            format_ratio(row.ratio),
+            row.verdict,
+        ]
+        for row in comparison.rows
+    ]
+
+
+RESULT_COLUMNS = ["", "A", "B", "B - A", "B / A", "verdict"]
+SWEEP_COLUMNS = ["point", "A mean", "B mean", "B / A (mean)", "mean", "percentiles"]
+
+
+def percentile_verdicts(comparison: Comparison) -> str:
+    """The percentiles that differ, in a few words."""
+    rows = comparison.rows[1:]
+    if all(row.verdict == TOO_FEW_RUNS for row in rows):
+        return TOO_FEW_RUNS
+    differ = [f"{row.statistic} {row.verdict}" for row in rows if row.verdict in (FASTER, SLOWER)]
+    return ", ".join(differ) or "none differ"
+
+
+def _sweep_cells(pairing: Pairing) -> list[list[str]]:
+    cells = []
+    for comparison in pairing.comparisons:
+        mean = comparison.row("mean")
+        assert comparison.point is not None
+        point = str(comparison.point)
+        found = problems(pairing, comparison, short=True)
+        if found:
+            point += " (compared anyway: " + "; ".join(found) + ")"
+        cells.append(
+            [
+                point,
+                format_estimate(mean.baseline),
+                format_estimate(mean.subject),
+                format_ratio(mean.ratio),
+                mean.verdict,
+                percentile_verdicts(comparison),
+            ]
+        )
+    return cells
+
+
+def _sweep_header(pairing: Pairing) -> list[str]:
+    return [
+        f"A: {pairing.baseline_path}",
+        f"B: {pairing.subject_path}",
+        f"{len(pairing.comparisons)} point{'s' if len(pairing.comparisons) != 1 else ''} in both",
+    ]
+
+
+def _only_lines(pairing: Pairing) -> list[str]:
+    return [f"only in A: {p}" for p in pairing.only_baseline] + [
+        f"only in B: {p}" for p in pairing.only_subject
+    ]
+
+
+def _method_line(report: Report) -> str:
+    rows = [row for _, c in report.comparisons() for row in c.rows if row.difference_ns]
+    method = "paired by round" if rows and all(row.paired for row in rows) else "Welch"
+    return (
+        f"intervals at {report.confidence:.0%} confidence from the spread between runs "
+        f"(B - A: {method}, B / A: Fieller); a verdict needs {MIN_RUNS} runs a side"
+    )
+
+
+def _aligned(header: list[str], cells: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *cells]
+    ]
+
+
+def comparison_table(report: Report) -> str:
+    """For people: one block per file compared with the baseline."""
+    blocks = []
+    for pairing in report.pairings:
+        if pairing.sweep:
+            lines = _sweep_header(pairing) + [""]
+            lines += _aligned(SWEEP_COLUMNS, _sweep_cells(pairing)) + _only_lines(pairing)
+        else:
+            comparison = pairing.comparisons[0]
+            lines = _header(pairing, comparison) + [""]
+            lines += _aligned(RESULT_COLUMNS, _result_cells(comparison))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n" + _method_line(report) + "\n"
+
+
+def _markdown_table(header: list[str], cells: list[list[str]]) -> list[str]:
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    return [line(header), line(["---"] * len(header)), *map(line, cells)]
+
+
+def comparison_markdown(report: Report) -> str:
+    """For a pull request: the same tables in GitHub's pipe syntax."""
+    blocks = []
+    for pairing in report.pairings:
+        if pairing.sweep:
+            lines = [f"`{line}`  " for line in _sweep_header(pairing)] + [""]
+            lines += _markdown_table(SWEEP_COLUMNS, _sweep_cells(pairing))
+            only = _only_lines(pairing)
+            if only:
+                lines += [""] + [f"- {line}" for line in only]
+        else:
+            comparison = pairing.comparisons[0]
+            lines = [f"{line}  " for line in _header(pairing, comparison)] + [""]
+            cells = _result_cells(comparison)
+            lines += _markdown_table(["statistic", *RESULT_COLUMNS[1:]], cells)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n" + _method_line(report) + "\n"

@@ -271,6 +271,8 @@ def measure(
     the engine is interrupted. Raises RunFailed only if the first run could not be played
     at all; otherwise what was measured until a failure or interruption is returned.
     ``measurement``: the one to fill, for an engine that saves it between runs."""
+    # One loop with every way out of it (done, out of time, failed, interrupted, a full
+    # buffer) in one place: the order of those checks is the policy.
     progress = progress or Progress()
     m = measurement if measurement is not None else Measurement()
     rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs)

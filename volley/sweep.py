@@ -43,7 +43,7 @@ from volley.results import (
     SIGNIFICANT,
     BenchResult,
 )
-from volley.server import Watchdog, pinned_and_tied
+from volley.server import spawn, stop_signals
 from volley.store import RESULTS_NAME, RUNS_NAME, SweepInfo, SweepRecord
 from volley.units import format_duration, format_ns
 
@@ -161,7 +161,8 @@ class Runner(Protocol):
 
 
 class ProcessRunner:
-    """Runs volley-bench as a child process in its own process group.
+    """Runs volley-bench as a child process in its own session and process group
+    (``server.spawn``, as volley-bench starts a server).
 
     The child's own group keeps a terminal's Ctrl-C from reaching it twice (once from the
     terminal, once forwarded); the sweep forwards exactly one SIGINT, on which volley-bench
@@ -173,40 +174,33 @@ class ProcessRunner:
     """
 
     def __init__(self) -> None:
-        self.child: subprocess.Popen[str] | None = None
+        self.child: subprocess.Popen[bytes] | None = None
         self.interrupted = False
 
     def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome:
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            process_group=0,
-            preexec_fn=pinned_and_tied(None),  # the sweep runs in the main thread
-        )
-        watchdog = Watchdog.start(child.pid)
+        # Spawned from the main thread, where the sweep runs (see pinned_and_tied).
+        child, watchdog = spawn(command, None, subprocess.PIPE, subprocess.PIPE)
         self.child = child
         if self.interrupted:  # the signal came while the child was being started
             child.send_signal(signal.SIGINT)
         hung = False
         try:
             try:
-                stdout, stderr = child.communicate(timeout=timeout_s)
+                output, errors = child.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 hung = True
                 child.send_signal(signal.SIGINT)
                 try:
-                    stdout, stderr = child.communicate(timeout=STOP_GRACE_S)
+                    output, errors = child.communicate(timeout=STOP_GRACE_S)
                 except subprocess.TimeoutExpired:
                     child.kill()
-                    stdout, stderr = child.communicate()
+                    output, errors = child.communicate()
         finally:
             self.child = None
             if child.poll() is not None:
                 watchdog.dismiss()
-        result = _parse_result(stdout)
+        stderr = errors.decode(errors="replace")
+        result = _parse_result(output.decode(errors="replace"))
         if hung:
             return Outcome(
                 1, None, f"volley-bench did not finish within {timeout_s:.0f} s and was stopped"
@@ -423,7 +417,7 @@ def _spell(options: dict[str, str]) -> str:
 
 
 class Stopper:
-    """SIGINT and SIGTERM while a sweep runs: forwarded to the running point (which is then
+    """SIGINT, SIGTERM and SIGHUP while a sweep runs: forwarded to the running point (which is then
     not recorded); the sweep stops after it and reports itself interrupted."""
 
     def __init__(self, runner: Runner) -> None:
@@ -435,12 +429,12 @@ class Stopper:
             self.interrupted = True
             self.runner.interrupt()
 
-        self.previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.signals = stop_signals(stop)
+        self.signals.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        self.signals.__exit__(None, None, None)
 
     def stopped_by(self, outcome: Outcome) -> bool:
         """After a signal only a finished result counts: a failure may be the signal's doing."""
