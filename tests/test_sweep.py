@@ -56,6 +56,7 @@ def error_of(text: str) -> str:
 def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
     exp = parse(MINIMAL)
     assert exp.name == "tiny"
+    assert exp.order == "interleaved"  # the default: bench/README.md, "Sequential or interleaved"
     assert [s.name for s in exp.servers] == ["a", "b"]
     assert exp.servers[0].path == "target/servers/a"
     assert exp.clients == (1, 4) and exp.server_cores == (1,) and exp.client_cores == (1,)
@@ -185,7 +186,9 @@ def experiment_in(
 ) -> Experiment:
     built(tmp_path, *names)
     path = tmp_path / "exp.toml"
-    path.write_text('servers-dir = "servers"\n' + text)
+    # The runner tests here are about sequential order; test_interleave.py says its own.
+    order = "" if "order = " in text else 'order = "sequential"\n'
+    path.write_text('servers-dir = "servers"\n' + order + text)
     return experiment.load(path)
 
 
@@ -558,7 +561,7 @@ def tiny_experiment(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
         f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "c-epoll"]\n'
-        "clients = [1, 4]\nserver-cores = 1\nclient-cores = 1\n\n"
+        'clients = [1, 4]\nserver-cores = 1\nclient-cores = 1\norder = "sequential"\n\n'
         '[bench]\nprecision = "5%"\nmax-time = "2s"\nwarmup = "0.2s"\nround-time = "0.3s"\n'
     )
     return path

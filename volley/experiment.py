@@ -11,7 +11,7 @@ server x clients x server cores x client cores (x rate, if ``rates`` is given) i
     server-cores = ["1..40"]
     client-cores = 40
     rates = ["10k..200k step 10k"]          # optional: open loop at each offered rate (ops/s)
-    order = "interleaved"                   # optional: see ORDERS
+    order = "sequential"                    # optional, default "interleaved": see ORDERS
 
     [bench]                                 # volley-bench options for every point
     precision = "1%"
@@ -40,9 +40,11 @@ POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last
 # The order a sweep plays its points in. "sequential": each point's whole benchmark, one point
 # after another. "interleaved": one run of every unfinished point per pass, in a fresh random
 # order each pass (randomized multiple interleaved trials), so that a machine drifting during
-# the sweep lands on every point alike. Sequential stays the default until measurements on
-# this machine show interleaving worth its cost: every run of an interleaved point is its own
-# volley-bench process, which starts its workers and server afresh (see volley.sweep).
+# the sweep lands on every point alike. Interleaved is the default: on the development VM a
+# server's ratio to a baseline server varied between repeated sweeps by a median 2.1% and 5.7%
+# (two series) interleaved, 12.8% and 8.6% sequential, at most 9.3% against 27.5%
+# (bench/README.md, "Sequential or interleaved"), for about 1.5 times the wall time: every
+# run of an interleaved point is its own volley-bench process.
 SEQUENTIAL, INTERLEAVED = "sequential", "interleaved"
 ORDERS = (SEQUENTIAL, INTERLEAVED)
 
@@ -134,7 +136,7 @@ class Experiment:
     client_cores: tuple[int, ...]
     options: dict[str, str] = field(default_factory=dict)  # volley-bench option -> value
     rates: tuple[float | None, ...] = (None,)  # offered rates (ops/s); None: closed loop
-    order: str = SEQUENTIAL  # one of ORDERS
+    order: str = INTERLEAVED  # one of ORDERS
 
     def points(self) -> list[Point]:
         """The grid in run order. Servers vary fastest, so that whatever drifts during a long
@@ -220,7 +222,7 @@ def parse(text: str, path: Path) -> Experiment:
         client_cores=_counts(data["client-cores"], where, "client-cores"),
         options=options,
         rates=_rates(data["rates"], where) if "rates" in data else (None,),
-        order=_order(data.get("order", SEQUENTIAL), where),
+        order=_order(data.get("order", INTERLEAVED), where),
     )
 
 
