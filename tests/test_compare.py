@@ -307,6 +307,31 @@ def test_paired_ratio_agrees_with_the_paired_difference_about_the_verdict():
         assert r.low <= r.value <= r.high
 
 
+def test_paired_ratio_bounds_are_where_the_rounds_test_of_b_minus_rho_a_flips():
+    """Each finite bound of the paired ratio is the rho at which the rounds' b_i - rho a_i
+    stop telling B - rho A apart from zero, also when the machine trends so steeply that
+    the long-run variances imply a covariance larger than the two variances allow."""
+    rng = np.random.default_rng(12)
+    for seed in range(40):
+        a, b = drifting_rounds(seed, 10, rng.uniform(0.7, 1.3))
+        trend = np.linspace(1.0, 1.6, 10) if seed % 2 else np.ones(10)
+        a_runs = np.array([r.p99_ns for r in a.runs]) * trend
+        b_runs = np.array([r.p99_ns for r in b.runs]) * trend * rng.uniform(0.9, 1.1, 10)
+        side_a, side_b = stats.RunMean.of(a_runs), stats.RunMean.of(b_runs)
+        _, r, df = stats.paired(side_a, side_b, a_runs, b_runs, 0.95)
+        t = t_quantile(0.95, df)
+
+        def rejected(rho: float) -> bool:
+            spread = stats.long_run_variance(b_runs - rho * a_runs) / len(a_runs)
+            return (side_b.mean - rho * side_a.mean) ** 2 > t * t * spread
+
+        assert not rejected(r.value)
+        for bound, inward in ((r.low, 1), (r.high, -1)):
+            assert math.isfinite(bound)
+            step = 1e-6 * abs(bound)
+            assert not rejected(bound + inward * step) and rejected(bound - inward * step)
+
+
 def test_rounds_with_unequal_run_counts_are_compared_unpaired():
     a, b = drifting_rounds(11, 8, 1.0)
     b = make_result(b.runs[:-1])  # a comparison that failed mid-round

@@ -20,7 +20,7 @@ import functools
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from statistics import NormalDist
@@ -416,35 +416,71 @@ def difference(a: RunMean, b: RunMean, confidence: float) -> Estimate:
     return Estimate(d, d - half, d + half)
 
 
-def ratio(
-    a: RunMean, b: RunMean, confidence: float, covariance: float = 0.0, df: float | None = None
-) -> Estimate:
-    """Fieller's interval for mean_B / mean_A: the roots of (mean_B - rho mean_A)^2 =
-    t^2 (var_B - 2 rho cov + rho^2 var_A), with the df of the difference (Welch's unless
-    given) so that the interval holds 1 exactly when the difference's holds 0."""
-    t2 = t_quantile(confidence, welch_df(a, b) if df is None else df) ** 2
+def ratio(a: RunMean, b: RunMean, confidence: float) -> Estimate:
+    """Fieller's interval for mean_B / mean_A from independent sides: the roots of
+    (mean_B - rho mean_A)^2 = t^2 (var_B + rho^2 var_A), with Welch's df of the difference so
+    that the interval holds 1 exactly when the difference's holds 0."""
+    t2 = t_quantile(confidence, welch_df(a, b)) ** 2
     r = b.mean / a.mean
     leading = a.mean**2 - t2 * a.variance
-    middle = a.mean * b.mean - t2 * covariance
-    discriminant = middle**2 - leading * (b.mean**2 - t2 * b.variance)
-    # Not positive: mean_A itself is not told apart from zero and the set is unbounded (or,
-    # with a covariance the variances cannot have, no set at all: say nothing).
-    if leading <= 0 or discriminant < 0:
+    # Not positive: mean_A itself is not told apart from zero and the set is unbounded.
+    if leading <= 0:
         return Estimate(r, -math.inf, math.inf)
-    root = math.sqrt(discriminant)
-    return Estimate(r, (middle - root) / leading, (middle + root) / leading)
+    root = math.sqrt(t2 * (a.variance * b.mean**2 + b.variance * leading))
+    return Estimate(r, (a.mean * b.mean - root) / leading, (a.mean * b.mean + root) / leading)
 
 
 def paired(
     a: RunMean, b: RunMean, a_values: Sequence[float], b_values: Sequence[float], confidence: float
 ) -> tuple[Estimate, Estimate, float]:
-    """The difference, ratio and df of ``b`` against ``a`` from runs played in the same
-    rounds (``a_values[i]`` and ``b_values[i]`` in round i): the difference's variance is
-    that of the per-round differences, and the covariance it implies goes to Fieller."""
-    differences = np.asarray(b_values, dtype=np.float64) - np.asarray(a_values, dtype=np.float64)
-    variance = long_run_variance(differences) / len(differences)
-    df = float(len(differences) - 1)
-    half = t_quantile(confidence, df) * math.sqrt(variance)
+    """The difference, ratio and df of ``b`` against ``a`` (centred on their means) from runs
+    played in the same rounds (``a_values[i]`` and ``b_values[i]`` in round i).
+
+    The difference's variance is that of the per-round differences. The ratio is Fieller's
+    set for paired data: every rho for which B - rho A is not told apart from zero, with the
+    variance of the per-round values b_i - rho a_i, so that it holds 1 exactly when the
+    difference's interval holds 0. Not the closed form with a covariance: the long-run
+    variance is not a quadratic form (it is the largest of three estimates), so the
+    covariance it would imply can exceed what the two variances allow, and the interval
+    come out far too narrow."""
+    a_runs = np.asarray(a_values, dtype=np.float64)
+    b_runs = np.asarray(b_values, dtype=np.float64)
+    n = len(a_runs)
+    df = float(n - 1)
+    t = t_quantile(confidence, df)
+
+    def spread(rho: float) -> float:  # variance of the mean over rounds of b_i - rho a_i
+        return long_run_variance(b_runs - rho * a_runs) / n
+
+    half = t * math.sqrt(spread(1.0))
     d = b.mean - a.mean
-    covariance = (a.variance + b.variance - variance) / 2
-    return Estimate(d, d - half, d + half), ratio(a, b, confidence, covariance, df), df
+    return Estimate(d, d - half, d + half), _fieller_set(a.mean, b.mean, spread, t), df
+
+
+def _fieller_set(
+    a_mean: float, b_mean: float, spread: Callable[[float], float], t: float
+) -> Estimate:
+    """{rho : (B - rho A)^2 <= t^2 spread(rho)}, found outward from B / A (always inside)
+    by doubling steps, then bisection. With a spread that is the largest of several
+    quadratics in rho the set is a union of Fieller intervals around B / A, so an interval;
+    a side that reaches a million times B / A is open (A not told apart from zero)."""
+    r = b_mean / a_mean
+
+    def outside(rho: float) -> bool:
+        return (b_mean - rho * a_mean) ** 2 > t * t * spread(rho)
+
+    def bound(direction: float) -> float:
+        scale = max(abs(r), 1e-12)
+        step, inner = scale * 1e-3, r
+        while not outside(r + direction * step):
+            inner = r + direction * step
+            step *= 2
+            if step > 1e6 * scale:
+                return direction * math.inf
+        outer = r + direction * step
+        for _ in range(60):
+            middle = (inner + outer) / 2
+            inner, outer = (inner, middle) if outside(middle) else (middle, outer)
+        return inner
+
+    return Estimate(r, bound(-1.0), bound(1.0))

@@ -30,7 +30,7 @@ ORDERS = ("sequential", "interleaved")
 def experiment(order: str, args: argparse.Namespace) -> str:
     servers = ", ".join(f'"{name}"' for name in args.servers)
     return f"""name = "{order}"
-servers-dir = "{ROOT / 'target' / 'servers'}"
+servers-dir = "{ROOT / "target" / "servers"}"
 servers = [{servers}]
 clients = {args.clients}
 server-cores = 1
