@@ -321,9 +321,9 @@ def test_paired_ratio_bounds_are_where_the_rounds_test_of_b_minus_rho_a_flips():
         _, r, df = stats.paired(side_a, side_b, a_runs, b_runs, 0.95)
         t = t_quantile(0.95, df)
 
-        def rejected(rho: float) -> bool:
+        def rejected(rho: float, a_runs=a_runs, b_runs=b_runs, mean_a=side_a.mean, t=t) -> bool:
             spread = stats.long_run_variance(b_runs - rho * a_runs) / len(a_runs)
-            return (side_b.mean - rho * side_a.mean) ** 2 > t * t * spread
+            return (b_runs.mean() - rho * mean_a) ** 2 > t * t * spread
 
         assert not rejected(r.value)
         for bound, inward in ((r.low, 1), (r.high, -1)):
