@@ -4,6 +4,7 @@ the tests need no network setup and nothing leaves the machine."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -12,6 +13,7 @@ import pytest
 from helpers import BRIEF, FAULTY, bench, bench_command
 
 from volley import server as server_module
+from volley.results import BenchResult
 
 OTHER = "127.0.0.2"
 
@@ -36,8 +38,11 @@ def listening(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_the_server_listens_on_the_server_address_and_the_clients_reach_it(c_threaded):
-    command = bench_command("--clients", "2", "--server-address", OTHER, *BRIEF, c_threaded)
+def test_the_server_listens_on_the_server_address_and_the_clients_reach_it(c_threaded, tmp_path):
+    result = tmp_path / "r.json"
+    command = bench_command(
+        "--clients", "2", "--server-address", OTHER, "--json", result, *BRIEF, c_threaded
+    )
     seen: set[tuple[str, int]] = set()
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -47,7 +52,7 @@ def test_the_server_listens_on_the_server_address_and_the_clients_reach_it(c_thr
         while process.poll() is None and time.monotonic() < deadline:
             seen |= listening(process.pid)
             time.sleep(0.02)
-        _, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if process.poll() is None:
             process.kill()
@@ -55,6 +60,9 @@ def test_the_server_listens_on_the_server_address_and_the_clients_reach_it(c_thr
     assert process.returncode in (0, 3), err.decode()  # 3: not significant in a second, fine
     assert seen, "never saw the server listening"
     assert {address for address, _ in seen} == {OTHER}, seen
+    # The result and its summary say where the server was.
+    assert BenchResult.from_json(json.loads(result.read_text())).server_address == OTHER
+    assert f", listening on {OTHER}" in out.decode()
 
 
 def test_a_server_that_ignores_the_address_fails_the_run():

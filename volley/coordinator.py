@@ -500,6 +500,7 @@ class Coordinator:
             dropped_runs=measurement.dropped,
             restart=self.restart,
             targets=[str(t) for t in config.targets],
+            server_address=config.connect[0] if config.connect else config.server_address,
             load=LoadInfo()
             if config.rate_ops_s is None
             else LoadInfo.from_runs(

@@ -96,6 +96,11 @@ def summary(result: BenchResult) -> str:
             f"server on CPU {format_cpu_list(result.server_cores)}"
             if result.server_cores
             else "server already running (not started or pinned by volley)"
+        )
+        + (
+            f", listening on {result.server_address}"
+            if result.server_address not in (None, "127.0.0.1") and result.server_cores
+            else ""
         ),
     ]
     if len(result.hosts) > 1:  # a slow host or a bad link shows here

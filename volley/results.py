@@ -17,7 +17,8 @@ Format history (``version`` in the JSON):
      percentiles and ``distribution`` points. Clients on many hosts (under mpiexec or
      srun): ``hosts``, one object per host with ``host``, ``rank``, ``cpus``, ``clients``,
      ``ops``, ``mean_ns`` and ``p99_ns`` (empty for a run on one machine); ``clients``
-     and ``n`` are then totals over the hosts.
+     and ``n`` are then totals over the hosts. Later in format 4 (readers of 4 ignore it
+     or take it as absent): ``server_address``, where the server listened.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -264,6 +265,9 @@ class BenchResult:
     dropped_runs: list[RunSummary] = field(default_factory=list)
     load: LoadInfo = field(default_factory=LoadInfo)
     hosts: list[HostInfo] = field(default_factory=list)  # clients on many hosts
+    # Where the server listened (--server-address, or --connect's host); None in files
+    # written before it was recorded: 127.0.0.1, unless the server was at --connect.
+    server_address: str | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 

@@ -47,7 +47,6 @@ from volley.server import spawn, stop_signals
 from volley.store import RESULTS_NAME, RUNS_NAME, SweepInfo, SweepRecord
 from volley.units import format_duration, format_ns
 
-EXIT_INTERRUPTED = EXIT_CODES[INTERRUPTED]
 # volley-bench's exit statuses for a complete run (significant or not)
 FINISHED = (EXIT_CODES[SIGNIFICANT], EXIT_CODES[NOT_SIGNIFICANT])
 # A point still running this long after its own limits is hung; it is stopped and failed.
@@ -438,7 +437,7 @@ class Stopper:
 
     def stopped_by(self, outcome: Outcome) -> bool:
         """After a signal only a finished result counts: a failure may be the signal's doing."""
-        if outcome.exit_status == EXIT_INTERRUPTED or (
+        if outcome.exit_status == EXIT_CODES[INTERRUPTED] or (
             self.interrupted and outcome.exit_status not in FINISHED
         ):
             self.interrupted = True
