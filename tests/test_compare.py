@@ -581,6 +581,9 @@ def test_delay_server_keeps_the_contract(delay_server):
 
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
+# Real servers timed on a shared VM: in the full suite this VM's one-client median went
+# from 70 us to 200 us for a while (regimes the tests before leave or the host brings).
+@pytest.mark.flaky(reruns=2, reruns_delay=10)
 def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, delay_server):
     """The median reply is the one to check: on a loaded 2-vCPU machine the mean (and p90
     up) are ruled by preemptions of milliseconds, so there B - A is noise-dominated (with a
@@ -740,6 +743,7 @@ def sequential_row(tmp_path: Path, delay_server: Path, attempt: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
+@pytest.mark.flaky(reruns=2, reruns_delay=10)  # real servers timed: see the test above
 def test_interleaved_order_survives_a_machine_that_slows_down_and_sequential_does_not(
     tmp_path, delay_server
 ):

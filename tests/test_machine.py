@@ -369,6 +369,8 @@ def test_a_hog_during_a_benchmark_flags_its_runs_with_its_share() -> None:
 
 
 @pytest.mark.skipif(len(USABLE) < 2, reason="server and clients apart need two CPUs")
+# Quiet is checked before, not held during: other work can start in between on a shared VM.
+@pytest.mark.flaky(reruns=2, reruns_delay=10)
 def test_a_benchmark_on_a_quiet_machine_flags_nothing() -> None:
     # Quiet now, by the meter itself (the load average trails the suite's own earlier
     # tests by minutes): only then must a benchmark's runs come out unflagged.
