@@ -191,9 +191,11 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
     """Entry point of the worker process."""
     # Pinning comes first, so that every thread the worker starts inherits it.
     os.sched_setaffinity(0, {plan.cpu})
-    # The coordinator owns Ctrl-C; a worker whose coordinator dies must die too.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The coordinator owns Ctrl-C and the other stop signals, which reach the whole process
+    # group (a terminal, `timeout`, `kill -- -PGID`); it ends its workers itself. A worker
+    # whose coordinator dies must die too.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         return
