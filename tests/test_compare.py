@@ -371,6 +371,15 @@ def test_mismatched_configurations_are_refused_naming_the_field(tmp_path, field)
     assert "compared anyway (--force)" in forced.stdout and field in forced.stdout
 
 
+def test_idle_states_are_checked():
+    a, b = pair(5)
+    held = replace(a, host=replace(a.host, idle_states="shallow"))
+    allowed = replace(b, host=replace(b.host, idle_states="any"))
+    [mismatch] = compare.mismatches(held, allowed)
+    assert str(mismatch) == "idle states shallow vs any"
+    assert compare.mismatches(held, replace(b, host=held.host)) == []
+
+
 def test_load_model_is_checked():
     a, b = pair(5)
     open_loop = RatedResult(**{**b.__dict__, "rate": 10_000.0})

@@ -180,13 +180,55 @@ def test_problems_name_what_is_off() -> None:
         ],
         smt_siblings_shared=True,
         load_avg_1m=3.14,
+        idle_states=machine.IDLE_ANY,
     )
     assert off.problems() == [
         "governor powersave on CPU 1-2",
         "client and server CPUs are SMT siblings",
         "CPUs on 2 NUMA nodes",
         "load average 3.1 at start",
+        "deep CPU idle states allowed",
     ]
+
+
+def pm_qos_target() -> int:
+    """The CPU latency the kernel now keeps to, over every open request (us)."""
+    with open(machine.PM_QOS_DEVICE, "rb") as f:
+        return int.from_bytes(f.read(4), sys.byteorder, signed=True)
+
+
+HOLDS_IDLE = os.access(machine.PM_QOS_DEVICE, os.W_OK)
+
+
+@pytest.mark.skipif(not HOLDS_IDLE, reason=f"{machine.PM_QOS_DEVICE} is not writable (not root)")
+def test_shallow_idle_holds_the_request_only_while_it_runs() -> None:
+    before = pm_qos_target()
+    with machine.shallow_idle() as (held, problem):
+        assert (held, problem) == (machine.IDLE_SHALLOW, None)
+        assert pm_qos_target() == 0
+    assert pm_qos_target() == before != 0
+
+
+def test_idle_states_left_alone_or_not_held_say_so(monkeypatch, tmp_path) -> None:
+    with machine.shallow_idle(machine.IDLE_ANY) as found:
+        assert found == (machine.IDLE_ANY, None)
+    monkeypatch.setattr(machine, "PM_QOS_DEVICE", str(tmp_path / "no-such-device"))
+    with machine.shallow_idle() as (held, problem):
+        assert held == machine.IDLE_ANY
+        assert problem is not None and "no-such-device: No such file" in problem
+    assert machine.idle_hold_problem() == problem
+
+
+def test_a_benchmark_records_the_idle_states_it_measured_with() -> None:
+    found = short_bench()["result"]["host"]
+    assert found["idle_states"] == (machine.IDLE_SHALLOW if HOLDS_IDLE else machine.IDLE_ANY)
+    assert found["cpuidle_driver"] == machine.idle_driver()[0]
+    allowed = short_bench("--idle-states", "any")
+    assert allowed["result"]["host"]["idle_states"] == machine.IDLE_ANY
+    from helpers import SERVERS
+
+    done = volley("bench", "--idle-states", "deep", SERVERS / "c-threaded")
+    assert done.status == 2 and "--idle-states 'deep' is not one of shallow, any" in done.stderr
 
 
 def test_cmdline_flags_stop_at_the_init_arguments() -> None:

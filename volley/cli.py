@@ -23,7 +23,7 @@ from typing import NoReturn, TextIO, TypeVar
 
 import typer
 
-from volley import coordinator, cpus, hosts, results, runs, server
+from volley import coordinator, cpus, hosts, machine, results, runs, server
 from volley.report import StreamProgress, summary
 from volley.units import (
     BENCH_DEFAULTS,
@@ -149,6 +149,12 @@ def bench(
         "--startup-timeout",
         help="How long the server may take to start listening.",
     ),
+    idle_states: str = typer.Option(
+        BENCH_DEFAULTS["idle-states"],
+        "--idle-states",
+        help="shallow: keep the CPUs out of deep idle states while measuring (as root, "
+        "through /dev/cpu_dma_latency); any: the machine's own policy.",
+    ),
     port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
     server_address: str = typer.Option(
         server.LOOPBACK,
@@ -208,6 +214,7 @@ def bench(
             rate,
             arrivals,
             server_address,
+            idle_states,
         )
         if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
@@ -225,6 +232,14 @@ def bench(
         fail(str(e), EXIT_USAGE)
     if config.placement.warning and not quiet:
         say(f"warning: {config.placement.warning}", sys.stderr)
+    if config.idle_states == machine.IDLE_SHALLOW and not quiet:
+        denied = machine.idle_hold_problem()
+        if denied:
+            say(
+                f"warning: cannot hold the CPUs out of deep idle states ({denied}); "
+                "measuring with them (run as root, or --idle-states any to say so)",
+                sys.stderr,
+            )
     try:
         progress = None if quiet else StreamProgress()
         if team:
@@ -303,6 +318,7 @@ def make_config(
     rate: str | None = None,
     arrivals: str = "poisson",
     server_address: str = server.LOOPBACK,
+    idle_states: str = BENCH_DEFAULTS["idle-states"],
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     # Long but flat: one check per option, in the order of the options, each with its message.
@@ -336,6 +352,10 @@ def make_config(
         raise BadInput(f"--min-runs {min_runs} must be at least 2 (an interval needs two runs)")
     if noisy not in ("keep", "drop", "fail"):
         raise BadInput(f"--noisy {noisy!r} is not one of keep, drop, fail")
+    if idle_states not in machine.IDLE_STATES:
+        raise BadInput(
+            f"--idle-states {idle_states!r} is not one of {', '.join(machine.IDLE_STATES)}"
+        )
     restarts = (coordinator.RESTART_SERVER, coordinator.RESTART_CONNECTIONS)
     if restart not in restarts:
         raise BadInput(f"--restart {restart!r} is not one of {', '.join(restarts)}")
@@ -367,6 +387,7 @@ def make_config(
         server_address=server_address,
         rate_ops_s=rate_ops_s,
         arrivals=arrivals,
+        idle_states=idle_states,
     )
 
 

@@ -185,6 +185,8 @@ def configuration(result: BenchResult) -> dict[str, int | str | None]:
         "server CPUs": len(result.server_cores) or None,
         "restart": result.restart,
         "load": load_model(result),
+        # Deep idle states add their exit time to replies: tens of microseconds on a VM.
+        "idle states": result.host.idle_states,
     }
 
 

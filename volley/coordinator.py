@@ -89,6 +89,9 @@ class BenchConfig:
     server_address: str = LOOPBACK
     rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
     arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
+    # "shallow": hold the CPUs out of deep idle states while measuring (machine.shallow_idle);
+    # "any": leave them to the machine's policy.
+    idle_states: str = machine.IDLE_SHALLOW
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
     alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
 
@@ -200,18 +203,22 @@ class Coordinator:
         self.capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // config.clients))
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.start = time.monotonic()
-        # Read before anything of ours runs: the load average is the machine's own.
-        self.environment = machine.environment(
-            None if config.connect else server.resolve(config.alternative(0)[0]),
-            config.placement.client_cpus,
-            [] if config.connect else config.placement.server_cpus,
-        )
-        self.meter = noise.NoiseMeter(
-            config.placement.client_cpus, [] if config.connect else config.placement.server_cpus
-        )
-        self.signals = contextlib.ExitStack()
-        self.signals.enter_context(server.stop_signals(self._stop))
+        # What the coordinator holds until it ends: its stop-signal handlers and the CPUs'
+        # idle states.
+        self.held = contextlib.ExitStack()
         try:
+            self.held.enter_context(server.stop_signals(self._stop))
+            idle_states, _ = self.held.enter_context(machine.shallow_idle(config.idle_states))
+            # Read before anything of ours runs: the load average is the machine's own.
+            self.environment = machine.environment(
+                None if config.connect else server.resolve(config.alternative(0)[0]),
+                config.placement.client_cpus,
+                [] if config.connect else config.placement.server_cpus,
+                idle_states,
+            )
+            self.meter = noise.NoiseMeter(
+                config.placement.client_cpus, [] if config.connect else config.placement.server_cpus
+            )
             # An anonymous file: nothing in /dev/shm or /tmp to outlive a killed run. The
             # workers open it through /proc, as our descriptor.
             self.memfd = os.memfd_create("volley-samples", os.MFD_CLOEXEC)
@@ -237,7 +244,7 @@ class Coordinator:
         if self.kept_server is not None:
             self.kept_server.stop()
             self.kept_server = None
-        self.signals.close()
+        self.held.close()
         # numpy views keep the mapping exported; a traceback may still hold some, and
         # then the mapping goes when they do.
         for name in ("control", "samples"):

@@ -2,16 +2,20 @@
 (readiness, for ``volley system``). Whether it stayed quiet during a run is volley.noise.
 
 Everything is read from /proc, /sys and psutil without root. What cannot be read is None,
-never a guess. Linux only: elsewhere most fields are None.
+never a guess. Linux only: elsewhere most fields are None. The one thing Volley changes is
+the CPUs' idle states while it measures (``shallow_idle``), and only for as long as it does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import shutil
+import struct
 import subprocess
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +28,62 @@ CPU_SYS = Path("/sys/devices/system/cpu")
 CMDLINE_FLAGS = ("isolcpus", "nohz_full", "rcu_nocbs", "mitigations")
 
 LOAD_AVG_LIMIT = 1.0  # at start, before Volley runs anything: anything above is other work
+
+# What the CPUs' idle states were while a benchmark measured: held shallow by Volley, or
+# left to the machine's own policy (which may put an idle CPU into a deep state).
+IDLE_SHALLOW = "shallow"
+IDLE_ANY = "any"
+IDLE_STATES = (IDLE_SHALLOW, IDLE_ANY)
+PM_QOS_DEVICE = "/dev/cpu_dma_latency"
+
+
+@contextlib.contextmanager
+def shallow_idle(wanted: str = IDLE_SHALLOW) -> Iterator[tuple[str, str | None]]:
+    """Keep every CPU out of idle states slower than 0 us to leave, as cyclictest and tuned's
+    latency-performance profile do, for as long as the block runs: yields what is in force
+    and, when shallow was wanted but cannot be had, why not.
+
+    A CPU waiting for the next request idles between replies; leaving a deep idle state
+    costs microseconds on bare metal and, on a virtual machine, a trip through the
+    hypervisor: on the 2-vCPU development VM one client's round trip to c-threaded took
+    75-87 us with it and 13.5 us without, and the cost wandered with the host's load from
+    minute to minute (bench/README.md, "Calibration"). That is the machine, not the server
+    under test. The kernel keeps the request (PM QoS) while the file stays open and drops it
+    when the file is closed, also when this process is killed: nothing to undo."""
+    if wanted != IDLE_SHALLOW:
+        yield IDLE_ANY, None
+        return
+    try:
+        fd = os.open(PM_QOS_DEVICE, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        yield IDLE_ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))  # a native 32-bit count of microseconds
+        yield IDLE_SHALLOW, None
+    except OSError as e:
+        yield IDLE_ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
+    finally:
+        os.close(fd)
+
+
+def idle_hold_problem() -> str | None:
+    """Why shallow idle states cannot be held here (None: they can), to warn before a
+    benchmark rather than after it."""
+    with shallow_idle() as (_, problem):
+        return problem
+
+
+def idle_driver() -> tuple[str | None, list[str] | None]:
+    """The cpuidle driver and CPU 0's idle states, shallowest first (None: not readable)."""
+    driver = read_text(CPU_SYS / "cpuidle/current_driver")
+    base = CPU_SYS / "cpu0/cpuidle"
+    try:
+        names = sorted(e.name for e in os.scandir(base) if e.name.startswith("state"))
+    except OSError:
+        return driver, None
+    states = [read_text(base / n / "name") or n for n in sorted(names, key=lambda n: int(n[5:]))]
+    return driver, states
 
 
 def read_text(path: str | Path) -> str | None:
@@ -180,6 +240,10 @@ class Environment:
     server_path: str | None = None  # None with --connect
     server_size_bytes: int | None = None
     server_sha256: str | None = None
+    cpuidle_driver: str | None = None  # e.g. "intel_idle", "acpi_idle", "haltpoll"
+    # "shallow": Volley held the CPUs out of deep idle states while measuring; "any": the
+    # machine's own policy. None in results written before it was recorded.
+    idle_states: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,6 +289,8 @@ class Environment:
             found.append(f"CPUs on {len(nodes)} NUMA nodes")
         if self.load_avg_1m is not None and self.load_avg_1m > LOAD_AVG_LIMIT:
             found.append(f"load average {self.load_avg_1m:.1f} at start")
+        if self.idle_states == IDLE_ANY:
+            found.append("deep CPU idle states allowed")
         return found
 
 
@@ -235,7 +301,10 @@ def _siblings_say_smt(used: list[CpuState]) -> bool | None:
 
 
 def environment(
-    server_path: str | None, client_cpus: list[int], server_cpus: list[int]
+    server_path: str | None,
+    client_cpus: list[int],
+    server_cpus: list[int],
+    idle_states: str | None = None,
 ) -> Environment:
     """Read the machine as it is now. Takes ~30 ms (one systemd-detect-virt and a scan of
     /proc for irqbalance): call it once per benchmark, not per run."""
@@ -318,6 +387,8 @@ def environment(
         server_path=real,
         server_size_bytes=size,
         server_sha256=_sha256(real) if real else None,
+        cpuidle_driver=idle_driver()[0],
+        idle_states=idle_states,
     )
 
 
@@ -462,6 +533,31 @@ def readiness() -> list[Item]:
             "it moves interrupts onto the pinned CPUs while a benchmark runs",
             "systemctl stop irqbalance, or give it IRQBALANCE_BANNED_CPULIST=the pinned CPUs",
             (not env.irqbalance_running) if env.irqbalance_running is not None else None,
+        )
+    )
+    driver, states = idle_driver()
+    can_hold = os.access(PM_QOS_DEVICE, os.W_OK)
+    deep = [name for name in states or [] if name.upper() != "POLL"]
+    ready: bool | None = can_hold or (states is not None and not deep)
+    if not can_hold and states is None:
+        ready = None  # neither held nor known to be shallow
+    if states is None:
+        idle = "no cpuidle states readable"
+    else:
+        idle = f"{driver or 'cpuidle'}: {', '.join(states) or 'none'}"
+    idle += (
+        "; volley-bench holds them shallow while it measures"
+        if can_hold
+        else f"; {PM_QOS_DEVICE} not writable"
+    )
+    items.append(
+        Item(
+            "idle states",
+            idle,
+            "waking a CPU from a deep idle state delays the reply (a VM: a trip to the hypervisor)",
+            f"run volley-bench as root (it holds {PM_QOS_DEVICE} at 0 while measuring), or "
+            "cpupower idle-set -D 0",
+            ready,
         )
     )
     load = read_text("/proc/loadavg")

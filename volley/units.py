@@ -23,6 +23,7 @@ BENCH_DEFAULTS = {
     "arrivals": "poisson",
     "op-timeout": "10s",
     "startup-timeout": "10s",
+    "idle-states": "shallow",
 }
 
 
