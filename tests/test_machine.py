@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from helpers import volley
@@ -28,8 +29,10 @@ from volley.noise import (
     CpuNoise,
     Noise,
     NoiseMeter,
+    cpu_hop_ns,
     descendants,
     disturbed_summary,
+    hops_summary,
     involuntary_switches,
 )
 
@@ -220,7 +223,11 @@ def test_idle_states_left_alone_or_not_held_say_so(monkeypatch, tmp_path) -> Non
 
 
 def test_a_benchmark_records_the_idle_states_it_measured_with() -> None:
-    found = short_bench()["result"]["host"]
+    result = short_bench()["result"]
+    found = result["host"]
+    if len(USABLE) > 1:  # each run's noise says how far apart the CPUs were
+        hops = [r["noise"]["cpu_hop_ns"] for r in result["runs"]]
+        assert any(hops) and all(h is None or h > 0 for h in hops), hops
     assert found["idle_states"] == (machine.IDLE_SHALLOW if HOLDS_IDLE else machine.IDLE_ANY)
     assert found["cpuidle_driver"] == machine.idle_driver()[0]
     allowed = short_bench("--idle-states", "any")
@@ -229,6 +236,42 @@ def test_a_benchmark_records_the_idle_states_it_measured_with() -> None:
 
     done = volley("bench", "--idle-states", "deep", SERVERS / "c-threaded")
     assert done.status == 2 and "--idle-states 'deep' is not one of shallow, any" in done.stderr
+
+
+@pytest.mark.skipif(len(USABLE) < 2, reason="a round trip between CPUs needs two")
+def test_cpu_hop_is_a_round_trip_between_two_cpus() -> None:
+    hops = [cpu_hop_ns(SERVER_CPU, CLIENT_CPU) for _ in range(3)]
+    found = [h for h in hops if h is not None]
+    assert found, "no probe got its batches done"
+    # Any two CPUs of one machine: tens to hundreds of ns; a preempted side costs a tick.
+    assert all(5 < h < 50_000 for h in found), hops
+    assert cpu_hop_ns(CLIENT_CPU, CLIENT_CPU) is None
+    assert os.sched_getaffinity(0) == set(USABLE)  # the probe pinned only its own threads
+
+
+def test_bounce_without_a_partner_gives_up_at_its_deadline() -> None:
+    from volley import _core
+
+    line, batches = np.zeros(16, dtype=np.int64), np.zeros(8, dtype=np.int64)
+    for measure in (True, False):
+        began = time.monotonic()
+        deadline = _core.monotonic_ns() + 20_000_000
+        assert _core.bounce(line, batches, 50, measure, deadline) == 0
+        assert time.monotonic() - began < 5  # 20 ms, unless this VM stalls us
+        line[:] = 0
+    with pytest.raises(ValueError, match="16 words"):
+        _core.bounce(np.zeros(8, dtype=np.int64), batches, 50, True, 0)
+
+
+def test_runs_on_cpus_that_moved_are_summarized_by_placement() -> None:
+    line = hops_summary([55.0, 60.0, None, 310.0, 300.0], [14e3, 14.2e3, 99e3, 20e3, 21e3])
+    assert line == (
+        "CPUs moved: the server's and the clients' CPUs were 55-310 ns apart (cache-line "
+        "round trip); mean 14.10 us in 2 near runs, 20.50 us in 2 far"
+    )
+    assert hops_summary([55.0, 100.0], [14e3, 15e3]) is None  # within a factor of 2
+    assert hops_summary([55.0, None], [14e3, 15e3]) is None
+    assert hops_summary([], []) is None
 
 
 def test_cmdline_flags_stop_at_the_init_arguments() -> None:
@@ -399,14 +442,20 @@ def test_a_hog_during_a_benchmark_flags_its_runs_with_its_share() -> None:
     with pinned(CLIENT_CPU, HOG):
         found = short_bench()
     runs = found["result"]["runs"]
-    assert runs and all(r["noise"]["disturbed"] for r in runs)
-    shares = [c["other_share"] for r in runs for c in r["noise"]["cpus"] if c["cpu"] == CLIENT_CPU]
-    # The hog and the clients share the CPU: the hog gets about half of it.
+    flagged = [r for r in runs if r["noise"]["disturbed"]]
+    # The clients wake for every reply and the scheduler favours them over the hog, more so
+    # the faster the server answers: the hog's share of a run measured 15-60% on the
+    # development VM with idle states held shallow. Most runs are over the 20% limit.
+    assert runs and len(flagged) >= len(runs) / 2, [r["noise"] for r in runs]
+    shares = [
+        c["other_share"] for r in flagged for c in r["noise"]["cpus"] if c["cpu"] == CLIENT_CPU
+    ]
     assert min(shares) >= OTHER_SHARE_LIMIT
-    assert f"{len(runs)} of {len(runs)} runs disturbed: " in found["stderr"]
+    assert f"{len(flagged)} of {len(runs)} runs disturbed: " in found["stderr"]
     assert f"% of CPU {CLIENT_CPU}" in found["stderr"]
     with pinned(CLIENT_CPU, HOG):
-        failed = short_bench("--noisy", "fail")["result"]
+        # Played until the time bound (no 0.1% in 3 s), so that some run meets the hog.
+        failed = short_bench("--noisy", "fail", "--precision", "0.1%")["result"]
     assert failed["status"] == "failed" and "disturbed" in failed["error"]
 
 

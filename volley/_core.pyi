@@ -1,5 +1,8 @@
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 OK: Final[int]
 FAILED_ERRNO: Final[int]
 PEER_CLOSED: Final[int]
@@ -36,3 +39,10 @@ def play_open(
     send_lag_ns: memoryview | None = None,
     spin_ns: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]: ...
+def bounce(
+    line: memoryview | npt.NDArray[np.int64],
+    batch_ns: memoryview | npt.NDArray[np.int64],
+    batch: int,
+    measure: bool,
+    deadline_ns: int,
+) -> int: ...

@@ -408,3 +408,85 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
     window = end_ns - measure_from_ns if end_ns > measure_from_ns else 0
     return (done, <int>outcome, err, challenge, reply, due, late, replied, max_outstanding,
             backlog_start, backlog_end, window)
+
+
+# ---- How far apart two CPUs are -----------------------------------------------------
+#
+# One cache line bounced between two threads, each pinned to one of the CPUs: the round
+# trip is what every request and reply between them pays in the memory system. It tells
+# the placement a hypervisor gave two virtual CPUs (one core's two hyperthreads or two
+# cores: on the development VM about 55 or 310 ns, switching within minutes), which moves
+# a ping-pong's latency by a third.
+
+cdef extern from *:
+    """
+    static inline long long volley_load(long long *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void volley_store(long long *p, long long v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    """
+    long long volley_load(long long *p) nogil
+    void volley_store(long long *p, long long v) nogil
+
+# Set by the measuring side when it is done: the answering side leaves.
+cdef enum:
+    BOUNCE_DONE = -1
+    BOUNCE_SPINS_PER_CLOCK = 256  # spins between two looks at the deadline
+
+
+def bounce(int64_t[::1] line, int64_t[::1] batch_ns, int batch, bint measure,
+           int64_t deadline_ns):
+    """One side of a cache-line ping-pong on a 64-byte-aligned word inside ``line`` (give
+    both sides the same array of at least 16 words, zeroed). The measuring side writes odd
+    values and waits for the next even one, timing ``batch`` exchanges into each slot of
+    ``batch_ns``; the answering side turns each odd value into the next even one. Both stop
+    at ``deadline_ns`` (a side whose partner is not running would spin forever). Returns the
+    batches timed (the measuring side) or the exchanges answered."""
+    if line.shape[0] < 16:
+        raise ValueError("line must hold at least 16 words")
+    cdef long long *word = <long long *>((<size_t>&line[0] + 63) & ~(<size_t>63))
+    cdef long long seen = 0, value = 0
+    cdef int64_t done = 0, began
+    cdef int spins = 0
+    cdef bint late = False
+    cdef Py_ssize_t slots = batch_ns.shape[0]
+    with nogil:
+        if measure:
+            while done < slots and not late:
+                began = now_ns()
+                if began > deadline_ns:
+                    break
+                for _ in range(batch):
+                    value += 1
+                    volley_store(word, value)
+                    value += 1
+                    while volley_load(word) != value:
+                        spins += 1
+                        if spins == BOUNCE_SPINS_PER_CLOCK:
+                            spins = 0
+                            if now_ns() > deadline_ns:
+                                late = True
+                                break
+                    if late:
+                        break
+                if not late:
+                    batch_ns[done] = now_ns() - began
+                    done += 1
+            volley_store(word, BOUNCE_DONE)
+        else:
+            while True:
+                seen = volley_load(word)
+                if seen == BOUNCE_DONE:
+                    break
+                if seen % 2 == 1:
+                    volley_store(word, seen + 1)
+                    done += 1
+                    continue
+                spins += 1
+                if spins == BOUNCE_SPINS_PER_CLOCK:
+                    spins = 0
+                    if now_ns() > deadline_ns:
+                        break
+    return done

@@ -1,5 +1,6 @@
 """Whether the machine stayed quiet during a run: what else ran on the pinned CPUs, what the
-hypervisor stole, how often our own clients were preempted (NoiseMeter, Noise).
+hypervisor stole, how often our own clients were preempted, how far apart the server's
+and the clients' CPUs were (NoiseMeter, Noise).
 
 Read from /proc without root; on a system without /proc the meter measures nothing.
 """
@@ -11,12 +12,18 @@ import gzip
 import os
 import platform
 import resource
+import statistics
+import threading
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from volley import _core
 from volley.machine import CPU_SYS, read_int, read_text
+from volley.units import format_ns
 
 # A run is disturbed when, on any pinned CPU, processes other than the server and Volley
 # used more than this share of the measured stretch, or the hypervisor stole more.
@@ -33,6 +40,14 @@ OTHER_SHARE_LIMIT = 0.20
 STEAL_SHARE_LIMIT = 0.20
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat
+
+# The CPU-to-CPU probe: 40 batches of 50 cache-line round trips, at most 20 ms (about 1 ms
+# when the two CPUs run nothing else: 2,000 x 55-310 ns on the development VM).
+HOP_BATCHES = 40
+HOP_BATCH = 50
+HOP_BUDGET_S = 0.02
+# Runs whose probes differ by more than this factor were measured on different placements.
+HOP_MOVED_FACTOR = 2.0
 
 
 def _cpu_times() -> dict[int, tuple[float, float, float]]:
@@ -154,6 +169,59 @@ def involuntary_switches() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
+def cpu_hop_ns(measuring_cpu: int, answering_cpu: int) -> float | None:
+    """The median round trip of one cache line between two CPUs now, in ns; None on one
+    CPU, or when the probe got too few batches done (a CPU busy with something else)."""
+    if measuring_cpu == answering_cpu:
+        return None
+    line = np.zeros(16, dtype=np.int64)
+    batches = np.zeros(HOP_BATCHES, dtype=np.int64)
+    deadline = _core.monotonic_ns() + int(HOP_BUDGET_S * 1e9)
+    done = [0]
+
+    def side(cpu: int, measure: bool) -> None:
+        try:
+            os.sched_setaffinity(0, {cpu})  # this thread only: each side has its own
+        except OSError:
+            return  # the partner gives up at the deadline
+        timed = _core.bounce(line, batches, HOP_BATCH, measure, deadline)
+        if measure:
+            done[0] = timed
+
+    sides = [
+        threading.Thread(target=side, args=(cpu, measure), daemon=True)
+        for cpu, measure in ((answering_cpu, False), (measuring_cpu, True))
+    ]
+    for thread in sides:
+        thread.start()
+    for thread in sides:
+        thread.join()
+    if done[0] < HOP_BATCHES // 2:
+        return None
+    return round(statistics.median(batches[: done[0]].tolist()) / HOP_BATCH, 1)
+
+
+def hops_summary(hops: list[float | None], values: list[float]) -> str | None:
+    """One line for the summary when the server's and the clients' CPUs were much nearer
+    in some runs than in others (a hypervisor moving virtual CPUs), with the mean of the
+    runs at each; None when they stayed put. ``values``: each run's mean, in ns."""
+    known = [(h, v) for h, v in zip(hops, values, strict=True) if h is not None]
+    if len(known) < 2:
+        return None
+    low, high = min(h for h, _ in known), max(h for h, _ in known)
+    if high <= HOP_MOVED_FACTOR * low:
+        return None
+    middle = (low * high) ** 0.5
+    near = [v for h, v in known if h < middle]
+    far = [v for h, v in known if h >= middle]
+    return (
+        f"CPUs moved: the server's and the clients' CPUs were {low:.0f}-{high:.0f} ns apart "
+        f"(cache-line round trip); mean {format_ns(statistics.fmean(near))} in "
+        f"{len(near)} near run{'s' if len(near) != 1 else ''}, "
+        f"{format_ns(statistics.fmean(far))} in {len(far)} far"
+    )
+
+
 def _freqs(cpus: Iterable[int]) -> list[int]:
     return [
         f
@@ -184,6 +252,9 @@ class Noise:
     freq_min_khz: int | None  # lowest and highest scaling_cur_freq seen on a used CPU
     freq_max_khz: int | None
     disturbed: bool  # other_share or steal beyond OTHER_SHARE_LIMIT / STEAL_SHARE_LIMIT
+    # Cache-line round trip between the first server and the first client CPU just before
+    # the run (cpu_hop_ns); None on one CPU, with --connect, or in older results.
+    cpu_hop_ns: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +310,12 @@ class NoiseMeter:
     def start(self, server_pid: int | None, worker_pids: Collection[int]) -> None:
         """Call just before the measured stretch, with the server (None with --connect;
         its child processes count as it) and the client workers running."""
+        # Before the clocks below start: the probe is ours, not other work.
+        self.hop_ns = (
+            cpu_hop_ns(self.server_cpus[0], self.client_cpus[0])
+            if self.server_cpus and self.client_cpus
+            else None
+        )
         self.roots = {os.getpid(), *worker_pids}
         self.server_pid = server_pid
         self.last_pid = _last_pid()
@@ -313,6 +390,7 @@ class NoiseMeter:
             freq_min_khz=min(freqs) if freqs else None,
             freq_max_khz=max(freqs) if freqs else None,
             disturbed=disturbed,
+            cpu_hop_ns=self.hop_ns,
         )
 
 

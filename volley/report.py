@@ -23,7 +23,7 @@ from volley.compare import (
     server_name,
 )
 from volley.cpus import format_cpu_list
-from volley.noise import disturbed_summary
+from volley.noise import disturbed_summary, hops_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
 from volley.units import format_ns
@@ -117,6 +117,12 @@ def summary(result: BenchResult) -> str:
     noise = disturbed_summary([r.noise for r in result.runs + result.dropped_runs if r.noise])
     if noise:
         lines.append(f"  {noise}")
+    moved = hops_summary(
+        [r.noise.cpu_hop_ns if r.noise else None for r in result.runs],
+        [r.mean_ns for r in result.runs],
+    )
+    if moved:
+        lines.append(f"  {moved}")
     if result.dropped_runs:
         dropped = len(result.dropped_runs)
         lines.append(

@@ -18,7 +18,9 @@ Format history (``version`` in the JSON):
      srun): ``hosts``, one object per host with ``host``, ``rank``, ``cpus``, ``clients``,
      ``ops``, ``mean_ns`` and ``p99_ns`` (empty for a run on one machine); ``clients``
      and ``n`` are then totals over the hosts. Later in format 4 (readers of 4 ignore it
-     or take it as absent): ``server_address``, where the server listened.
+     or take it as absent): ``server_address``, where the server listened; ``host``'s
+     ``cpuidle_driver`` and ``idle_states`` (``shallow`` or ``any``); each run's
+     ``noise.cpu_hop_ns``.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 

@@ -9,7 +9,11 @@ each writing its JSON result. For the mean and for p99 it prints:
   (about 1 for honest intervals; 3 means the intervals are three times too narrow);
 - time: median and max wall time of an invocation, the median number of runs, and the
   per-run overhead (wall time of a run beyond its warm-up and measured stretch: server
-  start and stop, connecting, the coordinator's work).
+  start and stop, connecting, the coordinator's work);
+- placement: how far apart the server's and the clients' CPUs were (each run's
+  ``noise.cpu_hop_ns``), the share of each invocation's runs on the far placement, and how
+  much of the spread between invocations that share explains (a virtual machine whose
+  host moves its virtual CPUs between cores).
 
 This is a measurement, not a test: nothing here judges or asserts a timing.
 
@@ -47,6 +51,7 @@ class Invocation:
     runs: int
     overhead_s: float | None  # per run, beyond warm-up and measuring
     status: str
+    hops_ns: list[float]  # each run's CPU-to-CPU probe, where it has one
 
 
 def half_width(low: float | None, high: float | None) -> float:
@@ -74,6 +79,7 @@ def load(text: str) -> Invocation:
         runs=len(runs) or data.get("rounds", 0),
         overhead_s=overhead,
         status=data["status"],
+        hops_ns=[h for r in runs if (h := (r.get("noise") or {}).get("cpu_hop_ns"))],
     )
 
 
@@ -86,6 +92,27 @@ def honesty(values: list[float], halves: list[float]) -> tuple[float, float]:
         z.append((value - others) / (half / 1.96) if half > 0 else math.inf)
     finite = [x for x in z if math.isfinite(x)]
     return held / len(values), statistics.stdev(finite) if len(finite) > 1 else math.nan
+
+
+def placement(found: list[Invocation]) -> str | None:
+    """The probes' range, and the correlation between an invocation's share of runs on the
+    far placement (beyond the geometric middle of all probes) and its mean."""
+    hops = [h for f in found for h in f.hops_ns]
+    if not hops:
+        return None
+    low, high = min(hops), max(hops)
+    middle = math.sqrt(low * high)
+    far = [
+        sum(h >= middle for h in f.hops_ns) / len(f.hops_ns) if f.hops_ns else 0.0 for f in found
+    ]
+    text = f"CPU-to-CPU round trip {low:.0f}-{high:.0f} ns over all runs"
+    if len(set(far)) > 1:
+        r = statistics.correlation(far, [f.mean_ns for f in found])
+        text += (
+            f"; share of far runs per invocation {min(far):.0%}-{max(far):.0%}, "
+            f"its correlation with the mean r = {r:.2f}"
+        )
+    return text
 
 
 def main() -> int:
@@ -130,7 +157,12 @@ def main() -> int:
             f"{i + 1:3d}/{args.k}: mean {last.mean_ns / 1e3:8.2f} us "
             f"± {last.mean_half_ns / 1e3:.2f}  p99 {last.p99_ns / 1e3:8.1f} us"
             + (f" ± {last.p99_half_ns / 1e3:.1f}" if last.p99_half_ns is not None else "")
-            + f"  {last.runs} runs  {last.elapsed_s:.1f} s  {last.status}",
+            + f"  {last.runs} runs  {last.elapsed_s:.1f} s  {last.status}"
+            + (
+                f"  CPUs {statistics.median(last.hops_ns):.0f} ns apart (median)"
+                if last.hops_ns
+                else ""
+            ),
             file=sys.stderr,
             flush=True,
         )
@@ -160,6 +192,9 @@ def main() -> int:
         f"| {statistics.median(elapsed):.1f} s | {max(elapsed):.1f} s "
         f"| {statistics.median(f.runs for f in found):g} | {overhead} |"
     )
+    where = placement(found)
+    if where:
+        print(f"\n{where}")
     return 0
 
 
