@@ -1,3 +1,4 @@
+import array
 from typing import Final
 
 import numpy as np
@@ -40,8 +41,8 @@ def play_open(
     spin_ns: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]: ...
 def bounce(
-    line: memoryview | npt.NDArray[np.int64],
-    batch_ns: memoryview | npt.NDArray[np.int64],
+    line: memoryview | array.array[int] | npt.NDArray[np.int64],
+    batch_ns: memoryview | array.array[int] | npt.NDArray[np.int64],
     batch: int,
     measure: bool,
     deadline_ns: int,

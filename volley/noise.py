@@ -7,6 +7,7 @@ Read from /proc without root; on a system without /proc the meter measures nothi
 
 from __future__ import annotations
 
+import array
 import functools
 import gzip
 import os
@@ -18,8 +19,6 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from volley import _core
 from volley.machine import CPU_SYS, read_int, read_text
@@ -41,8 +40,9 @@ STEAL_SHARE_LIMIT = 0.20
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat
 
-# The CPU-to-CPU probe: 40 batches of 50 cache-line round trips, at most 20 ms (about 1 ms
-# when the two CPUs run nothing else: 2,000 x 55-310 ns on the development VM).
+# The CPU-to-CPU probe: 40 batches of 50 cache-line round trips, at most 20 ms; about 4 ms
+# when the two CPUs run nothing else (starting and pinning two threads, then 2,000 round
+# trips of 55-310 ns on the development VM).
 HOP_BATCHES = 40
 HOP_BATCH = 50
 HOP_BUDGET_S = 0.02
@@ -174,8 +174,10 @@ def cpu_hop_ns(measuring_cpu: int, answering_cpu: int) -> float | None:
     CPU, or when the probe got too few batches done (a CPU busy with something else)."""
     if measuring_cpu == answering_cpu:
         return None
-    line = np.zeros(16, dtype=np.int64)
-    batches = np.zeros(HOP_BATCHES, dtype=np.int64)
+    # Plain arrays, not numpy: the workers import this module, and numpy would start its
+    # math library's threads there before the worker pins itself.
+    line = array.array("q", bytes(16 * 8))
+    batches = array.array("q", bytes(HOP_BATCHES * 8))
     deadline = _core.monotonic_ns() + int(HOP_BUDGET_S * 1e9)
     done = [0]
 
@@ -198,7 +200,7 @@ def cpu_hop_ns(measuring_cpu: int, answering_cpu: int) -> float | None:
         thread.join()
     if done[0] < HOP_BATCHES // 2:
         return None
-    return round(statistics.median(batches[: done[0]].tolist()) / HOP_BATCH, 1)
+    return round(statistics.median(batches[: done[0]]) / HOP_BATCH, 1)
 
 
 def hops_summary(hops: list[float | None], values: list[float]) -> str | None:
