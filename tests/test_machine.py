@@ -32,7 +32,6 @@ from volley.noise import (
     cpu_hop_ns,
     descendants,
     disturbed_summary,
-    hops_summary,
     involuntary_switches,
 )
 
@@ -264,14 +263,24 @@ def test_bounce_without_a_partner_gives_up_at_its_deadline() -> None:
 
 
 def test_runs_on_cpus_that_moved_are_summarized_by_placement() -> None:
-    line = hops_summary([55.0, 60.0, None, 310.0, 300.0], [14e3, 14.2e3, 99e3, 20e3, 21e3])
+    from volley.report import hops_summary
+    from volley.stats import run_interval
+    from volley.units import format_ns
+
+    hops = [55.0, 60.0, None, 310.0, 300.0, 320.0]
+    line = hops_summary(hops, [14e3, 14.2e3, 99e3, 20e3, 21e3, 20.5e3], 0.9)
+    near = run_interval(14.1e3, [14e3, 14.2e3], 0.9).half_width
+    far = run_interval(20.5e3, [20e3, 21e3, 20.5e3], 0.9).half_width
     assert line == (
-        "CPUs moved: the server's and the clients' CPUs were 55-310 ns apart (cache-line "
-        "round trip); mean 14.10 us in 2 near runs, 20.50 us in 2 far"
+        "CPUs moved: the server's and the clients' CPUs were 55-320 ns apart (cache-line "
+        f"round trip); mean 14.10 us ± {format_ns(near)} in 2 near runs, "
+        f"20.50 us ± {format_ns(far)} in 3 far"
     )
-    assert hops_summary([55.0, 100.0], [14e3, 15e3]) is None  # within a factor of 2
-    assert hops_summary([55.0, None], [14e3, 15e3]) is None
-    assert hops_summary([], []) is None
+    one_far = hops_summary([55.0, 60.0, 310.0], [14e3, 14.2e3, 20e3], 0.95)
+    assert one_far is not None and one_far.endswith("near runs, 20.00 us in 1 far")
+    assert hops_summary([55.0, 100.0], [14e3, 15e3], 0.95) is None  # within a factor of 2
+    assert hops_summary([55.0, None], [14e3, 15e3], 0.95) is None
+    assert hops_summary([], [], 0.95) is None
 
 
 def test_cmdline_flags_stop_at_the_init_arguments() -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 from volley import _core
 from volley.machine import CPU_SYS, read_int, read_text
-from volley.units import format_ns
 
 # A run is disturbed when, on any pinned CPU, processes other than the server and Volley
 # used more than this share of the measured stretch, or the hypervisor stole more.
@@ -201,27 +200,6 @@ def cpu_hop_ns(measuring_cpu: int, answering_cpu: int) -> float | None:
     if done[0] < HOP_BATCHES // 2:
         return None
     return round(statistics.median(batches[: done[0]]) / HOP_BATCH, 1)
-
-
-def hops_summary(hops: list[float | None], values: list[float]) -> str | None:
-    """One line for the summary when the server's and the clients' CPUs were much nearer
-    in some runs than in others (a hypervisor moving virtual CPUs), with the mean of the
-    runs at each; None when they stayed put. ``values``: each run's mean, in ns."""
-    known = [(h, v) for h, v in zip(hops, values, strict=True) if h is not None]
-    if len(known) < 2:
-        return None
-    low, high = min(h for h, _ in known), max(h for h, _ in known)
-    if high <= HOP_MOVED_FACTOR * low:
-        return None
-    middle = (low * high) ** 0.5
-    near = [v for h, v in known if h < middle]
-    far = [v for h, v in known if h >= middle]
-    return (
-        f"CPUs moved: the server's and the clients' CPUs were {low:.0f}-{high:.0f} ns apart "
-        f"(cache-line round trip); mean {format_ns(statistics.fmean(near))} in "
-        f"{len(near)} near run{'s' if len(near) != 1 else ''}, "
-        f"{format_ns(statistics.fmean(far))} in {len(far)} far"
-    )
 
 
 def _freqs(cpus: Iterable[int]) -> list[int]:

@@ -8,6 +8,7 @@ import math
 import sys
 from typing import TextIO
 
+from volley import noise, stats
 from volley.compare import (
     FASTER,
     MIN_RUNS,
@@ -23,7 +24,7 @@ from volley.compare import (
     server_name,
 )
 from volley.cpus import format_cpu_list
-from volley.noise import disturbed_summary, hops_summary
+from volley.noise import disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
 from volley.units import format_ns
@@ -85,6 +86,36 @@ VERDICTS = {
 }
 
 
+def hops_summary(hops: list[float | None], values: list[float], confidence: float) -> str | None:
+    """One line for the summary when the server's and the clients' CPUs were much nearer
+    in some runs than in others (a hypervisor moving virtual CPUs), with the mean of the
+    runs at each (the interval over those runs: within one placement runs agree, across
+    placements they need not); None when they stayed put. ``values``: each run's mean, ns."""
+    known = [(h, v) for h, v in zip(hops, values, strict=True) if h is not None]
+    if len(known) < 2:
+        return None
+    low, high = min(h for h, _ in known), max(h for h, _ in known)
+    if high <= noise.HOP_MOVED_FACTOR * low:
+        return None
+    middle = (low * high) ** 0.5
+    near = [v for h, v in known if h < middle]
+    far = [v for h, v in known if h >= middle]
+    return (
+        f"CPUs moved: the server's and the clients' CPUs were {low:.0f}-{high:.0f} ns apart "
+        f"(cache-line round trip); mean {_runs_mean(near, confidence)} in "
+        f"{len(near)} near run{'s' if len(near) != 1 else ''}, "
+        f"{_runs_mean(far, confidence)} in {len(far)} far"
+    )
+
+
+def _runs_mean(values: list[float], confidence: float) -> str:
+    """The mean of some runs' means with its interval over those runs, when known."""
+    found = stats.run_interval(sum(values) / len(values), values, confidence)
+    if not math.isfinite(found.half_width):
+        return format_ns(found.centre)
+    return f"{format_ns(found.centre)} ± {format_ns(found.half_width)}"
+
+
 def summary(result: BenchResult) -> str:
     """The human summary printed on stdout."""
     # Long but flat: the lines in the order they are printed, each next to its condition.
@@ -120,6 +151,7 @@ def summary(result: BenchResult) -> str:
     moved = hops_summary(
         [r.noise.cpu_hop_ns if r.noise else None for r in result.runs],
         [r.mean_ns for r in result.runs],
+        result.confidence,
     )
     if moved:
         lines.append(f"  {moved}")
