@@ -415,7 +415,7 @@ def play_open(int fd, int64_t[::1] latency_ns, uint32_t seed, int64_t start_ns,
 # One cache line bounced between two threads, each pinned to one of the CPUs: the round
 # trip is what every request and reply between them pays in the memory system. It tells
 # the placement a hypervisor gave two virtual CPUs (one core's two hyperthreads or two
-# cores: on the development VM about 55 or 310 ns, switching within minutes), which moves
+# cores: on the development VM about 60 or 310 ns, switching within minutes), which moves
 # a ping-pong's latency by a third.
 
 cdef extern from *:

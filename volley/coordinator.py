@@ -41,7 +41,7 @@ from volley.runs import (
     measure,
 )
 from volley.server import LOOPBACK
-from volley.units import Target
+from volley.units import BENCH_DEFAULTS, Target
 
 # Per-client latency buffer per run, capped so the shared mapping stays bounded
 # (pages are only backed once written, so the cap is address space, not memory).
@@ -91,7 +91,7 @@ class BenchConfig:
     arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
     # "shallow": hold the CPUs out of deep idle states while measuring (machine.shallow_idle);
     # "any": leave them to the machine's policy.
-    idle_states: str = machine.IDLE_SHALLOW
+    idle_states: str = BENCH_DEFAULTS["idle-states"]
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
     alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
 

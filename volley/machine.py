@@ -46,7 +46,7 @@ def shallow_idle(wanted: str = IDLE_SHALLOW) -> Iterator[tuple[str, str | None]]
     A CPU waiting for the next request idles between replies; leaving a deep idle state
     costs microseconds on bare metal and, on a virtual machine, a trip through the
     hypervisor: on the 2-vCPU development VM one client's round trip to c-threaded took
-    75-87 us with it and 13.5 us without, and the cost wandered with the host's load from
+    75-157 us with it and 14-22 us without, and the cost wandered with the host's load from
     minute to minute (bench/README.md, "Calibration"). That is the machine, not the server
     under test. The kernel keeps the request (PM QoS) while the file stays open and drops it
     when the file is closed, also when this process is killed: nothing to undo."""
@@ -537,10 +537,9 @@ def readiness() -> list[Item]:
     )
     driver, states = idle_driver()
     can_hold = os.access(PM_QOS_DEVICE, os.W_OK)
-    deep = [name for name in states or [] if name.upper() != "POLL"]
-    ready: bool | None = can_hold or (states is not None and not deep)
-    if not can_hold and states is None:
-        ready = None  # neither held nor known to be shallow
+    ready: bool | None = True  # held while measuring, whatever the states
+    if not can_hold:
+        ready = None if states is None else all(name.upper() == "POLL" for name in states)
     if states is None:
         idle = "no cpuidle states readable"
     else:

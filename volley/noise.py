@@ -41,7 +41,7 @@ TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat
 
 # The CPU-to-CPU probe: 40 batches of 50 cache-line round trips, at most 20 ms; about 4 ms
 # when the two CPUs run nothing else (starting and pinning two threads, then 2,000 round
-# trips of 55-310 ns on the development VM).
+# trips of 60-350 ns on the development VM).
 HOP_BATCHES = 40
 HOP_BATCH = 50
 HOP_BUDGET_S = 0.02

@@ -8,7 +8,7 @@ import math
 import sys
 from typing import TextIO
 
-from volley import noise, stats
+from volley import stats
 from volley.compare import (
     FASTER,
     MIN_RUNS,
@@ -24,7 +24,7 @@ from volley.compare import (
     server_name,
 )
 from volley.cpus import format_cpu_list
-from volley.noise import disturbed_summary
+from volley.noise import HOP_MOVED_FACTOR, disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
 from volley.units import format_ns
@@ -95,7 +95,7 @@ def hops_summary(hops: list[float | None], values: list[float], confidence: floa
     if len(known) < 2:
         return None
     low, high = min(h for h, _ in known), max(h for h, _ in known)
-    if high <= noise.HOP_MOVED_FACTOR * low:
+    if high <= HOP_MOVED_FACTOR * low:
         return None
     middle = (low * high) ** 0.5
     near = [v for h, v in known if h < middle]

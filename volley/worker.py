@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from volley import _core, noise
+from volley.server import STOP_SIGNALS
 
 # The first page of the shared mapping holds the stop flag; latencies start after it.
 CONTROL_BYTES = mmap.PAGESIZE
@@ -194,7 +195,7 @@ def main(plan: WorkerPlan, pipe: Connection) -> None:
     # The coordinator owns Ctrl-C and the other stop signals, which reach the whole process
     # group (a terminal, `timeout`, `kill -- -PGID`); it ends its workers itself. A worker
     # whose coordinator dies must die too.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
