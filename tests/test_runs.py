@@ -13,6 +13,7 @@ import random
 import numpy as np
 import pytest
 
+from volley import stats
 from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
 from volley.runs import (
     PlayedRun,
@@ -123,6 +124,80 @@ def coverage(trials: int = 400, seed: int = 9, **model: float) -> tuple[float, f
 def test_stopping_rule_keeps_coverage(model):
     held, runs = coverage(**model)
     assert held >= 0.93, f"coverage {held:.3f} after a median of {runs} runs"
+
+
+def sitting_coverage(
+    trials: int, target: float, earlier: int, seed: int = 11, tau: float = 0.03
+) -> tuple[float, float, int]:
+    """Sittings that differ: each sitting's runs share an offset (sd ``tau`` of the mean)
+    that no run of it can show. With ``earlier`` sittings known (each 24 runs), the rule
+    runs a new sitting to ``target`` (or until the target is out of reach); the share of
+    trials whose interval holds the true mean, the median runs, and how many stopped
+    because the target was out of reach."""
+    rng = np.random.default_rng(seed)
+    held, played, hopeless = 0, [], 0
+    for _ in range(trials):
+        values, variances = [], []
+        for _ in range(earlier):
+            runs, _ = run_values(rng, 24)
+            runs += rng.normal(0, tau * 100_000)
+            values.append(float(runs.mean()))
+            variances.append(stats.run_variance(runs)[0])
+        between = stats.Between.of(values, variances)
+        runs, true = run_values(rng, 600)
+        runs += rng.normal(0, tau * 100_000)
+        rule = StoppingRule(
+            [Target("mean", relative=target)], between={"mean": between} if between else {}
+        )
+        for n in range(1, len(runs) + 1):
+            seen = runs[:n]
+            verdict = rule.judge({"mean": float(seen.mean())}, {"mean": list(seen)})
+            if verdict.met or verdict.out_of_reach:
+                break
+        hopeless += bool(verdict.out_of_reach)
+        held += verdict.intervals["mean"].low <= true <= verdict.intervals["mean"].high
+        played.append(n)
+    return held / trials, float(np.median(played)), hopeless
+
+
+@pytest.mark.parametrize("target", [0.01, 0.15], ids=["out-of-reach", "reachable"])
+def test_earlier_sittings_keep_coverage_when_sittings_differ(target):
+    held, runs, hopeless = sitting_coverage(400, target, earlier=6)
+    assert held >= 0.93, f"coverage {held:.3f} after a median of {runs} runs"
+    if target == 0.01:  # sittings alone differ by more: stopped early, not at 600 runs
+        assert hopeless == 400 and runs < 60
+    else:  # only a history that happened to spread widely puts 15% out of reach
+        assert hopeless < 20
+
+
+def test_without_earlier_sittings_the_interval_covers_one_sitting_only():
+    held, _, _ = sitting_coverage(400, 0.15, earlier=0)
+    assert held < 0.7  # what the history is for: one sitting cannot see the offset
+
+
+def test_earlier_sittings_plan_more_runs_when_they_leave_little_of_the_target():
+    pilot = list(np.random.default_rng(4).normal(100_000, 3_000, 10))
+    alone = stats.planned_runs(pilot, 2_000.0, 0.95)
+    widened = stats.planned_runs(pilot, 2_000.0, 0.95, stats.Between(500.0**2, 12))
+    assert widened > alone > 10
+    # Nothing left of the target after the sittings' spread: the pilot, then the tail.
+    assert stats.planned_runs(pilot, 2_000.0, 0.95, stats.Between(2_000.0**2, 12)) == 10
+
+
+def test_a_target_out_of_reach_ends_the_benchmark_not_significant_and_says_why():
+    clock = FakeClock()
+    values, _ = run_values(np.random.default_rng(5), 500)
+    plan = RunPlan(
+        targets=[Target("mean", relative=0.01)],
+        max_time_s=1e9,
+        between={"mean": stats.Between(5_000.0**2, 8)},
+    )
+    m = measure(SeriesEngine(values, clock), plan, clock=clock)
+    assert m.status == NOT_SIGNIFICANT
+    assert m.error and "out of reach" in m.error and "(8)" in m.error
+    assert len(m.runs) < 60
+    # The reported interval includes the spread between sittings.
+    assert m.intervals["mean"].half_width > 2 * 5_000.0
 
 
 def test_pilot_runs_plan_more_runs_for_a_wider_spread():

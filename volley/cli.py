@@ -17,13 +17,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn, TextIO, TypeVar
 
 import typer
 
-from volley import coordinator, cpus, hosts, machine, results, runs, server
+from volley import coordinator, cpus, history, hosts, machine, results, runs, server
 from volley.report import StreamProgress, summary
 from volley.units import (
     BENCH_DEFAULTS,
@@ -184,6 +185,14 @@ def bench(
     json_path: str | None = typer.Option(
         None, "--json", metavar="PATH", help="Write the result as JSON (- for stdout)."
     ),
+    history_place: str | None = typer.Option(
+        None,
+        "--history",
+        metavar="DIR",
+        help="Where earlier sittings of each configuration are kept; their spread widens "
+        "the intervals (off: neither read nor kept). Default: $VOLLEY_HISTORY, else "
+        "~/.local/state/volley/sittings.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Measure a server's latency with pinned ping-pong clients until the mean is known."""
@@ -230,6 +239,9 @@ def bench(
         coordinator.raise_open_files_limit(config.clients)
     except coordinator.BenchError as e:
         fail(str(e), EXIT_USAGE)
+    sittings = None
+    if not (team and team.rank):  # the rule and the result are rank 0's
+        config, sittings = _earlier_sittings(config, history_place or history.default_place())
     if config.placement.warning and not quiet:
         say(f"warning: {config.placement.warning}", sys.stderr)
     if config.idle_states == machine.IDLE_SHALLOW and not quiet:
@@ -252,6 +264,12 @@ def bench(
         fail(str(e), EXIT_FAILED)
     # The result first: printing can fail (a closed pipe) and must not lose it.
     unwritten = None
+    sitting = history.Sitting.of(result)
+    if sittings is not None and sitting is not None:
+        try:
+            sittings.add(sitting)
+        except OSError as e:
+            say(f"warning: cannot keep this sitting in {sittings.path}: {e}", sys.stderr)
     if json_path == "-":
         say(results.dumps(result), sys.stdout, end="")
     elif json_path:
@@ -263,6 +281,35 @@ def bench(
     if unwritten:
         fail(unwritten, EXIT_FAILED)
     raise typer.Exit(EXIT_CODES[result.status])
+
+
+def _earlier_sittings(
+    config: coordinator.BenchConfig, place: str
+) -> tuple[coordinator.BenchConfig, history.History | None]:
+    """``config`` with what earlier sittings of it say, and their history to add to."""
+    if place == history.OFF:
+        return config, None
+    key = history.configuration(
+        config.server,
+        config.server_args,
+        config.clients,
+        config.placement.client_cpus,
+        [] if config.connect else config.placement.server_cpus,
+        config.restart,
+        config.idle_states,
+        config.warmup_s,
+        config.run_time_s,
+        config.rate_ops_s,
+        config.arrivals,
+        config.connect is not None,
+    )
+    try:
+        found = history.History(place, key)
+    except OSError as e:
+        say(f"warning: cannot read earlier sittings in {place} ({e}); --history off", sys.stderr)
+        return config, None
+    earlier = replace(config, earlier_sittings=len(found.sittings), between=found.between())
+    return earlier, found
 
 
 def _bench_on_hosts(

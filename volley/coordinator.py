@@ -12,6 +12,7 @@ seed says.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import multiprocessing
 import os
@@ -94,6 +95,10 @@ class BenchConfig:
     idle_states: str = BENCH_DEFAULTS["idle-states"]
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
     alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
+    # Earlier sittings of this configuration (volley.history): how many, and how much they
+    # differ per statistic; None when not looked for.
+    earlier_sittings: int | None = None
+    between: dict[str, stats.Between] = field(default_factory=dict)
 
     def alternative(self, index: int) -> tuple[str, list[str]]:
         return self.alternatives[index] if self.alternatives else (self.server, self.server_args)
@@ -108,6 +113,7 @@ class BenchConfig:
             run_time_s=self.run_time_s,
             min_runs=self.min_runs,
             noisy=self.noisy,
+            between=self.between,
         )
 
 
@@ -508,6 +514,10 @@ class Coordinator:
             restart=self.restart,
             targets=[str(t) for t in config.targets],
             server_address=config.connect[0] if config.connect else config.server_address,
+            earlier_sittings=config.earlier_sittings,
+            between_sittings_ns={
+                name: math.sqrt(b.tau2) for name, b in config.between.items() if b.tau2 > 0
+            },
             load=LoadInfo()
             if config.rate_ops_s is None
             else LoadInfo.from_runs(

@@ -368,7 +368,7 @@ class Hosts:
 
     def play(self, request: RunRequest) -> PlayedRun:
         if self.save and self.measurement.runs:
-            self.measurement.settle(self.whole.confidence)
+            self.measurement.settle(self.whole.confidence, self.whole.between)
             partial = self.result()
             error = PARTIAL.format(runs=len(self.measurement.runs))
             self.save(replace(partial, status=FAILED, error=error))

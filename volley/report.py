@@ -27,7 +27,7 @@ from volley.cpus import format_cpu_list
 from volley.noise import HOP_MOVED_FACTOR, disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
 from volley.runs import Progress, RunProgress
-from volley.units import format_ns
+from volley.units import STATISTICS, format_ns
 
 
 class StreamProgress(Progress):
@@ -116,6 +116,28 @@ def _runs_mean(values: list[float], confidence: float) -> str:
     return f"{format_ns(found.centre)} ± {format_ns(found.half_width)}"
 
 
+def sittings_summary(result: BenchResult) -> str | None:
+    """What earlier sittings of the configuration added to the intervals; None when they
+    were not looked for."""
+    earlier = result.earlier_sittings
+    if earlier is None:
+        return None
+    if earlier < 2:
+        return (
+            f"{'first sitting' if earlier == 0 else 'second sitting'} of this configuration "
+            "here: the intervals cover this sitting only (from the third on they include "
+            "how much sittings differ)"
+        )
+    spread = result.between_sittings_ns
+    if not spread:
+        return f"{earlier} earlier sittings of this configuration agree within their intervals"
+    shown = ", ".join(f"{name} {format_ns(spread[name])}" for name in STATISTICS if name in spread)
+    return (
+        f"{earlier} earlier sittings of this configuration differ beyond their runs by "
+        f"(sd) {shown}: included in the intervals"
+    )
+
+
 def summary(result: BenchResult) -> str:
     """The human summary printed on stdout."""
     # Long but flat: the lines in the order they are printed, each next to its condition.
@@ -172,6 +194,9 @@ def summary(result: BenchResult) -> str:
             f"  {runs} run{'' if runs == 1 else 's'} reconnecting to a running server: "
             "the intervals cover that instance only"
         )
+    sittings = sittings_summary(result)
+    if sittings:
+        lines.append(f"  {sittings}")
     lat = result.latency_ns
     if lat is None:
         lines.append("  no op completed")
@@ -204,10 +229,15 @@ def summary(result: BenchResult) -> str:
         f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
         f"({result.measured_s:.1f} s measured, "
         f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
-        "  " + VERDICTS.get(result.status, "significant: NO (failed; incomplete result)"),
+        "  "
+        + (
+            "significant: NO (stopped early: the target is out of reach)"
+            if result.status == NOT_SIGNIFICANT and result.error
+            else VERDICTS.get(result.status, "significant: NO (failed; incomplete result)")
+        ),
     ]
     if result.error:
-        lines.append(f"  error: {result.error}")
+        lines.append(f"  {'why' if result.status == NOT_SIGNIFICANT else 'error'}: {result.error}")
     return "\n".join(lines)
 
 

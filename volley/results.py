@@ -20,7 +20,8 @@ Format history (``version`` in the JSON):
      and ``n`` are then totals over the hosts. Later in format 4 (readers of 4 ignore it
      or take it as absent): ``server_address``, where the server listened; ``host``'s
      ``cpuidle_driver`` and ``idle_states`` (``shallow`` or ``any``); each run's
-     ``noise.cpu_hop_ns``.
+     ``noise.cpu_hop_ns``; ``earlier_sittings`` and ``between_sittings_ns`` (the
+     intervals include how much earlier invocations of the same configuration differed).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -270,6 +271,12 @@ class BenchResult:
     # Where the server listened (--server-address, or --connect's host); None in files
     # written before it was recorded: 127.0.0.1, unless the server was at --connect.
     server_address: str | None = None
+    # Earlier sittings of this configuration on this machine (volley.history) that the
+    # intervals drew on; None: none were looked for (--history off, or an older file).
+    earlier_sittings: int | None = None
+    # Per statistic, how much those sittings differ beyond their runs (the standard
+    # deviation, ns): the intervals include it.
+    between_sittings_ns: dict[str, float] = field(default_factory=dict)
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 

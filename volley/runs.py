@@ -30,12 +30,15 @@ import numpy.typing as npt
 from volley import stats
 from volley.noise import Noise
 from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
-from volley.units import BENCH_DEFAULTS, Target, parse_duration_s
+from volley.units import BENCH_DEFAULTS, Target, format_ns, parse_duration_s
 
 # Ten pilot runs: fewer and the pilot's variance is too rough to plan on (the t quantile
 # for 9 degrees of freedom is already 2.26); more and a quiet server pays for nothing.
 MIN_RUNS = int(BENCH_DEFAULTS["min-runs"])
 SHOWN = ("mean", "p99")  # always in the progress line, besides any targeted statistic
+# A target out of reach stops the runs once their own variance is this share of the
+# between-sittings variance: more runs would narrow the interval by under 6%.
+SETTLED = 0.25
 
 
 class RunFailed(RuntimeError):
@@ -59,6 +62,9 @@ class RunPlan:
     # A run that other work disturbed (noise.Noise.disturbed): "keep" it (and say so),
     # "drop" it from the evidence, or "fail" the benchmark.
     noisy: str = BENCH_DEFAULTS["noisy"]
+    # How much earlier sittings of this configuration differ beyond their runs, per
+    # statistic (volley.history): every interval and target includes it.
+    between: dict[str, stats.Between] = field(default_factory=dict)
 
     def drops(self, played: PlayedRun) -> bool:
         """Whether the run is left out of the evidence (disturbed, with --noisy drop)."""
@@ -167,9 +173,11 @@ class Measurement:
         self.record.merge(record)
         self.runs.append(run)
 
-    def settle(self, confidence: float) -> Measurement:
-        """Every interval, from every run so far."""
-        self.intervals = intervals(self.record, self.runs, confidence)
+    def settle(
+        self, confidence: float, between: dict[str, stats.Between] | None = None
+    ) -> Measurement:
+        """Every interval, from every run so far (and ``between`` sittings)."""
+        self.intervals = intervals(self.record, self.runs, confidence, between=between)
         return self
 
 
@@ -206,11 +214,15 @@ def intervals(
     runs: list[RunSummary],
     confidence: float,
     statistics: tuple[str, ...] = stats.STATISTICS,
+    between: dict[str, stats.Between] | None = None,
 ) -> dict[str, stats.Interval]:
     """An interval for each statistic: centred on all ops, as wide as the spread between
-    runs says."""
+    runs says, and between sittings when earlier sittings say it."""
+    between = between or {}
     return {
-        name: stats.run_interval(record.value(name), [r.value(name) for r in runs], confidence)
+        name: stats.sitting_interval(
+            record.value(name), [r.value(name) for r in runs], confidence, between.get(name)
+        )
         for name in statistics
     }
 
@@ -221,6 +233,9 @@ class Verdict:
     planned: int
     intervals: dict[str, stats.Interval]  # of the targeted statistics
     targets_ns: dict[str, float]  # the half-width each must reach
+    # The targets that earlier sittings put out of reach (sittings alone differ by more),
+    # once more runs would hardly narrow their intervals: stop, not significant.
+    out_of_reach: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +246,7 @@ class StoppingRule:
     confidence: float = 0.95
     min_runs: int = MIN_RUNS
     planned: int = 0
+    between: dict[str, stats.Between] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pilot = self.planned = max(self.min_runs, 2)
@@ -239,16 +255,23 @@ class StoppingRule:
         """``centres``: each targeted statistic over all ops; ``values``: its per-run values,
         one per run so far."""
         runs = len(next(iter(values.values())))
+        targets_ns = {t.statistic: t.half_width_ns(centres[t.statistic]) for t in self.targets}
         if runs == self.pilot:
             self.planned = max(
                 stats.planned_runs(
-                    values[t.statistic], t.half_width_ns(centres[t.statistic]), self.confidence
+                    values[t.statistic],
+                    targets_ns[t.statistic],
+                    self.confidence,
+                    self.between.get(t.statistic),
                 )
                 for t in self.targets
             )
         found = {
-            t.statistic: stats.run_interval(
-                centres[t.statistic], values[t.statistic], self.confidence
+            t.statistic: stats.sitting_interval(
+                centres[t.statistic],
+                values[t.statistic],
+                self.confidence,
+                self.between.get(t.statistic),
             )
             for t in self.targets
         }
@@ -257,7 +280,27 @@ class StoppingRule:
             math.isfinite(iv.half_width) and iv.half_width <= targets_ns[name]
             for name, iv in found.items()
         )
-        return Verdict(met, self.planned, found, targets_ns)
+        # A target that the spread between sittings alone exceeds is never met here; once
+        # the runs' own part of its interval is small beside that spread, more runs buy
+        # nothing: say so now instead of playing until --max-time.
+        hopeless = [
+            name
+            for name, target in targets_ns.items()
+            if name in self.between
+            and stats.between_alone(self.between[name], self.confidence) > target
+        ]
+        out_of_reach = (
+            hopeless
+            if not met
+            and hopeless
+            and runs >= self.pilot
+            and all(
+                stats.run_variance(values[name])[0] <= SETTLED * self.between[name].tau2
+                for name in hopeless
+            )
+            else []
+        )
+        return Verdict(met, self.planned, found, targets_ns, out_of_reach)
 
 
 def measure(
@@ -275,7 +318,7 @@ def measure(
     # buffer) in one place: the order of those checks is the policy.
     progress = progress or Progress()
     m = measurement if measurement is not None else Measurement()
-    rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs)
+    rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs, between=plan.between)
     shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
     measure_s, last_run_s = plan.run_time_s, 0.0
     start = clock()
@@ -324,7 +367,7 @@ def measure(
                 planned=verdict.planned,
                 n=m.record.n,
                 intervals={
-                    **intervals(m.record, m.runs, plan.confidence, shown),
+                    **intervals(m.record, m.runs, plan.confidence, shown, plan.between),
                     **verdict.intervals,
                 },
                 targets_ns=verdict.targets_ns,
@@ -335,7 +378,23 @@ def measure(
         if verdict.met:
             m.status = SIGNIFICANT
             break
-    return m.settle(plan.confidence)
+        if verdict.out_of_reach:
+            m.error = out_of_reach(verdict, plan)
+            break
+    return m.settle(plan.confidence, plan.between)
+
+
+def out_of_reach(verdict: Verdict, plan: RunPlan) -> str:
+    """Why the runs stopped before their targets: earlier sittings differ by more."""
+    parts = []
+    for name in verdict.out_of_reach:
+        between = plan.between[name]
+        parts.append(
+            f"{name} ± {format_ns(verdict.targets_ns[name])}: earlier sittings of this "
+            f"configuration ({between.sittings}) differ by ± "
+            f"{format_ns(stats.between_alone(between, plan.confidence))} alone"
+        )
+    return "target out of reach on this machine, " + "; ".join(parts)
 
 
 def interleave(

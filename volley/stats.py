@@ -152,15 +152,79 @@ def run_interval(centre: float, run_values: npt.ArrayLike, confidence: float) ->
     return Interval(centre, half, k)
 
 
-def planned_runs(pilot_values: npt.ArrayLike, target_ns: float, confidence: float) -> int:
+@dataclass(frozen=True)
+class Between:
+    """How much sittings (invocations) of one configuration on one machine differ beyond
+    what each one's runs show: the variance of the between-sitting component of a
+    statistic, ``tau2`` (ns squared), estimated from ``sittings`` earlier sittings
+    (``df`` = sittings - 1 degrees of freedom)."""
+
+    tau2: float
+    sittings: int
+
+    @property
+    def df(self) -> int:
+        return self.sittings - 1
+
+    @classmethod
+    def of(cls, values: Sequence[float], within_variances: Sequence[float]) -> Between | None:
+        """Method of moments over earlier sittings: the variance of their values less the
+        part their own runs account for (never below zero); None for fewer than two."""
+        if len(values) < 2:
+            return None
+        spread = float(np.var(np.asarray(values, dtype=np.float64), ddof=1))
+        return cls(max(0.0, spread - float(np.mean(within_variances))), len(values))
+
+
+def run_variance(run_values: npt.ArrayLike) -> tuple[float, int]:
+    """The variance of the mean of per-run values (serial correlation counted), and how
+    many finite values it rests on."""
+    x = np.asarray(run_values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return (long_run_variance(x) / len(x) if len(x) else math.inf), len(x)
+
+
+def sitting_interval(
+    centre: float, run_values: npt.ArrayLike, confidence: float, between: Between | None
+) -> Interval:
+    """``run_interval`` widened by how much sittings differ: the variance of this sitting's
+    value is its runs' part plus ``between.tau2``, with Welch-Satterthwaite degrees of
+    freedom, so that a history of few sittings (an uncertain tau2) widens it further."""
+    within, k = run_variance(run_values)
+    if between is None or between.tau2 <= 0 or k < 2 or not math.isfinite(within):
+        return run_interval(centre, run_values, confidence)
+    total = within + between.tau2
+    df = total**2 / (within**2 / (k - 1) + between.tau2**2 / between.df)
+    return Interval(centre, t_quantile(confidence, df) * math.sqrt(total), k)
+
+
+def between_alone(between: Between, confidence: float) -> float:
+    """The half-width the spread between sittings gives an interval however many runs it
+    has: no target narrower than this can be met."""
+    return t_quantile(confidence, between.df) * math.sqrt(between.tau2)
+
+
+def planned_runs(
+    pilot_values: npt.ArrayLike,
+    target_ns: float,
+    confidence: float,
+    between: Between | None = None,
+) -> int:
     """Stein's two-stage rule: from the pilot runs' spread, how many runs in all give an
-    interval no wider than ``target_ns``."""
+    interval no wider than ``target_ns``; with ``between``, what is left of the target after
+    the spread between sittings (the pilot itself when nothing is left: the sequential tail
+    and ``between_alone`` decide)."""
     x = np.asarray(pilot_values, dtype=np.float64)
     k = len(x)
     if k < 2 or target_ns <= 0:
         return k
-    spread = math.sqrt(long_run_variance(x))
-    return max(k, math.ceil((t_quantile(confidence, k - 1) * spread / target_ns) ** 2))
+    quantile = t_quantile(confidence, k - 1)
+    if between is not None and between.tau2 > 0:
+        quantile = max(quantile, t_quantile(confidence, between.df))
+    left = (target_ns / quantile) ** 2 - (between.tau2 if between else 0.0)
+    if left <= 0:
+        return k
+    return max(k, math.ceil(long_run_variance(x) / left))
 
 
 class Histogram:

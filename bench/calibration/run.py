@@ -24,6 +24,14 @@ This is a measurement, not a test: nothing here judges or asserts a timing.
 ``--fixed T`` plays for a fixed time T (a precision no run reaches, ``--max-time T``);
 without it, the default stopping rule decides. Any other volley-bench option goes after
 ``--``. Results of format 1 (older volley) carry no p99 interval: their p99 row is empty.
+
+Earlier sittings (``volley.history``): the invocations keep their history in a temporary
+directory of their own, removed at the end, so that a row neither reads nor adds to the
+user's. ``--warm W`` (default 4) invocations run first and are not counted: they give the
+counted ones a history, as a user's earlier invocations would; the counted invocations
+then also add to it, each one seeing every sitting before it (up to volley.history.KEPT).
+``--warm 0`` passes no ``--history`` at all (for an older volley that has none; a newer
+one then uses the default history).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +61,8 @@ class Invocation:
     overhead_s: float | None  # per run, beyond warm-up and measuring
     status: str
     hops_ns: list[float]  # each run's CPU-to-CPU probe, where it has one
+    earlier: int | None  # earlier sittings its intervals drew on
+    error: str | None  # why it stopped early, when it did
 
 
 def half_width(low: float | None, high: float | None) -> float:
@@ -80,6 +91,8 @@ def load(text: str) -> Invocation:
         overhead_s=overhead,
         status=data["status"],
         hops_ns=[h for r in runs if (h := (r.get("noise") or {}).get("cpu_hop_ns"))],
+        earlier=data.get("earlier_sittings"),
+        error=data.get("error"),
     )
 
 
@@ -130,7 +143,15 @@ def main() -> int:
         help="the volley-bench command (another checkout's, to compare versions)",
     )
     parser.add_argument("--label", default="", help="a name for this row")
+    parser.add_argument(
+        "--warm", type=int, default=4, help="uncounted invocations first, for a history"
+    )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="volley-calibration-") as place:
+        return calibrate(args, place)
+
+
+def calibrate(args: argparse.Namespace, place: str) -> int:
     base = [
         *shlex.split(args.volley),
         "--quiet",
@@ -143,21 +164,34 @@ def main() -> int:
     ]
     if args.fixed:
         base += ["--precision", UNREACHABLE_PRECISION, "--max-time", args.fixed]
+    if args.warm:
+        base += ["--history", place]
     found: list[Invocation] = []
-    # Each result comes on stdout (--json -): nothing is written to disk, nothing left behind.
-    for i in range(args.k):
+    # Each result comes on stdout (--json -): nothing is written to disk but the history,
+    # in a temporary directory; nothing left behind.
+    for i in range(-args.warm, args.k):
         command = [*base, *args.extra, "--json", "-", args.server]
         done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if not done.stdout.strip():
             print(f"invocation {i + 1} wrote no result: {done.stderr.strip()}", file=sys.stderr)
             return 1
-        found.append(load(done.stdout))
-        last = found[-1]
+        last = load(done.stdout)
+        if i < 0:
+            print(
+                f"warm {i + args.warm + 1}/{args.warm}: mean {last.mean_ns / 1e3:.2f} us, "
+                f"{last.elapsed_s:.1f} s (not counted)",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        found.append(last)
         print(
             f"{i + 1:3d}/{args.k}: mean {last.mean_ns / 1e3:8.2f} us "
             f"± {last.mean_half_ns / 1e3:.2f}  p99 {last.p99_ns / 1e3:8.1f} us"
             + (f" ± {last.p99_half_ns / 1e3:.1f}" if last.p99_half_ns is not None else "")
             + f"  {last.runs} runs  {last.elapsed_s:.1f} s  {last.status}"
+            + (" (out of reach)" if last.error and "out of reach" in last.error else "")
+            + (f"  {last.earlier} earlier sittings" if last.earlier is not None else "")
             + (
                 f"  CPUs {statistics.median(last.hops_ns):.0f} ns apart (median)"
                 if last.hops_ns
@@ -191,6 +225,19 @@ def main() -> int:
         f"| {mean_cover:.0%} | {mean_sd:.2f} | {p99} | {spread:.1%} "
         f"| {statistics.median(elapsed):.1f} s | {max(elapsed):.1f} s "
         f"| {statistics.median(f.runs for f in found):g} | {overhead} |"
+    )
+    reached = [f.elapsed_s for f in found if f.status == "significant"]
+    hopeless = sum(bool(f.error and "out of reach" in f.error) for f in found)
+    print(
+        f"\ntarget reached by {len(reached)} of {len(found)}"
+        + (f" (median {statistics.median(reached):.1f} s)" if reached else "")
+        + f"; out of reach (stopped early) in {hopeless}; median half-width "
+        f"{statistics.median(f.mean_half_ns / f.mean_ns for f in found):.1%} (mean), "
+        + (
+            f"{statistics.median((f.p99_half_ns or 0) / f.p99_ns for f in found):.1%} (p99)"
+            if all(f.p99_half_ns is not None for f in found)
+            else "— (p99)"
+        )
     )
     where = placement(found)
     if where:

@@ -1,0 +1,162 @@
+"""Earlier sittings of a configuration on this machine: how much they differ.
+
+A sitting is one invocation of volley-bench. Its runs show how much runs differ within it,
+but a machine also changes more slowly than any sitting lasts (on a virtual machine the
+host moves the virtual CPUs and shares its cores with other guests; measured in
+bench/README.md, "Calibration"): the next sitting's value can lie well outside this one's
+interval. No interval from one sitting can see that, so Volley keeps what each sitting of a
+configuration measured and widens the next one's intervals by the spread between sittings
+that their runs do not explain (``stats.Between``), as a metrologist adds reproducibility
+to repeatability. The first sittings have no such history: their intervals cover that
+sitting only, and the summary says so.
+
+A configuration is everything that changes what is measured: the server's executable
+(its bytes, not its name), its arguments, clients and CPUs, restart, idle states, warm-up
+and run time, open-loop load, the host and the Volley version. Precision, confidence and
+time bounds are not in it: they change how long a sitting lasts, not what it measures.
+
+The history is one small JSON-lines file per configuration under ``$VOLLEY_HISTORY``
+(default ``$XDG_STATE_HOME/volley/sittings``, i.e. ``~/.local/state/volley/sittings``);
+``--history off`` (or ``VOLLEY_HISTORY=off``) neither reads nor writes it. Each file keeps
+the last ``KEPT`` sittings, rewritten whole through a temporary file; two sittings of one
+configuration ending at the same instant may lose one of them, never corrupt the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from volley import __version__, stats
+from volley.results import FAILED, INTERRUPTED, BenchResult, strict_dumps, write_atomically
+from volley.units import STATISTICS
+
+OFF = "off"
+# Enough sittings to know the spread (19 degrees of freedom), few enough that a machine
+# that changed (a kernel update, another host) stops counting after a day of use.
+KEPT = 20
+
+
+def default_place() -> str:
+    """Where the history lives unless --history says otherwise."""
+    if os.environ.get("VOLLEY_HISTORY"):
+        return os.environ["VOLLEY_HISTORY"]
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "volley" / "sittings")
+
+
+def executable_digest(path: str) -> str:
+    """The server's identity: a rebuilt server is another configuration."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def configuration(
+    server: str,
+    server_args: list[str],
+    clients: int,
+    client_cpus: list[int],
+    server_cpus: list[int],
+    restart: str,
+    idle_states: str,
+    warmup_s: float,
+    run_time_s: float,
+    rate_ops_s: float | None,
+    arrivals: str,
+    connect: bool,
+) -> dict[str, Any]:
+    """What a sitting measured, as a key: sittings with equal keys measure the same thing."""
+    return {
+        # A server we did not start is known only by its address.
+        "server": server if connect else executable_digest(server),
+        "server_args": server_args,
+        "clients": clients,
+        "client_cpus": client_cpus,
+        "server_cpus": server_cpus,
+        "restart": restart,
+        "idle_states": idle_states,
+        "warmup_s": warmup_s,
+        "run_time_s": run_time_s,
+        "rate_ops_s": rate_ops_s,
+        "arrivals": arrivals if rate_ops_s is not None else None,
+        "host": platform.node(),
+        "volley": __version__,
+    }
+
+
+@dataclass(frozen=True)
+class Sitting:
+    """What one sitting measured: each statistic's value and the variance of that value
+    its own runs show."""
+
+    started_at: str
+    values: dict[str, float]
+    within_variances: dict[str, float]
+
+    @classmethod
+    def of(cls, result: BenchResult) -> Sitting | None:
+        """The sitting a result describes; None if it cannot say how much sittings differ
+        (failed or interrupted, or fewer than two runs)."""
+        if result.status in (FAILED, INTERRUPTED) or result.latency_ns is None:
+            return None
+        if len(result.runs) < 2:
+            return None
+        values, within = {}, {}
+        for name in STATISTICS:
+            variance, _ = stats.run_variance([r.value(name) for r in result.runs])
+            values[name] = result.latency_ns.value(name)
+            within[name] = variance
+        return cls(result.started_at, values, within)
+
+
+class History:
+    """The earlier sittings of one configuration."""
+
+    def __init__(self, place: str | Path, key: dict[str, Any]) -> None:
+        self.key = key
+        name = hashlib.sha256(strict_dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        self.path = Path(place) / f"{name}.jsonl"
+        self.sittings = self._read()
+
+    def _read(self) -> list[Sitting]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for line in lines:
+            try:
+                data = json.loads(line)
+                found.append(Sitting(data["started_at"], data["values"], data["within_variances"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line from another version of this file: not evidence
+        return found[-KEPT:]
+
+    def between(self) -> dict[str, stats.Between]:
+        """For each statistic, how much the earlier sittings differ beyond their runs."""
+        found = {}
+        for name in STATISTICS:
+            usable = [s for s in self.sittings if name in s.values and name in s.within_variances]
+            between = stats.Between.of(
+                [s.values[name] for s in usable], [s.within_variances[name] for s in usable]
+            )
+            if between is not None:
+                found[name] = between
+        return found
+
+    def add(self, sitting: Sitting) -> None:
+        """Keep ``sitting`` (and the last KEPT - 1 before it)."""
+        self.sittings = [*self.sittings, sitting][-KEPT:]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(
+            strict_dumps({"key": self.key, **vars(s)}, sort_keys=True) + "\n" for s in self.sittings
+        )
+        write_atomically(self.path, text)
