@@ -224,6 +224,31 @@ def test_welch_interval_by_hand():
     assert 2.776 < t_quantile(0.95, df) < 3.182
 
 
+def test_two_sittings_compare_with_how_much_their_sittings_differ():
+    # A 3% shift that 10 quiet runs a side find; but earlier sittings of each
+    # configuration differed by 4% (sd): two sittings cannot tell 3% apart.
+    a, b = pair(3, runs=10, scale=1.03, spread=0.01)
+    assert compare_results(a, b, 0.95).row("mean").verdict == SLOWER
+    tau = {"mean": 0.04 * TYPICAL_NS["mean"]}
+    a = replace(a, earlier_sittings=8, between_sittings_ns=tau)
+    b = replace(b, earlier_sittings=8, between_sittings_ns=tau)
+    row = compare_results(a, b, 0.95).row("mean")
+    assert row.verdict == NO_DIFFERENCE
+    # Welch-Satterthwaite over four parts: each side's runs and each side's sittings.
+    runs_a, runs_b = (
+        RunMean.of([r.mean_ns for r in side.runs], side.latency_ns.mean) for side in (a, b)
+    )
+    parts = [(runs_a.variance, 9), (runs_b.variance, 9), (tau["mean"] ** 2, 7)] + [
+        (tau["mean"] ** 2, 7)
+    ]
+    df = sum(v for v, _ in parts) ** 2 / sum(v * v / d for v, d in parts)
+    assert row.df == pytest.approx(df)
+    half = t_quantile(0.95, df) * math.sqrt(sum(v for v, _ in parts))
+    assert row.difference_ns and row.difference_ns.high - row.difference_ns.value == (
+        pytest.approx(half)
+    )
+
+
 def test_fieller_ratio_agrees_with_the_difference_about_the_verdict():
     rng = np.random.default_rng(7)
     for _ in range(500):

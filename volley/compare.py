@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from volley import store
 from volley.experiment import Point
 from volley.machine import Environment
 from volley.results import FAILED, BenchResult, finite
-from volley.stats import Estimate, RunMean, difference, paired, ratio, welch_df
+from volley.stats import Between, Estimate, RunMean, difference, paired, ratio, welch_df
 from volley.store import RESULTS_NAME
 from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
 
@@ -105,6 +105,9 @@ def compare_statistic(
     # "difference" between identical servers, measured with a 60 us step).
     a = RunMean.of(a_values, math.nan if matched else shown_a.value)
     b = RunMean.of(b_values, math.nan if matched else shown_b.value)
+    if not matched:  # two sittings: each differs from its next sitting as its history says
+        a = replace(a, between=between_sittings(baseline, statistic))
+        b = replace(b, between=between_sittings(subject, statistic))
     row = Row(
         statistic,
         shown_a,
@@ -132,6 +135,14 @@ def compare_statistic(
         df,
         bool(matched),
     )
+
+
+def between_sittings(result: BenchResult, statistic: str) -> Between | None:
+    """How much sittings of the result's configuration differ, as its history said."""
+    tau = result.between_sittings_ns.get(statistic)
+    if not tau or not result.earlier_sittings or result.earlier_sittings < 2:
+        return None
+    return Between(tau * tau, result.earlier_sittings)
 
 
 def run_values(result: BenchResult, statistic: str) -> list[float]:

@@ -449,11 +449,24 @@ class Estimate:
 @dataclass(frozen=True)
 class RunMean:
     """One side of a comparison for one statistic: its value, and the variance of that
-    value as its runs say."""
+    value as its runs say, plus as earlier sittings say (``Between``) when the side is a
+    sitting of its own, compared with another sitting."""
 
     mean: float
-    variance: float  # of the value: the runs' long-run variance / runs
+    runs_variance: float  # of the value: the runs' long-run variance / runs
     runs: int
+    between: Between | None = None
+
+    @property
+    def variance(self) -> float:
+        return self.runs_variance + (self.between.tau2 if self.between else 0.0)
+
+    def parts(self) -> list[tuple[float, float]]:
+        """(variance, degrees of freedom) of each part of ``variance``."""
+        found: list[tuple[float, float]] = [(self.runs_variance, self.runs - 1)]
+        if self.between and self.between.tau2 > 0:
+            found.append((self.between.tau2, self.between.df))
+        return found
 
     @classmethod
     def of(cls, values: Sequence[float], centre: float = math.nan) -> RunMean:
@@ -469,7 +482,7 @@ class RunMean:
 
 def welch_df(a: RunMean, b: RunMean) -> float:
     """Welch-Satterthwaite degrees of freedom of mean_B - mean_A (fractional)."""
-    denominator = a.variance**2 / (a.runs - 1) + b.variance**2 / (b.runs - 1)
+    denominator = sum(v**2 / df for v, df in a.parts() + b.parts())
     return (a.variance + b.variance) ** 2 / denominator if denominator > 0 else math.inf
 
 

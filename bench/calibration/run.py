@@ -21,7 +21,8 @@ This is a measurement, not a test: nothing here judges or asserts a timing.
     python bench/calibration/run.py --clients 4 --fixed 15s target/servers/c-epoll
     python bench/calibration/run.py -k 16 --volley "python -m volley bench" ... SERVER
 
-``--fixed T`` plays for a fixed time T (a precision no run reaches, ``--max-time T``);
+``--fixed T`` plays for a fixed time T (a precision no run reaches, a pilot no run ends,
+``--max-time T``);
 without it, the default stopping rule decides. Any other volley-bench option goes after
 ``--``. Results of format 1 (older volley) carry no p99 interval: their p99 row is empty.
 
@@ -48,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNREACHABLE_PRECISION = "0.00001%"
+FIXED_PILOT = 100_000
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,10 @@ def calibrate(args: argparse.Namespace, place: str) -> int:
         args.server_cores,
     ]
     if args.fixed:
+        # A pilot longer than T: the rule never plans nor stops (not even for a target
+        # that earlier sittings put out of reach), --max-time ends every invocation.
         base += ["--precision", UNREACHABLE_PRECISION, "--max-time", args.fixed]
+        base += ["--min-runs", str(FIXED_PILOT)]
     if args.warm:
         base += ["--history", place]
     found: list[Invocation] = []
