@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass
@@ -144,7 +145,14 @@ class History:
         """For each statistic, how much the earlier sittings differ beyond their runs."""
         found = {}
         for name in STATISTICS:
-            usable = [s for s in self.sittings if name in s.values and name in s.within_variances]
+            usable = [
+                s
+                for s in self.sittings
+                if all(
+                    isinstance(x, int | float) and math.isfinite(x)
+                    for x in (s.values.get(name), s.within_variances.get(name))
+                )
+            ]
             between = stats.Between.of(
                 [s.values[name] for s in usable], [s.within_variances[name] for s in usable]
             )

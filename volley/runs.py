@@ -37,7 +37,8 @@ from volley.units import BENCH_DEFAULTS, Target, format_ns, parse_duration_s
 MIN_RUNS = int(BENCH_DEFAULTS["min-runs"])
 SHOWN = ("mean", "p99")  # always in the progress line, besides any targeted statistic
 # A target out of reach stops the runs once their own variance is this share of the
-# between-sittings variance: more runs would narrow the interval by under 6%.
+# between-sittings variance: however many runs followed, the interval would narrow by at
+# most a tenth (1 - 1/sqrt(1.25)).
 SETTLED = 0.25
 
 
@@ -275,7 +276,6 @@ class StoppingRule:
             )
             for t in self.targets
         }
-        targets_ns = {t.statistic: t.half_width_ns(found[t.statistic].centre) for t in self.targets}
         met = runs >= self.planned and all(
             math.isfinite(iv.half_width) and iv.half_width <= targets_ns[name]
             for name, iv in found.items()
