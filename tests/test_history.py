@@ -103,7 +103,14 @@ def test_sittings_that_differ_widen_the_next_interval_and_put_a_tight_target_out
     assert third["earlier_sittings"] == 2
     tau = third["between_sittings_ns"]["mean"]
     half = (third["latency_ns"]["ci_high"] - third["latency_ns"]["ci_low"]) / 2
-    assert half >= stats.t_quantile(0.95, 1) * tau * 0.999
+    # The runs' part and the sittings' part, with Satterthwaite's df between 1 (the two
+    # earlier sittings) and the runs' own.
+    runs = [r["mean_ns"] for r in third["runs"]]
+    expected = stats.sitting_interval(
+        third["latency_ns"]["mean"], runs, 0.95, stats.Between(tau * tau, 2)
+    )
+    assert half == pytest.approx(expected.half_width, rel=1e-6)
+    assert half >= 1.96 * tau > 1.96 * stats.run_interval(0.0, runs, 0.95).half_width
     assert third["elapsed_s"] < 15  # stopped once more runs could not help
     assert "out of reach" in third["error"]
     assert "2 earlier sittings of this configuration differ" in done.stdout
