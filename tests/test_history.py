@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from helpers import QUICK, bench, strict_loads
@@ -31,10 +32,20 @@ def test_the_server_is_known_by_its_bytes_not_its_name(tmp_path):
     c.write_bytes(b"server two")
 
     def place_of(path):
-        key = history.configuration(
-            str(path), [], 1, [1], [0], "server", "shallow", 0.25, 0.5, None, "poisson", False
+        config = SimpleNamespace(
+            server=str(path),
+            server_args=[],
+            clients=1,
+            placement=SimpleNamespace(client_cpus=[1], server_cpus=[0]),
+            restart="server",
+            idle_states="shallow",
+            warmup_s=0.25,
+            run_time_s=0.5,
+            rate_ops_s=None,
+            arrivals="poisson",
+            connect=None,
         )
-        return history.History(tmp_path / "h", key).path
+        return history.History(tmp_path / "h", history.configuration(config)).path
 
     assert place_of(a) == place_of(b)
     assert place_of(a) != place_of(c)
@@ -106,7 +117,7 @@ def test_sittings_that_differ_widen_the_next_interval_and_put_a_tight_target_out
     # The runs' part and the sittings' part, with Satterthwaite's df between 1 (the two
     # earlier sittings) and the runs' own.
     runs = [r["mean_ns"] for r in third["runs"]]
-    expected = stats.sitting_interval(
+    expected = stats.run_interval(
         third["latency_ns"]["mean"], runs, 0.95, stats.Between(tau * tau, 2)
     )
     assert half == pytest.approx(expected.half_width, rel=1e-6)

@@ -289,22 +289,8 @@ def _earlier_sittings(
     """``config`` with what earlier sittings of it say, and their history to add to."""
     if place == history.OFF:
         return config, None
-    key = history.configuration(
-        config.server,
-        config.server_args,
-        config.clients,
-        config.placement.client_cpus,
-        [] if config.connect else config.placement.server_cpus,
-        config.restart,
-        config.idle_states,
-        config.warmup_s,
-        config.run_time_s,
-        config.rate_ops_s,
-        config.arrivals,
-        config.connect is not None,
-    )
     try:
-        found = history.History(place, key)
+        found = history.History(place, history.configuration(config))
     except OSError as e:
         say(f"warning: cannot read earlier sittings in {place} ({e}); --history off", sys.stderr)
         return config, None

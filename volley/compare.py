@@ -140,9 +140,8 @@ def compare_statistic(
 def between_sittings(result: BenchResult, statistic: str) -> Between | None:
     """How much sittings of the result's configuration differ, as its history said."""
     tau = result.between_sittings_ns.get(statistic)
-    if not tau or not result.earlier_sittings or result.earlier_sittings < 2:
-        return None
-    return Between(tau * tau, result.earlier_sittings)
+    sittings = result.earlier_sittings or 0
+    return Between(tau * tau, sittings) if tau and sittings >= 2 else None
 
 
 def run_values(result: BenchResult, statistic: str) -> list[float]:

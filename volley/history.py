@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volley import __version__, stats
 from volley.results import FAILED, INTERRUPTED, BenchResult, strict_dumps, write_atomically
 from volley.units import STATISTICS
+
+if TYPE_CHECKING:  # the coordinator's processes and sockets are not needed for a key
+    from volley.coordinator import BenchConfig
 
 OFF = "off"
 # Enough sittings to know the spread (19 degrees of freedom), few enough that a machine
@@ -60,34 +62,22 @@ def executable_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def configuration(
-    server: str,
-    server_args: list[str],
-    clients: int,
-    client_cpus: list[int],
-    server_cpus: list[int],
-    restart: str,
-    idle_states: str,
-    warmup_s: float,
-    run_time_s: float,
-    rate_ops_s: float | None,
-    arrivals: str,
-    connect: bool,
-) -> dict[str, Any]:
-    """What a sitting measured, as a key: sittings with equal keys measure the same thing."""
+def configuration(config: BenchConfig) -> dict[str, Any]:
+    """What a sitting of ``config`` measures, as a key: sittings with equal keys measure
+    the same thing."""
     return {
-        # A server we did not start is known only by its address.
-        "server": server if connect else executable_digest(server),
-        "server_args": server_args,
-        "clients": clients,
-        "client_cpus": client_cpus,
-        "server_cpus": server_cpus,
-        "restart": restart,
-        "idle_states": idle_states,
-        "warmup_s": warmup_s,
-        "run_time_s": run_time_s,
-        "rate_ops_s": rate_ops_s,
-        "arrivals": arrivals if rate_ops_s is not None else None,
+        # A server we did not start is known only by its address, and runs on no CPU of ours.
+        "server": config.server if config.connect else executable_digest(config.server),
+        "server_args": config.server_args,
+        "clients": config.clients,
+        "client_cpus": config.placement.client_cpus,
+        "server_cpus": [] if config.connect else config.placement.server_cpus,
+        "restart": config.restart,
+        "idle_states": config.idle_states,
+        "warmup_s": config.warmup_s,
+        "run_time_s": config.run_time_s,
+        "rate_ops_s": config.rate_ops_s,
+        "arrivals": config.arrivals if config.rate_ops_s is not None else None,
         "host": platform.node(),
         "volley": __version__,
     }
@@ -145,13 +135,11 @@ class History:
         """For each statistic, how much the earlier sittings differ beyond their runs."""
         found = {}
         for name in STATISTICS:
+            # A value its sitting did not know was written null.
             usable = [
                 s
                 for s in self.sittings
-                if all(
-                    isinstance(x, int | float) and math.isfinite(x)
-                    for x in (s.values.get(name), s.within_variances.get(name))
-                )
+                if s.values.get(name) is not None and s.within_variances.get(name) is not None
             ]
             between = stats.Between.of(
                 [s.values[name] for s in usable], [s.within_variances[name] for s in usable]

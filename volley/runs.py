@@ -221,7 +221,7 @@ def intervals(
     runs says, and between sittings when earlier sittings say it."""
     between = between or {}
     return {
-        name: stats.sitting_interval(
+        name: stats.run_interval(
             record.value(name), [r.value(name) for r in runs], confidence, between.get(name)
         )
         for name in statistics
@@ -268,7 +268,7 @@ class StoppingRule:
                 for t in self.targets
             )
         found = {
-            t.statistic: stats.sitting_interval(
+            t.statistic: stats.run_interval(
                 centres[t.statistic],
                 values[t.statistic],
                 self.confidence,
@@ -289,18 +289,13 @@ class StoppingRule:
             if name in self.between
             and stats.between_alone(self.between[name], self.confidence) > target
         ]
-        out_of_reach = (
-            hopeless
-            if not met
-            and hopeless
-            and runs >= self.pilot
-            and all(
-                stats.run_variance(values[name])[0] <= SETTLED * self.between[name].tau2
-                for name in hopeless
-            )
-            else []
+        settled = all(
+            stats.run_variance(values[name])[0] <= SETTLED * self.between[name].tau2
+            for name in hopeless
         )
-        return Verdict(met, self.planned, found, targets_ns, out_of_reach)
+        if met or runs < self.pilot or not settled:
+            hopeless = []
+        return Verdict(met, self.planned, found, targets_ns, hopeless)
 
 
 def measure(

@@ -140,15 +140,21 @@ def long_run_variance(values: npt.ArrayLike) -> float:
     return max(plain, ar1, bartlett * n / (n - 1))
 
 
-def run_interval(centre: float, run_values: npt.ArrayLike, confidence: float) -> Interval:
+def run_interval(
+    centre: float,
+    run_values: npt.ArrayLike,
+    confidence: float,
+    between: Between | None = None,
+) -> Interval:
     """CI for a statistic from its per-run values: t (df = runs - 1) over the long-run
-    variance, centred on the statistic over all ops."""
-    x = np.asarray(run_values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    k = len(x)
-    if k < 2:
+    variance, centred on the statistic over all ops. With ``between``, widened by how much
+    sittings differ: its tau2 is added, with Welch-Satterthwaite degrees of freedom, so that
+    a history of few sittings (an uncertain tau2) widens it further."""
+    within, k = run_variance(run_values)
+    if k < 2 or not math.isfinite(within):
         return Interval(centre, math.inf, k)
-    half = t_quantile(confidence, k - 1) * math.sqrt(long_run_variance(x) / k)
+    side = RunMean(centre, within, k, between)
+    half = t_quantile(confidence, satterthwaite_df(side.parts())) * math.sqrt(side.variance)
     return Interval(centre, half, k)
 
 
@@ -182,20 +188,6 @@ def run_variance(run_values: npt.ArrayLike) -> tuple[float, int]:
     x = np.asarray(run_values, dtype=np.float64)
     x = x[np.isfinite(x)]
     return (long_run_variance(x) / len(x) if len(x) else math.inf), len(x)
-
-
-def sitting_interval(
-    centre: float, run_values: npt.ArrayLike, confidence: float, between: Between | None
-) -> Interval:
-    """``run_interval`` widened by how much sittings differ: the variance of this sitting's
-    value is its runs' part plus ``between.tau2``, with Welch-Satterthwaite degrees of
-    freedom, so that a history of few sittings (an uncertain tau2) widens it further."""
-    within, k = run_variance(run_values)
-    if between is None or between.tau2 <= 0 or k < 2 or not math.isfinite(within):
-        return run_interval(centre, run_values, confidence)
-    total = within + between.tau2
-    df = total**2 / (within**2 / (k - 1) + between.tau2**2 / between.df)
-    return Interval(centre, t_quantile(confidence, df) * math.sqrt(total), k)
 
 
 def between_alone(between: Between, confidence: float) -> float:
@@ -480,10 +472,18 @@ class RunMean:
         return cls(centre, variance, len(x))
 
 
+def satterthwaite_df(parts: Sequence[tuple[float, float]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance estimates,
+    each given as (variance, its degrees of freedom); one part keeps its own."""
+    if len(parts) == 1:
+        return parts[0][1]
+    denominator = sum(v * v / df for v, df in parts)
+    return sum(v for v, _ in parts) ** 2 / denominator if denominator > 0 else math.inf
+
+
 def welch_df(a: RunMean, b: RunMean) -> float:
     """Welch-Satterthwaite degrees of freedom of mean_B - mean_A (fractional)."""
-    denominator = sum(v**2 / df for v, df in a.parts() + b.parts())
-    return (a.variance + b.variance) ** 2 / denominator if denominator > 0 else math.inf
+    return satterthwaite_df(a.parts() + b.parts())
 
 
 def difference(a: RunMean, b: RunMean, confidence: float) -> Estimate:
