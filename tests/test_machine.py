@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import select
 import signal
@@ -262,25 +263,48 @@ def test_bounce_without_a_partner_gives_up_at_its_deadline() -> None:
         _core.bounce(np.zeros(8, dtype=np.int64), batches, 50, True, 0)
 
 
-def test_runs_on_cpus_that_moved_are_summarized_by_placement() -> None:
-    from volley.report import hops_summary
+def _run_at(hop_ns: float | None, mean_ns: float):
+    from volley.noise import Noise
+    from volley.results import RunSummary
+
+    noise = Noise(0.5, [], None, None, None, False, cpu_hop_ns=hop_ns)
+    return RunSummary(1000, 0.5, mean_ns, mean_ns, mean_ns, mean_ns, mean_ns, noise=noise)
+
+
+def test_runs_on_cpus_that_moved_are_estimated_by_placement() -> None:
+    from volley.runs import by_placement
     from volley.stats import run_interval
-    from volley.units import format_ns
 
     hops = [55.0, 60.0, None, 310.0, 300.0, 320.0]
-    line = hops_summary(hops, [14e3, 14.2e3, 99e3, 20e3, 21e3, 20.5e3], 0.9)
-    near = run_interval(14.1e3, [14e3, 14.2e3], 0.9).half_width
-    far = run_interval(20.5e3, [20e3, 21e3, 20.5e3], 0.9).half_width
-    assert line == (
-        "CPUs moved: the server's and the clients' CPUs were 55-320 ns apart (cache-line "
-        f"round trip); mean 14.10 us ± {format_ns(near)} in 2 near runs, "
-        f"20.50 us ± {format_ns(far)} in 3 far"
-    )
-    one_far = hops_summary([55.0, 60.0, 310.0], [14e3, 14.2e3, 20e3], 0.95)
-    assert one_far is not None and one_far.endswith("near runs, 20.00 us in 1 far")
-    assert hops_summary([55.0, 100.0], [14e3, 15e3], 0.95) is None  # within a factor of 2
-    assert hops_summary([55.0, None], [14e3, 15e3], 0.95) is None
-    assert hops_summary([], [], 0.95) is None
+    means = [14e3, 14.2e3, 99e3, 20e3, 21e3, 20.5e3]
+    near, far = by_placement([_run_at(h, v) for h, v in zip(hops, means, strict=True)], 0.9)
+    expected_far = run_interval(20.5e3, [20e3, 21e3, 20.5e3], 0.9)
+    assert (near.placement, near.runs, near.hop_low_ns, near.hop_high_ns) == ("near", 2, 55, 60)
+    assert near.mean_ns == pytest.approx(14.1e3)
+    assert (far.placement, far.runs, far.hop_low_ns, far.hop_high_ns) == ("far", 3, 300, 320)
+    assert (far.ci_low_ns, far.ci_high_ns) == pytest.approx((expected_far.low, expected_far.high))
+    one_far = by_placement([_run_at(h, v) for h, v in [(55, 14e3), (60, 14.2e3), (310, 2e4)]], 0.95)
+    assert one_far[1].runs == 1 and math.isinf(one_far[1].ci_high_ns)
+    assert by_placement([_run_at(55.0, 1e4), _run_at(100.0, 1e4)], 0.95) == []  # factor < 2
+    assert by_placement([_run_at(55.0, 1e4), _run_at(None, 1e4)], 0.95) == []
+    assert by_placement([], 0.95) == []
+
+
+def test_the_summary_leads_with_each_placement_and_the_json_keeps_them() -> None:
+    from test_results import result
+
+    from volley.report import summary
+    from volley.results import BenchResult, dumps
+    from volley.runs import by_placement
+
+    runs = [_run_at(h, v) for h, v in [(55, 14e3), (60, 14.2e3), (58, 14.1e3), (310, 2e4)] * 3]
+    moved = result(runs=runs, placements=by_placement(runs, 0.95))
+    text = summary(moved)
+    assert "CPUs moved" in text and "75% near, 25% far" in text
+    assert text.index("near runs  14.10 us ±") < text.index("far runs") < text.index("latency ")
+    loaded = BenchResult.from_json(json.loads(dumps(moved)))
+    assert loaded.placements == moved.placements
+    assert "CPUs moved" not in summary(result(runs=runs[:3]))  # one placement only
 
 
 def test_cmdline_flags_stop_at_the_init_arguments() -> None:

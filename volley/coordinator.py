@@ -38,6 +38,7 @@ from volley.runs import (
     RunFailed,
     RunPlan,
     RunRequest,
+    by_placement,
     interleave,
     measure,
 )
@@ -518,6 +519,7 @@ class Coordinator:
             between_sittings_ns={
                 name: math.sqrt(b.tau2) for name, b in config.between.items() if b.tau2 > 0
             },
+            placements=by_placement(runs, config.confidence),
             load=LoadInfo()
             if config.rate_ops_s is None
             else LoadInfo.from_runs(

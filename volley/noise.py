@@ -49,6 +49,19 @@ HOP_BUDGET_S = 0.02
 HOP_MOVED_FACTOR = 2.0
 
 
+def placement_threshold(hops: Iterable[float | None]) -> float | None:
+    """The probe (ns) that splits near runs from far ones when the host moved the CPUs
+    between runs (probes more than HOP_MOVED_FACTOR apart): the geometric middle of the
+    extremes. None when they stayed put, or with fewer than two probes."""
+    known = [h for h in hops if h is not None]
+    if len(known) < 2:
+        return None
+    low, high = min(known), max(known)
+    if high <= HOP_MOVED_FACTOR * low:
+        return None
+    return (low * high) ** 0.5
+
+
 def _cpu_times() -> dict[int, tuple[float, float, float]]:
     """Per CPU since boot, in seconds: (task time, irq+softirq time, steal time).
 

@@ -8,7 +8,6 @@ import math
 import sys
 from typing import TextIO
 
-from volley import stats
 from volley.compare import (
     FASTER,
     MIN_RUNS,
@@ -24,9 +23,9 @@ from volley.compare import (
     server_name,
 )
 from volley.cpus import format_cpu_list
-from volley.noise import HOP_MOVED_FACTOR, disturbed_summary
+from volley.noise import disturbed_summary
 from volley.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
-from volley.runs import Progress, RunProgress
+from volley.runs import Progress, RunProgress, by_placement
 from volley.units import STATISTICS, format_ns
 
 
@@ -86,34 +85,32 @@ VERDICTS = {
 }
 
 
-def hops_summary(hops: list[float | None], values: list[float], confidence: float) -> str | None:
-    """One line for the summary when the server's and the clients' CPUs were much nearer
-    in some runs than in others (a hypervisor moving virtual CPUs), with the mean of the
-    runs at each (the interval over those runs: within one placement runs agree, across
-    placements they need not); None when they stayed put. ``values``: each run's mean, ns."""
-    known = [(h, v) for h, v in zip(hops, values, strict=True) if h is not None]
-    if len(known) < 2:
-        return None
-    low, high = min(h for h, _ in known), max(h for h, _ in known)
-    if high <= HOP_MOVED_FACTOR * low:
-        return None
-    middle = (low * high) ** 0.5
-    near = [v for h, v in known if h < middle]
-    far = [v for h, v in known if h >= middle]
-    return (
-        f"CPUs moved: the server's and the clients' CPUs were {low:.0f}-{high:.0f} ns apart "
-        f"(cache-line round trip); mean {_runs_mean(near, confidence)} in "
-        f"{len(near)} near run{'s' if len(near) != 1 else ''}, "
-        f"{_runs_mean(far, confidence)} in {len(far)} far"
-    )
-
-
-def _runs_mean(values: list[float], confidence: float) -> str:
-    """The mean of some runs' means with its interval over those runs, when known."""
-    found = stats.run_interval(sum(values) / len(values), values, confidence)
-    if not math.isfinite(found.half_width):
-        return format_ns(found.centre)
-    return f"{format_ns(found.centre)} ± {format_ns(found.half_width)}"
+def placement_summary(result: BenchResult) -> list[str]:
+    """Lines for the summary, before the pooled figures, when the host moved the server's
+    and the clients' CPUs between runs: the mean at each placement leads, because those
+    reproduce across sittings and the pooled mean (a mix in this sitting's shares) does not
+    (bench/calibration/placement.py measured 2.6% and 6.2% against 18% between sittings)."""
+    placed = result.placements or by_placement(result.runs, result.confidence)
+    if not placed:
+        return []
+    runs = sum(p.runs for p in placed)
+    shares = ", ".join(f"{p.runs / runs:.0%} {p.placement}" for p in placed)
+    lines = [
+        "CPUs moved: the host placed the server's and the clients' CPUs "
+        + " or ".join(
+            f"{p.placement} ({p.hop_low_ns:.0f}-{p.hop_high_ns:.0f} ns cache-line round trip)"
+            for p in placed
+        )
+        + f"; the pooled figures below mix {shares}, a share that changes between sittings"
+    ]
+    for p in placed:
+        half = (p.ci_high_ns - p.ci_low_ns) / 2
+        interval = f" ± {format_ns(half)}" if math.isfinite(half) else ""
+        lines.append(
+            f"{p.placement + ' runs':<10} {format_ns(p.mean_ns)}{interval} "
+            f"(mean of {p.runs} run{'' if p.runs == 1 else 's'})"
+        )
+    return lines
 
 
 def sittings_summary(result: BenchResult) -> str | None:
@@ -170,13 +167,6 @@ def summary(result: BenchResult) -> str:
     noise = disturbed_summary([r.noise for r in result.runs + result.dropped_runs if r.noise])
     if noise:
         lines.append(f"  {noise}")
-    moved = hops_summary(
-        [r.noise.cpu_hop_ns if r.noise else None for r in result.runs],
-        [r.mean_ns for r in result.runs],
-        result.confidence,
-    )
-    if moved:
-        lines.append(f"  {moved}")
     if result.dropped_runs:
         dropped = len(result.dropped_runs)
         lines.append(
@@ -198,6 +188,7 @@ def summary(result: BenchResult) -> str:
     if sittings:
         lines.append(f"  {sittings}")
     lat = result.latency_ns
+    lines += [f"  {line}" for line in placement_summary(result)]
     if lat is None:
         lines.append("  no op completed")
     else:

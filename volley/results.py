@@ -21,7 +21,9 @@ Format history (``version`` in the JSON):
      or take it as absent): ``server_address``, where the server listened; ``host``'s
      ``cpuidle_driver`` and ``idle_states`` (``shallow`` or ``any``); each run's
      ``noise.cpu_hop_ns``; ``earlier_sittings`` and ``between_sittings_ns`` (the
-     intervals include how much earlier invocations of the same configuration differed).
+     intervals include how much earlier invocations of the same configuration differed);
+     ``placements``: where the host moved the CPUs between runs, the mean of the near and
+     of the far runs, each with its interval (``PlacementEstimate``).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -237,6 +239,23 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class PlacementEstimate:
+    """The mean of the runs at one CPU placement (``near`` or ``far``: how far apart the
+    host had put the server's and the clients' CPUs, by the run's cache-line probe), with
+    its interval over those runs. On a virtual machine these reproduce across sittings far
+    better than the pooled mean, which mixes the placements in whatever share a sitting got
+    (bench/calibration/placement.py)."""
+
+    placement: str
+    runs: int
+    hop_low_ns: float
+    hop_high_ns: float
+    mean_ns: float
+    ci_low_ns: float
+    ci_high_ns: float
+
+
+@dataclass(frozen=True)
 class BenchResult:
     """One volley-bench run. ``status`` says whether the numbers can be trusted."""
 
@@ -277,6 +296,8 @@ class BenchResult:
     # Per statistic, how much those sittings differ beyond their runs (the standard
     # deviation, ns): the intervals include it.
     between_sittings_ns: dict[str, float] = field(default_factory=dict)
+    # Where the host moved the CPUs between runs: the near and the far runs' means.
+    placements: list[PlacementEstimate] = field(default_factory=list)
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -312,6 +333,10 @@ class BenchResult:
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         data["load"] = LoadInfo.from_json(data.get("load"))
+        data["placements"] = [
+            PlacementEstimate(**{k: unknown_as_nan(v) for k, v in p.items()})
+            for p in data.get("placements", [])
+        ]
         data["hosts"] = [
             HostInfo(**{k: unknown_as_nan(v) for k, v in h.items()}) for h in data.get("hosts", [])
         ]

@@ -28,8 +28,15 @@ import numpy as np
 import numpy.typing as npt
 
 from volley import stats
-from volley.noise import Noise
-from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
+from volley.noise import Noise, placement_threshold
+from volley.results import (
+    FAILED,
+    INTERRUPTED,
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    PlacementEstimate,
+    RunSummary,
+)
 from volley.units import BENCH_DEFAULTS, Target, format_ns, parse_duration_s
 
 # Ten pilot runs: fewer and the pilot's variance is too rough to plan on (the t quantile
@@ -226,6 +233,33 @@ def intervals(
         )
         for name in statistics
     }
+
+
+def by_placement(runs: list[RunSummary], confidence: float) -> list[PlacementEstimate]:
+    """The near and the far runs' means, each with its interval over those runs, when the
+    host moved the CPUs between runs (``noise.placement_threshold``); else none."""
+    hops = [r.noise.cpu_hop_ns if r.noise else None for r in runs]
+    middle = placement_threshold(hops)
+    if middle is None:
+        return []
+    found = []
+    for name, near in (("near", True), ("far", False)):
+        placed = [(h, r.mean_ns) for h, r in zip(hops, runs, strict=True) if h is not None]
+        placed = [(h, v) for h, v in placed if (h < middle) == near]
+        values = [v for _, v in placed]
+        interval = stats.run_interval(float(np.mean(values)), values, confidence)
+        found.append(
+            PlacementEstimate(
+                name,
+                len(values),
+                min(h for h, _ in placed),
+                max(h for h, _ in placed),
+                interval.centre,
+                interval.low,
+                interval.high,
+            )
+        )
+    return found
 
 
 @dataclass(frozen=True)
