@@ -6,7 +6,6 @@ from volley.units import BadInput, parse_confidence, parse_duration_s
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
-        ("180", 180.0),
         ("180s", 180.0),
         ("3m", 180.0),
         ("500ms", 0.5),
@@ -23,6 +22,12 @@ def test_durations(text, seconds):
 def test_bad_durations_name_the_option(text):
     with pytest.raises(BadInput, match="--max-time"):
         parse_duration_s(text, "--max-time")
+
+
+@pytest.mark.parametrize("option", ["--warmup", "--max-time"])
+def test_a_duration_without_a_unit_is_refused_with_the_fix(option):
+    with pytest.raises(BadInput, match=f"^{option} '3' needs a unit: say 3s$"):
+        parse_duration_s("3", option, allow_zero=True)
 
 
 def test_zero_duration_only_where_allowed():

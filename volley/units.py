@@ -32,15 +32,19 @@ class BadInput(ValueError):
 
 
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
-_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration_s(text: str, option: str, allow_zero: bool = False) -> float:
-    """``"180"``, ``"180s"``, ``"3m"``, ``"500ms"`` -> seconds."""
+    """``"180s"``, ``"3m"``, ``"500ms"`` -> seconds. A bare number is refused (is
+    ``--warmup 3`` three seconds or three runs?), except 0, which is 0 in any unit."""
     match = _DURATION.fullmatch(text)
     if not match:
         raise BadInput(f"{option} {text!r} is not a duration; write it like 30s, 500ms or 3m")
-    seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    number, unit = float(match.group(1)), match.group(2)
+    if unit is None and number != 0:
+        raise BadInput(f"{option} {text.strip()!r} needs a unit: say {text.strip()}s")
+    seconds = number * _SECONDS[unit or "s"]
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise BadInput(f"{option} {text!r} must be more than zero")
     return seconds
