@@ -501,6 +501,95 @@ def system_command() -> None:
     say("\n".join(machine.format_readiness(machine.readiness())))
 
 
+history_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=SETTINGS,
+    help="What volley-bench keeps of earlier sittings, and where: show, path, clear.",
+    no_args_is_help=True,
+)
+HistoryPlace = Annotated[
+    str | None,
+    typer.Option(
+        "--history",
+        metavar="DIR",
+        help="The history's directory (default: $VOLLEY_HISTORY, else "
+        "~/.local/state/volley/sittings).",
+    ),
+]
+
+
+def _history_place(place: str | None) -> str:
+    from volley import history
+
+    found = place or history.default_place()
+    if found == history.OFF:
+        raise BadInput("the history is off (--history off or VOLLEY_HISTORY=off): nothing kept")
+    return found
+
+
+@history_app.command("path")
+def history_path(place: HistoryPlace = None) -> None:
+    """Print the directory where earlier sittings are kept."""
+    try:
+        say(_history_place(place))
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+
+
+@history_app.command("show")
+def history_show(place: HistoryPlace = None) -> None:
+    """List each configuration with kept sittings: server, clients, CPUs, how many
+    sittings, and each statistic's spread between them."""
+    from volley import history
+
+    try:
+        where = _history_place(place)
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+    entries = history.kept(where)
+    if not entries:
+        say(f"no sittings kept in {where}")
+        return
+    say(f"{len(entries)} configuration{'s' if len(entries) != 1 else ''} in {where}:")
+    for entry in entries:
+        key = entry.key
+        means = [s.values.get("mean") for s in entry.sittings]
+        shown = [format_ns(m) for m in means if m is not None]
+        say(
+            f"  {str(key.get('server', '?'))[:16]} {' '.join(key.get('server_args') or [])}"
+            f"  {key.get('clients')} clients on CPU {key.get('client_cpus')}, "
+            f"server on {key.get('server_cpus')}: {len(entry.sittings)} sittings, last "
+            f"{entry.sittings[-1].started_at if entry.sittings else '-'}; means "
+            f"{', '.join(shown[-5:]) or '-'}  ({entry.path.name})"
+        )
+
+
+@history_app.command("clear")
+def history_clear(
+    place: HistoryPlace = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Forget every kept sitting (the next sittings start without a history)."""
+    from volley import history
+
+    try:
+        where = _history_place(place)
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+    entries = history.kept(where)
+    if entries and not yes and not sys.stdin.isatty():
+        fail("history clear asks before it forgets: give --yes to answer without a terminal", 2)
+    if (
+        entries
+        and not yes
+        and not typer.confirm(f"forget the sittings of {len(entries)} configuration(s) in {where}?")
+    ):
+        raise typer.Exit(EXIT_USAGE)
+    say(f"forgot the sittings of {history.clear(where)} configuration(s) in {where}")
+
+
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -514,6 +603,7 @@ app.command("plot")(plot_command)
 app.command("check")(check_command)
 app.command("compare")(compare_command)
 app.command("system")(system_command)
+app.add_typer(history_app, name="history")
 
 
 @app.callback()

@@ -156,3 +156,36 @@ class History:
             strict_dumps({"key": self.key, **vars(s)}, sort_keys=True) + "\n" for s in self.sittings
         )
         write_atomically(self.path, text)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One configuration's file in a history place, for ``volley history show``."""
+
+    path: Path
+    key: dict[str, Any]
+    sittings: list[Sitting]
+
+
+def kept(place: str | Path) -> list[Kept]:
+    """Every configuration with sittings under ``place``, most recent sitting first; a file
+    that is not a history of sittings is left out."""
+    found = []
+    for path in sorted(Path(place).glob("*.jsonl")):
+        try:
+            first = json.loads(path.read_text().splitlines()[0])
+            key = first["key"]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            continue
+        # The file is named by its key: History(place, key) reads this very file.
+        found.append(Kept(path, key, History(place, key).sittings))
+    return sorted(found, key=lambda k: max((s.started_at for s in k.sittings), default=""))[::-1]
+
+
+def clear(place: str | Path) -> int:
+    """Forget every sitting under ``place``; how many configurations were forgotten."""
+    forgotten = 0
+    for entry in kept(place):
+        entry.path.unlink(missing_ok=True)
+        forgotten += 1
+    return forgotten
