@@ -24,7 +24,7 @@ from typing import NoReturn, TextIO, TypeVar
 
 import typer
 
-from volley import coordinator, cpus, history, hosts, machine, results, runs, server
+from volley import __version__, coordinator, cpus, history, hosts, machine, results, runs, server
 from volley.report import StreamProgress, summary
 from volley.units import (
     BENCH_DEFAULTS,
@@ -80,6 +80,12 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BadInput(f"--connect {text!r} is not HOST:PORT (like 127.0.0.1:2222)")
     return host.strip("[]"), int(port)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        say(f"volley {__version__}")
+        raise typer.Exit()
 
 
 def bench(
@@ -194,6 +200,9 @@ def bench(
         "~/.local/state/volley/sittings.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Measure a server's latency with pinned ping-pong clients until the mean is known."""
     # Long only because every option passes through make_config, one line each.

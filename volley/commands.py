@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from volley import __version__, coordinator, cpus, results, runs, server
+from volley import coordinator, cpus, results, runs, server
 from volley.cli import (
     EXIT_CODES,
     EXIT_FAILED,
@@ -26,6 +26,7 @@ from volley.cli import (
     program,
     run,
     say,
+    version_callback,
 )
 from volley.report import comparison_markdown, comparison_table
 from volley.units import (
@@ -37,12 +38,6 @@ from volley.units import (
     parse_duration_s,
     parse_target,
 )
-
-
-def version_callback(value: bool) -> None:
-    if value:
-        say(f"volley {__version__}")
-        raise typer.Exit()
 
 
 def sweep_command(
