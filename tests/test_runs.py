@@ -110,7 +110,7 @@ def coverage(trials: int = 400, seed: int = 9, **model: float) -> tuple[float, f
 
 # Drift amplitudes: the 1 s drift is as large as a third of the spread between runs; a
 # 10 s drift cannot be told from a constant within a 30 s measurement, so only a small
-# one keeps coverage (README, "How it measures", gives the measured limits).
+# one keeps coverage (docs/methodology.md gives the measured limits).
 @pytest.mark.parametrize(
     "model",
     [
