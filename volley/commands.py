@@ -269,7 +269,8 @@ def check_command(
         ),
     ] = None,
 ) -> None:
-    """Check that a server keeps the contract for servers (docs/development.md, "Contributing a server").
+    """Check that a server keeps the contract for servers (docs/development.md,
+    "Contributing a server").
 
     Exit status: 0 every check passed, 1 a check failed, 2 bad input, 130 interrupted.
     """
