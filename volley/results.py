@@ -21,7 +21,11 @@ Format history (``version`` in the JSON):
      or take it as absent): ``server_address``, where the server listened; ``host``'s
      ``cpuidle_driver`` and ``idle_states`` (``shallow`` or ``any``); each run's
      ``noise.cpu_hop_ns``; ``earlier_sittings`` and ``between_sittings_ns`` (the
-     intervals include how much earlier invocations of the same configuration differed).
+     intervals include how much earlier invocations of the same configuration differed);
+     ``history`` (null when none was looked for or fewer than two earlier sittings):
+     {"earlier_sittings", "between_sittings_ns", "consistent", "prediction_interval_ns"
+     (per statistic, [low, high]), "differs" (the statistics outside it)}: this sitting
+     against what the earlier ones predict; one that differs was not kept.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -277,6 +281,8 @@ class BenchResult:
     # Per statistic, how much those sittings differ beyond their runs (the standard
     # deviation, ns): the intervals include it.
     between_sittings_ns: dict[str, float] = field(default_factory=dict)
+    # This sitting against the earlier ones' prediction interval (volley.history.Check).
+    history: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
