@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from helpers import QUICK, bench, strict_loads
+from test_sweep import bench_result
 
-from volley import history, stats
+from volley import cli, history, stats
+from volley.experiment import Point
+from volley.report import sittings_summary
 from volley.results import FAILED
 
 BRIEF_RUNS = ["--max-time", "2s", "--precision", "50%", *QUICK]
@@ -66,14 +72,124 @@ def test_history_keeps_the_last_sittings_and_skips_what_it_cannot_read(tmp_path)
     assert all(json.loads(line)["key"] == {"server": "x"} for line in kept)
 
 
-def test_between_is_the_spread_their_runs_do_not_explain():
-    # Values 10 apart (variance 100 each way) whose runs explain a variance of 30.
+def _q(values, within, tau2):
+    """The generalised Q statistic, written out independently of volley.stats."""
+    w = [1 / (v + tau2) for v in within]
+    mean = sum(wi * y for wi, y in zip(w, values, strict=True)) / sum(w)
+    return sum(wi * (y - mean) ** 2 for wi, y in zip(w, values, strict=True))
+
+
+def test_paule_mandel_sets_the_generalised_q_to_k_minus_one():
+    # Equal within variances: Q = 400 / (30 + tau2) = 3 by hand.
+    values = np.array([990.0, 1010.0, 990.0, 1010.0])
+    assert stats.paule_mandel(values, np.full(4, 30.0)) == pytest.approx(400 / 3 - 30)
+    # Unequal: the tau2 found makes Q exactly k - 1.
+    values = np.array([100.0, 130.0, 90.0, 160.0, 110.0])
+    within = np.array([10.0, 400.0, 50.0, 900.0, 20.0])
+    tau2 = stats.paule_mandel(values, within)
+    assert tau2 > 0
+    assert _q(values, within, tau2) == pytest.approx(4, rel=1e-6)
+    assert stats.paule_mandel(values, within * 1e3) == 0  # the runs explain it all
+    assert stats.Between.of([1.0], [0.0]) is None
+
+
+def test_few_sittings_are_floored_by_their_spread_around_the_weighted_mean():
     values = [990.0, 1010.0, 990.0, 1010.0]
     between = stats.Between.of(values, [30.0] * 4)
     assert between is not None and between.sittings == 4
-    assert between.tau2 == pytest.approx(400 / 3 - 30)
-    assert stats.Between.of(values, [1e6] * 4).tau2 == 0  # runs explain it all
-    assert stats.Between.of([1.0], [0.0]) is None
+    assert between.tau2 == pytest.approx(400 / 3)  # the floor: above Paule-Mandel's 103
+    # Two sittings that agree within their runs still give a between part, not 0.
+    two = stats.Between.of([1000.0, 1010.0], [1e4, 1e4])
+    assert two is not None and two.tau2 == pytest.approx(50.0)
+    many = stats.Between.of([990.0, 1010.0] * 4, [1e6] * 8)
+    assert many is not None and many.tau2 == 0  # enough sittings: Paule-Mandel alone
+
+
+def _coverage(earlier: int, ratio: float, trials: int, seed: int, disturbed: bool = False):
+    """As bench/calibration/history_sim.py: runs sd 1, sittings' sd ``ratio``, truth 0."""
+    rng = np.random.default_rng(seed)
+    held = 0
+    for _ in range(trials):
+        found = [rng.normal(rng.normal(0, ratio), 1, 10) for _ in range(earlier)]
+        if disturbed:
+            found[0] = rng.normal(4 * math.sqrt(ratio**2 + 0.1), 1, 10)
+        between = stats.Between.of(
+            [float(x.mean()) for x in found], [float(x.var(ddof=1)) / 10 for x in found]
+        )
+        runs = rng.normal(rng.normal(0, ratio), 1, 10)
+        interval = stats.run_interval(float(runs.mean()), runs, 0.95, between)
+        held += interval.low <= 0 <= interval.high
+    return held / trials
+
+
+@pytest.mark.parametrize(("earlier", "ratio"), [(2, 1.0), (3, 0.5), (3, 1.0)])
+def test_two_or_three_earlier_sittings_cover_the_configuration(earlier, ratio):
+    # The method of moments, truncated at 0, covered 82-91% here.
+    assert _coverage(earlier, ratio, 600, seed=earlier * 10 + int(ratio * 2)) >= 0.93
+
+
+def test_one_disturbed_sitting_is_left_out_and_does_not_set_tau2():
+    rng = np.random.default_rng(3)
+    values = list(1000 + rng.normal(0, 10, 8))
+    within = [25.0] * 8
+    calm = stats.Between.of(values, within)
+    disturbed = stats.Between.of([*values, 1000 + 5 * 14.0 * 4], [*within, 25.0])
+    assert calm is not None and disturbed is not None
+    assert disturbed.left_out == 1 and disturbed.sittings == 8
+    assert disturbed.tau2 == pytest.approx(calm.tau2)
+    assert _coverage(8, 0.5, 300, seed=5, disturbed=True) >= 0.93
+
+
+def _key(monkeypatch, release, model):
+    monkeypatch.setattr(history.platform, "release", lambda: release)
+    monkeypatch.setattr(history.machine, "_cpuinfo", lambda: (model, set()))
+    config = SimpleNamespace(
+        server="127.0.0.1:9000", server_args=[], clients=1,
+        placement=SimpleNamespace(client_cpus=[1], server_cpus=[0]), restart="server",
+        idle_states="shallow", warmup_s=0.25, run_time_s=0.5, rate_ops_s=None,
+        arrivals="poisson", connect="127.0.0.1:9000",
+    )  # fmt: skip
+    return history.configuration(config)
+
+
+def test_the_key_changes_with_the_kernel_and_the_cpu_model(monkeypatch):
+    first = _key(monkeypatch, "6.1.0", "Xeon A")
+    assert first == _key(monkeypatch, "6.1.0", "Xeon A")
+    assert first != _key(monkeypatch, "6.8.0", "Xeon A")
+    assert first != _key(monkeypatch, "6.1.0", "EPYC B")
+
+
+def test_sittings_older_than_the_kept_age_are_ignored(tmp_path):
+    now = datetime.now(UTC)
+    found = history.History(tmp_path, {"server": "x"})
+    old = (now - timedelta(days=history.MAX_AGE_DAYS + 1)).isoformat(timespec="seconds")
+    found.add(sitting(1000.0, at=old))
+    found.add(sitting(2000.0, at=now.isoformat(timespec="seconds")))
+    again = history.History(tmp_path, {"server": "x"})
+    assert [s.values["mean"] for s in again.sittings] == [2000.0]
+
+
+def test_a_sitting_that_differs_from_the_history_is_reported_and_not_kept(tmp_path, monkeypatch):
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    found = history.History(tmp_path, {"server": "x"})
+    for mean in (1000.0, 1010.0, 990.0, 1005.0, 995.0, 1002.0):
+        found.add(sitting(mean, variance=25.0, at=now))
+    near, far = sitting(1003.0, 25.0, now), sitting(1500.0, 25.0, now)
+    assert found.check(near).consistent
+    check = found.check(far)
+    assert not check.consistent and set(check.differs) == set(stats.STATISTICS)
+    low, high = check.prediction_interval_ns["mean"]
+    assert low < 1003.0 < high < 1500.0
+
+    monkeypatch.setattr(history.Sitting, "of", classmethod(lambda cls, result: far))
+    result = bench_result(Point("a", 1, 1, 1), "significant", 1500.0)
+    kept = cli._keep_sitting(result, found)
+    assert kept.history is not None and kept.history["consistent"] is False
+    assert kept.history["earlier_sittings"] == 6
+    assert len(history.History(tmp_path, {"server": "x"}).sittings) == 6
+    assert "this sitting differs from the 6 earlier ones" in sittings_summary(
+        replace(kept, earlier_sittings=6)
+    )
 
 
 def test_a_failed_sitting_is_not_kept(c_threaded, tmp_path):
@@ -114,8 +230,8 @@ def test_sittings_that_differ_widen_the_next_interval_and_put_a_tight_target_out
     assert third["earlier_sittings"] == 2
     tau = third["between_sittings_ns"]["mean"]
     half = (third["latency_ns"]["ci_high"] - third["latency_ns"]["ci_low"]) / 2
-    # The runs' part and the sittings' part, with Satterthwaite's df between 1 (the two
-    # earlier sittings) and the runs' own.
+    # The runs' part and the sittings' part, at the smaller of the runs' df and the
+    # sittings' (1: two earlier sittings).
     runs = [r["mean_ns"] for r in third["runs"]]
     expected = stats.run_interval(
         third["latency_ns"]["mean"], runs, 0.95, stats.Between(tau * tau, 2)

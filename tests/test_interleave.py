@@ -205,6 +205,22 @@ def test_merging_one_run_results_is_exact():
     assert latency.ci_low < latency.mean < latency.ci_high  # from the three runs' means
 
 
+def test_a_merged_record_claims_no_earlier_sittings_its_intervals_did_not_use():
+    point = Point("a", 1, 1, 1)
+    runs = [
+        dataclasses.replace(
+            one_run(point, mean), earlier_sittings=5, between_sittings_ns={"mean": 9_000.0}
+        )
+        for mean in (40_000.0, 41_000.0, 39_000.0)
+    ]
+    merged = interleave.merge(runs, "significant", None)
+    assert merged.earlier_sittings is None and merged.between_sittings_ns == {}
+    latency = merged.latency_ns
+    assert latency is not None
+    # Its interval is the three runs' alone, far narrower than a 9 us spread would make it.
+    assert latency.ci_high - latency.ci_low < 2 * 1.96 * 9_000.0
+
+
 def test_progress_says_each_pass(tmp_path):
     exp = experiment_in(tmp_path, INTERLEAVED)
     stream = io.StringIO()

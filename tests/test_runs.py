@@ -184,6 +184,26 @@ def test_earlier_sittings_plan_more_runs_when_they_leave_little_of_the_target():
     assert stats.planned_runs(pilot, 2_000.0, 0.95, stats.Between(2_000.0**2, 12)) == 10
 
 
+def test_the_interval_narrows_only_towards_the_sittings_limit_so_out_of_reach_is_final():
+    # Two earlier sittings (df 1). Satterthwaite's df over the runs' part and the
+    # sittings' used to exceed both, making the interval with ten runs (about 4 us) far
+    # narrower than the one with endless runs (12.7 us), so "out of reach" could give up
+    # targets that fewer runs had met. One df rule: the half-width falls with every run,
+    # towards exactly between_alone.
+    between = stats.Between(1_000.0**2, 2)
+    limit = stats.between_alone(between, 0.95)
+    halves = [
+        stats.run_interval(100_000.0, [97_000.0, 103_000.0] * (n // 2), 0.95, between).half_width
+        for n in range(4, 400, 2)
+    ]
+    assert all(h >= limit for h in halves)
+    assert all(later <= earlier for earlier, later in zip(halves, halves[1:], strict=False))
+    assert halves[-1] == pytest.approx(limit, rel=0.02)
+    # planned_runs agrees: a target between the two is never planned as reachable.
+    pilot = [97_000.0, 103_000.0] * 5
+    assert stats.planned_runs(pilot, 0.9 * limit, 0.95, between) == 10
+
+
 def test_a_target_out_of_reach_ends_the_benchmark_not_significant_and_says_why():
     clock = FakeClock()
     values, _ = run_values(np.random.default_rng(5), 500)

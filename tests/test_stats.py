@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from volley import stats
 from volley.stats import (
     HDR_HIGHEST_NS,
     HDR_LOWEST_NS,
@@ -58,7 +59,7 @@ def coverage(phi: float, trials: int = 400, n: int = 40) -> tuple[float, float]:
     rng = np.random.default_rng(20261126)
     ours = plain = 0
     for _ in range(trials):
-        x = ar1(rng, n, phi)
+        x = ar1(rng, n, phi) * 1e3  # in ns: far above the histogram's 1 ns resolution
         iv = run_interval(float(x.mean()), x, 0.95)
         ours += iv.low <= 0 <= iv.high
         half = t_quantile(0.95, n - 1) * x.std(ddof=1) / math.sqrt(n)
@@ -279,3 +280,17 @@ def test_a_foreign_layout_is_refused_by_name():
     for broken in ("", "SElTVA==", Histogram().encode()[:-8] + "AAAAAAAA"):
         with pytest.raises(ValueError):
             Histogram.decode(broken)
+
+
+def test_an_interval_is_never_narrower_than_the_bucket_that_holds_its_centre():
+    # Every run's p99 read from the same bucket: zero spread between runs, yet the value is
+    # known only to the bucket's width (8 ns at 10 us: 1024 buckets per power of two).
+    centre = 10_000.0
+    assert stats.resolution_ns(centre) == 8.0
+    assert stats.resolution_ns(1_500.0) == 1.0  # exact below 2048 ns
+    assert stats.resolution_ns(2_048.0) == 2.0
+    interval = run_interval(centre, [centre] * 12, 0.95)
+    assert interval.half_width == pytest.approx(4.0)
+    assert interval.low <= centre - 4.0 and interval.high >= centre + 4.0
+    # A wider interval is left alone.
+    assert run_interval(centre, [centre - 100, centre + 100] * 6, 0.95).half_width > 50

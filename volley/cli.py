@@ -273,12 +273,7 @@ def bench(
         fail(str(e), EXIT_FAILED)
     # The result first: printing can fail (a closed pipe) and must not lose it.
     unwritten = None
-    sitting = history.Sitting.of(result)
-    if sittings is not None and sitting is not None:
-        try:
-            sittings.add(sitting)
-        except OSError as e:
-            say(f"warning: cannot keep this sitting in {sittings.path}: {e}", sys.stderr)
+    result = _keep_sitting(result, sittings)
     if json_path == "-":
         say(results.dumps(result), sys.stdout, end="")
     elif json_path:
@@ -290,6 +285,25 @@ def bench(
     if unwritten:
         fail(unwritten, EXIT_FAILED)
     raise typer.Exit(EXIT_CODES[result.status])
+
+
+def _keep_sitting(
+    result: results.BenchResult, sittings: history.History | None
+) -> results.BenchResult:
+    """Keep the sitting unless it differs from the earlier ones; the result says which."""
+    sitting = history.Sitting.of(result)
+    if sittings is None or sitting is None:
+        return result
+    check = sittings.check(sitting)
+    if check.prediction_interval_ns:
+        result = replace(result, history=check.to_json())
+    if not check.consistent:
+        return result  # a sitting from another state of the machine would poison tau2
+    try:
+        sittings.add(sitting)
+    except OSError as e:
+        say(f"warning: cannot keep this sitting in {sittings.path}: {e}", sys.stderr)
+    return result
 
 
 def _earlier_sittings(

@@ -10,10 +10,24 @@ that their runs do not explain (``stats.Between``), as a metrologist adds reprod
 to repeatability. The first sittings have no such history: their intervals cover that
 sitting only, and the summary says so.
 
+Sittings are treated as a random-effects meta-analysis (Kalibera & Jones, "Rigorous
+benchmarking in reasonable time", ISMM 2013): ``stats.Between`` weighs each earlier sitting
+by its runs' variance plus tau2 (Paule-Mandel), leaves out one that is an outlier against
+the others, and floors tau2 while the sittings are few (``stats.FLOORED_BELOW``;
+bench/calibration/history_sim.py measures the coverage). Before a finished sitting is kept
+it is tested against the history's prediction interval (``check``): a sitting outside it
+(a CPU hog, another host, a changed machine) is reported as differing and not kept, so it
+cannot widen the next sittings' intervals.
+
 A configuration is everything that changes what is measured: the server's executable
 (its bytes, not its name), its arguments, clients and CPUs, restart, idle states, warm-up
-and run time, open-loop load, the host and the Volley version. Precision, confidence and
-time bounds are not in it: they change how long a sitting lasts, not what it measures.
+and run time, open-loop load, the host, its kernel release and CPU model, and the Volley
+version. Precision, confidence and time bounds are not in it: they change how long a
+sitting lasts, not what it measures. Sittings older than ``MAX_AGE_DAYS`` are ignored:
+a machine changes in ways no key sees (firmware, microcode, the host's other guests, a
+cloud instance moved to other hardware under one name), and two weeks is long enough
+for a history of daily use to reach ``FLOORED_BELOW`` sittings, short enough that the
+spread it reports describes the machine as it is now.
 
 The history is one small JSON-lines file per configuration under ``$VOLLEY_HISTORY``
 (default ``$XDG_STATE_HOME/volley/sittings``, i.e. ``~/.local/state/volley/sittings``);
@@ -26,13 +40,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from volley import __version__, stats
+from volley import __version__, machine, stats
 from volley.results import FAILED, INTERRUPTED, BenchResult, strict_dumps, write_atomically
 from volley.units import STATISTICS
 
@@ -43,6 +59,10 @@ OFF = "off"
 # Enough sittings to know the spread (19 degrees of freedom), few enough that a machine
 # that changed (a kernel update, another host) stops counting after a day of use.
 KEPT = 20
+MAX_AGE_DAYS = 14
+# Each statistic is tested at 1 - 0.05 / 5, so that a consistent sitting is called
+# differing in at most about 5% of sittings, whichever of the five statistics it is.
+CONSISTENCY_CONFIDENCE = 1 - 0.05 / len(STATISTICS)
 
 
 def default_place() -> str:
@@ -79,6 +99,8 @@ def configuration(config: BenchConfig) -> dict[str, Any]:
         "rate_ops_s": config.rate_ops_s,
         "arrivals": config.arrivals if config.rate_ops_s is not None else None,
         "host": platform.node(),
+        "kernel": platform.release(),
+        "cpu_model": machine._cpuinfo()[0],
         "volley": __version__,
     }
 
@@ -108,6 +130,40 @@ class Sitting:
         return cls(result.started_at, values, within)
 
 
+def is_recent(started_at: str, now: datetime | None = None) -> bool:
+    """Whether a sitting that started at ``started_at`` (ISO 8601) still counts."""
+    try:
+        started = datetime.fromisoformat(started_at)
+    except (TypeError, ValueError):
+        return False
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - started <= timedelta(days=MAX_AGE_DAYS)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A sitting against the history's prediction interval of each statistic."""
+
+    earlier_sittings: int
+    between_sittings_ns: dict[str, float]
+    prediction_interval_ns: dict[str, tuple[float, float]]
+    differs: list[str]  # the statistics outside their prediction interval
+
+    @property
+    def consistent(self) -> bool:
+        return not self.differs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "earlier_sittings": self.earlier_sittings,
+            "between_sittings_ns": self.between_sittings_ns,
+            "consistent": self.consistent,
+            "prediction_interval_ns": {k: list(v) for k, v in self.prediction_interval_ns.items()},
+            "differs": self.differs,
+        }
+
+
 class History:
     """The earlier sittings of one configuration."""
 
@@ -129,7 +185,7 @@ class History:
                 found.append(Sitting(data["started_at"], data["values"], data["within_variances"]))
             except (ValueError, KeyError, TypeError):
                 continue  # a line from another version of this file: not evidence
-        return found[-KEPT:]
+        return [s for s in found if is_recent(s.started_at)][-KEPT:]
 
     def between(self) -> dict[str, stats.Between]:
         """For each statistic, how much the earlier sittings differ beyond their runs."""
@@ -147,6 +203,25 @@ class History:
             if between is not None:
                 found[name] = between
         return found
+
+    def check(self, sitting: Sitting) -> Check:
+        """``sitting`` against what the earlier ones predict for a further sitting."""
+        found = self.between()
+        intervals, differs = {}, []
+        for name, between in found.items():
+            value, within = sitting.values.get(name), sitting.within_variances.get(name)
+            if value is None or within is None or not math.isfinite(value + within):
+                continue
+            low, high = between.predicts(value, within, CONSISTENCY_CONFIDENCE)
+            intervals[name] = (low, high)
+            if not low <= value <= high:
+                differs.append(name)
+        return Check(
+            len(self.sittings),
+            {name: math.sqrt(b.tau2) for name, b in found.items() if b.tau2 > 0},
+            intervals,
+            differs,
+        )
 
     def add(self, sitting: Sitting) -> None:
         """Keep ``sitting`` (and the last KEPT - 1 before it)."""

@@ -141,6 +141,11 @@ def merge(results: Sequence[BenchResult], status: str, error: str | None) -> Ben
         runs=runs,
         dropped_runs=[run for result in results for run in result.dropped_runs],
         load=load,
+        # The merged intervals (merge_latency) draw on these runs alone, whatever history
+        # the first one-run process saw: claiming its earlier sittings would be false.
+        earlier_sittings=None,
+        between_sittings_ns={},
+        history=None,
     )
 
 

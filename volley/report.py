@@ -127,11 +127,29 @@ def sittings_summary(result: BenchResult) -> str | None:
         )
     spread = result.between_sittings_ns
     if not spread:
-        return f"{earlier} earlier sittings of this configuration agree within their intervals"
-    shown = ", ".join(f"{name} {format_ns(spread[name])}" for name in STATISTICS if name in spread)
+        line = f"{earlier} earlier sittings of this configuration agree within their intervals"
+    else:
+        shown = ", ".join(
+            f"{name} {format_ns(spread[name])}" for name in STATISTICS if name in spread
+        )
+        line = (
+            f"{earlier} earlier sittings of this configuration differ beyond their runs by "
+            f"(sd) {shown}: included in the intervals"
+        )
+    check = result.history or {}
+    if check.get("consistent", True):
+        return line
+    predicted = check.get("prediction_interval_ns", {})
+    outside = ", ".join(
+        f"{name} {format_ns(result.latency_ns.value(name) if result.latency_ns else math.nan)} "
+        f"outside {format_ns(predicted[name][0])} .. {format_ns(predicted[name][1])}"
+        for name in check.get("differs", [])
+        if name in predicted
+    )
     return (
-        f"{earlier} earlier sittings of this configuration differ beyond their runs by "
-        f"(sd) {shown}: included in the intervals"
+        f"{line}\n  this sitting differs from the {check.get('earlier_sittings', earlier)} "
+        f"earlier ones of this configuration: {outside} (predicted from them); the machine "
+        "may not be in the state they describe, and this sitting was not kept"
     )
 
 

@@ -24,6 +24,10 @@ Format history (``version`` in the JSON):
      intervals include how much earlier invocations of the same configuration differed);
      ``placements``: where the host moved the CPUs between runs, the mean of the near and
      of the far runs, each with its interval (``PlacementEstimate``).
+     ``history`` (null when none was looked for or fewer than two earlier sittings):
+     {"earlier_sittings", "between_sittings_ns", "consistent", "prediction_interval_ns"
+     (per statistic, [low, high]), "differs" (the statistics outside it)}: this sitting
+     against what the earlier ones predict; one that differs was not kept.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -298,6 +302,8 @@ class BenchResult:
     between_sittings_ns: dict[str, float] = field(default_factory=dict)
     # Where the host moved the CPUs between runs: the near and the far runs' means.
     placements: list[PlacementEstimate] = field(default_factory=list)
+    # This sitting against the earlier ones' prediction interval (volley.history.Check).
+    history: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 

@@ -314,9 +314,11 @@ class StoppingRule:
             math.isfinite(iv.half_width) and iv.half_width <= targets_ns[name]
             for name, iv in found.items()
         )
-        # A target that the spread between sittings alone exceeds is never met here; once
-        # the runs' own part of its interval is small beside that spread, more runs buy
-        # nothing: say so now instead of playing until --max-time.
+        # A target that the spread between sittings alone exceeds is never met here: under
+        # stats.sitting_df (the one df rule of the interval and the plan) the half-width
+        # only falls with more runs, towards between_alone, so this verdict never gives up
+        # a target more runs could meet. Once the runs' own part is small beside that
+        # spread, more runs buy nothing: say so now instead of playing until --max-time.
         hopeless = [
             name
             for name, target in targets_ns.items()

@@ -148,14 +148,43 @@ def run_interval(
 ) -> Interval:
     """CI for a statistic from its per-run values: t (df = runs - 1) over the long-run
     variance, centred on the statistic over all ops. With ``between``, widened by how much
-    sittings differ: its tau2 is added, with Welch-Satterthwaite degrees of freedom, so that
-    a history of few sittings (an uncertain tau2) widens it further."""
+    sittings differ: its tau2 is added, at ``sitting_df`` degrees of freedom. Never narrower
+    than half the histogram bucket that holds the centre (``resolution_ns``): runs whose
+    percentile falls in one bucket agree only to that resolution."""
     within, k = run_variance(run_values)
     if k < 2 or not math.isfinite(within):
         return Interval(centre, math.inf, k)
     side = RunMean(centre, within, k, between)
-    half = t_quantile(confidence, satterthwaite_df(side.parts())) * math.sqrt(side.variance)
-    return Interval(centre, half, k)
+    half = t_quantile(confidence, sitting_df(k, between)) * math.sqrt(side.variance)
+    return Interval(centre, max(half, resolution_ns(centre) / 2), k)
+
+
+def resolution_ns(value_ns: float) -> float:
+    """The width of the histogram bucket that holds ``value_ns``: 1 ns below 2**(SUB_BITS+1),
+    then 2**(exponent - SUB_BITS)."""
+    if not math.isfinite(value_ns) or value_ns < (2 << SUB_BITS):
+        return 1.0
+    return float(1 << (int(value_ns).bit_length() - 1 - SUB_BITS))
+
+
+def sitting_df(runs: int, between: Between | None) -> float:
+    """The one df rule for a sitting's interval, its planned runs and its out-of-reach test:
+    the runs' df, or, with a between-sittings part, the smaller of the runs' and the
+    sittings'. Satterthwaite's df can exceed both parts' and so make an interval with few
+    runs narrower than the one with infinitely many (t(k - 1) sqrt(tau2)); with the smaller
+    df the half-width only shrinks as runs are added, towards exactly ``between_alone``."""
+    if between is None or between.tau2 <= 0:
+        return runs - 1
+    return min(runs - 1, between.df)
+
+
+# Fewer earlier sittings than this and Paule-Mandel's tau2 (often 0 from two or three
+# sittings) is floored by the sittings' own spread around their weighted mean
+# (bench/calibration/history_sim.py: coverage >= 93% from 2 sittings on at every ratio).
+FLOORED_BELOW = 6
+# An earlier sitting outside its leave-one-out prediction interval at this confidence is
+# left out of tau2: one disturbed sitting (a CPU hog, a migration) would otherwise set it.
+OUTLIER_CONFIDENCE = 0.99
 
 
 @dataclass(frozen=True)
@@ -163,10 +192,15 @@ class Between:
     """How much sittings (invocations) of one configuration on one machine differ beyond
     what each one's runs show: the variance of the between-sitting component of a
     statistic, ``tau2`` (ns squared), estimated from ``sittings`` earlier sittings
-    (``df`` = sittings - 1 degrees of freedom)."""
+    (``df`` = sittings - 1 degrees of freedom) as a random-effects meta-analysis (Kalibera
+    & Jones, ISMM 2013): Paule-Mandel's tau2, their weighted ``mean`` and its variance
+    ``mean_variance``; ``left_out`` sittings were outliers against the others."""
 
     tau2: float
     sittings: int
+    mean: float = math.nan
+    mean_variance: float = math.nan
+    left_out: int = 0
 
     @property
     def df(self) -> int:
@@ -174,12 +208,81 @@ class Between:
 
     @classmethod
     def of(cls, values: Sequence[float], within_variances: Sequence[float]) -> Between | None:
-        """Method of moments over earlier sittings: the variance of their values less the
-        part their own runs account for (never below zero); None for fewer than two."""
-        if len(values) < 2:
+        """From earlier sittings' values and within variances: outliers left out, then
+        Paule-Mandel, floored while the sittings are few; None for fewer than two."""
+        y = np.asarray(values, dtype=np.float64)
+        v = np.maximum(np.asarray(within_variances, dtype=np.float64), 0.0)
+        if len(y) < 2:
             return None
-        spread = float(np.var(np.asarray(values, dtype=np.float64), ddof=1))
-        return cls(max(0.0, spread - float(np.mean(within_variances))), len(values))
+        kept = _not_outliers(y, v)
+        return cls._fit(y[kept], v[kept], int((~kept).sum()))
+
+    @classmethod
+    def _fit(
+        cls, y: npt.NDArray[np.float64], v: npt.NDArray[np.float64], left_out: int = 0
+    ) -> Between:
+        tau2 = paule_mandel(y, v)
+        if len(y) < FLOORED_BELOW:
+            tau2 = max(tau2, _spread_around_mean(y, v))
+        w = 1.0 / np.maximum(v + tau2, 1e-300)
+        mean = float(np.dot(w, y) / w.sum())
+        return cls(tau2, len(y), mean, float(1.0 / w.sum()), left_out)
+
+    def predicts(self, value: float, within: float, confidence: float) -> tuple[float, float]:
+        """The prediction interval of a further sitting's value whose runs give ``within``."""
+        half = t_quantile(confidence, self.df) * math.sqrt(self.tau2 + self.mean_variance + within)
+        return self.mean - half, self.mean + half
+
+
+def paule_mandel(values: npt.NDArray[np.float64], within: npt.NDArray[np.float64]) -> float:
+    """Paule-Mandel's tau2: the one at which the generalised Q, sum w_i (y_i - mean_w)^2 with
+    w_i = 1 / (v_i + tau2), equals k - 1 (0 if Q is below that already at tau2 = 0). Q falls
+    as tau2 grows, so bisection finds it."""
+    k = len(values)
+
+    def q(tau2: float) -> float:
+        w = 1.0 / np.maximum(within + tau2, 1e-300)
+        mean = np.dot(w, values) / w.sum()
+        return float(np.dot(w, (values - mean) ** 2))
+
+    if k < 2 or q(0.0) <= k - 1:
+        return 0.0
+    low, high = 0.0, max(float(np.var(values, ddof=1)), 1e-300)
+    while q(high) > k - 1:
+        high *= 2
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if q(middle) > k - 1 else (low, middle)
+    return high
+
+
+def _spread_around_mean(values: npt.NDArray[np.float64], within: npt.NDArray[np.float64]) -> float:
+    """The sittings' variance around their inverse-variance weighted mean (their within part
+    included): what few sittings show however they split it."""
+    w = 1.0 / np.maximum(within, 1e-300)
+    mean = np.dot(w, values) / w.sum()
+    return float(np.sum((values - mean) ** 2) / (len(values) - 1))
+
+
+def _not_outliers(
+    values: npt.NDArray[np.float64], within: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """Which sittings to keep: at most one, the farthest outside its leave-one-out prediction
+    interval, is left out, and only with three or more others to predict it."""
+    kept = np.ones(len(values), dtype=bool)
+    if len(values) < 4:
+        return kept
+    worst, worst_z = -1, 1.0
+    for i in range(len(values)):
+        others = np.arange(len(values)) != i
+        rest = Between._fit(values[others], within[others])
+        low, high = rest.predicts(float(values[i]), float(within[i]), OUTLIER_CONFIDENCE)
+        z = abs(values[i] - rest.mean) / max((high - low) / 2, 1e-300)
+        if z > worst_z:
+            worst, worst_z = i, z
+    if worst >= 0:
+        kept[worst] = False
+    return kept
 
 
 def run_variance(run_values: npt.ArrayLike) -> tuple[float, int]:
@@ -192,7 +295,8 @@ def run_variance(run_values: npt.ArrayLike) -> tuple[float, int]:
 
 def between_alone(between: Between, confidence: float) -> float:
     """The half-width the spread between sittings gives an interval however many runs it
-    has: no target narrower than this can be met."""
+    has (the limit of ``run_interval`` under ``sitting_df``): no target narrower than this
+    can be met."""
     return t_quantile(confidence, between.df) * math.sqrt(between.tau2)
 
 
@@ -204,15 +308,13 @@ def planned_runs(
 ) -> int:
     """Stein's two-stage rule: from the pilot runs' spread, how many runs in all give an
     interval no wider than ``target_ns``; with ``between``, what is left of the target after
-    the spread between sittings (the pilot itself when nothing is left: the sequential tail
-    and ``between_alone`` decide)."""
+    the spread between sittings, at ``sitting_df`` (the pilot itself when nothing is left:
+    the sequential tail and ``between_alone`` decide)."""
     x = np.asarray(pilot_values, dtype=np.float64)
     k = len(x)
     if k < 2 or target_ns <= 0:
         return k
-    quantile = t_quantile(confidence, k - 1)
-    if between is not None and between.tau2 > 0:
-        quantile = max(quantile, t_quantile(confidence, between.df))
+    quantile = t_quantile(confidence, sitting_df(k, between))
     left = (target_ns / quantile) ** 2 - (between.tau2 if between else 0.0)
     if left <= 0:
         return k
