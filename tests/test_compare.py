@@ -153,37 +153,63 @@ def write_sweep(path: Path, points: dict[Point, BenchResult]) -> Path:
 # --- the statistics ------------------------------------------------------------------------
 
 
-def no_difference_share(runs: int, trials: int) -> dict[str, float]:
-    """For each statistic, the share of seeded trials in which A and B, drawn alike with
-    ``runs`` runs each, are found to have no significant difference at 95% confidence."""
-    same = {s: 0 for s in STATISTICS}
+def called_different(row) -> bool:
+    return row.verdict in (FASTER, SLOWER)
+
+
+def false_verdicts(runs: int, trials: int, rules=(called_different,)) -> list[tuple[dict, float]]:
+    """A and B drawn alike (every statistic with noise of its own: the rows independent, the
+    worst case for a family), ``trials`` seeded comparisons. For each rule (whether a row is
+    called different): per statistic the share so called, and the share with any row."""
+    differ = [{s: 0 for s in STATISTICS} for _ in rules]
+    anywhere = [0 for _ in rules]
     for seed in range(trials):
         a, b = pair(seed, runs=runs)
-        for row in compare_results(a, b, 0.95).rows:
-            same[row.statistic] += row.verdict == NO_DIFFERENCE
-    return {statistic: count / trials for statistic, count in same.items()}
+        rows = compare_results(a, b, 0.95).rows
+        for i, rule in enumerate(rules):
+            for row in rows:
+                differ[i][row.statistic] += rule(row)
+            anywhere[i] += any(rule(row) for row in rows)
+    return [
+        ({s: count / trials for s, count in shares.items()}, total / trials)
+        for shares, total in zip(differ, anywhere, strict=True)
+    ]
 
 
-def test_identical_distributions_rarely_differ():
-    """A and B drawn alike: "no significant difference" for each statistic in at least 95% of
-    400 seeded trials at 95% confidence, up to chance. An exactly right test says it in 95%
-    on average; this one is a little conservative (no_difference_share(5, 3000) is
-    95.7-96.2%, (3, 3000) 96.1-96.9%, (10, 3000) 96.1-96.8%), but one share of 400 may
-    still fall up to 2 standard errors (2.2%) short of 95% by the seed's luck; all five
-    together within 1."""
-    trials = 400
-    shares = no_difference_share(5, trials)
-    error = math.sqrt(0.95 * 0.05 / trials)
+def binomial_bound(rate: float, trials: int, sds: float = 2.5) -> float:
+    """The most a share measured over ``trials`` may show when the true rate is ``rate``."""
+    return rate + sds * math.sqrt(rate * (1 - rate) / trials)
+
+
+def test_identical_distributions_are_called_different_within_the_family_error():
+    """Issue 25, item 2. Five statistics each tested at 5% called identical servers
+    different somewhere in 18% of comparisons with independent rows (the old rule, judged
+    here on the same comparisons). The family rule keeps any row's false verdict within 5%:
+    the mean's within 2.5%, each percentile's within 0.625%. (The test is a little
+    conservative, the long-run variance never below the plain one: at 600 trials any row
+    3.0%, the mean 1.7%, the percentiles 0.2-0.5%, and the old rule 17.7%.)"""
+    trials = 300
+    (shares, anywhere), (_, old) = false_verdicts(5, trials, (called_different, different_at_95))
+    assert anywhere <= binomial_bound(0.05, trials), (anywhere, shares)
     for statistic, share in shares.items():
-        assert 0.95 - 2 * error <= share < 1, (statistic, share)
-    pooled = sum(shares.values()) / len(STATISTICS)
-    assert pooled >= 0.95 - error / math.sqrt(len(STATISTICS))
+        assert share <= binomial_bound(compare.SHARES[statistic] * 0.05, trials), shares
+    assert old > 0.10, old
+
+
+def different_at_95(row) -> bool:
+    """The old rule: whether the row's difference, at 95% instead of its own level,
+    excludes zero (the same Welch interval, its t quantile at 95%)."""
+    d = row.difference_ns
+    if d is None:
+        return False
+    half = (d.high - d.value) * t_quantile(0.95, row.df) / t_quantile(row.level, row.df)
+    return abs(d.value) > half
 
 
 def test_a_three_percent_shift_is_found_with_the_right_sign():
     trials, covered = 50, 0
     for seed in range(trials):
-        a, b = pair(seed, runs=10, scale=1.03, spread=0.01)
+        a, b = pair(seed, runs=12, scale=1.03, spread=0.01)
         slower = compare_results(a, b, 0.95)
         faster = compare_results(b, a, 0.95)
         for row in slower.rows:
@@ -196,7 +222,7 @@ def test_a_three_percent_shift_is_found_with_the_right_sign():
         mean = slower.row("mean")
         assert mean.ratio and mean.ratio.value == pytest.approx(1.03, abs=0.01)
         assert mean.difference_ns and mean.difference_ns.value == pytest.approx(1500, abs=500)
-    assert covered >= 0.85 * trials  # the ratio's interval holds the true 1.03 (95% nominal)
+    assert covered >= 0.85 * trials  # the ratio's interval holds the true 1.03 (97.5% here)
 
 
 def test_too_few_runs_is_not_a_verdict():
@@ -243,7 +269,8 @@ def test_two_sittings_compare_with_how_much_their_sittings_differ():
     ]
     df = sum(v for v, _ in parts) ** 2 / sum(v * v / d for v, d in parts)
     assert row.df == pytest.approx(df)
-    half = t_quantile(0.95, df) * math.sqrt(sum(v for v, _ in parts))
+    assert row.level == 0.975  # the mean's share of the family's 5%
+    half = t_quantile(0.975, df) * math.sqrt(sum(v for v, _ in parts))
     assert row.difference_ns and row.difference_ns.high - row.difference_ns.value == (
         pytest.approx(half)
     )
@@ -498,8 +525,12 @@ def test_table_for_people(tmp_path):
     assert lines[1].startswith("B: ") and "c-threaded" in lines[1]
     assert "1 client on 1 CPU, server on 1 CPU, closed loop" in lines[2]
     mean = next(line for line in lines if line.startswith("mean "))
-    assert mean.endswith("slower") and " us [" in mean and "1.03" in mean
-    assert "95% confidence" in lines[-1]
+    assert mean.endswith("97.5%   slower") and " us [" in mean and "1.03" in mean
+    p99 = next(line for line in lines if line.startswith("p99 "))
+    assert "99.38%" in p99
+    assert lines[-1] == (
+        "verdicts: family error <= 5% (mean 2.5%, each percentile 0.625%; Bonferroni)"
+    )
 
 
 def test_json_is_strict_and_versioned(tmp_path):
@@ -530,11 +561,12 @@ def test_markdown_tables(tmp_path):
     )
     assert done.status == 0
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
-    assert table[0] == "| statistic | A | B | B - A | B / A | verdict |"
-    assert table[1] == "| --- | --- | --- | --- | --- | --- |"
+    assert table[0] == "| statistic | A | B | B - A | B / A | level | verdict |"
+    assert table[1] == "| --- | --- | --- | --- | --- | --- | --- |"
     assert len(table) == 2 + len(STATISTICS)
-    assert all(line.count(" | ") == 5 and line.endswith(" |") for line in table)
-    assert table[2].startswith("| mean |") and table[2].endswith("| slower |")
+    assert all(line.count(" | ") == 6 and line.endswith(" |") for line in table)
+    assert table[2].startswith("| mean |") and table[2].endswith("| 97.5% | slower |")
+    assert done.stdout.endswith("Bonferroni)\n") and "side  \nverdicts: family" in done.stdout
 
 
 # --- sweeps --------------------------------------------------------------------------------
@@ -666,7 +698,7 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
     assert len(a["runs"]) == len(b["runs"]) >= 3
     assert not {r["server_pid"] for r in a["runs"]} & {r["server_pid"] for r in b["runs"]}
     assert "round 1:" in done.stderr and "verdict" in done.stdout
-    assert "(B - A: paired by round, B / A: Fieller)" in done.stdout
+    assert "B - A (paired by round) and B / A (Fieller)" in done.stdout
 
 
 @pytest.mark.parametrize(

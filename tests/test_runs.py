@@ -369,14 +369,14 @@ def test_interleaved_runs_cancel_a_drift_that_sequential_runs_turn_into_a_differ
     # Interleaved, same machine, same time budget: no difference.
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 100_000.0], 1_000.0, clock)
-    found = interleave(engine, plan, 2, lambda ms: False, clock=clock, rng=random.Random(3))
+    found = interleave(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(3))
     low, high = difference_interval(*found)
     assert low < 0 < high
     assert sorted(engine.order[:2]) == [0, 1] and len(found[0].runs) == len(found[1].runs)
     # A real difference of 20 us per op is still found, with the right sign.
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 120_000.0], 1_000.0, clock)
-    found = interleave(engine, plan, 2, lambda ms: False, clock=clock, rng=random.Random(4))
+    found = interleave(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(4))
     low, high = difference_interval(*found)
     assert 0 < low < 20_000 < high
 
@@ -386,7 +386,12 @@ def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
     engine = DriftingEngine([100_000.0, 100_000.0, 90_000.0], 0.0, clock)
     plan = RunPlan(targets=[Target("mean", relative=0.01)], min_runs=5, max_time_s=1e9)
     found = interleave(
-        engine, plan, 3, lambda ms: len(ms[0].runs) >= 8, clock=clock, rng=random.Random(5)
+        engine,
+        plan,
+        3,
+        lambda ms, rounds, left: SIGNIFICANT if rounds >= 8 else None,
+        clock=clock,
+        rng=random.Random(5),
     )
     assert [len(m.runs) for m in found] == [8, 8, 8]
     assert all(m.status == SIGNIFICANT for m in found)

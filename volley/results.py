@@ -22,6 +22,9 @@ Format history (``version`` in the JSON):
      ``cpuidle_driver`` and ``idle_states`` (``shallow`` or ``any``); each run's
      ``noise.cpu_hop_ns``; ``earlier_sittings`` and ``between_sittings_ns`` (the
      intervals include how much earlier invocations of the same configuration differed).
+     ``sequential``, in results written by ``volley compare --run`` only: the plan of
+     looks its rounds were judged by and the looks taken, the last where it stopped
+     (``volley.sequential.Looks``); absent elsewhere and in older files (one look).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -46,6 +49,7 @@ from typing import Any
 from volley import __version__
 from volley.machine import Environment
 from volley.noise import Noise
+from volley.sequential import Looks
 from volley.units import STATISTICS
 
 FORMAT_VERSION = 4
@@ -277,6 +281,8 @@ class BenchResult:
     # Per statistic, how much those sittings differ beyond their runs (the standard
     # deviation, ns): the intervals include it.
     between_sittings_ns: dict[str, float] = field(default_factory=dict)
+    # The sequential plan and looks of the ``volley compare --run`` that wrote it.
+    sequential: Looks | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -291,6 +297,10 @@ class BenchResult:
         data["runs"] = [run.to_json() for run in self.runs]
         data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]
         data["load"] = self.load.to_json()
+        if self.sequential is None:
+            del data["sequential"]
+        else:
+            data["sequential"] = self.sequential.to_json()
         return finite(data)
 
     @classmethod
@@ -312,6 +322,8 @@ class BenchResult:
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         data["load"] = LoadInfo.from_json(data.get("load"))
+        looks = data.get("sequential")
+        data["sequential"] = Looks.from_json(looks) if looks else None
         data["hosts"] = [
             HostInfo(**{k: unknown_as_nan(v) for k, v in h.items()}) for h in data.get("hosts", [])
         ]
