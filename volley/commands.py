@@ -475,18 +475,18 @@ def _interleaved_runs(
     output.mkdir(parents=True, exist_ok=True)
     names = [f"{i}-{p.name}.json" for i, p in enumerate(servers)]
 
-    monitor = compare.Monitor(
-        1 - confidence, margin.relative or 0.0, max(min_runs, sequential.FIRST_LOOK)
-    )
+    first_look = max(min_runs, sequential.FIRST_LOOK)
+    monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
 
     def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
         stop = monitor(found, rounds, left)
         looks = monitor.looks
         if not quiet and looks and looks.rounds and looks.rounds[-1] == rounds:
-            outcome = {results.SIGNIFICANT: "resolved", results.NOT_SIGNIFICANT: "unresolved"}
             say(
                 f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
-                f"{', '.join(map(str, looks.planned))}): {outcome.get(stop or '', 'go on')}",
+                f"{', '.join(map(str, looks.planned))}): mean "
+                + ", ".join(monitor.verdicts)
+                + ("" if stop else "; go on"),
                 sys.stderr,
             )
         return stop

@@ -108,6 +108,22 @@ def percent(share: float) -> str:
     return f"{share * 100:.4g}%"
 
 
+def format_level(level: float) -> str:
+    """A confidence with three significant digits of its error: 0.99375 -> "99.375%",
+    0.99998 -> "99.998%", never a rounded "100%"."""
+    error = 100 * (1 - level)
+    if not error > 0:
+        return f"{level * 100:g}%"
+    digits = max(0, 2 - math.floor(math.log10(error)))
+    text = f"{level * 100:.{digits}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
+
+
+def family_alpha(confidence: float) -> float:
+    """The family's error: 1 - confidence, without the float's tail (0.95 -> 0.05)."""
+    return round(1 - confidence, 12)
+
+
 @dataclass(frozen=True)
 class Family:
     """How the error ``alpha`` of one comparison's verdicts is shared among its rows
@@ -465,7 +481,7 @@ class Report:
                 )
                 lines.append(
                     f"{subject_name(pairing, comparison)}: {gate.statistic} is {by} slower than "
-                    f"the baseline ({interval} at {percent(row.level)}), more than "
+                    f"the baseline ({interval} at {format_level(row.level)}), more than "
                     f"--fail-if-slower {gate}"
                 )
         return lines
@@ -566,7 +582,7 @@ def compare_results(
     """The rows of B against A, their errors shared as a family (``Family``); at the look
     where their interleaved comparison stopped if both record it (then paired by round)."""
     looks = stopping_look(baseline, subject)
-    family = Family(1 - confidence, looks)
+    family = Family(family_alpha(confidence), looks)
     equivalence = looks.equivalence if looks else None
     rows = [
         compare_statistic(
@@ -676,7 +692,7 @@ def to_json(report: Report) -> str:
     data = {
         "version": FORMAT_VERSION,
         "confidence": report.confidence,
-        "family": Family(1 - report.confidence).to_json(),
+        "family": Family(family_alpha(report.confidence)).to_json(),
         "min_runs": MIN_RUNS,
         "forced": report.forced,
         "pairings": [
@@ -743,6 +759,7 @@ class Monitor:
     equivalence: float
     first_look: int = sequential.FIRST_LOOK
     looks: Looks | None = None
+    verdicts: list[str] = field(default_factory=list)  # on each B's mean, at the last look
 
     def __call__(self, found: Sequence[HasRuns], rounds: int, left: int) -> str | None:
         if self.looks is None:
@@ -751,14 +768,16 @@ class Monitor:
             return None
         final = self.looks.final(rounds, left)
         self.looks = self.looks.look(rounds, final)
-        if all(self.resolved(found[0], other) for other in found[1:]):
+        self.verdicts = [self.verdict(found[0], other) for other in found[1:]]
+        if all(v in (FASTER, SLOWER, EQUIVALENT) for v in self.verdicts):
             return SIGNIFICANT
         return NOT_SIGNIFICANT if final else None
 
-    def resolved(self, baseline: HasRuns, subject: HasRuns) -> bool:
+    def verdict(self, baseline: HasRuns, subject: HasRuns) -> str:
+        """B's mean against A's, paired by round, at what the last look may spend."""
         matched = matched_runs(baseline, subject, PRIMARY)
         if matched is None or len(matched[0]) < MIN_RUNS:
-            return False
+            return TOO_FEW_RUNS
         a_values, b_values = matched
         a, b = RunMean.of(a_values), RunMean.of(b_values)
         verdict, _ = decide(
@@ -766,4 +785,4 @@ class Monitor:
             Family(self.alpha, self.looks).alpha_of(PRIMARY),
             self.equivalence * abs(a.mean),
         )
-        return verdict != NO_DIFFERENCE
+        return verdict

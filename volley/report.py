@@ -21,7 +21,9 @@ from volley.compare import (
     Report,
     Row,
     configuration,
+    family_alpha,
     format_estimate,
+    format_level,
     format_ratio,
     percent,
     problems,
@@ -298,7 +300,7 @@ def _result_cells(comparison: Comparison) -> list[list[str]]:
             format_estimate(row.subject),
             format_estimate(row.difference_ns, signed=True) if row.difference_ns else "-",
             format_ratio(row.ratio),
-            percent(row.level) if math.isfinite(row.level) else "-",
+            format_level(row.level) if math.isfinite(row.level) else "-",
             verdict_text(comparison, row),
         ]
         for row in comparison.rows
@@ -362,7 +364,7 @@ def _method_line(report: Report) -> str:
     return (
         f"intervals from the spread between runs, A and B each at its own confidence, "
         f"B - A ({method}) and B / A (Fieller) at the row's level; a verdict needs "
-        f"{MIN_RUNS} runs a side\n" + Family(1 - report.confidence).describe()
+        f"{MIN_RUNS} runs a side\n" + Family(family_alpha(report.confidence)).describe()
     )
 
 
