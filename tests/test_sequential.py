@@ -21,7 +21,8 @@ import pytest
 
 from volley import compare, runs, sequential, stats
 from volley.compare import EQUIVALENT, FASTER, NO_DIFFERENCE, SLOWER, Monitor
-from volley.results import NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
+from volley.report import comparison_table
+from volley.results import NOT_SIGNIFICANT, SIGNIFICANT, RunSummary, dumps
 from volley.runs import Measurement, PlayedRun, RunPlan, RunRequest, interleave
 from volley.sequential import Looks, look_alpha, schedule, spent
 from volley.units import Target
@@ -149,13 +150,18 @@ class Outcomes:
 
 
 def simulate(
-    trials: int, sd: float, shift: float = 0.0, drift: float = 0.0, seed: int = 0
+    trials: int,
+    sd: float,
+    shift: float = 0.0,
+    drift: float = 0.0,
+    seed: int = 0,
+    max_rounds: int = MAX_ROUNDS,
 ) -> Outcomes:
     """``trials`` seeded ``compare --run``s of A against B (B ``shift`` slower), each
     through runs.interleave judged by compare.Monitor at the family's 5%, with at most
-    MAX_ROUNDS rounds."""
+    ``max_rounds`` rounds."""
     outcomes = Outcomes()
-    plan = RunPlan([Target("mean", relative=EQUIVALENCE)], max_time_s=MAX_ROUNDS * 2 * RUN_S)
+    plan = RunPlan([Target("mean", relative=EQUIVALENCE)], max_time_s=max_rounds * 2 * RUN_S)
     for trial in range(trials):
         clock = FakeClock()
         engine = Machine(np.random.default_rng([seed, trial]), clock, sd, shift, drift)
@@ -213,10 +219,12 @@ def test_a_server_made_20_percent_slower_is_found_early():
     assert max(found.rounds) <= 20  # by the third look
 
 
-def test_the_plan_is_recorded_and_reproduced_by_compare(tmp_path):
+@pytest.mark.parametrize(("shift", "verdict"), [(0.006, SLOWER), (0.0, EQUIVALENT)])
+def test_the_plan_is_recorded_and_reproduced_by_compare(tmp_path, shift, verdict):
     """The verdict ``compare --run`` prints is the one the plan reached: the results carry
     the looks, and comparing them again (even as plain files) gives the same verdict, at
-    the last look's level, paired by round."""
+    the last look's level (for "equivalent", the two one-sided tests' 1 - 2 alpha),
+    paired by round."""
     from test_compare import make_result
 
     rng = np.random.default_rng(3)
@@ -225,16 +233,25 @@ def test_the_plan_is_recorded_and_reproduced_by_compare(tmp_path):
     for rounds in range(1, MAX_ROUNDS + 1):
         shared = rng.normal(0, 0.05)  # a machine that drifts: cancels by round
         a_runs.append(run_of(MU * (1 + shared + rng.normal(0, 0.005))))
-        b_runs.append(run_of(MU * (1.006 + shared + rng.normal(0, 0.005))))
+        b_runs.append(run_of(MU * (1 + shift + shared + rng.normal(0, 0.005))))
         sides = [Side(a_runs), Side(b_runs)]
         if rounds >= 10 and monitor(sides, rounds, MAX_ROUNDS - rounds):
             break
-    assert monitor.looks is not None and monitor.verdicts == [SLOWER]
+    assert monitor.looks is not None and monitor.verdicts == [verdict]
     a = make_result(a_runs, sequential=monitor.looks)
     b = make_result(b_runs, sequential=monitor.looks, server="target/servers/c-threaded")
     row = compare.compare_results(a, b, 0.95).row("mean")
-    assert row.paired and row.verdict == monitor.verdicts[0] == SLOWER
-    assert row.level == pytest.approx(1 - monitor.looks.alpha_now(0.025))
+    assert row.paired and row.verdict == verdict
+    error = monitor.looks.alpha_now(0.025) * (2 if verdict == EQUIVALENT else 1)
+    assert row.level == pytest.approx(1 - error)
+    # Through the files, as ``volley compare A.json B.json`` reads them.
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, result in zip(paths, (a, b), strict=True):
+        path.write_text(dumps(result))
+    table = comparison_table(compare.compare_files(paths, 0.95))
+    mean = next(line for line in table.splitlines() if line.startswith("mean "))
+    assert mean.endswith(" slower" if verdict == SLOWER else " equivalent (within ±1%)")
+    assert f"stopped at look {len(monitor.looks.rounds)} " in table
     # Without the record (an older --run), the same files are one look and unpaired.
     plain = compare.compare_results(make_result(a_runs), make_result(b_runs, server="x"), 0.95).row(
         "mean"
@@ -252,6 +269,6 @@ def run_of(mean_ns: float) -> RunSummary:
 
 
 def test_a_look_with_nothing_to_spend_cannot_decide():
-    assert sequential.look_alpha(0.025, 0.0, 0.1) == 0.0
+    assert sequential.look_alpha(0.025, 0.0, 0.05) == 0.0
     decided = compare.decide(lambda level: stats.Estimate(1.0, 0.5, 1.5), 0.0, None)
     assert decided == (NO_DIFFERENCE, 1.0)
