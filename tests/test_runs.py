@@ -397,3 +397,27 @@ def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
     assert all(m.status == SIGNIFICANT for m in found)
     rounds = [tuple(engine.order[i : i + 3]) for i in range(0, 24, 3)]
     assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1
+
+
+def test_interleave_tells_the_judge_how_many_rounds_still_fit_and_judges_the_last():
+    """The judge of a sequential plan spends what is left at the last round: it must be
+    told which round that is, and be asked after it."""
+    clock = FakeClock()
+    engine = DriftingEngine([100_000.0, 100_000.0], 0.0, clock)
+    plan = RunPlan(
+        targets=[Target("mean", relative=0.01)],
+        min_runs=3,
+        max_time_s=20.0,
+        warmup_s=0.25,
+        run_time_s=0.2,
+    )  # a round: 2 x 0.5 fake seconds
+    seen: list[tuple[int, int]] = []
+
+    def judge(found, rounds, left):
+        seen.append((rounds, left))
+        return None
+
+    found = interleave(engine, plan, 2, judge, clock=clock, rng=random.Random(6))
+    assert seen[0] == (3, 17) and seen[-1] == (20, 0)
+    assert all(rounds + left == 20 for rounds, left in seen)
+    assert len(found[0].runs) == 20 and found[0].status == NOT_SIGNIFICANT
