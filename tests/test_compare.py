@@ -38,7 +38,7 @@ from volley.results import (
 )
 from volley.stats import RunMean, t_quantile
 from volley.store import SweepInfo, SweepRecord
-from volley.units import STATISTICS
+from volley.units import STATISTICS, Target
 
 # A server's typical statistics (ns); runs scatter around them.
 TYPICAL_NS = {
@@ -153,37 +153,77 @@ def write_sweep(path: Path, points: dict[Point, BenchResult]) -> Path:
 # --- the statistics ------------------------------------------------------------------------
 
 
-def no_difference_share(runs: int, trials: int) -> dict[str, float]:
-    """For each statistic, the share of seeded trials in which A and B, drawn alike with
-    ``runs`` runs each, are found to have no significant difference at 95% confidence."""
-    same = {s: 0 for s in STATISTICS}
+def called_different(row) -> bool:
+    return row.verdict in (FASTER, SLOWER)
+
+
+def false_verdicts(runs: int, trials: int, rules=(called_different,)) -> list[tuple[dict, float]]:
+    """A and B drawn alike (every statistic with noise of its own: the rows independent, the
+    worst case for a family), ``trials`` seeded comparisons. For each rule (whether a row is
+    called different): per statistic the share so called, and the share with any row."""
+    differ = [{s: 0 for s in STATISTICS} for _ in rules]
+    anywhere = [0 for _ in rules]
     for seed in range(trials):
         a, b = pair(seed, runs=runs)
-        for row in compare_results(a, b, 0.95).rows:
-            same[row.statistic] += row.verdict == NO_DIFFERENCE
-    return {statistic: count / trials for statistic, count in same.items()}
+        rows = compare_results(a, b, 0.95).rows
+        for i, rule in enumerate(rules):
+            for row in rows:
+                differ[i][row.statistic] += rule(row)
+            anywhere[i] += any(rule(row) for row in rows)
+    return [
+        ({s: count / trials for s, count in shares.items()}, total / trials)
+        for shares, total in zip(differ, anywhere, strict=True)
+    ]
 
 
-def test_identical_distributions_rarely_differ():
-    """A and B drawn alike: "no significant difference" for each statistic in at least 95% of
-    400 seeded trials at 95% confidence, up to chance. An exactly right test says it in 95%
-    on average; this one is a little conservative (no_difference_share(5, 3000) is
-    95.7-96.2%, (3, 3000) 96.1-96.9%, (10, 3000) 96.1-96.8%), but one share of 400 may
-    still fall up to 2 standard errors (2.2%) short of 95% by the seed's luck; all five
-    together within 1."""
-    trials = 400
-    shares = no_difference_share(5, trials)
-    error = math.sqrt(0.95 * 0.05 / trials)
+def binomial_bound(rate: float, trials: int, sds: float = 2.5) -> float:
+    """The most a share measured over ``trials`` may show when the true rate is ``rate``."""
+    return rate + sds * math.sqrt(rate * (1 - rate) / trials)
+
+
+def test_identical_distributions_are_called_different_within_the_family_error():
+    """Issue 25, items 2 and 4. Five statistics each tested at 5% called identical servers
+    different somewhere in 18% of comparisons with independent rows (the old rule, judged
+    here on the same comparisons). The family rule keeps any row's false verdict within 5%:
+    the mean's within 2.5%, each percentile's within 0.625%. (The test is a little
+    conservative, the long-run variance never below the plain one: at 600 trials any row
+    3.0%, the mean 1.7%, the percentiles 0.2-0.5%, and the old rule 17.7%.)
+
+    A --fail-if-slower gate on every statistic (at 0.1%, next to nothing) trips only where
+    a row's own verdict is "slower": on identical servers in at most half the family's 5%,
+    where gates on the old verdicts tripped in about 10%."""
+    trials = 300
+
+    def any_gate(row) -> bool:  # the row's own gate; any row's: any gate
+        return compare.trips(Target(row.statistic, relative=0.001), row)
+
+    def any_old_gate(row) -> bool:
+        return different_at_95(row) and row.ratio is not None and row.ratio.value > 1.001
+
+    (shares, anywhere), (_, old), (_, trips), (_, old_trips) = false_verdicts(
+        5, trials, (called_different, different_at_95, any_gate, any_old_gate)
+    )
+    assert anywhere <= binomial_bound(0.05, trials), (anywhere, shares)
     for statistic, share in shares.items():
-        assert 0.95 - 2 * error <= share < 1, (statistic, share)
-    pooled = sum(shares.values()) / len(STATISTICS)
-    assert pooled >= 0.95 - error / math.sqrt(len(STATISTICS))
+        assert share <= binomial_bound(compare.SHARES[statistic] * 0.05, trials), shares
+    assert old > 0.10, old
+    assert trips <= binomial_bound(0.025, trials) and old_trips > 0.05, (trips, old_trips)
+
+
+def different_at_95(row) -> bool:
+    """The old rule: whether the row's difference, at 95% instead of its own level,
+    excludes zero (the same Welch interval, its t quantile at 95%)."""
+    d = row.difference_ns
+    if d is None:
+        return False
+    half = (d.high - d.value) * t_quantile(0.95, row.df) / t_quantile(row.level, row.df)
+    return abs(d.value) > half
 
 
 def test_a_three_percent_shift_is_found_with_the_right_sign():
     trials, covered = 50, 0
     for seed in range(trials):
-        a, b = pair(seed, runs=10, scale=1.03, spread=0.01)
+        a, b = pair(seed, runs=12, scale=1.03, spread=0.01)
         slower = compare_results(a, b, 0.95)
         faster = compare_results(b, a, 0.95)
         for row in slower.rows:
@@ -196,7 +236,7 @@ def test_a_three_percent_shift_is_found_with_the_right_sign():
         mean = slower.row("mean")
         assert mean.ratio and mean.ratio.value == pytest.approx(1.03, abs=0.01)
         assert mean.difference_ns and mean.difference_ns.value == pytest.approx(1500, abs=500)
-    assert covered >= 0.85 * trials  # the ratio's interval holds the true 1.03 (95% nominal)
+    assert covered >= 0.85 * trials  # the ratio's interval holds the true 1.03 (97.5% here)
 
 
 def test_too_few_runs_is_not_a_verdict():
@@ -243,7 +283,8 @@ def test_two_sittings_compare_with_how_much_their_sittings_differ():
     ]
     df = sum(v for v, _ in parts) ** 2 / sum(v * v / d for v, d in parts)
     assert row.df == pytest.approx(df)
-    half = t_quantile(0.95, df) * math.sqrt(sum(v for v, _ in parts))
+    assert row.level == 0.975  # the mean's share of the family's 5%
+    half = t_quantile(0.975, df) * math.sqrt(sum(v for v, _ in parts))
     assert row.difference_ns and row.difference_ns.high - row.difference_ns.value == (
         pytest.approx(half)
     )
@@ -498,8 +539,12 @@ def test_table_for_people(tmp_path):
     assert lines[1].startswith("B: ") and "c-threaded" in lines[1]
     assert "1 client on 1 CPU, server on 1 CPU, closed loop" in lines[2]
     mean = next(line for line in lines if line.startswith("mean "))
-    assert mean.endswith("slower") and " us [" in mean and "1.03" in mean
-    assert "95% confidence" in lines[-1]
+    assert mean.split()[-2:] == ["97.5%", "slower"] and " us [" in mean and "1.03" in mean
+    p99 = next(line for line in lines if line.startswith("p99 "))
+    assert "99.375%" in p99
+    assert lines[-1] == (
+        "verdicts: family error <= 5% (mean 2.5%, each percentile 0.625%; Bonferroni)"
+    )
 
 
 def test_json_is_strict_and_versioned(tmp_path):
@@ -513,6 +558,10 @@ def test_json_is_strict_and_versioned(tmp_path):
     assert [r["statistic"] for r in rows] == list(STATISTICS)
     mean = rows[0]
     assert mean["verdict"] == SLOWER and mean["subject"]["runs"] == 10
+    assert data["family"]["alpha"] == 0.05 and data["family"]["shares"]["p99"] == 0.125
+    assert data["family"]["text"].startswith("verdicts: family error <= 5% (mean 2.5%")
+    assert [r["level"] for r in rows] == [0.975] + [0.99375] * 4
+    assert data["pairings"][0]["comparisons"][0]["sequential"] is None
     assert mean["difference_ns"]["low"] > 0 and 1 < mean["ratio"]["value"] < 1.05
     assert data["pairings"][1]["comparisons"][0]["rows"][0]["verdict"] == NO_DIFFERENCE
     # Unknown numbers are null, never NaN.
@@ -530,11 +579,12 @@ def test_markdown_tables(tmp_path):
     )
     assert done.status == 0
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
-    assert table[0] == "| statistic | A | B | B - A | B / A | verdict |"
-    assert table[1] == "| --- | --- | --- | --- | --- | --- |"
+    assert table[0] == "| statistic | A | B | B - A | B / A | level | verdict |"
+    assert table[1] == "| --- | --- | --- | --- | --- | --- | --- |"
     assert len(table) == 2 + len(STATISTICS)
-    assert all(line.count(" | ") == 5 and line.endswith(" |") for line in table)
-    assert table[2].startswith("| mean |") and table[2].endswith("| slower |")
+    assert all(line.count(" | ") == 6 and line.endswith(" |") for line in table)
+    assert table[2].startswith("| mean |") and table[2].endswith("| 97.5% | slower |")
+    assert done.stdout.endswith("Bonferroni)\n") and "side  \nverdicts: family" in done.stdout
 
 
 # --- sweeps --------------------------------------------------------------------------------
@@ -666,7 +716,11 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
     assert len(a["runs"]) == len(b["runs"]) >= 3
     assert not {r["server_pid"] for r in a["runs"]} & {r["server_pid"] for r in b["runs"]}
     assert "round 1:" in done.stderr and "verdict" in done.stdout
-    assert "(B - A: paired by round, B / A: Fieller)" in done.stdout
+    assert "B - A (paired by round) and B / A (Fieller)" in done.stdout
+    # The plan and its looks, in both results; the verdict printed is at the last look.
+    assert a["sequential"] == b["sequential"] and a["sequential"]["rounds"]
+    assert a["sequential"]["rounds"][-1] == len(a["runs"])
+    assert "sequential: " in done.stdout and "look 1 of " in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -389,14 +389,14 @@ def test_interleaved_runs_cancel_a_drift_that_sequential_runs_turn_into_a_differ
     # Interleaved, same machine, same time budget: no difference.
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 100_000.0], 1_000.0, clock)
-    found = interleave(engine, plan, 2, lambda ms: False, clock=clock, rng=random.Random(3))
+    found = interleave(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(3))
     low, high = difference_interval(*found)
     assert low < 0 < high
     assert sorted(engine.order[:2]) == [0, 1] and len(found[0].runs) == len(found[1].runs)
     # A real difference of 20 us per op is still found, with the right sign.
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 120_000.0], 1_000.0, clock)
-    found = interleave(engine, plan, 2, lambda ms: False, clock=clock, rng=random.Random(4))
+    found = interleave(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(4))
     low, high = difference_interval(*found)
     assert 0 < low < 20_000 < high
 
@@ -406,9 +406,38 @@ def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
     engine = DriftingEngine([100_000.0, 100_000.0, 90_000.0], 0.0, clock)
     plan = RunPlan(targets=[Target("mean", relative=0.01)], min_runs=5, max_time_s=1e9)
     found = interleave(
-        engine, plan, 3, lambda ms: len(ms[0].runs) >= 8, clock=clock, rng=random.Random(5)
+        engine,
+        plan,
+        3,
+        lambda ms, rounds, left: SIGNIFICANT if rounds >= 8 else None,
+        clock=clock,
+        rng=random.Random(5),
     )
     assert [len(m.runs) for m in found] == [8, 8, 8]
     assert all(m.status == SIGNIFICANT for m in found)
     rounds = [tuple(engine.order[i : i + 3]) for i in range(0, 24, 3)]
     assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1
+
+
+def test_interleave_tells_the_judge_how_many_rounds_still_fit_and_judges_the_last():
+    """The judge of a sequential plan spends what is left at the last round: it must be
+    told which round that is, and be asked after it."""
+    clock = FakeClock()
+    engine = DriftingEngine([100_000.0, 100_000.0], 0.0, clock)
+    plan = RunPlan(
+        targets=[Target("mean", relative=0.01)],
+        min_runs=3,
+        max_time_s=20.0,
+        warmup_s=0.25,
+        run_time_s=0.2,
+    )  # a round: 2 x 0.5 fake seconds
+    seen: list[tuple[int, int]] = []
+
+    def judge(found, rounds, left):
+        seen.append((rounds, left))
+        return None
+
+    found = interleave(engine, plan, 2, judge, clock=clock, rng=random.Random(6))
+    assert seen[0] == (3, 17) and seen[-1] == (20, 0)
+    assert all(rounds + left == 20 for rounds, left in seen)
+    assert len(found[0].runs) == 20 and found[0].status == NOT_SIGNIFICANT

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from volley import coordinator, cpus, results, runs, server
+from volley import coordinator, cpus, results, runs, sequential, server
 from volley.cli import (
     EXIT_CODES,
     EXIT_FAILED,
@@ -337,15 +337,23 @@ def compare_command(
         ),
     ],
     confidence: Annotated[
-        str, typer.Option("--confidence", help="Confidence level of the intervals and verdicts.")
+        str,
+        typer.Option(
+            "--confidence",
+            help="Family confidence of a comparison's verdicts: the chance of any false "
+            "faster/slower among its rows is at most 1 - this, half of it the mean's, an "
+            "eighth each percentile's (Bonferroni); each row's interval is at its own level.",
+        ),
     ] = "0.95",
     fail_if_slower: Annotated[
         list[str] | None,
         typer.Option(
             "--fail-if-slower",
             metavar="[STAT:]SHARE",
-            help="Exit 1 when B is significantly slower than A by more than SHARE "
-            "(2% for the mean, p99:5% for a percentile); repeatable.",
+            help="Exit 1 when B's verdict on the statistic is slower (at its own level under "
+            "--confidence's family rule) and its point estimate is slower by more than SHARE "
+            "(2% for the mean, p99:5% for a percentile); repeatable. Between identical "
+            "servers it trips at most as often as that row's share of the error.",
         ),
     ] = None,
     force: Annotated[
@@ -361,14 +369,17 @@ def compare_command(
         typer.Option(
             "--run",
             help="A B [C ...] are servers: measure them now, one run of each per round in a "
-            "fresh random order, until each difference from A is resolved.",
+            "fresh random order, looking at the rounds a few times (a group-sequential plan "
+            "that spends the error over its looks) until each mean's difference from A is "
+            "resolved.",
         ),
     ] = False,
     equivalence: Annotated[
         str,
         typer.Option(
             "--equivalence",
-            help="With --run: also stop when a difference is known to be within this share.",
+            help="With --run: also stop, 'equivalent', when the mean's difference is known "
+            "to be within this share of A's mean.",
         ),
     ] = "1%",
     output: Annotated[
@@ -395,7 +406,7 @@ def compare_command(
     written to DIR.
 
     Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
-    input, 3 --run reached --max-time unresolved, 130 interrupted.
+    input, 3 --run ended unresolved (its last look, or --max-time), 130 interrupted.
     """
     from volley import compare
 
@@ -460,11 +471,21 @@ def _interleaved_runs(
     output.mkdir(parents=True, exist_ok=True)
     names = [f"{i}-{p.name}.json" for i, p in enumerate(servers)]
 
-    def resolved(found: list[results.BenchResult]) -> bool:
-        return all(
-            compare.resolved(found[0], other, confidence, margin.relative or 0.0)
-            for other in found[1:]
-        )
+    first_look = max(min_runs, sequential.FIRST_LOOK)
+    monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
+
+    def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
+        stop = monitor(found, rounds, left)
+        looks = monitor.looks
+        if not quiet and looks and looks.rounds and looks.rounds[-1] == rounds:
+            say(
+                f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
+                f"{', '.join(map(str, looks.planned))}): mean "
+                + ", ".join(monitor.verdicts)
+                + ("" if stop else "; go on"),
+                sys.stderr,
+            )
+        return stop
 
     def on_round(rounds: int, found: list[results.BenchResult]) -> None:
         if quiet:
@@ -476,13 +497,15 @@ def _interleaved_runs(
         say(f"round {rounds}: {means}", sys.stderr)
 
     try:
-        found = coordinator.interleaved(config, resolved, on_round)
+        found = coordinator.interleaved(config, judge, on_round)
     except KeyboardInterrupt:
         fail("interrupted before any round completed", EXIT_INTERRUPTED)
     except (coordinator.BenchError, runs.RunFailed) as e:
         fail(str(e), EXIT_FAILED)
     written = []
     for name, result in zip(names, found, strict=True):
+        # The plan and its looks: compared again, the results give the verdict it reached.
+        result = replace(result, sequential=monitor.looks)
         results.write_atomically(output / name, results.dumps(result))
         written.append(output / name)
     say(f"wrote {', '.join(map(str, written))}", sys.stderr)

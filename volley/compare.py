@@ -28,41 +28,133 @@ b_i - rho a_i do not tell B - rho A apart from zero), and so still agrees with t
 difference about the verdict. Sides with unequal run counts (a comparison that failed
 mid-round) are compared as unpaired.
 
+Verdicts control their error as a family. A comparison says up to five things (mean, p50,
+p90, p99, p99.9), and five tests at 5% each call identical servers different somewhere in
+about one comparison in eight. The error ``alpha`` = 1 - ``confidence`` is shared out in a
+weighted Bonferroni family: the mean, the primary statistic, has alpha/2, each percentile
+alpha/8, so that the chance of any false "faster" or "slower" in a comparison is at most
+alpha whatever the statistics' correlation. Each row's interval is shown at its own level
+(``Row.level``: 97.5% for the mean and 99.375% for a percentile at the default 95%) and its
+verdict is that interval's, so the two never disagree.
+
+Results of one ``volley compare --run`` also record the group-sequential plan their rounds
+were judged by (``volley.sequential``: a few looks, alpha spent over them) and the look at
+which they stopped. Compared again, such results are compared paired, each row at what
+that look may spend of the row's share: the verdict is the one the plan reached, not a
+fresh test of the final data as if it had been planned. At that look the mean can also be
+"equivalent": the interval at 1 - 2 x its error (two one-sided tests) lies within
+± the comparison's ``--equivalence`` share of A's mean. Results without that record (files
+from volley-bench, or older ``--run`` results) are compared as one look.
+
+``--fail-if-slower`` (``trips``) fails a comparison when the statistic's verdict is "slower"
+under that family rule AND its point estimate is slower by more than the gate. It can only
+trip when the row's own, family-controlled verdict is "slower", so between identical servers
+it trips in at most the row's share of alpha (half of it: "slower", not "faster"), and gates
+on every statistic together in at most alpha/2.
+
 Two results are compared only when what was asked of the servers is the same (clients,
 client and server CPU counts, what each run restarted, the load model) and neither failed;
 ``force`` compares anyway and lists what differs. Sweeps (``DIR/results.jsonl``) are
-compared point by point.
+compared point by point: each point is its own family.
 
 JSON output (``--json``), format history (``version``):
   1  first format.
   2  each row says whether it is ``paired`` (by round: ``--run``), which its df follows.
+  3  ``family``: the error rule (alpha, each statistic's share, and the rule in words);
+     each row's ``level``, the confidence of its intervals (its verdict's); each
+     comparison's ``sequential`` (the plan and looks of a ``--run``, or null); a verdict
+     may be ``equivalent``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from volley import store
+from volley import sequential, store
 from volley.experiment import Point
 from volley.machine import Environment
-from volley.results import FAILED, BenchResult, finite
+from volley.results import FAILED, NOT_SIGNIFICANT, SIGNIFICANT, BenchResult, RunSummary, finite
+from volley.sequential import Looks
 from volley.stats import Between, Estimate, RunMean, difference, paired, ratio, welch_df
 from volley.store import RESULTS_NAME
 from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate
 
 FASTER = "faster"
 SLOWER = "slower"
+EQUIVALENT = "equivalent"
 NO_DIFFERENCE = "no significant difference"
 TOO_FEW_RUNS = "not enough runs to tell"
 CLOSED_LOOP = "closed loop"
+
+PRIMARY = "mean"
+# Each statistic's share of a comparison's error: the primary half, the percentiles the rest.
+SHARES = {PRIMARY: 0.5, **{name: 0.5 / (len(STATISTICS) - 1) for name in STATISTICS[1:]}}
+
+
+# --- the error of a comparison's verdicts --------------------------------------------------
+
+
+def percent(share: float) -> str:
+    """0.00625 -> "0.625%"."""
+    return f"{share * 100:.4g}%"
+
+
+def format_level(level: float) -> str:
+    """A confidence with three significant digits of its error: 0.99375 -> "99.375%",
+    0.99998 -> "99.998%", never a rounded "100%"."""
+    error = 100 * (1 - level)
+    if not error > 0:
+        return f"{level * 100:g}%"
+    digits = max(0, 2 - math.floor(math.log10(error)))
+    text = f"{level * 100:.{digits}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
+
+
+def family_alpha(confidence: float) -> float:
+    """The family's error: 1 - confidence, without the float's tail (0.95 -> 0.05)."""
+    return round(1 - confidence, 12)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How the error ``alpha`` of one comparison's verdicts is shared among its rows
+    (weighted Bonferroni), and spent at the look where a sequential comparison stopped."""
+
+    alpha: float
+    looks: Looks | None = None
+
+    def budget(self, statistic: str) -> float:
+        return SHARES[statistic] * self.alpha
+
+    def alpha_of(self, statistic: str) -> float:
+        """The error the statistic's verdict may have here: its budget, or what the
+        sequential plan's last look may spend of it."""
+        budget = self.budget(statistic)
+        return self.looks.alpha_now(budget) if self.looks else budget
+
+    def describe(self) -> str:
+        return (
+            f"verdicts: family error <= {percent(self.alpha)} ({PRIMARY} "
+            f"{percent(self.budget(PRIMARY))}, each percentile "
+            f"{percent(self.budget(STATISTICS[1]))}; Bonferroni)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": "weighted Bonferroni",
+            "alpha": self.alpha,
+            "shares": dict(SHARES),
+            "text": self.describe(),
+        }
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -82,17 +174,21 @@ class Row:
     ratio: Estimate | None = None
     df: float | None = None
     paired: bool = False  # run i of each side from round i of one interleaved comparison
+    level: float = math.nan  # the confidence of difference_ns and ratio: the verdict's
 
 
 def compare_statistic(
     statistic: str,
     baseline: BenchResult,
     subject: BenchResult,
-    confidence: float,
+    alpha: float,
     rounds: bool = False,
+    equivalence: float | None = None,
 ) -> Row:
-    """``rounds``: the two results come from one interleaved comparison, run i of each
-    from round i; compared paired when their runs match up."""
+    """The row of one statistic, its verdict at error ``alpha`` (its intervals at 1 - alpha).
+    ``rounds``: the two results come from one interleaved comparison, run i of each from
+    round i; compared paired when their runs match up. ``equivalence``: a share of A's
+    value within which B is called equivalent (two one-sided tests at ``alpha``)."""
     shown_a, shown_b = reported(baseline, statistic), reported(subject, statistic)
     matched = matched_runs(baseline, subject, statistic) if rounds else None
     a_values, b_values = matched or (
@@ -108,33 +204,43 @@ def compare_statistic(
     if not matched:  # two sittings: each differs from its next sitting as its history says
         a = replace(a, between=between_sittings(baseline, statistic))
         b = replace(b, between=between_sittings(subject, statistic))
-    row = Row(
-        statistic,
-        shown_a,
-        shown_b,
-        a.runs,
-        b.runs,
-        TOO_FEW_RUNS,
-    )
+    row = Row(statistic, shown_a, shown_b, a.runs, b.runs, TOO_FEW_RUNS)
     if min(a.runs, b.runs) < MIN_RUNS:
         return row
-    if matched:
-        d, r, df = paired(a, b, a_values, b_values, confidence)
-    else:
-        d, r, df = difference(a, b, confidence), ratio(a, b, confidence), welch_df(a, b)
-    verdict = SLOWER if d.low > 0 else FASTER if d.high < 0 else NO_DIFFERENCE
-    return Row(
-        statistic,
-        row.baseline,
-        row.subject,
-        a.runs,
-        b.runs,
-        verdict,
-        d,
-        r,
-        df,
-        bool(matched),
+
+    @functools.cache
+    def at(level: float) -> tuple[Estimate, Estimate, float]:
+        if matched:
+            return paired(a, b, a_values, b_values, level)
+        return difference(a, b, level), ratio(a, b, level), welch_df(a, b)
+
+    margin = None if equivalence is None else equivalence * abs(a.mean)
+    verdict, level = decide(lambda level: at(level)[0], alpha, margin)
+    d, r, df = at(min(level, 1 - sequential.MIN_ALPHA))
+    if alpha < sequential.MIN_ALPHA:  # a look that may spend nothing bounds nothing
+        d, r = Estimate(d.value, -math.inf, math.inf), Estimate(r.value, -math.inf, math.inf)
+    return replace(
+        row, verdict=verdict, difference_ns=d, ratio=r, df=df, paired=bool(matched), level=level
     )
+
+
+def decide(
+    interval: Callable[[float], Estimate], alpha: float, margin_ns: float | None
+) -> tuple[str, float]:
+    """The verdict on B - A at error ``alpha`` from its interval at a given confidence, and
+    the confidence of the interval that decided it: "slower" or "faster" when the interval
+    at 1 - alpha excludes 0; else "equivalent" when, with a margin, the interval at
+    1 - 2 alpha lies within ± margin (two one-sided tests at alpha); else no difference."""
+    if alpha < sequential.MIN_ALPHA:
+        return NO_DIFFERENCE, 1.0
+    d = interval(1 - alpha)
+    if d.low > 0 or d.high < 0:
+        return (SLOWER if d.low > 0 else FASTER), 1 - alpha
+    if margin_ns is not None and 2 * alpha < 1:
+        tost = interval(1 - 2 * alpha)
+        if -margin_ns <= tost.low and tost.high <= margin_ns:
+            return EQUIVALENT, 1 - 2 * alpha
+    return NO_DIFFERENCE, 1 - alpha
 
 
 def between_sittings(result: BenchResult, statistic: str) -> Between | None:
@@ -144,6 +250,13 @@ def between_sittings(result: BenchResult, statistic: str) -> Between | None:
     return Between(tau * tau, sittings) if tau and sittings >= 2 else None
 
 
+class HasRuns(Protocol):
+    """A result, or a measurement still running: what a round-by-round verdict reads."""
+
+    @property
+    def runs(self) -> list[RunSummary]: ...
+
+
 def run_values(result: BenchResult, statistic: str) -> list[float]:
     """The statistic of each run; a run that measured nothing has none to give."""
     values = (run.value(statistic) for run in result.runs)
@@ -151,7 +264,7 @@ def run_values(result: BenchResult, statistic: str) -> list[float]:
 
 
 def matched_runs(
-    baseline: BenchResult, subject: BenchResult, statistic: str
+    baseline: HasRuns, subject: HasRuns, statistic: str
 ) -> tuple[list[float], list[float]] | None:
     """The statistic of each round's two runs, for results of one interleaved comparison
     (without a value, a round gives neither side one); None when the run counts differ."""
@@ -303,6 +416,10 @@ class Comparison:
     mismatches: list[Mismatch]
     rows: list[Row]
 
+    # The plan and looks of the interleaved comparison the two came from (``--run``),
+    # its last look the one the verdicts are at; None: one look.
+    looks: Looks | None = None
+
     def row(self, statistic: str) -> Row:
         return next(row for row in self.rows if row.statistic == statistic)
 
@@ -321,7 +438,8 @@ class Pairing:
 
 def parse_gate(text: str) -> Target:
     """--fail-if-slower, spelled like a precision target: ``2%`` (of the mean), ``p99:5%``,
-    ``p99.9:20us``. B trips it when significantly slower than A, by more than that."""
+    ``p99.9:20us``. B trips it when its verdict on that statistic is "slower" (under the
+    family rule: the row's own level) and its point estimate is slower by more than that."""
     return parse_target(text, "--fail-if-slower")
 
 
@@ -363,7 +481,7 @@ class Report:
                 )
                 lines.append(
                     f"{subject_name(pairing, comparison)}: {gate.statistic} is {by} slower than "
-                    f"the baseline ({interval} at {self.confidence:.0%}), more than "
+                    f"the baseline ({interval} at {format_level(row.level)}), more than "
                     f"--fail-if-slower {gate}"
                 )
         return lines
@@ -461,13 +579,34 @@ def compare_results(
     point: Point | None = None,
     rounds: bool = False,
 ) -> Comparison:
-    return Comparison(
-        baseline,
-        subject,
-        point,
-        mismatches(baseline, subject),
-        [compare_statistic(s, baseline, subject, confidence, rounds) for s in STATISTICS],
-    )
+    """The rows of B against A, their errors shared as a family (``Family``); at the look
+    where their interleaved comparison stopped if both record it (then paired by round)."""
+    looks = stopping_look(baseline, subject)
+    family = Family(family_alpha(confidence), looks)
+    equivalence = looks.equivalence if looks else None
+    rows = [
+        compare_statistic(
+            s,
+            baseline,
+            subject,
+            family.alpha_of(s),
+            rounds or looks is not None,
+            equivalence if s == PRIMARY else None,
+        )
+        for s in STATISTICS
+    ]
+    return Comparison(baseline, subject, point, mismatches(baseline, subject), rows, looks)
+
+
+def stopping_look(baseline: BenchResult, subject: BenchResult) -> Looks | None:
+    """The looks of the one sequential comparison both results come from, or None. Rounds
+    played after its last look (an interrupted comparison) make a final look at them, which
+    spends what the plan has left."""
+    looks = baseline.sequential
+    if looks is None or subject.sequential != looks or not looks.rounds:
+        return None
+    played = min(len(baseline.runs), len(subject.runs))
+    return looks.look(played, final=True) if played > looks.rounds[-1] else looks
 
 
 # --- output --------------------------------------------------------------------------------
@@ -553,6 +692,7 @@ def to_json(report: Report) -> str:
     data = {
         "version": FORMAT_VERSION,
         "confidence": report.confidence,
+        "family": Family(family_alpha(report.confidence)).to_json(),
         "min_runs": MIN_RUNS,
         "forced": report.forced,
         "pairings": [
@@ -565,6 +705,7 @@ def to_json(report: Report) -> str:
                         "point": c.point.to_json() if c.point else None,
                         "baseline": _side_json(pairing.baseline_path, c.baseline),
                         "subject": _side_json(pairing.subject_path, c.subject),
+                        "sequential": c.looks.to_json() if c.looks else None,
                         "mismatches": [
                             {"field": m.field, "baseline": m.baseline, "subject": m.subject}
                             for m in c.mismatches
@@ -584,6 +725,7 @@ def to_json(report: Report) -> str:
                                 "ratio": _estimate_json(row.ratio, ""),
                                 "df": row.df,
                                 "paired": row.paired,
+                                "level": row.level,
                                 "verdict": row.verdict,
                             }
                             for row in c.rows
@@ -603,17 +745,44 @@ def to_json(report: Report) -> str:
     return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
 
 
-def resolved(
-    baseline: BenchResult, subject: BenchResult, confidence: float, equivalence: float
-) -> bool:
-    """Whether the runs so far answer "is B's mean different from A's?": the difference's
-    interval (paired by round) excludes zero, or lies within ± ``equivalence`` of A's mean
-    (no difference larger than that). For interleaved A/B runs, which stop when every pair
-    is resolved."""
-    d = compare_statistic("mean", baseline, subject, confidence, rounds=True).difference_ns
-    if d is None or not (math.isfinite(d.low) and math.isfinite(d.high)):
-        return False
-    if d.low > 0 or d.high < 0:
-        return True
-    margin = equivalence * baseline.latency_ns.mean if baseline.latency_ns else 0.0
-    return -margin <= d.low and d.high <= margin
+@dataclass
+class Monitor:
+    """The judge of ``volley compare --run``'s rounds (``runs.interleave``): plans its looks
+    (``volley.sequential``) when first asked, from how many rounds fit in the time left, and
+    at each look judges B - A's mean for every B at what that look may spend of the mean's
+    share of ``alpha``. Stops ("significant") at the first look where every difference is
+    resolved (faster, slower or equivalent within ± ``equivalence`` of A's mean), or
+    unresolved ("not significant") after the last look; the rows compared from the results
+    (``compare_results`` with ``looks``) are at the same look."""
+
+    alpha: float  # 1 - confidence: the family's error
+    equivalence: float
+    first_look: int = sequential.FIRST_LOOK
+    looks: Looks | None = None
+    verdicts: list[str] = field(default_factory=list)  # on each B's mean, at the last look
+
+    def __call__(self, found: Sequence[HasRuns], rounds: int, left: int) -> str | None:
+        if self.looks is None:
+            self.looks = Looks.plan(self.alpha, self.equivalence, self.first_look, rounds + left)
+        if not self.looks.due(rounds, left):
+            return None
+        final = self.looks.final(rounds, left)
+        self.looks = self.looks.look(rounds, final)
+        self.verdicts = [self.verdict(found[0], other) for other in found[1:]]
+        if all(v in (FASTER, SLOWER, EQUIVALENT) for v in self.verdicts):
+            return SIGNIFICANT
+        return NOT_SIGNIFICANT if final else None
+
+    def verdict(self, baseline: HasRuns, subject: HasRuns) -> str:
+        """B's mean against A's, paired by round, at what the last look may spend."""
+        matched = matched_runs(baseline, subject, PRIMARY)
+        if matched is None or len(matched[0]) < MIN_RUNS:
+            return TOO_FEW_RUNS
+        a_values, b_values = matched
+        a, b = RunMean.of(a_values), RunMean.of(b_values)
+        verdict, _ = decide(
+            lambda level: paired(a, b, a_values, b_values, level)[0],
+            Family(self.alpha, self.looks).alpha_of(PRIMARY),
+            self.equivalence * abs(a.mean),
+        )
+        return verdict

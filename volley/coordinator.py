@@ -155,12 +155,12 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
 
 def interleaved(
     config: BenchConfig,
-    resolved: Callable[[list[BenchResult]], bool],
+    judge: Callable[[list[BenchResult], int, int], str | None],
     on_round: Callable[[int, list[BenchResult]], None] | None = None,
 ) -> list[BenchResult]:
     """Compare ``config.alternatives`` run by run, one run of each per round in a fresh
-    random order (``runs.interleave``), until ``resolved`` says the results answer the
-    question; one result per alternative."""
+    random order (``runs.interleave``), until ``judge`` stops them; one result per
+    alternative."""
     with engine_for(config) as engine:
 
         def results(found: list[Measurement]) -> list[BenchResult]:
@@ -170,7 +170,7 @@ def interleaved(
             engine,
             config.plan,
             len(config.alternatives),
-            lambda found: resolved(results(found)),
+            lambda found, rounds, left: judge(results(found), rounds, left),
             (lambda rounds, found: on_round(rounds, results(found))) if on_round else None,
         )
         return results(found)

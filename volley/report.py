@@ -9,16 +9,22 @@ import sys
 from typing import TextIO
 
 from volley.compare import (
+    EQUIVALENT,
     FASTER,
     MIN_RUNS,
     SLOWER,
     TOO_FEW_RUNS,
     Comparison,
+    Family,
     Pairing,
     Report,
+    Row,
     configuration,
+    family_alpha,
     format_estimate,
+    format_level,
     format_ratio,
+    percent,
     problems,
     server_name,
 )
@@ -284,7 +290,15 @@ def _header(pairing: Pairing, comparison: Comparison) -> list[str]:
     found = problems(pairing, comparison)
     if found:
         lines.append("compared anyway (--force): " + "; ".join(found))
+    if comparison.looks:
+        lines.append("sequential: " + comparison.looks.describe())
     return lines
+
+
+def verdict_text(comparison: Comparison, row: Row) -> str:
+    if row.verdict == EQUIVALENT and comparison.looks:
+        return f"{EQUIVALENT} (within ±{percent(comparison.looks.equivalence)})"
+    return row.verdict
 
 
 def _result_cells(comparison: Comparison) -> list[list[str]]:
@@ -295,13 +309,15 @@ def _result_cells(comparison: Comparison) -> list[list[str]]:
             format_estimate(row.subject),
             format_estimate(row.difference_ns, signed=True) if row.difference_ns else "-",
             format_ratio(row.ratio),
-            row.verdict,
+            format_level(row.level) if math.isfinite(row.level) else "-",
+            verdict_text(comparison, row),
         ]
         for row in comparison.rows
     ]
 
 
-RESULT_COLUMNS = ["", "A", "B", "B - A", "B / A", "verdict"]
+# "level": the confidence of the row's B - A and B / A, and so of its verdict.
+RESULT_COLUMNS = ["", "A", "B", "B - A", "B / A", "level", "verdict"]
 SWEEP_COLUMNS = ["point", "A mean", "B mean", "B / A (mean)", "mean", "percentiles"]
 
 
@@ -329,7 +345,7 @@ def _sweep_cells(pairing: Pairing) -> list[list[str]]:
                 format_estimate(mean.baseline),
                 format_estimate(mean.subject),
                 format_ratio(mean.ratio),
-                mean.verdict,
+                verdict_text(comparison, mean),
                 percentile_verdicts(comparison),
             ]
         )
@@ -351,11 +367,13 @@ def _only_lines(pairing: Pairing) -> list[str]:
 
 
 def _method_line(report: Report) -> str:
+    """Two lines: how the intervals were made, and the error rule of the verdicts."""
     rows = [row for _, c in report.comparisons() for row in c.rows if row.difference_ns]
     method = "paired by round" if rows and all(row.paired for row in rows) else "Welch"
     return (
-        f"intervals at {report.confidence:.0%} confidence from the spread between runs "
-        f"(B - A: {method}, B / A: Fieller); a verdict needs {MIN_RUNS} runs a side"
+        f"intervals from the spread between runs, A and B each at its own confidence, "
+        f"B - A ({method}) and B / A (Fieller) at the row's level; a verdict needs "
+        f"{MIN_RUNS} runs a side\n" + Family(family_alpha(report.confidence)).describe()
     )
 
 
@@ -405,4 +423,5 @@ def comparison_markdown(report: Report) -> str:
             cells = _result_cells(comparison)
             lines += _markdown_table(["statistic", *RESULT_COLUMNS[1:]], cells)
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n\n" + _method_line(report) + "\n"
+    # Markdown joins lines into one paragraph unless they end in two spaces.
+    return "\n\n".join(blocks) + "\n\n" + _method_line(report).replace("\n", "  \n") + "\n"

@@ -28,6 +28,9 @@ Format history (``version`` in the JSON):
      {"earlier_sittings", "between_sittings_ns", "consistent", "prediction_interval_ns"
      (per statistic, [low, high]), "differs" (the statistics outside it)}: this sitting
      against what the earlier ones predict; one that differs was not kept.
+     ``sequential``, in results written by ``volley compare --run`` only: the plan of
+     looks its rounds were judged by and the looks taken, the last where it stopped
+     (``volley.sequential.Looks``); absent elsewhere and in older files (one look).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -52,6 +55,7 @@ from typing import Any
 from volley import __version__
 from volley.machine import Environment
 from volley.noise import Noise
+from volley.sequential import Looks
 from volley.units import STATISTICS
 
 FORMAT_VERSION = 4
@@ -304,6 +308,8 @@ class BenchResult:
     placements: list[PlacementEstimate] = field(default_factory=list)
     # This sitting against the earlier ones' prediction interval (volley.history.Check).
     history: dict[str, Any] | None = None
+    # The sequential plan and looks of the ``volley compare --run`` that wrote it.
+    sequential: Looks | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -318,6 +324,10 @@ class BenchResult:
         data["runs"] = [run.to_json() for run in self.runs]
         data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]
         data["load"] = self.load.to_json()
+        if self.sequential is None:
+            del data["sequential"]
+        else:
+            data["sequential"] = self.sequential.to_json()
         return finite(data)
 
     @classmethod
@@ -343,6 +353,8 @@ class BenchResult:
             PlacementEstimate(**{k: unknown_as_nan(v) for k, v in p.items()})
             for p in data.get("placements", [])
         ]
+        looks = data.get("sequential")
+        data["sequential"] = Looks.from_json(looks) if looks else None
         data["hosts"] = [
             HostInfo(**{k: unknown_as_nan(v) for k, v in h.items()}) for h in data.get("hosts", [])
         ]

@@ -432,7 +432,7 @@ def interleave(
     engine: Engine,
     plan: RunPlan,
     alternatives: int,
-    resolved: Callable[[list[Measurement]], bool],
+    judge: Callable[[list[Measurement], int, int], str | None],
     on_round: Callable[[int, list[Measurement]], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
@@ -440,18 +440,18 @@ def interleave(
     """Randomized multiple interleaved trials (Abedi and Brecht, ICPE 2017): every round
     plays one run of each alternative, in a fresh random order, so that a machine drifting
     during the comparison lands on every alternative alike instead of on whichever ran
-    last. Stops once ``resolved`` says the measurements answer the question (checked
-    after ``min_runs`` rounds), ``max_time_s`` would be passed, a run fails or the engine
-    is interrupted; the status of every measurement says which."""
+    last. After each round from ``min_runs`` on, ``judge(found, rounds, left)`` (``left``:
+    how many more rounds fit in ``max_time_s`` at the last round's pace; 0, this is the
+    last) says whether to stop, with the status to stop with, or None to go on. Also stops
+    when no further round fits, a run fails or the engine is interrupted; the status of
+    every measurement says which."""
     rng = rng or random.Random()
     found = [Measurement() for _ in range(alternatives)]
-    start, last_round_s, rounds = clock(), 0.0, 0
+    start, rounds = clock(), 0
     ended: tuple[str, str | None] | None = None
     while ended is None:
         if engine.interrupted:
             ended = (INTERRUPTED, None)
-            break
-        if rounds and clock() - start + last_round_s > plan.max_time_s:
             break
         began = clock()
         order = list(range(alternatives))
@@ -479,15 +479,28 @@ def interleave(
         if ended is not None:
             break
         rounds += 1
-        last_round_s = clock() - began
+        now = clock()
+        # The bound holds for the whole comparison: no round starts that would end past
+        # it. Counted once, so that the judge's last look is the last round played.
+        left = rounds_left(plan.max_time_s - (now - start), now - began)
         for m in found:
             m.settle(plan.confidence)
         if on_round:
             on_round(rounds, found)
-        if rounds >= max(plan.min_runs, 2) and resolved(found):
-            ended = (SIGNIFICANT, None)
+        if rounds >= max(plan.min_runs, 2):
+            stop = judge(found, rounds, left)
+            ended = (stop, None) if stop else None
+        if not left:
+            break
     status, error = ended or (NOT_SIGNIFICANT, None)
     for m in found:
         m.status, m.error = status, error
         m.settle(plan.confidence)
     return found
+
+
+def rounds_left(remaining_s: float, round_s: float) -> int:
+    """How many more rounds of ``round_s`` fit in ``remaining_s``."""
+    if remaining_s < round_s:
+        return 0
+    return int(remaining_s // round_s) if round_s > 0 else 1 << 30
