@@ -16,6 +16,7 @@ import pytest
 from volley import stats
 from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
 from volley.runs import (
+    RUN_LENGTH_SPREAD,
     PlayedRun,
     Progress,
     RunFailed,
@@ -243,7 +244,10 @@ def test_max_time_bounds_the_whole_benchmark():
     m = measure(SeriesEngine(values, clock), plan, clock=clock)
     assert m.status == NOT_SIGNIFICANT
     assert clock.now <= 10.0
-    assert len(m.runs) == int(10.0 // (RUN_S + 0.05))
+    # It stopped because the next run would have ended past the bound, not before: runs'
+    # lengths vary (run_length_s), so the count of runs does too.
+    longest_s = 0.25 + RUN_LENGTH_SPREAD[1] * 0.5 + 0.05
+    assert clock.now > 10.0 - longest_s
 
 
 class FullBufferEngine(SeriesEngine):
@@ -261,8 +265,9 @@ def test_a_full_buffer_shortens_later_runs():
     engine = FullBufferEngine(np.zeros(0), clock)
     measure(engine, RunPlan(targets=[Target("mean", relative=0.01)]), clock=clock)
     asked = [r.measure_s for r in engine.requests]
-    assert asked[0] == 0.5
-    assert all(s == pytest.approx(0.16) for s in asked[1:])
+    assert 0.25 <= asked[0] <= 0.75  # runs' lengths vary around --run-time (run_length_s)
+    # After the first full run even the longest draw stops short of the 0.2 s that fill it.
+    assert all(s <= 0.8 * 0.2 for s in asked[1:]) and len(asked) > 1
 
 
 class FailingEngine(SeriesEngine):
@@ -392,3 +397,62 @@ def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
     assert all(m.status == SIGNIFICANT for m in found)
     rounds = [tuple(engine.order[i : i + 3]) for i in range(0, 24, 3)]
     assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1
+
+
+# --- run lengths vary, so runs do not keep step with a periodic stall (issue 25, item 6) ---
+
+
+class WindowEngine(SeriesEngine):
+    """Records when each run's measured window opens on the fake clock: after a fixed
+    overhead (a server's start, connecting) and the warm-up, as the coordinator does."""
+
+    OVERHEAD_S = 0.05
+
+    def __init__(self, values: np.ndarray, clock: FakeClock) -> None:
+        super().__init__(values, clock)
+        self.window_starts: list[float] = []
+
+    def play(self, request: RunRequest) -> PlayedRun:
+        self.window_starts.append(self.clock.now + self.OVERHEAD_S + request.warmup_s)
+        return super().play(request)
+
+
+def chi_square_uniform(phases: np.ndarray, bins: int = 10) -> float:
+    counts = np.bincount(np.minimum((phases * bins).astype(int), bins - 1), minlength=bins)
+    expected = len(phases) / bins
+    return float(np.sum((counts - expected) ** 2 / expected))
+
+
+@pytest.mark.parametrize("period_s", [0.05, 0.13, 0.2, 0.4, 0.5])
+def test_run_windows_open_at_every_phase_of_a_period_up_to_the_run_length(period_s):
+    """With one fixed run length, windows open every 0.8 fake seconds (0.05 s overhead,
+    0.25 s warm-up, 0.5 s measured), so a stall of period 0.05, 0.2 or 0.4 s is met at one
+    phase in every run, one of 0.5 s at five phases, and one of 0.13 s at a phase that
+    slides by 0.15 of the period per run (chi-square 1730, 1730, 3600, 287 and 42 below).
+    Drawn lengths spread the windows' phase over the whole period for any period up to the
+    run length (0.5 s): their histogram passes a chi-square test of uniformity (10 bins,
+    0.1% level)."""
+    clock = FakeClock()
+    values, _ = run_values(np.random.default_rng(4), 400, cv=0.2)
+    engine = WindowEngine(values, clock)
+    plan = RunPlan(targets=[Target("mean", relative=1e-6)], max_time_s=300.0)
+    measure(engine, plan, clock=clock, rng=random.Random(5))
+    starts = np.asarray(engine.window_starts)
+    assert len(starts) >= 300
+    phases = (starts % period_s) / period_s
+    assert chi_square_uniform(phases) < 27.88  # chi-square, 9 df, 0.1% upper quantile
+
+
+def test_run_lengths_are_drawn_with_the_given_rng_around_the_run_time():
+    def lengths(seed: int) -> list[float]:
+        clock = FakeClock()
+        engine = SeriesEngine(run_values(np.random.default_rng(6), 200, cv=0.2)[0], clock)
+        plan = RunPlan(targets=[Target("mean", relative=1e-6)], max_time_s=100.0)
+        measure(engine, plan, clock=clock, rng=random.Random(seed))
+        return [r.measure_s for r in engine.requests]
+
+    first = lengths(1)
+    assert first == lengths(1) and first != lengths(2)
+    assert all(0.25 <= s <= 0.75 for s in first)
+    assert np.mean(first) == pytest.approx(0.5, abs=0.03)  # the mean run keeps --run-time
+    assert np.ptp(first) > 0.4

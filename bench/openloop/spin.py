@@ -1,0 +1,122 @@
+"""How long should the open loop spin before each send? The sends' lag behind schedule and
+the latency from schedule, for each spin (``play_open``'s ``spin_ns``) at each rate per
+client CPU, with one client on that CPU and with several sharing it.
+
+One c-epoll server on the first usable CPU for the whole benchmark; the clients, threads
+of this process pinned to the next CPU, each on its own connection at rate / clients
+(Poisson). Every (rate, clients) cell plays its spins in turn, A B C D A B C D ..., for
+``--reps`` rounds, so drifting background load touches every spin alike; each row is the
+median over rounds of the run's lag p50 / p90 / p99 (all clients' sends pooled) and of its
+latency p50. Runs are short (``--seconds``): this is about the typical send, not the tail.
+
+This is a measurement, not a test: nothing here judges or asserts a timing.
+
+    python bench/openloop/spin.py [--spins 0,20,50,100] [--rates 1k,5k,20k]
+                                  [--clients 1,4] [--reps 3] [--seconds 0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from volley import _core, cpus, machine, server, worker
+from volley.units import parse_rate
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SERVER = ROOT / "target" / "servers" / "c-epoll"
+WARMUP_NS = 100_000_000
+
+
+def one_run(
+    address: tuple[str, int], rate: float, clients: int, seconds: float, spin_ns: int
+) -> dict[str, float]:
+    """``clients`` connections sharing ``rate``: the pooled send lags' and latencies'
+    percentiles (ns)."""
+    socks = [worker.connect(*address, 5.0) for _ in range(clients)]
+    capacity = int(rate / clients * seconds * 1.5) + 1000
+    latency = np.zeros((clients, capacity), np.int64)
+    lags = np.zeros((clients, capacity), np.int64)
+    found: list[tuple] = [()] * clients
+    stop = np.zeros(1, np.uint8)
+    start = _core.monotonic_ns() + 20_000_000
+    measure_from = start + WARMUP_NS
+    deadline = measure_from + int(seconds * 1e9)
+
+    def play(i: int) -> None:
+        found[i] = _core.play_open(
+            socks[i].fileno(), latency[i], 2 * i + 1, start, deadline, stop, measure_from,
+            rate / clients, _core.ARRIVALS["poisson"], 5_000_000_000,
+            send_lag_ns=lags[i], spin_ns=spin_ns,
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=play, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in socks:
+        s.close()
+    if any(r[1] != _core.OK for r in found):
+        raise SystemExit(f"a run at {rate:,.0f} ops/s failed: {[r[1] for r in found]}")
+    sent = np.concatenate([lags[i, : min(r[5], capacity)] for i, r in enumerate(found)])
+    got = np.concatenate([latency[i, : r[0]] for i, r in enumerate(found)])
+    p50, p90, p99 = np.percentile(sent, [50, 90, 99])
+    return {"lag p50": p50, "lag p90": p90, "lag p99": p99, "latency p50": np.median(got)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spins", default="0,20,50,100", help="spin_ns to compare, in us")
+    parser.add_argument("--rates", default="1k,5k,20k", help="ops/s per client CPU")
+    parser.add_argument("--clients", default="1,4", help="clients sharing the client CPU")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=0.3)
+    args = parser.parse_args()
+    spins = [int(float(s) * 1e3) for s in args.spins.split(",")]
+    rates = [parse_rate(r) for r in args.rates.split(",")]
+    counts = [int(c) for c in args.clients.split(",")]
+    usable = cpus.usable_cpus()
+    server_cpu, client_cpu = usable[0], usable[1 % len(usable)]
+    port = server.choose_port()
+    process = server.start(str(SERVER), [], port, [server_cpu])
+    try:
+        process.wait_listening(10.0)
+        os.sched_setaffinity(0, {client_cpu})
+        print(f"load average {' / '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+        print(f"c-epoll on CPU {server_cpu}, clients on CPU {client_cpu}; "
+              f"medians of {args.reps} rounds of {args.seconds:g} s")  # fmt: skip
+        # The CPUs held out of deep idle states, as volley-bench holds them by default.
+        with machine.shallow_idle() as (idle, why):
+            print(f"idle states {idle}{f' ({why})' if why else ''}")
+            print(f"{'ops/s':>7} {'clients':>7} {'spin':>6} {'lag p50':>9} {'lag p90':>9} "
+                  f"{'lag p99':>9} {'latency p50':>12}")  # fmt: skip
+            table(process.host, port, args, spins, rates, counts)
+    finally:
+        process.stop()
+
+
+def table(host: str, port: int, args: argparse.Namespace, spins: list[int],
+          rates: list[float], counts: list[int]) -> None:  # fmt: skip
+    for rate in rates:
+        for clients in counts:
+            rows: dict[int, list[dict[str, float]]] = {s: [] for s in spins}
+            for _ in range(args.reps):
+                for spin in spins:
+                    rows[spin].append(one_run((host, port), rate, clients, args.seconds, spin))
+            for spin, found in rows.items():
+                med = {k: statistics.median(r[k] for r in found) / 1e3 for k in found[0]}
+                print(
+                    f"{rate:>7,.0f} {clients:>7} {spin / 1e3:>4.0f}us "
+                    f"{med['lag p50']:>7.1f}us {med['lag p90']:>7.1f}us "
+                    f"{med['lag p99']:>7.1f}us {med['latency p50']:>10.1f}us"
+                )
+
+
+if __name__ == "__main__":
+    main()
