@@ -456,3 +456,63 @@ def test_run_lengths_are_drawn_with_the_given_rng_around_the_run_time():
     assert all(0.25 <= s <= 0.75 for s in first)
     assert np.mean(first) == pytest.approx(0.5, abs=0.03)  # the mean run keeps --run-time
     assert np.ptp(first) > 0.4
+
+
+# --- patterns in the run means: drift, wander, two groups (issue 25, item 6) --------------
+
+
+@pytest.mark.parametrize("runs", [10, 20, 60])
+def test_run_pattern_rarely_speaks_of_independent_normal_run_means(runs):
+    rng = np.random.default_rng(runs)
+    said = sum(
+        stats.run_pattern(list(100_000 + 2_000 * rng.standard_normal(runs))) is not None
+        for _ in range(1000)
+    )
+    # Calibrated to about 3% (1% per check); 5% is 4.8 binomial sd above 3% at 1000 trials.
+    assert said <= 50, f"{said / 10:.1f}% false alarms"
+
+
+def test_run_pattern_names_a_drift_a_wander_and_two_groups():
+    rng = np.random.default_rng(11)
+    noise = 1_000 * rng.standard_normal(30)
+    drift = stats.run_pattern(list(100_000 + 300 * np.arange(30) + noise))
+    assert drift is not None and drift.startswith("run means drift up")
+    # A phase that slides through a periodic stall: slow, up and down, no overall trend.
+    wander = stats.run_pattern(list(100_000 + 5_000 * np.sin(np.arange(30) / 2.0) + noise))
+    assert wander is not None and wander.startswith("run means wander")
+    # Two CPU placements (issue 25, item 7: 15 us near, 20 us far), in random order.
+    groups = np.r_[15_000 + 600 * rng.standard_normal(8), 19_900 + 400 * rng.standard_normal(22)]
+    rng.shuffle(groups)
+    found = stats.run_pattern(list(groups))
+    assert found is not None and found.startswith("run means fall in two groups: 8 runs near 1")
+    assert "22 near" in found
+
+
+def test_run_pattern_needs_ten_runs_and_ignores_one_odd_run():
+    assert stats.run_pattern([1.0, 2.0] * 4) is None  # 8 runs: too few to tell
+    assert stats.run_pattern([5.0] * 20) is None
+    values = list(100_000 + 1_000 * np.random.default_rng(12).standard_normal(20))
+    values[7] = 200_000  # one run far off is an outlier, not a group
+    assert stats.run_pattern(values) is None
+
+
+def test_the_summary_and_the_json_say_when_run_means_fall_in_two_groups():
+    from dataclasses import replace
+
+    from test_sweep import bench_result
+
+    from volley.experiment import Point
+    from volley.report import summary
+    from volley.results import BenchResult
+
+    result = bench_result(Point("s", 1, 1, 1))
+    # Six runs at 15 us among fourteen at 20 us, in no trend: run order 0-19 below.
+    low = {2, 5, 9, 12, 15, 18}
+    means = [(15_000.0 if i in low else 20_000.0) + (i * 37 % 11 - 5) * 10 for i in range(20)]
+    runs = [replace(result.runs[0], mean_ns=m) for m in means]
+    grouped = replace(result, runs=runs)
+    assert "  runs: run means fall in two groups: 6 runs near 15.01 us" in summary(grouped)
+    data = grouped.to_json()
+    assert data["run_pattern"].startswith("run means fall in two groups")
+    assert BenchResult.from_json(data).run_pattern == data["run_pattern"]
+    assert result.to_json()["run_pattern"] is None and "runs:" not in summary(result)

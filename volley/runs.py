@@ -40,7 +40,13 @@ import numpy.typing as npt
 
 from volley import stats
 from volley.noise import Noise
-from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
+from volley.results import (
+    FAILED,
+    INTERRUPTED,
+    NOT_SIGNIFICANT,
+    SIGNIFICANT,
+    RunSummary,
+)
 from volley.units import BENCH_DEFAULTS, Target, format_ns, parse_duration_s
 
 # Ten pilot runs: fewer and the pilot's variance is too rough to plan on (the t quantile
@@ -109,6 +115,9 @@ class OpenRun:
     replied: int  # replies received in it
     max_outstanding: int  # on one connection
     backlog_growth: int  # words due and unanswered at the window's end, minus at its start
+    # How late the sends left their schedule over all clients: "p50", "p90", "p99", "max"
+    # (ns); None where not measured (clients on other hosts).
+    send_lag_ns: dict[str, float] | None = None
 
 
 @dataclass
@@ -218,6 +227,7 @@ def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) 
     if load is None:
         return summary
     # Open loop: ops overlap, so the run lasted its window, not the sum of its latencies.
+    lag = load.send_lag_ns or {}
     return dataclasses.replace(
         summary,
         duration_s=round(load.window_s, 6),
@@ -226,6 +236,10 @@ def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) 
         late=load.late,
         max_outstanding=load.max_outstanding,
         backlog_growth=load.backlog_growth,
+        send_lag_p50_ns=lag.get("p50"),
+        send_lag_p90_ns=lag.get("p90"),
+        send_lag_p99_ns=lag.get("p99"),
+        send_lag_max_ns=lag.get("max"),
     )
 
 

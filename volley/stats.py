@@ -569,7 +569,7 @@ def _fieller_set(
 # should also hear when they are visibly not: run means that drift, that wander (each run
 # like the one before), or that fall in two groups (a CPU placement, a periodic stall that
 # some runs catch). Each check has its own false-alarm rate on independent normal run
-# means, chosen so that together they stay under 5% (tests/test_stats.py measures it).
+# means, chosen so that together they stay under 5% (tests/test_runs.py measures it).
 
 PATTERN_MIN_RUNS = 10  # fewer runs cannot tell a pattern from chance
 PATTERN_ALPHA = {"drift": 0.01, "wander": 0.01, "groups": 0.01}
