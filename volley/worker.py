@@ -47,17 +47,19 @@ PR_SET_PDEATHSIG = 1
 # Open loop: each client wakes this long before a send and spins (polling for replies) until
 # it is due. Sleeping to the send instead makes it leave late by the wake-up, 15-30 us here
 # (more on a busier VM), and that lag is inside every latency, which counts from the
-# schedule. Measured (bench/openloop/spin.py, bench/README.md "Generator accuracy"): with one
-# client on its CPU, 20 us already brings the lag p50 to 0.3 us at 1k-20k ops/s; 50 us also
-# brings its p90 under 2 us. It costs the client CPU rate x 50 us of spinning (5% at 1k
-# ops/s, all of it from 20k), a CPU that is the generator's own.
+# schedule. Measured (bench/openloop/spin.py, c-epoll, CPUs held in shallow idle states):
+# with one client on its CPU, 20 us already brings the lag p50 from 14-18 us to 0.3 us at
+# 1k-20k ops/s; 50 us also brings its p90 from 3 us to under 2 us. It costs the client CPU
+# rate x 50 us of spinning (5% at 1k ops/s, all of it from 20k), a CPU that is the
+# generator's own.
 SPIN_NS = 50_000
 # Several clients on one CPU are threads that take turns: one spinning holds the CPU that
 # another needs to send or read on time. Their spinning together is kept to this share of
-# the CPU (per client: the share over clients x rate); measured with 4 clients on one CPU at
-# 20k ops/s, 50 us each (the whole CPU) doubled the lag p90 against none, 20 us (40%) was
-# better than none.
-SPIN_SHARE = 0.25
+# the CPU (per client: the share over clients x rate). Measured with 4 clients on one CPU:
+# at 20k ops/s 50 us each (the whole CPU) made the lag p90 83 us against 54 us without
+# spinning, 20 us each (40%) 42 us with the lag p50 at 3.5 us (21 us without); at 5k ops/s
+# 20 us (16%) was as good as 50 us (40%) at p50 and better at p99 (30 against 49 us).
+SPIN_SHARE = 0.4
 
 
 def spin_for(

@@ -4,14 +4,16 @@ client CPU, with one client on that CPU and with several sharing it.
 
 One c-epoll server on the first usable CPU for the whole benchmark; the clients, threads
 of this process pinned to the next CPU, each on its own connection at rate / clients
-(Poisson). Every (rate, clients) cell plays its spins in turn, A B C D A B C D ..., for
+(Poisson). The spin "auto" is what volley-bench uses by default (``worker.spin_for`` of
+``worker.SPIN_NS``: all of it for a lone client, shared out where several share the CPU).
+Every (rate, clients) cell plays its spins in turn, A B C D A B C D ..., for
 ``--reps`` rounds, so drifting background load touches every spin alike; each row is the
 median over rounds of the run's lag p50 / p90 / p99 (all clients' sends pooled) and of its
 latency p50. Runs are short (``--seconds``): this is about the typical send, not the tail.
 
 This is a measurement, not a test: nothing here judges or asserts a timing.
 
-    python bench/openloop/spin.py [--spins 0,20,50,100] [--rates 1k,5k,20k]
+    python bench/openloop/spin.py [--spins 0,20,50,100,auto] [--rates 1k,5k,20k]
                                   [--clients 1,4] [--reps 3] [--seconds 0.3]
 """
 
@@ -72,13 +74,13 @@ def one_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spins", default="0,20,50,100", help="spin_ns to compare, in us")
+    parser.add_argument("--spins", default="0,20,50,auto", help="spins to compare, in us")
     parser.add_argument("--rates", default="1k,5k,20k", help="ops/s per client CPU")
     parser.add_argument("--clients", default="1,4", help="clients sharing the client CPU")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.3)
     args = parser.parse_args()
-    spins = [int(float(s) * 1e3) for s in args.spins.split(",")]
+    spins = args.spins.split(",")
     rates = [parse_rate(r) for r in args.rates.split(",")]
     counts = [int(c) for c in args.clients.split(",")]
     usable = cpus.usable_cpus()
@@ -94,25 +96,39 @@ def main() -> None:
         # The CPUs held out of deep idle states, as volley-bench holds them by default.
         with machine.shallow_idle() as (idle, why):
             print(f"idle states {idle}{f' ({why})' if why else ''}")
-            print(f"{'ops/s':>7} {'clients':>7} {'spin':>6} {'lag p50':>9} {'lag p90':>9} "
+            print(f"{'ops/s':>7} {'clients':>7} {'spin':>11} {'lag p50':>9} {'lag p90':>9} "
                   f"{'lag p99':>9} {'latency p50':>12}")  # fmt: skip
             table(process.host, port, args, spins, rates, counts)
     finally:
         process.stop()
 
 
-def table(host: str, port: int, args: argparse.Namespace, spins: list[int],
+def spin_ns(spin: str, rate: float, clients: int) -> int:
+    """A spin of the command line ("50", in us, or "auto") for one client at this cell."""
+    if spin == "auto":
+        return worker.spin_for(worker.SPIN_NS, clients, rate / clients)
+    return int(float(spin) * 1e3)
+
+
+def table(host: str, port: int, args: argparse.Namespace, spins: list[str],
           rates: list[float], counts: list[int]) -> None:  # fmt: skip
     for rate in rates:
         for clients in counts:
-            rows: dict[int, list[dict[str, float]]] = {s: [] for s in spins}
+            # "auto" is played only where it differs from every spin given in numbers.
+            given = {spin_ns(s, rate, clients) for s in spins if s != "auto"}
+            cell = [s for s in spins if s != "auto" or spin_ns(s, rate, clients) not in given]
+            rows: dict[str, list[dict[str, float]]] = {s: [] for s in cell}
             for _ in range(args.reps):
-                for spin in spins:
-                    rows[spin].append(one_run((host, port), rate, clients, args.seconds, spin))
+                for spin in cell:
+                    ns = spin_ns(spin, rate, clients)
+                    rows[spin].append(one_run((host, port), rate, clients, args.seconds, ns))
             for spin, found in rows.items():
                 med = {k: statistics.median(r[k] for r in found) / 1e3 for k in found[0]}
+                shown = (
+                    f"{'auto ' if spin == 'auto' else ''}{spin_ns(spin, rate, clients) / 1e3:.0f}us"
+                )
                 print(
-                    f"{rate:>7,.0f} {clients:>7} {spin / 1e3:>4.0f}us "
+                    f"{rate:>7,.0f} {clients:>7} {shown:>11} "
                     f"{med['lag p50']:>7.1f}us {med['lag p90']:>7.1f}us "
                     f"{med['lag p99']:>7.1f}us {med['latency p50']:>10.1f}us"
                 )
