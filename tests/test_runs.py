@@ -427,10 +427,11 @@ def chi_square_uniform(phases: np.ndarray, bins: int = 10) -> float:
 def test_run_windows_open_at_every_phase_of_a_period_up_to_the_run_length(period_s):
     """With one fixed run length, windows open every 0.8 fake seconds (0.05 s overhead,
     0.25 s warm-up, 0.5 s measured), so a stall of period 0.05, 0.2 or 0.4 s is met at one
-    phase in every run, one of 0.5 s at five phases, and one of 0.13 s at a phase that
-    slides by 0.15 of the period per run (chi-square 1730, 1730, 3600, 287 and 42 below).
-    Drawn lengths spread the windows' phase over the whole period for any period up to the
-    run length (0.5 s): their histogram passes a chi-square test of uniformity (10 bins,
+    phase in every run, and one of 0.13 s at a phase that slides by 0.15 of the period per
+    run: this test fails for those four (chi-square 1547, 1547, 3366 and 37); 0.5 s, the
+    run length itself, is met at five evenly spaced phases, which it cannot tell from
+    uniform. Drawn lengths spread the windows' phase over the whole period for any period
+    up to the run length: their histogram passes a chi-square test of uniformity (10 bins,
     0.1% level)."""
     clock = FakeClock()
     values, _ = run_values(np.random.default_rng(4), 400, cv=0.2)

@@ -40,13 +40,7 @@ import numpy.typing as npt
 
 from volley import stats
 from volley.noise import Noise
-from volley.results import (
-    FAILED,
-    INTERRUPTED,
-    NOT_SIGNIFICANT,
-    SIGNIFICANT,
-    RunSummary,
-)
+from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT, RunSummary
 from volley.units import BENCH_DEFAULTS, Target, format_ns, parse_duration_s
 
 # Ten pilot runs: fewer and the pilot's variance is too rough to plan on (the t quantile

@@ -58,7 +58,8 @@ SPIN_NS = 50_000
 # the CPU (per client: the share over clients x rate). Measured with 4 clients on one CPU:
 # at 20k ops/s 50 us each (the whole CPU) made the lag p90 83 us against 54 us without
 # spinning, 20 us each (40%) 42 us with the lag p50 at 3.5 us (21 us without); at 5k ops/s
-# 20 us (16%) was as good as 50 us (40%) at p50 and better at p99 (30 against 49 us).
+# 20 us (10%) and 50 us (25%) were alike (lag p50 0.3 us, p90 9.5 and 5.4 us, p99 30 and
+# 49 us); at 1k ops/s 50 us (5%) was best (p90 0.4 us).
 SPIN_SHARE = 0.4
 
 

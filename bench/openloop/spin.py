@@ -13,6 +13,33 @@ latency p50. Runs are short (``--seconds``): this is about the typical send, not
 
 This is a measurement, not a test: nothing here judges or asserts a timing.
 
+Measured on the 2-vCPU development VM, load average 0.17 / 0.22 / 0.17, with the defaults
+(what volley.worker.SPIN_NS and SPIN_SHARE rest on; "auto" at 4 clients and 20k ops/s is
+12 us with SPIN_SHARE 0.25, since raised to 0.4 = 20 us):
+
+      ops/s clients        spin   lag p50   lag p90   lag p99  latency p50
+      1,000       1         0us    17.8us    30.4us    41.3us       41.2us
+      1,000       1        20us     0.3us     2.8us    13.5us       21.5us
+      1,000       1        50us     0.2us     0.4us    11.2us       21.8us
+      1,000       4         0us    20.2us    30.7us    46.1us       42.9us
+      1,000       4        20us     0.4us     7.1us    20.5us       21.1us
+      1,000       4        50us     0.3us     0.4us    13.9us       18.2us
+      5,000       1         0us    14.5us    22.6us    41.6us       34.4us
+      5,000       1        20us     0.3us     0.4us    12.7us       19.5us
+      5,000       1        50us     0.3us     0.5us    11.4us       21.4us
+      5,000       4         0us    15.8us    24.8us    46.8us       33.5us
+      5,000       4        20us     0.3us     9.5us    29.9us       19.4us
+      5,000       4        50us     0.3us     5.4us    49.0us       20.9us
+     20,000       1         0us    14.1us    19.6us    31.8us       34.2us
+     20,000       1        20us     0.3us     3.1us    11.5us       19.0us
+     20,000       1        50us     0.3us     1.9us     8.8us       14.8us
+     20,000       4         0us    20.5us    54.3us   108.4us       65.5us
+     20,000       4        20us     3.5us    42.0us   123.6us       51.1us
+     20,000       4        50us     0.6us    83.5us   214.2us       71.5us
+     20,000       4   auto 12us     9.5us    46.5us   116.3us       56.4us
+
+Run it from the checkout root with ``PYTHONPATH=.`` so that this tree's volley is used.
+
     python bench/openloop/spin.py [--spins 0,20,50,100,auto] [--rates 1k,5k,20k]
                                   [--clients 1,4] [--reps 3] [--seconds 0.3]
 """
