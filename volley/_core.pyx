@@ -154,7 +154,10 @@ def monotonic_ns():
 # client CPU, c-epoll): the same send lag at 1k-10k ops/s (p50 30-50 us, the wake-up),
 # but two threads fell behind by 0.3-1 s at 30k-50k ops/s, where one thread kept p50 lag
 # under 100 us: two wake-ups and context switches per op instead of one. One thread also
-# needs no ring shared across threads. The lag is reported on every run (late sends).
+# needs no ring shared across threads. The lag is reported on every run (late sends, and
+# with ``send_lag_ns`` each send's lag). Waking from ppoll takes 15-30 us on the development
+# VM, which every send would leave late by: volley-bench passes ``spin_ns`` (its --spin,
+# volley.worker.SPIN_NS by default) so that sends leave within a microsecond of schedule.
 
 # A send that leaves more than this after its scheduled time is counted late: the generator
 # fell behind. Waking from ppoll takes a few microseconds on an idle Linux machine.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -24,9 +25,21 @@ from typing import NoReturn, TextIO, TypeVar
 
 import typer
 
-from volley import __version__, coordinator, cpus, history, hosts, machine, results, runs, server
+from volley import (
+    __version__,
+    coordinator,
+    cpus,
+    history,
+    hosts,
+    machine,
+    results,
+    runs,
+    server,
+    worker,
+)
 from volley.report import StreamProgress, summary
 from volley.units import (
+    _TIME_NS,
     BENCH_DEFAULTS,
     BadInput,
     check_arrivals,
@@ -188,6 +201,15 @@ def bench(
         "--arrivals",
         help="Open loop: poisson or fixed gaps between sends.",
     ),
+    spin: str | None = typer.Option(
+        None,
+        "--spin",
+        metavar="DURATION",
+        help="Open loop: wake this long before each send and spin until it is due, so sends "
+        "leave on time instead of a wake-up late (0: sleep to each send). Default: "
+        f"{worker.SPIN_NS // 1000}us, shared out where clients share a CPU, none on the "
+        "server's CPUs.",
+    ),
     json_path: str | None = typer.Option(
         None, "--json", metavar="PATH", help="Write the result as JSON (- for stdout)."
     ),
@@ -233,6 +255,7 @@ def bench(
             arrivals,
             server_address,
             idle_states,
+            spin,
         )
         if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
@@ -375,6 +398,7 @@ def make_config(
     arrivals: str = "poisson",
     server_address: str = server.LOOPBACK,
     idle_states: str = BENCH_DEFAULTS["idle-states"],
+    spin: str | None = None,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     # Long but flat: one check per option, in the order of the options, each with its message.
@@ -423,6 +447,8 @@ def make_config(
             f"--rate {rate} is less than one op per client per run ({clients} client"
             f"{'' if clients == 1 else 's'}, {run_time_s:g} s runs); raise it or use fewer clients"
         )
+    if spin is not None and rate_ops_s is None:
+        raise BadInput("--spin applies to the open loop: give --rate too")
     return coordinator.BenchConfig(
         server=server_path or connect or "",
         server_args=args,
@@ -444,7 +470,23 @@ def make_config(
         rate_ops_s=rate_ops_s,
         arrivals=arrivals,
         idle_states=idle_states,
+        spin_ns=worker.SPIN_NS if spin is None else parse_spin_ns(spin),
     )
+
+
+SPIN_LIMIT_NS = 10_000_000  # longer than any wake-up: spinning more only burns the CPU
+_SPIN = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)?\s*")
+
+
+def parse_spin_ns(text: str) -> int:
+    """``--spin``: ``"50us"``, ``"0.1ms"``, ``"0"`` -> nanoseconds."""
+    match = _SPIN.fullmatch(text)
+    if not match or (match.group(2) is None and float(match.group(1)) != 0):
+        raise BadInput(f"--spin {text!r} is not a duration; write it like 50us, 0.1ms or 0")
+    spin_ns = float(match.group(1)) * _TIME_NS[match.group(2) or "ns"]
+    if spin_ns > SPIN_LIMIT_NS:
+        raise BadInput(f"--spin {text!r} is more than 10ms: a wake-up takes microseconds")
+    return int(spin_ns)
 
 
 def check_server_address(text: str, connect: bool) -> None:

@@ -91,6 +91,9 @@ class BenchConfig:
     server_address: str = LOOPBACK
     rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
     arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
+    # Open loop: how long each client spins before a send rather than sleep to it, at most
+    # (worker.spin_for: less where clients share a CPU, none on the server's CPUs).
+    spin_ns: int = worker.SPIN_NS
     # "shallow": hold the CPUs out of deep idle states while measuring (machine.shallow_idle);
     # "any": leave them to the machine's policy.
     idle_states: str = BENCH_DEFAULTS["idle-states"]
@@ -339,7 +342,7 @@ class Coordinator:
             self.meter.start(
                 serving.pid if serving else None, [w.process.pid or 0 for w in self.workers]
             )
-            reports, switches = self._play(request)
+            reports, switches, send_lags = self._play(request)
             disturbance = self.meter.stop(switches)
             worst = first_failure(reports)
             played = PlayedRun(
@@ -350,7 +353,7 @@ class Coordinator:
                 else None,
                 server_pid=serving.pid if serving else None,
                 noise=disturbance,
-                open=open_run(reports),
+                open=open_run(reports, send_lags),
             )
             self._disconnect()
             return played
@@ -367,23 +370,46 @@ class Coordinator:
         replies = self._collect(timeout, "connecting its clients")
         return next((reply[1] for reply in replies if reply[0] == "failed"), None)
 
-    def _play(self, request: RunRequest) -> tuple[list[worker.ClientReport], int]:
-        """Every client's report, and the workers' involuntary context switches."""
+    def _play(
+        self, request: RunRequest
+    ) -> tuple[list[worker.ClientReport], int, stats.Histogram | None]:
+        """Every client's report, the workers' involuntary context switches, and the open
+        loop's send lags over every client (None in closed loop)."""
         self.control[0] = 1 if self.stopping else 0  # a failed run's clients set it
         per_worker = max(len(w.plan.client_ids) for w in self.workers)
         start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
         measure_from_ns = start_ns + int(request.warmup_s * 1e9)
         deadline_ns = measure_from_ns + int(request.measure_s * 1e9)
         run: tuple = ("run", start_ns, measure_from_ns, deadline_ns)
-        if self.config.rate_ops_s is not None:
-            share = self.config.rate_ops_s / self.config.clients
-            run += (worker.OpenLoad(share, self.config.arrivals),)
         for w in self.workers:
-            w.pipe.send(run)
+            load = self._open_load(w)
+            w.pipe.send(run if load is None else (*run, load))
         timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
         done = self._collect(timeout, "playing a run")
         reports = sorted((r for d in done for r in d[1]), key=lambda r: r.client)
-        return reports, sum(d[2] for d in done)
+        lags = [stats.Histogram.decode(d[3]) for d in done if d[3] is not None]
+        for histogram in lags[1:]:
+            lags[0].add(histogram)
+        return reports, sum(d[2] for d in done), lags[0] if lags else None
+
+    def _spin_ns(self) -> int:
+        """The open loop's spin before a send, the least of any worker's clients."""
+        loads = [self._open_load(w) for w in self.workers]
+        return min((load.spin_ns for load in loads if load is not None), default=0)
+
+    def _open_load(self, w: Worker) -> worker.OpenLoad | None:
+        """What one worker's clients play in the open loop; None in the closed loop."""
+        config = self.config
+        if config.rate_ops_s is None:
+            return None
+        share = config.rate_ops_s / config.clients
+        spin = worker.spin_for(
+            config.spin_ns,
+            len(w.plan.client_ids),
+            share,
+            w.plan.cpu in config.placement.server_cpus and not config.connect,
+        )
+        return worker.OpenLoad(share, config.arrivals, spin)
 
     def _disconnect(self) -> None:
         for w in self.workers:
@@ -523,7 +549,11 @@ class Coordinator:
             load=LoadInfo()
             if config.rate_ops_s is None
             else LoadInfo.from_runs(
-                config.rate_ops_s, config.arrivals, runs, _core.LATE_TOLERANCE_NS
+                config.rate_ops_s,
+                config.arrivals,
+                runs,
+                _core.LATE_TOLERANCE_NS,
+                self._spin_ns(),
             ),
         )
 
@@ -533,12 +563,20 @@ def first_failure(reports: list[worker.ClientReport]) -> worker.ClientReport | N
     return min(failed, key=lambda r: (FAILURE_RANK.get(r.outcome, 9), r.client), default=None)
 
 
-def open_run(reports: list[worker.ClientReport]) -> OpenRun | None:
-    """The run's open-loop counts over all its clients; None for a closed-loop run."""
+def open_run(
+    reports: list[worker.ClientReport], send_lags: stats.Histogram | None = None
+) -> OpenRun | None:
+    """The run's open-loop counts over all its clients, and the percentiles of how late
+    their sends left (``send_lags``); None for a closed-loop run."""
     counts = [r.counts for r in reports if r.counts is not None]
     if not counts:
         return None
+    lag = None
+    if send_lags is not None and send_lags.total:
+        p50, p90, p99, most = send_lags.percentiles([50, 90, 99, 100])
+        lag = {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(most)}
     return OpenRun(
+        send_lag_ns=lag,
         window_s=max(c.window_ns for c in counts) / 1e9,
         due=sum(c.due for c in counts),
         late=sum(c.late for c in counts),

@@ -159,6 +159,34 @@ def sittings_summary(result: BenchResult) -> str | None:
     )
 
 
+# The generator's own lateness is worth a warning once its typical send lag is this share
+# of the typical latency it is part of (the latencies count from the schedule): the server
+# is then credited with a tenth or more of what the generator did.
+LAG_SHARE_WARNING = 0.1
+
+
+def send_lag_lines(result: BenchResult) -> list[str]:
+    """The open loop's send lag, and a warning when it is a material share of the
+    latencies; nothing where it was not measured."""
+    lag, latency = result.load.send_lag_ns, result.latency_ns
+    if not lag:
+        return []
+    spin = result.load.spin_ns
+    lines = [
+        f"  send lag   p50 {format_ns(lag['p50'])}  p90 {format_ns(lag['p90'])}  "
+        f"p99 {format_ns(lag['p99'])}  max {format_ns(lag['max'])} behind schedule"
+        + (f" (spinning {format_ns(spin)} before each send)" if spin else " (no spin)")
+    ]
+    if latency is not None and lag["p50"] >= LAG_SHARE_WARNING * latency.p50:
+        lines.append(
+            f"  WARNING: the generator sent late by {format_ns(lag['p50'])} (p50), "
+            f"{lag['p50'] / latency.p50:.0%} of the latency p50: part of the latencies is "
+            "the generator's, not the server's (spin longer with --spin, or give the "
+            "clients more or quieter client CPUs)"
+        )
+    return lines
+
+
 def summary(result: BenchResult) -> str:
     """The human summary printed on stdout."""
     # Long but flat: the lines in the order they are printed, each next to its condition.
@@ -235,11 +263,15 @@ def summary(result: BenchResult) -> str:
             f"{load.achieved_ops_s or 0:,.0f} ops/s, sends late > {tolerance}: "
             f"{100 * (load.late_sends_share or 0):.1f}%, max outstanding {load.max_outstanding}"
         )
+        lines += send_lag_lines(result)
         if load.saturated:
             lines.append(
                 "  SATURATED: the replies fell behind the offered load (short by more than 1%, "
                 "or a growing backlog); the latency is not a steady-state figure"
             )
+    pattern = result.run_pattern
+    if pattern:
+        lines.append(f"  runs: {pattern}")
     lines += [
         f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
         f"({result.measured_s:.1f} s measured, "

@@ -31,6 +31,13 @@ Format history (``version`` in the JSON):
      ``sequential``, in results written by ``volley compare --run`` only: the plan of
      looks its rounds were judged by and the looks taken, the last where it stopped
      (``volley.sequential.Looks``); absent elsewhere and in older files (one look).
+     Later still (optional, absent in older files): open-loop runs'
+     ``send_lag_p50_ns``, ``send_lag_p90_ns``, ``send_lag_p99_ns`` and ``send_lag_max_ns``
+     (how late the run's sends left their schedule, over all its clients); ``load.spin_ns``
+     (how long each client spun before a send) and ``load.send_lag_ns`` {"p50", "p90",
+     "p99", "max"} (the median over runs of each run's percentile; max: the largest); and
+     ``run_pattern``, a sentence when the run means drift or fall in two groups (else
+     null; derived from ``runs`` on reading).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -45,6 +52,7 @@ import json
 import math
 import os
 import re
+import statistics
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -56,6 +64,7 @@ from volley import __version__
 from volley.machine import Environment
 from volley.noise import Noise
 from volley.sequential import Looks
+from volley.stats import run_pattern
 from volley.units import STATISTICS
 
 FORMAT_VERSION = 4
@@ -145,6 +154,12 @@ class RunSummary:
     late: int | None = None
     max_outstanding: int | None = None
     backlog_growth: int | None = None
+    # Open loop, where measured: how late the run's sends left their schedule, over all its
+    # clients (ns). The latencies count from the schedule, so this lag is inside them.
+    send_lag_p50_ns: float | None = None
+    send_lag_p90_ns: float | None = None
+    send_lag_p99_ns: float | None = None
+    send_lag_max_ns: float | None = None
 
     def value(self, statistic: str) -> float:
         """This run's "mean" or percentile ("p50" ... "p99.9"), in nanoseconds."""
@@ -156,6 +171,9 @@ class RunSummary:
         data["noise"] = self.noise.to_json() if self.noise else None
         if self.achieved_ops_s is None:  # a closed-loop run has no open-loop counts
             for name in OPEN_RUN_FIELDS:
+                del data[name]
+        if self.send_lag_p50_ns is None:  # closed loop, or lags not measured (older files)
+            for name in SEND_LAG_FIELDS.values():
                 del data[name]
         return data
 
@@ -170,6 +188,8 @@ class RunSummary:
 
 
 OPEN_RUN_FIELDS = ("achieved_ops_s", "due", "late", "max_outstanding", "backlog_growth")
+# The send lag's statistics, and the RunSummary field of each.
+SEND_LAG_FIELDS = {name: f"send_lag_{name}_ns" for name in ("p50", "p90", "p99", "max")}
 
 CLOSED, OPEN = "closed", "open"
 # Saturated: the replies fall short of the words the schedule offered by more than this
@@ -190,11 +210,21 @@ class LoadInfo:
     max_outstanding: int | None = None  # words outstanding on one connection, at most
     saturated: bool | None = None  # the point's latency is not a steady-state figure
     late_tolerance_ns: int | None = None
+    # How long each client spun before a send instead of sleeping to it (the least, where
+    # workers differ); None: not recorded (older files).
+    spin_ns: int | None = None
+    # How late the sends left their schedule: "p50", "p90", "p99" are the median over runs
+    # of each run's percentile, "max" the largest; None where no run measured it.
+    send_lag_ns: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.model == CLOSED:
             return {"model": CLOSED}
-        return asdict(self)
+        data = asdict(self)
+        for name in ("spin_ns", "send_lag_ns"):
+            if data[name] is None:
+                del data[name]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> LoadInfo:
@@ -202,7 +232,12 @@ class LoadInfo:
 
     @classmethod
     def from_runs(
-        cls, rate_ops_s: float, arrivals: str, runs: list[RunSummary], late_tolerance_ns: int
+        cls,
+        rate_ops_s: float,
+        arrivals: str,
+        runs: list[RunSummary],
+        late_tolerance_ns: int,
+        spin_ns: int | None = None,
     ) -> LoadInfo:
         """The benchmark's open-loop load from its runs' counts."""
         window_s = sum(r.duration_s for r in runs)
@@ -223,7 +258,25 @@ class LoadInfo:
             max_outstanding=max((r.max_outstanding or 0 for r in runs), default=0),
             saturated=bool(saturated) if runs else None,
             late_tolerance_ns=late_tolerance_ns,
+            spin_ns=spin_ns,
+            send_lag_ns=send_lag_over(runs),
         )
+
+
+def send_lag_over(runs: list[RunSummary]) -> dict[str, float] | None:
+    """The benchmark's send lag from its runs': the median over runs of each percentile
+    (runs have their own lengths, so a typical run's figure, not a pooled one), and the
+    largest max. None when no run measured it."""
+    measured = [r for r in runs if r.send_lag_p50_ns is not None]
+    if not measured:
+        return None
+    found = {
+        name: float(statistics.median(getattr(r, field) for r in measured))
+        for name, field in SEND_LAG_FIELDS.items()
+        if name != "max"
+    }
+    found["max"] = float(max(r.send_lag_max_ns or 0.0 for r in measured))
+    return found
 
 
 @dataclass(frozen=True)
@@ -317,9 +370,16 @@ class BenchResult:
     def significant(self) -> bool:
         return self.status == SIGNIFICANT
 
+    @property
+    def run_pattern(self) -> str | None:
+        """What a person should hear when the run means drift, wander or fall in two
+        groups (``stats.run_pattern``); None when they look like independent draws."""
+        return run_pattern([r.mean_ns for r in self.runs])
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["significant"] = self.significant
+        data["run_pattern"] = self.run_pattern
         data["latency_ns"] = self.latency_ns.to_json() if self.latency_ns else None
         data["runs"] = [run.to_json() for run in self.runs]
         data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]

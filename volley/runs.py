@@ -12,6 +12,17 @@ The stopping rule is Stein's two-stage procedure with a sequential tail. The fir
 at the first run at which every interval is within its target. Stopping at the first
 narrow-enough interval from the start would stop preferentially on runs that happen to
 agree, and undercover; the pilot makes that early luck unusable.
+
+Each run's measured stretch is drawn uniformly from [0.5, 1.5] times ``run_time_s``
+(``run_length_s``). Runs of one fixed length start at a fixed cadence, and a server that
+stalls periodically (a timer, a GC cycle, a flush) is then sampled at the same phase run
+after run, or at a phase that slides slowly: the run means drift through the stall's cycle
+and their mean need not come near the server's (issue 25: a 200 ms freeze every second
+read 7.2 ms instead of 20 ms at a 1.0 s cadence). With lengths that vary over a whole run
+length, the phase at which the next run starts moves by an amount spread over at least
+one period, for any period up to the run length, so run starts sample every phase alike
+after a run or two; unlike a random idle gap before each run, this costs no wall time,
+and the mean run length stays ``run_time_s``.
 """
 
 from __future__ import annotations
@@ -47,6 +58,14 @@ SHOWN = ("mean", "p99")  # always in the progress line, besides any targeted sta
 # between-sittings variance: however many runs followed, the interval would narrow by at
 # most a tenth (1 - 1/sqrt(1.25)).
 SETTLED = 0.25
+# Each run's measured stretch is this many times --run-time, uniformly (see above).
+RUN_LENGTH_SPREAD = (0.5, 1.5)
+
+
+def run_length_s(run_time_s: float, rng: random.Random) -> float:
+    """One run's measured stretch: ``run_time_s`` times a uniform draw from
+    RUN_LENGTH_SPREAD, so that run starts do not keep step with a periodic stall."""
+    return run_time_s * rng.uniform(*RUN_LENGTH_SPREAD)
 
 
 class RunFailed(RuntimeError):
@@ -83,7 +102,7 @@ class RunPlan:
 class RunRequest:
     index: int  # 1-based, per alternative
     warmup_s: float
-    measure_s: float
+    measure_s: float  # this run's measured stretch (run_length_s: it varies from run to run)
     alternative: int = 0  # which server, when several are compared run by run
 
 
@@ -97,6 +116,9 @@ class OpenRun:
     replied: int  # replies received in it
     max_outstanding: int  # on one connection
     backlog_growth: int  # words due and unanswered at the window's end, minus at its start
+    # How late the sends left their schedule over all clients: "p50", "p90", "p99", "max"
+    # (ns); None where not measured (clients on other hosts).
+    send_lag_ns: dict[str, float] | None = None
 
 
 @dataclass
@@ -206,6 +228,7 @@ def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) 
     if load is None:
         return summary
     # Open loop: ops overlap, so the run lasted its window, not the sum of its latencies.
+    lag = load.send_lag_ns or {}
     return dataclasses.replace(
         summary,
         duration_s=round(load.window_s, 6),
@@ -214,6 +237,10 @@ def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) 
         late=load.late,
         max_outstanding=load.max_outstanding,
         backlog_growth=load.backlog_growth,
+        send_lag_p50_ns=lag.get("p50"),
+        send_lag_p90_ns=lag.get("p90"),
+        send_lag_p99_ns=lag.get("p99"),
+        send_lag_max_ns=lag.get("max"),
     )
 
 
@@ -340,29 +367,36 @@ def measure(
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
     measurement: Measurement | None = None,
+    rng: random.Random | None = None,
 ) -> Measurement:
     """Play runs until every target is met, ``max_time_s`` would be passed, a run fails or
     the engine is interrupted. Raises RunFailed only if the first run could not be played
     at all; otherwise what was measured until a failure or interruption is returned.
-    ``measurement``: the one to fill, for an engine that saves it between runs."""
+    ``measurement``: the one to fill, for an engine that saves it between runs.
+    Each run's measured stretch is ``run_length_s`` of ``run_time_s`` (drawn with ``rng``):
+    uniform in [0.5, 1.5] times it, so that runs sample every phase of a periodic stall up
+    to the run length alike instead of keeping step with it."""
     # One loop with every way out of it (done, out of time, failed, interrupted, a full
     # buffer) in one place: the order of those checks is the policy.
     progress = progress or Progress()
     m = measurement if measurement is not None else Measurement()
     rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs, between=plan.between)
     shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
-    measure_s, last_run_s = plan.run_time_s, 0.0
+    rng = rng or random.Random()
+    measure_s, last_run_s, last_length_s = plan.run_time_s, 0.0, 0.0
     start = clock()
     while True:
         if engine.interrupted:
             m.status = INTERRUPTED
             break
-        # The bound holds for the whole benchmark: no run starts that would end past it.
-        if m.runs and clock() - start + last_run_s > plan.max_time_s:
+        length_s = run_length_s(measure_s, rng)
+        # The bound holds for the whole benchmark: no run starts that would end past it
+        # (the last run's time besides its measured stretch, plus this one's stretch).
+        if m.runs and clock() - start + last_run_s - last_length_s + length_s > plan.max_time_s:
             break
         began = clock()
         try:
-            played = engine.play(RunRequest(len(m.runs) + 1, plan.warmup_s, measure_s))
+            played = engine.play(RunRequest(len(m.runs) + 1, plan.warmup_s, length_s))
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, keep what we have
             m.status = INTERRUPTED
             break
@@ -371,7 +405,7 @@ def measure(
                 raise  # nothing measured at all: the benchmark could not run
             m.status, m.error = FAILED, str(e)
             break
-        last_run_s = clock() - began
+        last_run_s, last_length_s = clock() - began, length_s
         disturbed = played.noise.describe() if played.noise and played.noise.disturbed else None
         m.add(played, dropped=plan.drops(played))
         if disturbed and plan.noisy == "fail":
@@ -386,8 +420,9 @@ def measure(
         if not m.runs:
             continue
         if played.full:
-            # A client filled its buffer before the run's end: later runs are shorter.
-            measure_s = min(measure_s, 0.8 * m.runs[-1].duration_s)
+            # A client filled its buffer before the run's end: later runs are shorter, so
+            # that even the longest draw fits.
+            measure_s = min(measure_s, 0.8 * m.runs[-1].duration_s / RUN_LENGTH_SPREAD[1])
         verdict = rule.judge(
             {t.statistic: m.record.value(t.statistic) for t in plan.targets},
             {t.statistic: [r.value(t.statistic) for r in m.runs] for t in plan.targets},

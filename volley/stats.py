@@ -28,7 +28,7 @@ from statistics import NormalDist
 import numpy as np
 import numpy.typing as npt
 
-from volley.units import STATISTICS
+from volley.units import STATISTICS, format_ns
 
 # Histogram resolution: 2**SUB_BITS buckets per power of two, i.e. under 0.1% relative error.
 SUB_BITS = 10
@@ -663,3 +663,110 @@ def _fieller_set(
         return inner
 
     return Estimate(r, bound(-1.0), bound(1.0))
+
+
+# --- Patterns in the run values ---------------------------------------------------------
+#
+# The intervals treat runs as exchangeable (inflated for serial correlation). A person
+# should also hear when they are visibly not: run means that drift, that wander (each run
+# like the one before), or that fall in two groups (a CPU placement, a periodic stall that
+# some runs catch). Each check has its own false-alarm rate on independent normal run
+# means, chosen so that together they stay under 5% (tests/test_runs.py measures it).
+
+PATTERN_MIN_RUNS = 10  # fewer runs cannot tell a pattern from chance
+PATTERN_ALPHA = {"drift": 0.01, "wander": 0.01, "groups": 0.01}
+# Each group of a split holds at least this share of the runs (and 3): one odd run is an
+# outlier, not a group.
+PATTERN_GROUP_SHARE = 0.1
+_PATTERN_SIMULATIONS = 4000
+_PATTERN_SIMULATED_RUNS_MAX = 200  # beyond, the critical values of 200 runs (conservative)
+
+
+def _kendall_trend(x: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Kendall's tau of ``x`` against its index, and its two-sided p-value (normal
+    approximation with the variance corrected for ties)."""
+    n = len(x)
+    signs = np.sign(x[None, :] - x[:, None])[np.triu_indices(n, 1)]
+    s = float(signs.sum())
+    _, counts = np.unique(x, return_counts=True)
+    ties = float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
+    variance = (n * (n - 1) * (2 * n + 5) - ties) / 18
+    if variance <= 0:
+        return 0.0, 1.0
+    z = (s - math.copysign(1, s)) / math.sqrt(variance) if s else 0.0  # continuity
+    return s / (n * (n - 1) / 2), 2 * (1 - NormalDist().cdf(abs(z)))
+
+
+def _lag1(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Lag-1 autocorrelation of each row of ``x`` (the AR(1) r of long_run_variance)."""
+    d = x - x.mean(axis=-1, keepdims=True)
+    total = np.sum(d * d, axis=-1)
+    return np.sum(d[..., :-1] * d[..., 1:], axis=-1) / np.where(total > 0, total, 1.0)
+
+
+def _best_split(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray]:
+    """For each row of ``x``: the largest share of its variance that a split of its sorted
+    values into a low and a high group explains (each group at least PATTERN_GROUP_SHARE
+    of the values, and 3), and how many values the low group of that split holds."""
+    v = np.sort(x, axis=-1)
+    n = v.shape[-1]
+    least = max(3, math.ceil(PATTERN_GROUP_SHARE * n))
+    k = np.arange(least, n - least + 1)
+    low_sum = np.cumsum(v, axis=-1)[..., k - 1]
+    total_sum = v.sum(axis=-1, keepdims=True)
+    # Between-groups sum of squares of the split after k values: k (n - k) / n (mean gap)^2.
+    gap = (total_sum - low_sum) / (n - k) - low_sum / k
+    between = k * (n - k) / n * gap**2
+    d = v - v.mean(axis=-1, keepdims=True)
+    total = np.sum(d * d, axis=-1, keepdims=True)
+    share = between / np.where(total > 0, total, 1.0)
+    return share.max(axis=-1), k[share.argmax(axis=-1)]
+
+
+@functools.cache
+def _pattern_critical(n: int) -> tuple[float, float]:
+    """The lag-1 correlation and the best split's share of variance that independent
+    normal run means of this count exceed with the PATTERN_ALPHA chance: simulated once,
+    with a fixed seed, so that the report is the same for the same runs."""
+    rng = np.random.default_rng(20131012)
+    x = rng.standard_normal((_PATTERN_SIMULATIONS, n))
+    r = float(np.quantile(_lag1(x), 1 - PATTERN_ALPHA["wander"]))
+    share = float(np.quantile(_best_split(x)[0], 1 - PATTERN_ALPHA["groups"]))
+    return r, share
+
+
+def run_pattern(values: Sequence[float]) -> str | None:
+    """A sentence for a person when the run values (in run order, ns) drift (Kendall's
+    trend test), wander (lag-1 correlation) or fall in two groups (the best split of the
+    sorted values explains more of their variance than chance would); None when they look
+    like independent draws, or with fewer than PATTERN_MIN_RUNS runs."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    n = len(x)
+    if n < PATTERN_MIN_RUNS or np.ptp(x) == 0:
+        return None
+    r_critical, share_critical = _pattern_critical(min(n, _PATTERN_SIMULATED_RUNS_MAX))
+    tau, p = _kendall_trend(x)
+    if p < PATTERN_ALPHA["drift"]:
+        fifth = max(2, n // 5)
+        return (
+            f"run means drift {'up' if tau > 0 else 'down'}: {format_ns(x[:fifth].mean())} "
+            f"in the first {fifth} runs, {format_ns(x[-fifth:].mean())} in the last {fifth} "
+            f"(Kendall's tau {tau:+.2f}, p = {p:.2g}): the server or the machine changed "
+            "while it ran"
+        )
+    r = float(_lag1(x))
+    if r > r_critical:
+        return (
+            f"run means wander: each run is like the one before (lag-1 correlation "
+            f"{r:.2f}): a state that changes slowly (the machine, or a periodic stall in "
+            "step with the runs)"
+        )
+    share, k = _best_split(x)
+    if share > share_critical:
+        v = np.sort(x)
+        return (
+            f"run means fall in two groups: {k} runs near {format_ns(v[:k].mean())}, "
+            f"{n - k} near {format_ns(v[k:].mean())}: a state that differs between runs "
+            "(where the CPUs are, a stall some runs catch); the mean mixes them"
+        )
+    return None
