@@ -17,16 +17,20 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, strict_loads, volley
 
-from bench.validation import synthetic
-from bench.validation.synthetic import Rate, false_verdicts, share_of
 from volley.server import choose_port
 from volley.units import STATISTICS
+
+if str(ROOT) not in sys.path:  # bench/ is not installed: found from the checkout's root
+    sys.path.insert(0, str(ROOT))
+from bench.validation import synthetic  # noqa: E402
+from bench.validation.synthetic import Rate, false_verdicts, share_of  # noqa: E402
 
 FALSE_TARGET = 0.05  # A/A: at most this share of comparisons call a difference
 COVERAGE_TARGET = 0.93  # every coverage row
