@@ -392,14 +392,16 @@ def history_rate(outcomes: list[Outcome]) -> Rate:
 
 
 def aa_lines(row: str, what: str) -> list[Line]:
+    """Any row, then each statistic: one's false verdicts, with its own rate."""
     below = f"<= {FALSE_TARGET:.0%}"
     return [
-        Line(row, f"{what}: false verdict, any row", false_verdicts, below),
-        *(
-            Line(row, f"{what}: false verdict, {s}", lambda o, s=s: false_verdicts(o, s), below)
-            for s in STATISTICS
-        ),
+        Line(row, f"{what}: false verdict, {name or 'any row'}", rate, below)
+        for name, rate in [(None, false_verdicts), *((s, on(s)) for s in STATISTICS)]
     ]
+
+
+def on(statistic: str) -> Callable[[list[Outcome]], Rate]:
+    return lambda outcomes: false_verdicts(outcomes, statistic)
 
 
 def lines() -> list[Line]:

@@ -232,6 +232,14 @@ def mean_difference(a: BenchResult, b: BenchResult, rounds: bool) -> stats.Estim
 # --- rows: one outcome per trial -----------------------------------------------------------
 
 
+def covers(result: BenchResult, truth_ns: float) -> Outcome:
+    """Whether the result's interval for the mean holds ``truth_ns`` (no ops: it does not)."""
+    if result.latency_ns is None:
+        return {"covered": False, "value_ns": None}
+    low, high = result.latency_ns.interval("mean")
+    return {"covered": bool(low <= truth_ns <= high), "value_ns": result.latency_ns.mean}
+
+
 def trials(count: int, seed: int, trial: Callable[[np.random.Generator], Outcome]) -> list[Outcome]:
     """``count`` independent trials, each with its own generator from ``seed``."""
     seeds = np.random.SeedSequence(seed).spawn(count)
@@ -243,7 +251,9 @@ def trials(count: int, seed: int, trial: Callable[[np.random.Generator], Outcome
 QUIET = Model(ops=1000, drift_cv=0.01, drift_tau_s=5.0)
 
 
-def aa_compare_run(count: int, seed: int = 1, model: Model = QUIET, max_time_s: float = 30.0):
+def aa_compare_run(
+    count: int, seed: int = 1, model: Model = QUIET, max_time_s: float = 30.0
+) -> list[Outcome]:
     """A/A through ``compare --run``: the verdict on every statistic (any but "no
     significant difference" is false), the rounds and the fake seconds it took."""
 
@@ -260,7 +270,9 @@ def aa_compare_run(count: int, seed: int = 1, model: Model = QUIET, max_time_s: 
 STEADY = Model(ops=1000)
 
 
-def aa_file_compare(count: int, seed: int = 2, model: Model = STEADY, max_time_s: float = 30.0):
+def aa_file_compare(
+    count: int, seed: int = 2, model: Model = STEADY, max_time_s: float = 30.0
+) -> list[Outcome]:
     """A/A through two volley-bench sittings compared as files (unpaired)."""
 
     def trial(rng: np.random.Generator) -> Outcome:
@@ -271,7 +283,9 @@ def aa_file_compare(count: int, seed: int = 2, model: Model = STEADY, max_time_s
     return trials(count, seed, trial)
 
 
-def power(count: int, delta: float, seed: int = 3, model: Model = QUIET, max_time_s: float = 60.0):
+def power(
+    count: int, delta: float, seed: int = 3, model: Model = QUIET, max_time_s: float = 60.0
+) -> list[Outcome]:
     """A against A + ``delta`` of its mean per reply through ``compare --run``: seen when
     the mean's verdict is "slower"; the fake seconds to the verdict."""
     slower = Alternative(added_ns=delta * model.mean_ns)
@@ -289,15 +303,16 @@ def power(count: int, delta: float, seed: int = 3, model: Model = QUIET, max_tim
 FROZEN = Model(stall_s=0.2, period_s=1.0, ops=400)
 
 
-def freeze_coverage(count: int, seed: int = 4, model: Model = FROZEN, max_time_s: float = 60.0):
+def freeze_coverage(
+    count: int, seed: int = 4, model: Model = FROZEN, max_time_s: float = 60.0
+) -> list[Outcome]:
     """One volley-bench sitting of the freezing server: does the mean's interval hold
     the analytic mean (base + f^2 / 2P)?"""
     truth = model.true_mean_ns()
 
     def trial(rng: np.random.Generator) -> Outcome:
         result = bench(ModelEngine(model, rng), plan(max_time_s, precision=0.05))
-        low, high = result.latency_ns.interval("mean") if result.latency_ns else (0.0, 0.0)
-        return {"covered": bool(low <= truth <= high), "value_ns": result.latency_ns.mean}
+        return covers(result, truth)
 
     return trials(count, seed, trial)
 
@@ -311,7 +326,7 @@ def bimodal_coverage(
     model: Model = QUIET,
     bimodal: Alternative = BIMODAL,
     max_time_s: float = 60.0,
-):
+) -> list[Outcome]:
     """Plain against bimodal through ``compare --run``: does the interval of the mean's
     difference hold q * d, the part the bimodal server adds by construction?"""
 
@@ -340,7 +355,7 @@ def history_coverage(
     disturbed: int | None = 1,
     max_time_s: float = 30.0,
     precision: float = 0.01,
-):
+) -> list[Outcome]:
     """``earlier`` sittings kept in a history (sitting number ``disturbed`` of them with
     a CPU hog), each seeing those before it, as volley-bench --history does; then one more:
     does its interval hold the configuration's mean (over sittings)?"""
@@ -356,8 +371,7 @@ def history_coverage(
                 sitting = history.Sitting.of(result)
                 if sitting is not None and i < earlier:
                     kept.add(sitting)
-        low, high = result.latency_ns.interval("mean") if result.latency_ns else (0.0, 0.0)
-        return {"covered": bool(low <= truth <= high), "value_ns": result.latency_ns.mean}
+        return covers(result, truth)
 
     return trials(count, seed, trial)
 
