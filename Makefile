@@ -3,11 +3,16 @@ PYTHON ?= python3
 SERVER ?= c-threaded
 STRICT ?= $(filter true 1 yes,$(CI))
 SERVERS := $(notdir $(patsubst %/,%,$(wildcard servers/*/)))
+# Test servers whose latency is known by construction (bench/validation/README.md): built
+# beside the zoo, not in it.
+TRUTHS := $(notdir $(patsubst %/,%,$(wildcard bench/validation/servers/*/)))
+VALIDATION_DIR ?= target/validation
 SERVER_ARGS ?=
 # make run answers within a minute: the best precision 45 s of runs reach, said as such.
 RUN_ARGS ?= --max-time 45s
 
-.PHONY: all install install-dev run test test-fast lint servers clean $(addprefix server-,$(SERVERS))
+.PHONY: all install install-dev run test test-fast lint servers validation-servers clean \
+	$(addprefix server-,$(SERVERS)) $(addprefix validation-,$(TRUTHS))
 
 all: install servers
 
@@ -46,19 +51,31 @@ lint: install-dev
 
 # Every servers/NAME/ builds into target/servers/NAME (the seed's contract). A server whose
 # toolchain is missing is skipped with one line, or fails the build with STRICT=1.
-servers: $(addprefix server-,$(SERVERS))
+servers: $(addprefix server-,$(SERVERS)) validation-servers
+
+# build_into SOURCE-DIR NAME OUT-DIR: make NAME in SOURCE-DIR/NAME, copy it to OUT-DIR.
+define build_into
+	@mkdir -p $(3)
+	@if missing=$$($(MAKE) -s --no-print-directory -C $(1)/$(2) toolchain PYTHON=$(PYTHON) 2>/dev/null); then \
+		$(MAKE) --no-print-directory -C $(1)/$(2) $(2) PYTHON=$(PYTHON) && \
+		{ cmp -s $(1)/$(2)/$(2) $(3)/$(2) || cp -p $(1)/$(2)/$(2) $(3)/$(2); }; \
+	elif [ -n "$(STRICT)" ]; then \
+		echo "error: cannot build $(2): $$missing" >&2; exit 1; \
+	else \
+		echo "skipping $(2): $$missing" >&2; \
+	fi
+endef
 
 $(addprefix server-,$(SERVERS)): server-%:
-	@mkdir -p target/servers
-	@if missing=$$($(MAKE) -s --no-print-directory -C servers/$* toolchain PYTHON=$(PYTHON) 2>/dev/null); then \
-		$(MAKE) --no-print-directory -C servers/$* $* PYTHON=$(PYTHON) && \
-		{ cmp -s servers/$*/$* target/servers/$* || cp -p servers/$*/$* target/servers/$*; }; \
-	elif [ -n "$(STRICT)" ]; then \
-		echo "error: cannot build $*: $$missing" >&2; exit 1; \
-	else \
-		echo "skipping $*: $$missing" >&2; \
-	fi
+	$(call build_into,servers,$*,target/servers)
+
+# bench/validation/servers/NAME/ builds into $(VALIDATION_DIR)/NAME.
+validation-servers: $(addprefix validation-,$(TRUTHS))
+
+$(addprefix validation-,$(TRUTHS)): validation-%:
+	$(call build_into,bench/validation/servers,$*,$(VALIDATION_DIR))
 
 clean:
 	@for d in $(SERVERS); do $(MAKE) -s --no-print-directory -C servers/$$d clean; done
+	@for d in $(TRUTHS); do $(MAKE) -s --no-print-directory -C bench/validation/servers/$$d clean; done
 	rm -rf target build volley/_core.c volley/*.so volley/.installed* *.egg-info
