@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from volley import compare, history, stats
+from volley import compare, history, sequential, stats
 from volley.machine import Environment
 from volley.results import BenchResult, LatencySummary, WorkerInfo
 from volley.runs import Measurement, PlayedRun, RunPlan, RunRequest, interleave, measure
@@ -202,15 +202,16 @@ def result_of(measurement: Measurement, server: str, run_plan: RunPlan) -> Bench
 def compare_run(
     engine: ModelEngine, run_plan: RunPlan, rng: random.Random
 ) -> tuple[BenchResult, BenchResult]:
-    """``volley compare --run A B`` (commands._interleaved_runs): interleaved rounds until
-    the mean's difference is resolved; A's and B's results."""
-
-    def resolved(found: list[Measurement]) -> bool:
-        a, b = (result_of(m, f"alt{i}", run_plan) for i, m in enumerate(found))
-        return compare.resolved(a, b, run_plan.confidence, EQUIVALENCE)
-
-    found = interleave(engine, run_plan, 2, resolved, clock=engine.clock, rng=rng)
-    a, b = (result_of(m, f"alt{i}", run_plan) for i, m in enumerate(found))
+    """``volley compare --run A B`` (commands._interleaved_runs): interleaved rounds judged
+    by the sequential plan (``compare.Monitor``); A's and B's results, each recording the
+    plan and its looks as --run writes them."""
+    first_look = max(run_plan.min_runs, sequential.FIRST_LOOK)
+    monitor = compare.Monitor(compare.family_alpha(run_plan.confidence), EQUIVALENCE, first_look)
+    found = interleave(engine, run_plan, 2, monitor, clock=engine.clock, rng=rng)
+    a, b = (
+        replace(result_of(m, f"alt{i}", run_plan), sequential=monitor.looks)
+        for i, m in enumerate(found)
+    )
     return a, b
 
 
@@ -226,7 +227,7 @@ def verdicts(a: BenchResult, b: BenchResult, rounds: bool) -> dict[str, str]:
 
 
 def mean_difference(a: BenchResult, b: BenchResult, rounds: bool) -> stats.Estimate | None:
-    return compare.compare_statistic("mean", a, b, CONFIDENCE, rounds=rounds).difference_ns
+    return compare.compare_results(a, b, CONFIDENCE, rounds=rounds).row("mean").difference_ns
 
 
 # --- rows: one outcome per trial -----------------------------------------------------------
