@@ -5,7 +5,7 @@ latencies around a mean, a per-run offset, a drift of the machine in (fake) time
 shared by every run of a sitting, a periodic stall, a disturbed sitting (a CPU hog), and per
 alternative an added delay (A+Δ) or a share of delayed replies (bimodal). Each row drives it
 through the code volley runs for real: ``runs.measure`` (volley-bench), ``runs.interleave``
-with ``compare.resolved`` (``volley compare --run``), ``compare.compare_results`` (the
+judged by ``compare.Monitor`` (``volley compare --run``), ``compare.compare_results`` (the
 verdicts) and ``history.History`` (earlier sittings). Only the glue that the CLI spells out
 around those calls is repeated here, each piece in one function (``compare_run``,
 ``bench``, ``result_of``), so that adapting to a new interface is a change in one place.
