@@ -28,10 +28,12 @@ import struct
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
-import numpy as np
+from volley import _core, noise
 
-from volley import _core, noise, stats
+if TYPE_CHECKING:
+    import numpy as np
 from volley.server import STOP_SIGNALS
 
 # The first page of the shared mapping holds the stop flag; latencies start after it.
@@ -161,7 +163,7 @@ class Client:
         self.latency_ns = latency_ns
         self.report: ClientReport | None = None
         # Open loop: how late each send of the last run's window left its schedule (ns).
-        self.send_lag_ns: np.ndarray = np.zeros(0, np.int64)
+        self.send_lag_ns: np.ndarray | None = None
 
     def play(self, start_ns: int, measure_from_ns: int, deadline_ns: int, stop: memoryview) -> None:
         assert self.sock is not None
@@ -181,6 +183,10 @@ class Client:
         load: OpenLoad,
         op_timeout_s: float,
     ) -> None:
+        # numpy here, not at the top: imported before the worker pins itself, its math
+        # library's threads would keep every CPU (tests/test_bench.py's pinning test).
+        import numpy as np
+
         assert self.sock is not None
         seed = random.getrandbits(32) | 1
         # Room for the window's sends with margin (a Poisson count); -1 marks no send.
@@ -368,8 +374,13 @@ class Team:
         enough for the pipe, and merged exactly across workers); None in closed loop."""
         if self.load is None:
             return None
+        import numpy as np  # after pinning: see Client.play_open
+
+        from volley import stats
+
         histogram = stats.Histogram()
-        histogram.record(np.concatenate([c.send_lag_ns for c in self.clients]))
+        lags = [c.send_lag_ns for c in self.clients if c.send_lag_ns is not None]
+        histogram.record(np.concatenate(lags) if lags else np.zeros(0, np.int64))
         return histogram.encode()
 
     def close(self) -> None:
