@@ -520,12 +520,20 @@ def system_command() -> None:
     say("\n".join(machine.format_readiness(machine.readiness())))
 
 
-history_app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings=SETTINGS,
-    help="What volley-bench keeps of earlier sittings, and where: show, path, clear.",
+def command_group(help_text: str, no_args_is_help: bool = False) -> typer.Typer:
+    """A typer app as every volley command line is: plain help, click's errors in one line."""
+    return typer.Typer(
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings=SETTINGS,
+        help=help_text,
+        no_args_is_help=no_args_is_help,
+    )
+
+
+history_app = command_group(
+    "What volley-bench keeps of earlier sittings, and where: show, path, clear.",
     no_args_is_help=True,
 )
 HistoryPlace = Annotated[
@@ -609,13 +617,7 @@ def history_clear(
     say(f"forgot the sittings of {history.clear(where)} configuration(s) in {where}")
 
 
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings=SETTINGS,
-    help="Volley: latency of server networking stacks.",
-)
+app = command_group("Volley: latency of server networking stacks.")
 app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
