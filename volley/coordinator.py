@@ -29,7 +29,7 @@ import numpy as np
 
 from volley import _core, machine, noise, server, stats, worker
 from volley.cpus import Placement, spread
-from volley.results import BenchResult, LatencySummary, LoadInfo, WorkerInfo
+from volley.results import BenchResult, LoadInfo, WorkerInfo
 from volley.runs import (
     Measurement,
     OpenRun,
@@ -484,30 +484,7 @@ class Coordinator:
         config = self.config
         server_path, server_args = config.alternative(alternative)
         record = measurement.record
-        latency = None
-        if record.n:
-            mean = measurement.intervals["mean"]
-            wanted = stats.distribution_percentiles()
-            values = record.histogram.percentiles(wanted)
-            latency = LatencySummary(
-                mean=record.mean_ns,
-                stddev=record.stddev_ns,
-                ci_low=mean.low,
-                ci_high=mean.high,
-                min=float(record.min_ns),
-                max=float(record.max_ns),
-                p50=record.value("p50"),
-                p90=record.value("p90"),
-                p99=record.value("p99"),
-                p99_9=record.value("p99.9"),
-                distribution=[(p, float(v)) for p, v in zip(wanted, values, strict=True)],
-                histogram=record.histogram.encode(),
-                intervals={
-                    name: (iv.low, iv.high)
-                    for name, iv in measurement.intervals.items()
-                    if name != "mean"
-                },
-            )
+        latency = measurement.latency_summary()
         runs = measurement.runs
         return BenchResult(
             status=measurement.status,

@@ -45,6 +45,7 @@ from volley.results import (
     INTERRUPTED,
     NOT_SIGNIFICANT,
     SIGNIFICANT,
+    LatencySummary,
     PlacementEstimate,
     RunSummary,
 )
@@ -202,6 +203,32 @@ class Measurement:
             return
         self.record.merge(record)
         self.runs.append(run)
+
+    def latency_summary(self) -> LatencySummary | None:
+        """The result's latency block: every op's statistics, the settled intervals, the
+        distribution and the histogram; None when no op was measured."""
+        record = self.record
+        if not record.n:
+            return None
+        wanted = stats.distribution_percentiles()
+        values = record.histogram.percentiles(wanted)
+        return LatencySummary(
+            mean=record.mean_ns,
+            stddev=record.stddev_ns,
+            ci_low=self.intervals["mean"].low,
+            ci_high=self.intervals["mean"].high,
+            min=float(record.min_ns),
+            max=float(record.max_ns),
+            p50=record.value("p50"),
+            p90=record.value("p90"),
+            p99=record.value("p99"),
+            p99_9=record.value("p99.9"),
+            distribution=[(p, float(v)) for p, v in zip(wanted, values, strict=True)],
+            histogram=record.histogram.encode(),
+            intervals={
+                name: (iv.low, iv.high) for name, iv in self.intervals.items() if name != "mean"
+            },
+        )
 
     def settle(
         self, confidence: float, between: dict[str, stats.Between] | None = None

@@ -224,9 +224,8 @@ class Between:
         tau2 = paule_mandel(y, v)
         if len(y) < FLOORED_BELOW:
             tau2 = max(tau2, _spread_around_mean(y, v))
-        w = 1.0 / np.maximum(v + tau2, 1e-300)
-        mean = float(np.dot(w, y) / w.sum())
-        return cls(tau2, len(y), mean, float(1.0 / w.sum()), left_out)
+        mean, mean_variance = _weighted_mean(y, v + tau2)
+        return cls(tau2, len(y), mean, mean_variance, left_out)
 
     def predicts(self, value: float, within: float, confidence: float) -> tuple[float, float]:
         """The prediction interval of a further sitting's value whose runs give ``within``."""
@@ -241,9 +240,8 @@ def paule_mandel(values: npt.NDArray[np.float64], within: npt.NDArray[np.float64
     k = len(values)
 
     def q(tau2: float) -> float:
-        w = 1.0 / np.maximum(within + tau2, 1e-300)
-        mean = np.dot(w, values) / w.sum()
-        return float(np.dot(w, (values - mean) ** 2))
+        mean, _ = _weighted_mean(values, within + tau2)
+        return float(np.sum((values - mean) ** 2 / np.maximum(within + tau2, 1e-300)))
 
     if k < 2 or q(0.0) <= k - 1:
         return 0.0
@@ -259,9 +257,16 @@ def paule_mandel(values: npt.NDArray[np.float64], within: npt.NDArray[np.float64
 def _spread_around_mean(values: npt.NDArray[np.float64], within: npt.NDArray[np.float64]) -> float:
     """The sittings' variance around their inverse-variance weighted mean (their within part
     included): what few sittings show however they split it."""
-    w = 1.0 / np.maximum(within, 1e-300)
-    mean = np.dot(w, values) / w.sum()
+    mean, _ = _weighted_mean(values, within)
     return float(np.sum((values - mean) ** 2) / (len(values) - 1))
+
+
+def _weighted_mean(
+    values: npt.NDArray[np.float64], variances: npt.NDArray[np.float64]
+) -> tuple[float, float]:
+    """The inverse-variance weighted mean of ``values``, and its variance."""
+    w = 1.0 / np.maximum(variances, 1e-300)
+    return float(np.dot(w, values) / w.sum()), float(1.0 / w.sum())
 
 
 def _not_outliers(

@@ -31,10 +31,10 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from volley import _core, noise
-
-if TYPE_CHECKING:
-    import numpy as np
 from volley.server import STOP_SIGNALS
+
+if TYPE_CHECKING:  # numpy itself is imported only after the worker pins itself
+    import numpy as np
 
 # The first page of the shared mapping holds the stop flag; latencies start after it.
 CONTROL_BYTES = mmap.PAGESIZE

@@ -28,7 +28,7 @@ import numpy as np
 
 from volley import compare, history, sequential, stats
 from volley.machine import Environment
-from volley.results import BenchResult, LatencySummary, WorkerInfo
+from volley.results import BenchResult, WorkerInfo
 from volley.runs import Measurement, PlayedRun, RunPlan, RunRequest, interleave, measure
 from volley.units import STATISTICS, Target
 
@@ -154,20 +154,7 @@ def result_of(measurement: Measurement, server: str, run_plan: RunPlan) -> Bench
     """The BenchResult volley-bench would write for ``measurement`` (Coordinator.result's
     fields that the comparison and the history read)."""
     record, runs = measurement.record, measurement.runs
-    iv = measurement.intervals
-    latency = LatencySummary(
-        mean=record.mean_ns,
-        stddev=record.stddev_ns,
-        ci_low=iv["mean"].low,
-        ci_high=iv["mean"].high,
-        min=float(record.min_ns),
-        max=float(record.max_ns),
-        p50=record.value("p50"),
-        p90=record.value("p90"),
-        p99=record.value("p99"),
-        p99_9=record.value("p99.9"),
-        intervals={name: (i.low, i.high) for name, i in iv.items() if name != "mean"},
-    )
+    latency = measurement.latency_summary()
     return BenchResult(
         status=measurement.status,
         server=server,
