@@ -7,7 +7,7 @@ the client CPU (the last usable one), and prints for each the meter's share of o
 on that CPU (median, max) and how many were flagged disturbed. It also prints what the
 kernel's own tasks (pid 1, kthreadd and its kernel threads) took, summed over all CPUs:
 the floor of noise on this machine, which other sessions' work does not blur. Chooses and
-checks volley.noise.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
+checks volley.system.noise.OTHER_SHARE_LIMIT; the numbers are in the comment beside it.
 --no-hog runs only the stretches without the hog (for a short quiet window on a shared
 machine).
 """
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from volley import machine, noise
+from volley.system import machine, noise
 
 STRETCH_S = 0.5
 

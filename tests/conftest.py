@@ -9,7 +9,7 @@ import psutil
 import pytest
 from helpers import RUN_MARK, server, strict_loads
 
-# The suite's benchmarks keep no history of sittings (volley.history): each test sees a
+# The suite's benchmarks keep no history of sittings (volley.measure.history): each test sees a
 # first sitting, whatever ran before it. Tests of the history give --history themselves.
 os.environ["VOLLEY_HISTORY"] = "off"
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 from helpers import BRIEF, FAULTY, bench, bench_command
 
-from volley import server as server_module
-from volley.results import BenchResult
+from volley.engine import server as server_module
+from volley.records.results import BenchResult
 
 OTHER = "127.0.0.2"
 

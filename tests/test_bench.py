@@ -11,8 +11,8 @@ import psutil
 import pytest
 from helpers import BRIEF, QUICK, bench, bench_command, strict_loads
 
-from volley import server as server_module
-from volley.cpus import place, usable_cpus
+from volley.engine import server as server_module
+from volley.system.cpus import place, usable_cpus
 
 LATENCY_KEYS = {"mean", "stddev", "ci_low", "ci_high", "min", "max", "p50", "p90", "p99", "p99.9"}
 TOP_KEYS = {

@@ -11,9 +11,9 @@ import time
 import pytest
 from helpers import FAULTY, check, strict_loads
 
-from volley import check as checks
-from volley.contract import CHECKS
-from volley.server import choose_port
+from volley.engine.server import choose_port
+from volley.studies import check as checks
+from volley.studies.contract import CHECKS
 
 ALL = list(CHECKS)
 ADVISORY = {name for name, c in CHECKS.items() if c.advisory}

@@ -8,8 +8,8 @@ import typer
 from typer.testing import CliRunner
 
 from volley import __version__
-from volley.cli import bench
-from volley.commands import app
+from volley.cli.app import app
+from volley.cli.bench import bench
 
 
 def volley_bench() -> typer.Typer:

@@ -15,19 +15,12 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, SERVERS, Completed, bench, strict_loads, volley
 
-from volley import compare, stats, store
-from volley.compare import (
-    FASTER,
-    MIN_RUNS,
-    NO_DIFFERENCE,
-    SLOWER,
-    TOO_FEW_RUNS,
-    compare_results,
-)
-from volley.cpus import usable_cpus
-from volley.experiment import Point
-from volley.machine import Environment
-from volley.results import (
+from volley.numbers import stats
+from volley.numbers.stats import RunMean, t_quantile
+from volley.numbers.units import STATISTICS, Target
+from volley.records import store
+from volley.records.experiment import Point
+from volley.records.results import (
     FAILED,
     SIGNIFICANT,
     BenchResult,
@@ -36,9 +29,18 @@ from volley.results import (
     WorkerInfo,
     dumps,
 )
-from volley.stats import RunMean, t_quantile
-from volley.store import SweepInfo, SweepRecord
-from volley.units import STATISTICS, Target
+from volley.records.store import SweepInfo, SweepRecord
+from volley.studies import compare
+from volley.studies.compare import (
+    FASTER,
+    MIN_RUNS,
+    NO_DIFFERENCE,
+    SLOWER,
+    TOO_FEW_RUNS,
+    compare_results,
+)
+from volley.system.cpus import usable_cpus
+from volley.system.machine import Environment
 
 # A server's typical statistics (ns); runs scatter around them.
 TYPICAL_NS = {

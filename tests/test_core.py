@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from volley import _core, _reference
+from volley import _core
+from volley.engine import _reference
 
 IMPLEMENTATIONS = [pytest.param(_core, id="cython"), pytest.param(_reference, id="reference")]
 FAR_FUTURE = 1 << 62

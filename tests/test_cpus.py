@@ -1,6 +1,6 @@
 import pytest
 
-from volley.cpus import CpuError, format_cpu_list, parse_cpu_list, place, spread
+from volley.system.cpus import CpuError, format_cpu_list, parse_cpu_list, place, spread
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ import psutil
 import pytest
 from helpers import BRIEF, FAULTY, QUICK, RUN_MARK, bench, bench_command, strict_loads
 
-from volley import results
-from volley.server import choose_port, start
+from volley.engine.server import choose_port, start
+from volley.records import results
 
 LONG = ["--max-time", "60s", "--precision", "0.0001%"]  # would run a minute if not stopped
 

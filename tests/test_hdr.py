@@ -12,11 +12,11 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from helpers import BRIEF, bench
 
-from volley import export, store
-from volley.experiment import Point
-from volley.results import BenchResult, interval_log
-from volley.stats import HDR_HIGHEST_NS, HDR_LOWEST_NS, HDR_SIGNIFICANT_DIGITS, Histogram
-from volley.store import SweepInfo, SweepRecord
+from volley.numbers.stats import HDR_HIGHEST_NS, HDR_LOWEST_NS, HDR_SIGNIFICANT_DIGITS, Histogram
+from volley.records import export, store
+from volley.records.experiment import Point
+from volley.records.results import BenchResult, interval_log
+from volley.records.store import SweepInfo, SweepRecord
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Earlier sittings of a configuration (volley.history): kept, read, and in the intervals."""
+"""Earlier sittings of a configuration (volley.measure.history): kept, read, and in the
+intervals."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pytest
 from helpers import QUICK, bench, strict_loads
 from test_sweep import bench_result
 
-from volley import cli, history, stats
-from volley.experiment import Point
-from volley.report import sittings_summary
-from volley.results import FAILED
+from volley.cli import bench as cli
+from volley.measure import history
+from volley.numbers import stats
+from volley.present.report import sittings_summary
+from volley.records.experiment import Point
+from volley.records.results import FAILED
 
 BRIEF_RUNS = ["--max-time", "2s", "--precision", "50%", *QUICK]
 
@@ -73,7 +76,7 @@ def test_history_keeps_the_last_sittings_and_skips_what_it_cannot_read(tmp_path)
 
 
 def _q(values, within, tau2):
-    """The generalised Q statistic, written out independently of volley.stats."""
+    """The generalised Q statistic, written out independently of volley.numbers.stats."""
     w = [1 / (v + tau2) for v in within]
     mean = sum(wi * y for wi, y in zip(w, values, strict=True)) / sum(w)
     return sum(wi * (y - mean) ** 2 for wi, y in zip(w, values, strict=True))

@@ -6,8 +6,9 @@ from datetime import datetime
 
 from typer.testing import CliRunner
 
-from volley import history, stats
-from volley.commands import app
+from volley.cli.app import app
+from volley.measure import history
+from volley.numbers import stats
 
 
 def keep(place, server: str, means: list[float]) -> history.History:

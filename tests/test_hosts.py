@@ -1,4 +1,4 @@
-"""Clients on many hosts (volley.hosts): the pieces without MPI, then real jobs under
+"""Clients on many hosts (volley.measure.hosts): the pieces without MPI, then real jobs under
 ``mpiexec -n 2`` on this one machine (both ranks share its CPUs, oversubscribed).
 
 The jobs measure a c-threaded server started here; every wait is bounded, and every
@@ -27,10 +27,13 @@ import pytest
 from conftest import marked_processes
 from helpers import ROOT, RUN_MARK
 
-from volley import hosts, server, stats
-from volley.results import FAILED, BenchResult
-from volley.runs import Measurement, PlayedRun, RunRequest, measure
-from volley.units import parse_target
+from volley.engine import server
+from volley.engine.play import PlayedRun, RunRequest
+from volley.measure import hosts, session
+from volley.measure.runs import Measurement, measure
+from volley.numbers import stats
+from volley.numbers.units import parse_target
+from volley.records.results import FAILED, BenchResult
 
 # --- without MPI ------------------------------------------------------------------------
 
@@ -46,7 +49,7 @@ def test_a_plain_run_is_no_job_and_a_launcher_is_read_from_its_environment():
 
 
 def test_mpi4py_is_not_imported_without_a_launcher():
-    code = "import sys; import volley.cli; print('mpi4py' in sys.modules)"
+    code = "import sys; import volley.cli.bench; print('mpi4py' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k not in hosts.SIZE_VARIABLES}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
@@ -111,8 +114,8 @@ def test_a_host_run_crosses_as_a_summary_that_merges_like_the_ops_themselves():
 def test_the_hosts_of_a_result_survive_json_and_show_in_the_summary():
     from test_results import result
 
-    from volley.report import summary
-    from volley.results import HostInfo
+    from volley.present.report import summary
+    from volley.records.results import HostInfo
 
     found = [
         HostInfo("alpha", 0, [2, 3], 3, 1200, 51_000.0, 90_000.0),
@@ -181,8 +184,8 @@ def fake_job(
     answers: dict[int, list[tuple[str, object]]],
 ) -> tuple[hosts.Hosts, FakeComm, list[BenchResult]]:
     """Rank 0's engine with two other hosts that answer as scripted; and what it saved."""
-    from volley.coordinator import BenchConfig
-    from volley.cpus import Placement
+    from volley.engine.coordinator import BenchConfig
+    from volley.system.cpus import Placement
 
     config = BenchConfig(
         "127.0.0.1:1", [], 3, Placement([0], [1]), [parse_target("50%")], 0.95, 60.0,
@@ -194,6 +197,7 @@ def fake_job(
     local = FakeLocal(config)
     saved: list[BenchResult] = []
     engine = hosts.Hosts(team, local, config, [1, 1, 1], Measurement(), saved.append)
+    engine.local_result = local.result
     local.rendezvous = engine.rendezvous
     return engine, comm, saved
 
@@ -206,7 +210,7 @@ def test_rank_0_merges_every_hosts_run_and_keeps_each_hosts_share():
             2: [ready, ("played", host_run(90_000)), ready, ("played", host_run(90_000))],
         }
     )
-    found = measure(engine, engine.whole.plan, measurement=engine.measurement)
+    found = measure(engine, session.run_plan(engine.whole), measurement=engine.measurement)
     assert len(found.runs) == 2 and found.record.n == 2 * (1000 + 500 + 500)
     assert found.record.mean_ns == pytest.approx((1000 * 50_000 + 500 * 150_000) / 2000)
     result = engine.result()
@@ -229,7 +233,7 @@ def test_a_host_that_cannot_connect_calls_the_run_off_naming_it():
             2: [ready, ("played", host_run(60_000)), ("failed", "run 2: connection refused")],
         }
     )
-    found = measure(engine, engine.whole.plan, measurement=engine.measurement)
+    found = measure(engine, session.run_plan(engine.whole), measurement=engine.measurement)
     assert found.status == FAILED and len(found.runs) == 1
     assert found.error == "gamma (rank 2): run 2: connection refused"
     assert comm.sent[-2:] == [(1, "abort"), (2, "abort")]

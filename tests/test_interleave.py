@@ -15,11 +15,13 @@ import pytest
 from helpers import ROOT, server, volley
 from test_sweep import MINIMAL, bench_result, experiment_in, two_cpus
 
-from volley import interleave, relative, store, sweep
-from volley.experiment import Experiment, Point
-from volley.results import RunSummary
-from volley.stats import Histogram
-from volley.sweep import Outcome
+from volley.numbers.stats import Histogram
+from volley.present import relative
+from volley.records import store
+from volley.records.experiment import Experiment, Point
+from volley.records.results import RunSummary
+from volley.studies import interleave, sweep
+from volley.studies.sweep import Outcome
 
 INTERLEAVED = MINIMAL + 'order = "interleaved"\n\n[bench]\nmax-time = "30s"\nprecision = "1%"\n'
 
@@ -225,7 +227,9 @@ def test_progress_says_each_pass(tmp_path):
     exp = experiment_in(tmp_path, INTERLEAVED)
     stream = io.StringIO()
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
-    sweep.run(exp, path, sweep.plan(exp, [0, 1], done), OneRunner(), sweep.SweepProgress(stream))
+    interleave.run_interleaved(
+        exp, path, sweep.plan(exp, [0, 1], done), OneRunner(), sweep.SweepProgress(stream)
+    )
     lines = stream.getvalue().splitlines()
     assert lines[0] == "pass 1: one run of each of 4 points"
     assert sum(line.startswith("pass ") for line in lines) == 10

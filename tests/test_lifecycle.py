@@ -29,7 +29,7 @@ import psutil
 import pytest
 from helpers import BRIEF, FAULTY, bench_command, server, strict_loads
 
-from volley.cpus import usable_cpus
+from volley.system.cpus import usable_cpus
 
 MARK = "VOLLEY_LIFECYCLE_MARK"
 GONE_WITHIN_S = 2.0

@@ -22,9 +22,9 @@ import psutil
 import pytest
 from helpers import volley
 
-from volley import machine
-from volley.machine import CpuState, Environment
-from volley.noise import (
+from volley.system import machine
+from volley.system.machine import CpuState, Environment
+from volley.system.noise import (
     OTHER_SHARE_LIMIT,
     TICK_S,
     CpuNoise,
@@ -264,16 +264,16 @@ def test_bounce_without_a_partner_gives_up_at_its_deadline() -> None:
 
 
 def _run_at(hop_ns: float | None, mean_ns: float):
-    from volley.noise import Noise
-    from volley.results import RunSummary
+    from volley.records.results import RunSummary
+    from volley.system.noise import Noise
 
     noise = Noise(0.5, [], None, None, None, False, cpu_hop_ns=hop_ns)
     return RunSummary(1000, 0.5, mean_ns, mean_ns, mean_ns, mean_ns, mean_ns, noise=noise)
 
 
 def test_runs_on_cpus_that_moved_are_estimated_by_placement() -> None:
-    from volley.runs import by_placement
-    from volley.stats import run_interval
+    from volley.measure.runs import by_placement
+    from volley.numbers.stats import run_interval
 
     hops = [55.0, 60.0, None, 310.0, 300.0, 320.0]
     means = [14e3, 14.2e3, 99e3, 20e3, 21e3, 20.5e3]
@@ -293,9 +293,9 @@ def test_runs_on_cpus_that_moved_are_estimated_by_placement() -> None:
 def test_the_summary_leads_with_each_placement_and_the_json_keeps_them() -> None:
     from test_results import result
 
-    from volley.report import summary
-    from volley.results import BenchResult, dumps
-    from volley.runs import by_placement
+    from volley.measure.runs import by_placement
+    from volley.present.report import summary
+    from volley.records.results import BenchResult, dumps
 
     runs = [_run_at(h, v) for h, v in [(55, 14e3), (60, 14.2e3), (58, 14.1e3), (310, 2e4)] * 3]
     moved = result(runs=runs, placements=by_placement(runs, 0.95))

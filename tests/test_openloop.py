@@ -15,8 +15,10 @@ import time
 import pytest
 from helpers import FAULTY, bench, server
 
-from volley import _core, _reference, results
-from volley.report import summary
+from volley import _core
+from volley.engine import _reference
+from volley.present.report import summary
+from volley.records import results
 
 IMPLEMENTATIONS = [pytest.param(_core, id="cython"), pytest.param(_reference, id="reference")]
 SECOND = 1_000_000_000
@@ -297,7 +299,8 @@ client-cores = 1
 
 
 def test_experiment_rates_accept_lists_and_ranges(tmp_path):
-    from volley import experiment, sweep
+    from volley.records import experiment
+    from volley.studies import sweep
 
     path = tmp_path / "e.toml"
     exp = experiment.parse(EXPERIMENT + 'rates = ["10k..30k step 10k", 5000, "1.5M", 20000]', path)
@@ -322,9 +325,9 @@ def open_record(server_name: str, rate: float, achieved: float, p50: float, satu
 
     from test_sweep import bench_result
 
-    from volley.experiment import Point
-    from volley.results import LatencySummary, LoadInfo
-    from volley.store import SweepInfo, SweepRecord
+    from volley.records.experiment import Point
+    from volley.records.results import LatencySummary, LoadInfo
+    from volley.records.store import SweepInfo, SweepRecord
 
     point = Point(server_name, 2, 1, 1, rate)
     latency = LatencySummary(
@@ -337,7 +340,8 @@ def open_record(server_name: str, rate: float, achieved: float, p50: float, satu
 
 def test_a_rate_sweep_plots_latency_against_achieved_throughput(tmp_path):
     pytest.importorskip("matplotlib")
-    from volley import plot, store
+    from volley.present import figures, plot
+    from volley.records import store
 
     records = [
         open_record(name, rate, min(rate, cap), 50e3 * (1 + rate / cap), rate > cap)
@@ -350,7 +354,7 @@ def test_a_rate_sweep_plots_latency_against_achieved_throughput(tmp_path):
     loaded = plot.load(path)
     assert {m.rate_ops_s for m in loaded.measurements} == {10e3, 20e3, 40e3, 80e3}
     assert sum(m.saturated for m in loaded.measurements) == 3
-    written, _ = plot.plot(path, tmp_path / "perf.png")
+    written, _ = figures.plot(path, tmp_path / "perf.png")
     assert written == [tmp_path / "perf-load.png"]  # open-loop points only: one figure
     assert written[0].stat().st_size > 10_000
 
@@ -383,7 +387,7 @@ def test_spinning_before_sends_keeps_the_schedule_and_records_each_sends_lag(cor
 
 
 def test_spin_is_whole_for_a_lone_client_shared_out_for_several_and_none_beside_the_server():
-    from volley.worker import SPIN_SHARE, spin_for
+    from volley.engine.worker import SPIN_SHARE, spin_for
 
     assert spin_for(50_000, 1, 20_000.0) == 50_000  # its own CPU: spinning starves no one
     # Four clients at 5k each: 50 us each would be the whole CPU; 40% of it is 20 us each.
@@ -419,7 +423,7 @@ def lagging(lag_p50_ns: float, latency_p50_ns: float) -> results.BenchResult:
 
     from test_sweep import bench_result
 
-    from volley.experiment import Point
+    from volley.records.experiment import Point
 
     result = bench_result(Point("s", 1, 1, 1, 1000.0), mean=latency_p50_ns)
     runs = [replace(r, send_lag_p50_ns=lag_p50_ns, send_lag_p90_ns=lag_p50_ns,

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, volley
 
-from volley import figures, plot, relative, store
-from volley.experiment import Point
-from volley.stats import Histogram
-from volley.store import SweepInfo, SweepRecord
+from volley.numbers.stats import Histogram
+from volley.present import figures, plot, relative
+from volley.records import store
+from volley.records.experiment import Point
+from volley.records.store import SweepInfo, SweepRecord
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
@@ -66,7 +67,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plot_writes_three_pngs_of_sane_size(tmp_path):
-    written, notes = plot.plot(SAMPLE, tmp_path / "perf.png")
+    written, notes = figures.plot(SAMPLE, tmp_path / "perf.png")
     assert [p.name for p in written] == ["perf.png", "perf-latency.png", "perf-distribution.png"]
     for path in written:
         assert 20_000 < path.stat().st_size < 2_000_000, path
@@ -76,7 +77,7 @@ def test_plot_writes_three_pngs_of_sane_size(tmp_path):
 
 
 def test_svg_too(tmp_path):
-    written, _ = plot.plot(SAMPLE, tmp_path / "perf.svg")
+    written, _ = figures.plot(SAMPLE, tmp_path / "perf.svg")
     assert [p.suffix for p in written] == [".svg"] * 3
     assert all("<svg" in p.read_text()[:2000] for p in written)
 
@@ -122,7 +123,7 @@ def test_with_several_core_counts_cores_are_the_x_axis(tmp_path):
     assert [a.get_title() for a in panels] == ["1 client", "4 clients", "16 clients"]
     assert all(a.get_xlabel() == "server CPU cores" for a in panels)
     assert len(panels[0].get_lines()) >= 2  # a line per server
-    written, _ = plot.plot(results_path := tmp_path / "results.jsonl", tmp_path / "perf.png")
+    written, _ = figures.plot(results_path := tmp_path / "results.jsonl", tmp_path / "perf.png")
     assert results_path.exists() and all(p.stat().st_size > 20_000 for p in written)
     # The distribution shows the largest core count unless told otherwise.
     assert "4 server cores" in figures.distribution_figure(mpl, results).get_suptitle()
@@ -150,13 +151,13 @@ def test_filters_and_bad_input(tmp_path):
     with pytest.raises(plot.PlotError, match="does not exist"):
         plot.output_paths(tmp_path / "nowhere" / "perf.png")
     with pytest.raises(plot.PlotError, match="--cores 3"):
-        plot.plot(SAMPLE, tmp_path / "perf.png", cores=3)
+        figures.plot(SAMPLE, tmp_path / "perf.png", cores=3)
 
 
 def test_without_matplotlib_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(plot.MissingMatplotlib, match=r"pip install 'volley\[plot\]'"):
-        plot.plot(SAMPLE, tmp_path / "perf.png")
+        figures.plot(SAMPLE, tmp_path / "perf.png")
 
 
 def test_cli(tmp_path):

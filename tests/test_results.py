@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from helpers import strict_loads
 
-from volley.machine import Environment
-from volley.report import StreamProgress, summary
-from volley.results import (
+from volley.measure.runs import RunProgress
+from volley.numbers.stats import Histogram, Interval
+from volley.numbers.units import format_ns
+from volley.present.report import StreamProgress, summary
+from volley.records.results import (
     FORMAT_VERSION,
     BenchResult,
     LatencySummary,
@@ -20,9 +22,7 @@ from volley.results import (
     dumps,
     interval_log,
 )
-from volley.runs import RunProgress
-from volley.stats import Histogram, Interval
-from volley.units import format_ns
+from volley.system.machine import Environment
 
 
 def result(**changes) -> BenchResult:

@@ -1,4 +1,4 @@
-"""The measuring loop (volley.runs) driven by fake engines: no sockets, no processes.
+"""The measuring loop (volley.measure.runs) driven by fake engines: no sockets, no processes.
 
 The coverage tests run the stopping rule as it runs (it looks after every run and stops at
 the first success) on synthetic run-level values, seeded, 400 trials each: how often does
@@ -13,21 +13,19 @@ import random
 import numpy as np
 import pytest
 
-from volley import stats
-from volley.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
-from volley.runs import (
+from volley.engine.play import PlayedRun, RunFailed, RunRequest
+from volley.measure.runs import (
     RUN_LENGTH_SPREAD,
-    PlayedRun,
     Progress,
-    RunFailed,
     RunPlan,
     RunProgress,
-    RunRequest,
     StoppingRule,
     interleave,
     measure,
 )
-from volley.units import Target, parse_target
+from volley.numbers import stats
+from volley.numbers.units import Target, parse_target
+from volley.records.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
 
 RUN_S = 0.75  # warm-up + measured stretch of a default run, in fake seconds
 OPS = 16  # ops per fake run: enough for a mean, cheap enough for 400 trials
@@ -551,9 +549,9 @@ def test_the_summary_and_the_json_say_when_run_means_fall_in_two_groups():
 
     from test_sweep import bench_result
 
-    from volley.experiment import Point
-    from volley.report import summary
-    from volley.results import BenchResult
+    from volley.present.report import summary
+    from volley.records.experiment import Point
+    from volley.records.results import BenchResult
 
     result = bench_result(Point("s", 1, 1, 1))
     # Six runs at 15 us among fourteen at 20 us, in no trend: run order 0-19 below.

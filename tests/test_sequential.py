@@ -1,4 +1,4 @@
-"""The group-sequential plan of ``volley compare --run`` (volley.sequential), and its error
+"""The group-sequential plan of ``volley compare --run`` (volley.numbers.sequential), and its error
 measured through the real loop: ``runs.interleave`` with a fake engine and fake clock,
 judged by ``compare.Monitor``, on identical servers (A/A) and on a server made slower.
 
@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from volley import compare, runs, sequential, stats
-from volley.compare import EQUIVALENT, FASTER, NO_DIFFERENCE, SLOWER, Monitor
-from volley.report import comparison_table
-from volley.results import NOT_SIGNIFICANT, SIGNIFICANT, RunSummary, dumps
-from volley.runs import Measurement, PlayedRun, RunPlan, RunRequest, interleave
-from volley.sequential import Looks, look_alpha, schedule, spent
-from volley.units import Target
+from volley.engine.play import PlayedRun, RunRequest
+from volley.measure import runs
+from volley.measure.runs import Measurement, RunPlan, interleave
+from volley.numbers import sequential, stats
+from volley.numbers.sequential import Looks, look_alpha, schedule, spent
+from volley.numbers.units import Target
+from volley.present.report import comparison_table
+from volley.records.results import NOT_SIGNIFICANT, SIGNIFICANT, RunSummary, dumps
+from volley.studies import compare
+from volley.studies.compare import EQUIVALENT, FASTER, NO_DIFFERENCE, SLOWER, Monitor
 
 # --- the plan ------------------------------------------------------------------------------
 

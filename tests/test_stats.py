@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from volley import stats
-from volley.stats import (
+from volley.numbers import stats
+from volley.numbers.stats import (
     HDR_HIGHEST_NS,
     HDR_LOWEST_NS,
     HDR_SIGNIFICANT_DIGITS,
@@ -17,7 +17,7 @@ from volley.stats import (
     run_interval,
     t_quantile,
 )
-from volley.units import BadInput, Target, parse_target, parse_targets
+from volley.numbers.units import BadInput, Target, parse_target, parse_targets
 
 
 @pytest.mark.parametrize(

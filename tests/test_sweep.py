@@ -19,13 +19,14 @@ import psutil
 import pytest
 from helpers import FAULTY, ROOT, server, strict_loads, volley
 
-from volley import experiment, export, store, sweep
-from volley.cpus import usable_cpus
-from volley.experiment import Experiment, Point
-from volley.machine import Environment
-from volley.results import BenchResult, LatencySummary, RunSummary, WorkerInfo
-from volley.store import SweepRecord
-from volley.sweep import Outcome
+from volley.records import experiment, export, store
+from volley.records.experiment import Experiment, Point
+from volley.records.results import BenchResult, LatencySummary, RunSummary, WorkerInfo
+from volley.records.store import SweepRecord
+from volley.studies import sweep
+from volley.studies.sweep import Outcome
+from volley.system.cpus import usable_cpus
+from volley.system.machine import Environment
 
 BENCH_DIR = ROOT / "bench"
 # A real point needs one CPU for the server and another for the clients.
@@ -306,7 +307,7 @@ def run_sweep(
 ) -> tuple[sweep.Summary, Path]:
     path, done, _ = sweep.open_results(out, exp, resume)
     the_plan = sweep.plan(exp, usable or [0, 1], done)
-    return sweep.run(exp, path, the_plan, runner, sweep.QuietProgress()), path
+    return sweep.run_sequential(exp, path, the_plan, runner, sweep.QuietProgress()), path
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:
@@ -417,7 +418,9 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     exp = experiment_in(tmp_path)
     stream = io.StringIO()
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
-    sweep.run(exp, path, sweep.plan(exp, [0, 1], done), FakeRunner(), sweep.SweepProgress(stream))
+    sweep.run_sequential(
+        exp, path, sweep.plan(exp, [0, 1], done), FakeRunner(), sweep.SweepProgress(stream)
+    )
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4
     assert lines[0].startswith("[1/4] a, 1 client on 1 core, server on 1 core: 50.00 us")

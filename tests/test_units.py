@@ -1,6 +1,6 @@
 import pytest
 
-from volley.units import BadInput, parse_confidence, parse_duration_s
+from volley.numbers.units import BadInput, parse_confidence, parse_duration_s
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, strict_loads, volley
 
-from volley.server import choose_port
-from volley.units import STATISTICS
+from volley.engine.server import choose_port
+from volley.numbers.units import STATISTICS
 
 if str(ROOT) not in sys.path:  # bench/ is not installed: found from the checkout's root
     sys.path.insert(0, str(ROOT))

@@ -1,3 +1,3 @@
-from volley.commands import main
+from volley.cli.app import main
 
 main()

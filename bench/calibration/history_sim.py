@@ -2,7 +2,7 @@
 
 Each sitting of a configuration has a true value mu + u (u ~ N(0, tau^2), the machine's
 state for that sitting); its RUNS runs scatter around that with sd 1 (so ``ratio`` is
-tau / within sd of one run). The current sitting's interval (volley.stats.run_interval with
+tau / within sd of one run). The current sitting's interval (volley.numbers.stats.run_interval with
 the history's Between) should hold mu, the configuration's value that any further sitting
 scatters around. ``disturbed``: one earlier sitting is off by 4 times its spread (a CPU hog,
 a migration). Run from the checkout:
@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from volley import stats
+from volley.numbers import stats
 
 RUNS = 10
 

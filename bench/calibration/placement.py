@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from volley import stats  # noqa: E402
+from volley.numbers import stats  # noqa: E402
 
 UNREACHABLE_PRECISION = "0.00001%"
 FIXED_PILOT = 100_000

@@ -26,11 +26,11 @@ This is a measurement, not a test: nothing here judges or asserts a timing.
 without it, the default stopping rule decides. Any other volley-bench option goes after
 ``--``. Results of format 1 (older volley) carry no p99 interval: their p99 row is empty.
 
-Earlier sittings (``volley.history``): the invocations keep their history in a temporary
+Earlier sittings (``volley.measure.history``): the invocations keep their history in a temporary
 directory of their own, removed at the end, so that a row neither reads nor adds to the
 user's. ``--warm W`` (default 4) invocations run first and are not counted: they give the
 counted ones a history, as a user's earlier invocations would; the counted invocations
-then also add to it, each one seeing every sitting before it (up to volley.history.KEPT).
+then also add to it, each one seeing every sitting before it (up to volley.measure.history.KEPT).
 ``--warm 0`` passes no ``--history`` at all (for an older volley that has none; a newer
 one then uses the default history).
 """

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from volley import stats
+from volley.numbers import stats
 
 
 def batch_means_half(values: np.ndarray, batches: int) -> float:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from volley import relative
+from volley.present import relative
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = ("sequential", "interleaved")

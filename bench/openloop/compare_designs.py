@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyximport
 
-from volley import _core, cpus, server, worker
+from volley import _core
+from volley.engine import server, worker
+from volley.system import cpus
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE.parent.parent / "target" / "servers" / "c-epoll"

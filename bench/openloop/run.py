@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from volley import _core, cpus, server, worker
-from volley.units import parse_rate
+from volley import _core
+from volley.engine import server, worker
+from volley.numbers.units import parse_rate
+from volley.system import cpus
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SERVER = ROOT / "target" / "servers" / "c-epoll"

@@ -14,7 +14,7 @@ latency p50. Runs are short (``--seconds``): this is about the typical send, not
 This is a measurement, not a test: nothing here judges or asserts a timing.
 
 Measured on the 2-vCPU development VM, load average 0.17 / 0.22 / 0.17, with the defaults
-(what volley.worker.SPIN_NS and SPIN_SHARE rest on; "auto" at 4 clients and 20k ops/s is
+(what volley.engine.worker.SPIN_NS and SPIN_SHARE rest on; "auto" at 4 clients and 20k ops/s is
 12 us with SPIN_SHARE 0.25, since raised to 0.4 = 20 us):
 
       ops/s clients        spin   lag p50   lag p90   lag p99  latency p50
@@ -54,8 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
-from volley import _core, cpus, machine, server, worker
-from volley.units import parse_rate
+from volley import _core
+from volley.engine import server, worker
+from volley.numbers.units import parse_rate
+from volley.system import cpus, machine
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SERVER = ROOT / "target" / "servers" / "c-epoll"

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from volley import cpus, server
+from volley.engine import server
+from volley.system import cpus
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's volley, not an installed one
 
 from bench.validation import synthetic  # noqa: E402
 from bench.validation.synthetic import Rate, false_verdicts, share_of  # noqa: E402
-from volley.compare import SLOWER  # noqa: E402
-from volley.units import STATISTICS  # noqa: E402
+from volley.numbers.units import STATISTICS  # noqa: E402
+from volley.studies.compare import SLOWER  # noqa: E402
 
 Outcome = dict[str, Any]
 

@@ -25,8 +25,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import numpy as np  # noqa: E402
 from test_sequential import simulate  # noqa: E402
 
-from volley import runs  # noqa: E402
-from volley.compare import EQUIVALENT, FASTER, NO_DIFFERENCE, SLOWER  # noqa: E402
+from volley.measure import runs  # noqa: E402
+from volley.studies.compare import EQUIVALENT, FASTER, NO_DIFFERENCE, SLOWER  # noqa: E402
 
 SETTINGS = [
     {"sd": 0.01},

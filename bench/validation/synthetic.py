@@ -26,11 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from volley import compare, history, sequential, stats
-from volley.machine import Environment
-from volley.results import BenchResult, WorkerInfo
-from volley.runs import Measurement, PlayedRun, RunPlan, RunRequest, interleave, measure
-from volley.units import STATISTICS, Target
+from volley.engine.play import PlayedRun, RunRequest
+from volley.measure import history
+from volley.measure.runs import Measurement, RunPlan, interleave, measure
+from volley.numbers import sequential, stats
+from volley.numbers.units import STATISTICS, Target
+from volley.records.results import BenchResult, WorkerInfo
+from volley.studies import compare
+from volley.system.machine import Environment
 
 Outcome = dict[str, Any]
 
@@ -95,7 +98,7 @@ class FakeClock:
 
 
 class ModelEngine:
-    """A ``runs.Engine`` that plays one sitting of ``model``: ``alternatives[i]`` is the
+    """A ``play.Engine`` that plays one sitting of ``model``: ``alternatives[i]`` is the
     server of alternative i. The clock starts at a random phase of any stall."""
 
     interrupted = False

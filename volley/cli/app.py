@@ -1,0 +1,655 @@
+"""The ``volley`` command: its subcommands (bench, sweep, plot, check, compare, system).
+Each parses its options, calls the library and picks the exit status the way volley-bench
+does (``volley.cli.bench``), and imports what it needs only when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from volley.cli.bench import (
+    EXIT_CODES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    SETTINGS,
+    bench,
+    fail,
+    make_config,
+    parse_address,
+    program,
+    run,
+    say,
+    version_callback,
+)
+from volley.engine import coordinator, play, server
+from volley.measure import runs, session
+from volley.numbers import sequential
+from volley.numbers.units import (
+    BENCH_DEFAULTS,
+    BadInput,
+    format_duration,
+    format_ns,
+    parse_confidence,
+    parse_duration_s,
+    parse_target,
+)
+from volley.present.report import comparison_markdown, comparison_table
+from volley.records import results
+from volley.system import cpus
+
+
+def sweep_command(
+    experiment_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="EXPERIMENT",
+            help="Experiment file (TOML): servers, clients, server-cores, "
+            "client-cores and [bench] options; see bench/local.toml.",
+        ),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="DIR",
+            help="Where results.jsonl and the exports go. Default: out/<EXPERIMENT's name>.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue DIR/results.jsonl: run only the points it lacks.",
+        ),
+    ] = False,
+    export: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--export",
+            metavar="csv|dat|hlog",
+            help="Also write DIR/results.csv (csv), the seed's DIR/plot.dat (dat) or "
+            "HdrHistogram's interval log DIR/results.hlog (hlog); repeatable.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the points and their CPUs; run nothing.",
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Run volley-bench for every point of an experiment's grid, one JSON line per point.
+
+    Exit status: 0 every point that fits this machine is recorded (each point's own status
+    is in the results), 1 the results could not be written, 2 bad input, 130 interrupted
+    (--resume continues).
+    """
+    from volley.records import experiment as experiments
+    from volley.records import export as exports
+    from volley.records import store
+    from volley.records.experiment import INTERLEAVED
+    from volley.studies import interleave as interleaves
+    from volley.studies import sweep as sweeps
+
+    try:
+        experiment = experiments.load(experiment_path)
+        formats = exports.check_exports(export or [])
+        usable = cpus.usable_cpus()
+        if dry_run:
+            the_plan = sweeps.plan(experiment, usable, set())
+            for line in sweeps.skip_lines(the_plan, experiment):
+                say(line, sys.stderr)
+            for point in the_plan.todo:
+                server_cpus, client_cpus = sweeps.assign_cpus(point, usable)
+                say(
+                    f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
+                    f"on CPU {cpus.format_cpu_list(client_cpus)}"
+                )
+            raise typer.Exit(0)
+        out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
+        results_path, done, notes = sweeps.open_results(out, experiment, resume)
+    except (experiments.ExperimentError, sweeps.SweepError, ValueError) as e:
+        fail(str(e), EXIT_USAGE)
+    the_plan = sweeps.plan(experiment, usable, done)
+    for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
+        say(line, sys.stderr)
+    if not the_plan.total:
+        fail(
+            f"nothing to run in {experiment_path}: no point fits this machine with a built server",
+            EXIT_USAGE,
+        )
+    progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
+    if not quiet:
+        bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
+        say(
+            f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
+            + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
+            + f", up to about {bound}; results in {results_path}",
+            sys.stderr,
+        )
+    try:
+        play = (
+            interleaves.run_interleaved
+            if experiment.order == INTERLEAVED
+            else sweeps.run_sequential
+        )
+        outcome = play(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
+        written = exports.export(results_path, formats)
+        records, _ = store.load(results_path) if results_path.exists() else ([], [])
+        records = sweeps.of_plan(records, the_plan)
+    except OSError as e:
+        fail(f"cannot write the results: {e}", EXIT_FAILED)
+    say(f"{results_path}: {len(records)} of {the_plan.total} points ({store.totals(records)})")
+    for path in written:
+        say(f"wrote {path}")
+    if outcome.interrupted:
+        fail("interrupted; add --resume to run the remaining points", EXIT_INTERRUPTED)
+
+
+def plot_command(
+    results_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RESULTS",
+            help="A sweep's results.jsonl (volley sweep -o DIR).",
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="perf.png or perf.svg; perf-latency.* and perf-distribution.* go beside it. "
+            "Default: perf.png beside RESULTS.",
+        ),
+    ] = None,
+    servers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            metavar="NAME",
+            help="Plot only this server; repeatable.",
+        ),
+    ] = None,
+    clients: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--clients",
+            metavar="N",
+            help="Plot only this client count; repeatable.",
+        ),
+    ] = None,
+    cores: Annotated[
+        int | None,
+        typer.Option(
+            "--cores",
+            metavar="N",
+            help="Server core count of the points in the distribution figure. "
+            "Default: the largest measured.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            metavar="NAME",
+            help="Also draw perf-relative.*: each server's latency over this server's at "
+            "the same point, with intervals for the ratios.",
+        ),
+    ] = None,
+) -> None:
+    """Draw the throughput, latency and latency-distribution figures of a sweep."""
+    from volley.present import figures, relative
+    from volley.present import plot as plots
+
+    target = output if output is not None else results_path.parent / "perf.png"
+    try:
+        # The relative figure first: a --baseline not in the sweep fails before any drawing.
+        extra = (
+            [relative.plot_relative(results_path, target, baseline, servers, clients)]
+            if baseline
+            else []
+        )
+        written, notes = figures.plot(results_path, target, servers or None, clients or None, cores)
+        written += extra
+    except plots.MissingMatplotlib as e:
+        fail(str(e), EXIT_FAILED)
+    except (plots.PlotError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    for note in notes:
+        say(f"note: {note}", sys.stderr)
+    for path in written:
+        say(f"wrote {path}")
+
+
+def check_command(
+    server_path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SERVER",
+            help="Server binary to check; started with -p PORT (not with --connect).",
+        ),
+    ] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- ARGS...]",
+            help="Extra server arguments.",
+        ),
+    ] = None,
+    connect: Annotated[
+        str | None,
+        typer.Option(
+            "--connect",
+            metavar="HOST:PORT",
+            help="Check a server that is already running, with the checks that do not end it.",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="NAME",
+            help="Run only these checks (repeat, or comma-separate).",
+        ),
+    ] = None,
+    list_checks: Annotated[bool, typer.Option("--list", help="List the checks and exit.")] = False,
+    startup_timeout: Annotated[
+        str,
+        typer.Option(
+            "--startup-timeout",
+            help="How long the server may take to start listening.",
+        ),
+    ] = "10s",
+    json_path: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            metavar="PATH",
+            help="Write the results as JSON (- for stdout).",
+        ),
+    ] = None,
+) -> None:
+    """Check that a server keeps the contract for servers (docs/development.md,
+    "Contributing a server").
+
+    Exit status: 0 every check passed, 1 a check failed, 2 bad input, 130 interrupted.
+    """
+    from volley.studies import check as checks
+
+    if list_checks:
+        say(checks.listing())
+        raise typer.Exit(0)
+    try:
+        address = parse_address(connect) if connect else None
+        if address and server_path:
+            raise BadInput("give either SERVER or --connect HOST:PORT, not both")
+        if not address and not server_path:
+            raise BadInput(
+                "missing SERVER: give a server binary (like target/servers/c-threaded)"
+                " or --connect HOST:PORT"
+            )
+        if address and args:
+            raise BadInput("server arguments need SERVER; a server at --connect is already running")
+        path = server.resolve(server_path) if server_path else None
+        chosen = checks.select(only, connect=address is not None)
+        timeout_s = parse_duration_s(startup_timeout, "--startup-timeout")
+        server_cpus = cpus.place(None, None).server_cpus
+        if json_path and json_path != "-":
+            results.check_writable(Path(json_path))
+    except (BadInput, ValueError, cpus.CpuError, server.ServerError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    human = sys.stderr if json_path == "-" else sys.stdout
+    formatter = checks.Formatter(chosen, table=human.isatty())
+
+    def show(lines: list[str]) -> None:
+        for line in lines:
+            say(line, human)
+
+    show(formatter.header())
+    try:
+        run = checks.run(
+            chosen,
+            path,
+            args or [],
+            server_cpus,
+            timeout_s,
+            address,
+            on_result=lambda result: show(formatter.result(result)),
+        )
+    except KeyboardInterrupt:
+        fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
+    # The report first: printing can fail (a closed pipe) and must not lose it.
+    if json_path == "-":
+        say(checks.dumps(run), sys.stdout, end="")
+    elif json_path:
+        results.write_atomically(Path(json_path), checks.dumps(run))
+    show(formatter.summary(run))
+    raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
+
+
+def compare_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RESULT",
+            help="A B [C ...]: volley-bench --json results, or sweeps (DIR or DIR/results.jsonl); "
+            "the first is the baseline.",
+        ),
+    ],
+    confidence: Annotated[
+        str,
+        typer.Option(
+            "--confidence",
+            help="Family confidence of a comparison's verdicts: the chance of any false "
+            "faster/slower among its rows is at most 1 - this, half of it the mean's, an "
+            "eighth each percentile's (Bonferroni); each row's interval is at its own level.",
+        ),
+    ] = "0.95",
+    fail_if_slower: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-if-slower",
+            metavar="[STAT:]SHARE",
+            help="Exit 1 when B's verdict on the statistic is slower (at its own level under "
+            "--confidence's family rule) and its point estimate is slower by more than SHARE "
+            "(2% for the mean, p99:5% for a percentile); repeatable. Between identical "
+            "servers it trips at most as often as that row's share of the error.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Compare results whose configurations differ; say how."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print Markdown tables (for a pull request).")
+    ] = False,
+    run: Annotated[
+        bool,
+        typer.Option(
+            "--run",
+            help="A B [C ...] are servers: measure them now, one run of each per round in a "
+            "fresh random order, looking at the rounds a few times (a group-sequential plan "
+            "that spends the error over its looks) until each mean's difference from A is "
+            "resolved.",
+        ),
+    ] = False,
+    equivalence: Annotated[
+        str,
+        typer.Option(
+            "--equivalence",
+            help="With --run: also stop, 'equivalent', when the mean's difference is known "
+            "to be within this share of A's mean.",
+        ),
+    ] = "1%",
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", metavar="DIR", help="With --run: where the results go."),
+    ] = Path("out/compare"),
+    clients: Annotated[int | None, typer.Option("--clients", help="With --run.")] = None,
+    cores: Annotated[str | None, typer.Option("--cores", help="With --run.")] = None,
+    server_cores: Annotated[str | None, typer.Option("--server-cores", help="With --run.")] = None,
+    max_time: Annotated[str, typer.Option("--max-time", help="With --run.")] = "300s",
+    warmup: Annotated[str, typer.Option("--warmup", help="With --run.")] = str(
+        BENCH_DEFAULTS["warmup"]
+    ),
+    run_time: Annotated[str, typer.Option("--run-time", help="With --run.")] = str(
+        BENCH_DEFAULTS["run-time"]
+    ),
+    min_runs: Annotated[int, typer.Option("--min-runs", help="With --run.")] = runs.MIN_RUNS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --run: no progress.")] = False,
+) -> None:
+    """Compare results with the first: is each faster, slower, or not significantly different?
+
+    With --run, A B [C ...] are servers measured now in interleaved runs and compared round
+    by round (robust to a machine that drifts during the comparison); every result is
+    written to DIR.
+
+    Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
+    input, 3 --run ended unresolved (its last look, or --max-time), 130 interrupted.
+    """
+    from volley.studies import compare
+
+    try:
+        if as_json and markdown:
+            raise BadInput("give --json or --markdown, not both")
+        gates = [compare.parse_gate(text) for text in fail_if_slower or []]
+        level = parse_confidence(confidence)
+        if run:
+            paths, status = _interleaved_runs(
+                paths, level, equivalence, output, clients, cores, server_cores,
+                max_time, warmup, run_time, min_runs, quiet,
+            )  # fmt: skip
+        else:
+            status = 0
+        report = compare.compare_files(paths, level, force, gates, rounds=run)
+    except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if as_json:
+        sys.stdout.write(compare.to_json(report))
+    else:
+        sys.stdout.write(comparison_markdown(report) if markdown else comparison_table(report))
+    tripped = report.tripped()
+    for line in tripped:
+        print(f"{program()}: {line}", file=sys.stderr)
+    raise typer.Exit(EXIT_FAILED if tripped else status)
+
+
+def _interleaved_runs(
+    servers: list[Path],
+    confidence: float,
+    equivalence: str,
+    output: Path,
+    clients: int | None,
+    cores: str | None,
+    server_cores: str | None,
+    max_time: str,
+    warmup: str,
+    run_time: str,
+    min_runs: int,
+    quiet: bool,
+) -> tuple[list[Path], int]:
+    """``volley compare --run``: measure the servers interleaved, write one result each;
+    the paths written and the exit status the measurement asks for."""
+    from volley.studies import compare
+
+    if len(servers) < 2:
+        raise BadInput("--run needs at least two servers: A B [C ...]")
+    margin = parse_target(equivalence, "--equivalence")
+    if margin.statistic != "mean" or margin.relative is None:
+        raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
+    config = make_config(
+        str(servers[0]), [], cores, server_cores, clients, ["1%"], str(confidence), max_time,
+        warmup, run_time, min_runs, coordinator.RESTART_SERVER,
+        str(BENCH_DEFAULTS["op-timeout"]), str(BENCH_DEFAULTS["startup-timeout"]), None, None,
+    )  # fmt: skip
+    config = replace(config, alternatives=[(server.resolve(str(p)), []) for p in servers])
+    if not output.parent.is_dir() and output.parent != Path("out"):
+        raise BadInput(f"-o {output}: directory {output.parent} does not exist")
+    output.mkdir(parents=True, exist_ok=True)
+    names = [f"{i}-{p.name}.json" for i, p in enumerate(servers)]
+
+    first_look = max(min_runs, sequential.FIRST_LOOK)
+    monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
+
+    def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
+        stop = monitor(found, rounds, left)
+        looks = monitor.looks
+        if not quiet and looks and looks.rounds and looks.rounds[-1] == rounds:
+            say(
+                f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
+                f"{', '.join(map(str, looks.planned))}): mean "
+                + ", ".join(monitor.verdicts)
+                + ("" if stop else "; go on"),
+                sys.stderr,
+            )
+        return stop
+
+    def on_round(rounds: int, found: list[results.BenchResult]) -> None:
+        if quiet:
+            return
+        means = ", ".join(
+            f"{Path(r.server).name} {format_ns(r.latency_ns.mean)}" if r.latency_ns else "?"
+            for r in found
+        )
+        say(f"round {rounds}: {means}", sys.stderr)
+
+    try:
+        found = session.interleaved(config, judge, on_round)
+    except KeyboardInterrupt:
+        fail("interrupted before any round completed", EXIT_INTERRUPTED)
+    except (coordinator.BenchError, play.RunFailed) as e:
+        fail(str(e), EXIT_FAILED)
+    written = []
+    for name, result in zip(names, found, strict=True):
+        # The plan and its looks: compared again, the results give the verdict it reached.
+        result = replace(result, sequential=monitor.looks)
+        results.write_atomically(output / name, results.dumps(result))
+        written.append(output / name)
+    say(f"wrote {', '.join(map(str, written))}", sys.stderr)
+    return written, EXIT_CODES[found[0].status]
+
+
+def system_command() -> None:
+    """Show how ready this machine is for latency benchmarks: each item's state, why it
+    matters and how to fix it. Changes nothing; exit status 0."""
+    from volley.system import machine
+
+    say("\n".join(machine.format_readiness(machine.readiness())))
+
+
+def command_group(help_text: str, no_args_is_help: bool = False) -> typer.Typer:
+    """A typer app as every volley command line is: plain help, click's errors in one line."""
+    return typer.Typer(
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings=SETTINGS,
+        help=help_text,
+        no_args_is_help=no_args_is_help,
+    )
+
+
+history_app = command_group(
+    "What volley-bench keeps of earlier sittings, and where: show, path, clear.",
+    no_args_is_help=True,
+)
+HistoryPlace = Annotated[
+    str | None,
+    typer.Option(
+        "--history",
+        metavar="DIR",
+        help="The history's directory (default: $VOLLEY_HISTORY, else "
+        "~/.local/state/volley/sittings).",
+    ),
+]
+
+
+def _history_place(place: str | None) -> str:
+    from volley.measure import history
+
+    found = place or history.default_place()
+    if found == history.OFF:
+        raise BadInput("the history is off (--history off or VOLLEY_HISTORY=off): nothing kept")
+    return found
+
+
+@history_app.command("path")
+def history_path(place: HistoryPlace = None) -> None:
+    """Print the directory where earlier sittings are kept."""
+    try:
+        say(_history_place(place))
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+
+
+@history_app.command("show")
+def history_show(place: HistoryPlace = None) -> None:
+    """List each configuration with kept sittings: server, clients, CPUs, how many
+    sittings, and each statistic's spread between them."""
+    from volley.measure import history
+
+    try:
+        where = _history_place(place)
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+    entries = history.kept(where)
+    if not entries:
+        say(f"no sittings kept in {where}")
+        return
+    say(f"{len(entries)} configuration{'s' if len(entries) != 1 else ''} in {where}:")
+    for entry in entries:
+        key = entry.key
+        means = [s.values.get("mean") for s in entry.sittings]
+        shown = [format_ns(m) for m in means if m is not None]
+        say(
+            f"  {str(key.get('server', '?'))[:16]} {' '.join(key.get('server_args') or [])}"
+            f"  {key.get('clients')} clients on CPU {key.get('client_cpus')}, "
+            f"server on {key.get('server_cpus')}: {len(entry.sittings)} sittings, last "
+            f"{entry.sittings[-1].started_at if entry.sittings else '-'}; means "
+            f"{', '.join(shown[-5:]) or '-'}  ({entry.path.name})"
+        )
+
+
+@history_app.command("clear")
+def history_clear(
+    place: HistoryPlace = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Forget every kept sitting (the next sittings start without a history)."""
+    from volley.measure import history
+
+    try:
+        where = _history_place(place)
+    except BadInput as e:
+        fail(str(e), EXIT_USAGE)
+    entries = history.kept(where)
+    if entries and not yes and not sys.stdin.isatty():
+        fail("history clear asks before it forgets: give --yes to answer without a terminal", 2)
+    if (
+        entries
+        and not yes
+        and not typer.confirm(f"forget the sittings of {len(entries)} configuration(s) in {where}?")
+    ):
+        raise typer.Exit(EXIT_USAGE)
+    say(f"forgot the sittings of {history.clear(where)} configuration(s) in {where}")
+
+
+app = command_group("Volley: latency of server networking stacks.")
+app.command("bench", help="Same as volley-bench.")(bench)
+app.command("sweep")(sweep_command)
+app.command("plot")(plot_command)
+app.command("check")(check_command)
+app.command("compare")(compare_command)
+app.command("system")(system_command)
+app.add_typer(history_app, name="history")
+
+
+@app.callback()
+def volley(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Volley: latency of server networking stacks."""
+
+
+def main() -> None:
+    run(app)
+
+
+if __name__ == "__main__":
+    main()

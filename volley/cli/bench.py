@@ -1,0 +1,565 @@
+"""volley-bench's command line, and what every command shares: parse options, call the
+library, export, pick the exit status. The ``volley`` subcommands are in ``volley.cli.app``.
+
+Exit status: 0 significant (or all checks passed), 1 the run failed, 2 bad input,
+3 finished without reaching the target precision, 130 interrupted (SIGINT, SIGTERM or
+SIGHUP).
+
+Files are written before anything is printed, and every line goes out through ``say``: a
+reader that went away (``| head``, a closed pipe, a hung-up terminal) loses the words,
+never the result files or the exit status.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn, TextIO, TypeVar
+
+import typer
+
+from volley import __version__
+from volley.engine import coordinator, play, server, worker
+from volley.measure import history, hosts, runs, session
+from volley.numbers.units import (
+    _TIME_NS,
+    BENCH_DEFAULTS,
+    BadInput,
+    check_arrivals,
+    parse_confidence,
+    parse_duration_s,
+    parse_rate,
+    parse_targets,
+)
+from volley.present.report import StreamProgress, summary
+from volley.records import results
+from volley.system import cpus, machine
+
+T = TypeVar("T")
+EXIT_CODES = results.EXIT_CODES
+EXIT_FAILED, EXIT_NOT_SIGNIFICANT, EXIT_INTERRUPTED = (
+    EXIT_CODES[status] for status in (results.FAILED, results.NOT_SIGNIFICANT, results.INTERRUPTED)
+)
+EXIT_USAGE = 2
+
+
+def program() -> str:
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "volley" if name in ("", "__main__.py", "-m") else name
+
+
+def say(text: str, stream: TextIO | None = None, end: str = "\n") -> None:
+    """Print ``text`` (to stdout by default). If nobody reads any more (EPIPE, or EIO from a
+    hung-up terminal), the stream is pointed at /dev/null, as the Python docs advise for
+    SIGPIPE, so that the rest of the run and the exit status are unchanged."""
+    stream = stream if stream is not None else sys.stdout
+    try:
+        stream.write(text + end)
+        stream.flush()
+    except (OSError, ValueError):
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def fail(message: str, status: int) -> NoReturn:
+    say(f"{program()}: error: {message}", sys.stderr)
+    raise typer.Exit(status)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--connect {text!r} is not HOST:PORT (like 127.0.0.1:2222)")
+    return host.strip("[]"), int(port)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        say(f"volley {__version__}")
+        raise typer.Exit()
+
+
+def bench(
+    server_path: str | None = typer.Argument(
+        None, metavar="SERVER", help="Server binary to start with -p PORT (not with --connect)."
+    ),
+    args: list[str] | None = typer.Argument(
+        None,
+        metavar="[-- ARGS...]",
+        help="Extra server arguments; {server_cores} and {client_cores} become the counts.",
+    ),
+    cores: str | None = typer.Option(
+        None, "--cores", help="Client CPUs, taskset syntax (0-39,41). Default: upper half."
+    ),
+    server_cores: str | None = typer.Option(
+        None, "--server-cores", help="Server CPUs. Default: the lower half of usable CPUs."
+    ),
+    clients: int | None = typer.Option(
+        None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
+    ),
+    precision: list[str] = typer.Option(
+        [BENCH_DEFAULTS["precision"]],
+        "--precision",
+        help="Stop when the mean's CI half-width is this share of it (1%) or this time (5us);"
+        " p99:5% targets a percentile. Repeatable: every target must be met.",
+    ),
+    confidence: str = typer.Option(
+        BENCH_DEFAULTS["confidence"], "--confidence", help="Confidence level of the CI."
+    ),
+    max_time: str = typer.Option(
+        BENCH_DEFAULTS["max-time"],
+        "--max-time",
+        help="Give up (exit 3, not significant) after this long.",
+    ),
+    warmup: str = typer.Option(
+        BENCH_DEFAULTS["warmup"],
+        "--warmup",
+        help="Ops in this first stretch of every run are discarded.",
+    ),
+    run_time: str = typer.Option(
+        BENCH_DEFAULTS["run-time"],
+        "--run-time",
+        "--round-time",
+        help="Measured length of one run (after warm-up).",
+    ),
+    min_runs: int = typer.Option(
+        runs.MIN_RUNS,
+        "--min-runs",
+        help="Pilot runs that plan how many runs the targets need.",
+    ),
+    restart: str = typer.Option(
+        BENCH_DEFAULTS["restart"],
+        "--restart",
+        help="What each run starts afresh: server (and connections) or connections only.",
+    ),
+    noisy: str = typer.Option(
+        BENCH_DEFAULTS["noisy"],
+        "--noisy",
+        help="A run disturbed by other work on the pinned CPUs: keep (and warn), drop, fail.",
+    ),
+    op_timeout: str = typer.Option(
+        BENCH_DEFAULTS["op-timeout"],
+        "--op-timeout",
+        help="A reply slower than this is an error, not a hang.",
+    ),
+    startup_timeout: str = typer.Option(
+        BENCH_DEFAULTS["startup-timeout"],
+        "--startup-timeout",
+        help="How long the server may take to start listening.",
+    ),
+    idle_states: str = typer.Option(
+        BENCH_DEFAULTS["idle-states"],
+        "--idle-states",
+        help="shallow: keep the CPUs out of deep idle states while measuring (as root, "
+        "through /dev/cpu_dma_latency); any: the machine's own policy.",
+    ),
+    port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
+    server_address: str = typer.Option(
+        server.LOOPBACK,
+        "--server-address",
+        metavar="ADDRESS",
+        help="IPv4 address of this machine the server listens on (given as -a) and the "
+        "clients connect to.",
+    ),
+    connect: str | None = typer.Option(
+        None,
+        "--connect",
+        metavar="HOST:PORT",
+        help="Measure a server that is already running; it is left running.",
+    ),
+    rate: str | None = typer.Option(
+        None,
+        "--rate",
+        metavar="OPS/S",
+        help="Open loop: offer this many ops/s over all clients (50k, 1.5M), each word sent "
+        "on schedule whether or not earlier replies came. Default: closed loop.",
+    ),
+    arrivals: str = typer.Option(
+        BENCH_DEFAULTS["arrivals"],
+        "--arrivals",
+        help="Open loop: poisson or fixed gaps between sends.",
+    ),
+    spin: str | None = typer.Option(
+        None,
+        "--spin",
+        metavar="DURATION",
+        help="Open loop: wake this long before each send and spin until it is due, so sends "
+        "leave on time instead of a wake-up late (0: sleep to each send). Default: "
+        f"{worker.SPIN_NS // 1000}us, shared out where clients share a CPU, none on the "
+        "server's CPUs.",
+    ),
+    json_path: str | None = typer.Option(
+        None, "--json", metavar="PATH", help="Write the result as JSON (- for stdout)."
+    ),
+    history_place: str | None = typer.Option(
+        None,
+        "--history",
+        metavar="DIR",
+        help="Where earlier sittings of each configuration are kept; their spread widens "
+        "the intervals (off: neither read nor kept). Default: $VOLLEY_HISTORY, else "
+        "~/.local/state/volley/sittings.",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Measure a server's latency with pinned ping-pong clients until the mean is known."""
+    # Long only because every option passes through make_config, one line each.
+    try:
+        team = hosts.join()  # None unless an MPI launcher started several of us
+    except hosts.HostsError as e:
+        fail(str(e), e.status)
+    try:
+        config = make_config(
+            server_path,
+            args or [],
+            cores,
+            server_cores,
+            clients,
+            precision,
+            confidence,
+            max_time,
+            warmup,
+            run_time,
+            min_runs,
+            restart,
+            op_timeout,
+            startup_timeout,
+            port,
+            connect,
+            noisy,
+            rate,
+            arrivals,
+            server_address,
+            idle_states,
+            spin,
+        )
+        if json_path and json_path != "-" and not (team and team.rank):
+            results.check_writable(Path(json_path))
+    except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
+        if team:  # rank 0 names this host and ends the job
+            # A host that cannot reach the server is a failed run, not bad input.
+            status = EXIT_FAILED if isinstance(e, server.ServerError) else EXIT_USAGE
+            problem = str(e)
+            _on_hosts(lambda: hosts.start(team, None, problem=problem, status=status))
+        fail(str(e), EXIT_USAGE)
+    try:
+        # Not enough open files is the user's limit, bad input, not a failed run.
+        coordinator.raise_open_files_limit(config.clients)
+    except coordinator.BenchError as e:
+        fail(str(e), EXIT_USAGE)
+    sittings = None
+    if not (team and team.rank):  # the rule and the result are rank 0's
+        config, sittings = _earlier_sittings(config, history_place or history.default_place())
+    if config.placement.warning and not quiet:
+        say(f"warning: {config.placement.warning}", sys.stderr)
+    if config.idle_states == machine.IDLE_SHALLOW and not quiet:
+        denied = machine.idle_hold_problem()
+        if denied:
+            say(
+                f"warning: cannot hold the CPUs out of deep idle states ({denied}); "
+                "measuring with them (run as root, or --idle-states any to say so)",
+                sys.stderr,
+            )
+    try:
+        progress = None if quiet else StreamProgress()
+        if team:
+            result = _bench_on_hosts(team, config, clients is not None, progress, json_path)
+        else:
+            result = session.benchmark(config, progress)
+    except KeyboardInterrupt:
+        fail("interrupted before any run started", EXIT_INTERRUPTED)
+    except (server.ServerError, coordinator.BenchError, play.RunFailed) as e:
+        fail(str(e), EXIT_FAILED)
+    # The result first: printing can fail (a closed pipe) and must not lose it.
+    unwritten = None
+    result = _keep_sitting(result, sittings)
+    if json_path == "-":
+        say(results.dumps(result), sys.stdout, end="")
+    elif json_path:
+        try:
+            results.write_atomically(Path(json_path), results.dumps(result))
+        except OSError as e:
+            unwritten = f"cannot write {json_path}: {e.strerror or e}"
+    say(summary(result), sys.stderr if json_path == "-" else sys.stdout)
+    if unwritten:
+        fail(unwritten, EXIT_FAILED)
+    raise typer.Exit(EXIT_CODES[result.status])
+
+
+def _keep_sitting(
+    result: results.BenchResult, sittings: history.History | None
+) -> results.BenchResult:
+    """Keep the sitting unless it differs from the earlier ones; the result says which."""
+    sitting = history.Sitting.of(result)
+    if sittings is None or sitting is None:
+        return result
+    check = sittings.check(sitting)
+    if check.prediction_interval_ns:
+        result = replace(result, history=check.to_json())
+    if not check.consistent:
+        return result  # a sitting from another state of the machine would poison tau2
+    try:
+        sittings.add(sitting)
+    except OSError as e:
+        say(f"warning: cannot keep this sitting in {sittings.path}: {e}", sys.stderr)
+    return result
+
+
+def _earlier_sittings(
+    config: coordinator.BenchConfig, place: str
+) -> tuple[coordinator.BenchConfig, history.History | None]:
+    """``config`` with what earlier sittings of it say, and their history to add to."""
+    if place == history.OFF:
+        return config, None
+    try:
+        found = history.History(place, history.configuration(config))
+    except OSError as e:
+        say(f"warning: cannot read earlier sittings in {place} ({e}); --history off", sys.stderr)
+        return config, None
+    earlier = replace(config, earlier_sittings=len(found.sittings), between=found.between())
+    return earlier, found
+
+
+def _bench_on_hosts(
+    team: hosts.Team,
+    config: coordinator.BenchConfig,
+    dealt: bool,
+    progress: StreamProgress | None,
+    json_path: str | None,
+) -> results.BenchResult:
+    """The result on rank 0, which also saves it to --json after every run (a launcher may
+    end the job before the last); the other ranks exit when done, rank 0 reports."""
+    path = Path(json_path) if json_path and json_path != "-" else None
+
+    def save(partial: results.BenchResult) -> None:
+        if path:
+            results.write_atomically(path, results.dumps(partial))
+
+    found = _on_hosts(lambda: hosts.benchmark(team, config, dealt, progress, save))
+    if found is None:
+        raise typer.Exit(0)
+    return found
+
+
+def _on_hosts(part: Callable[[], T]) -> T:
+    """Run this rank's part of a job on many hosts: rank 0 reports why it ended; the
+    others exit quietly when it ends the job."""
+    try:
+        return part()
+    except hosts.Stopped:
+        raise typer.Exit(0) from None
+    except hosts.HostsError as e:
+        fail(str(e), e.status)
+
+
+def make_config(
+    server_path: str | None,
+    args: list[str],
+    cores: str | None,
+    server_cores: str | None,
+    clients: int | None,
+    precision: list[str],
+    confidence: str,
+    max_time: str,
+    warmup: str,
+    run_time: str,
+    min_runs: int,
+    restart: str,
+    op_timeout: str,
+    startup_timeout: str,
+    port: int | None,
+    connect: str | None,
+    noisy: str = "keep",
+    rate: str | None = None,
+    arrivals: str = "poisson",
+    server_address: str = server.LOOPBACK,
+    idle_states: str = BENCH_DEFAULTS["idle-states"],
+    spin: str | None = None,
+) -> coordinator.BenchConfig:
+    """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
+    # Long but flat: one check per option, in the order of the options, each with its message.
+    address = parse_address(connect) if connect else None
+    if address and server_path:
+        raise BadInput("give either SERVER or --connect HOST:PORT, not both")
+    if not address and not server_path:
+        raise BadInput(
+            "missing SERVER: give a server binary (like target/servers/c-threaded) "
+            "or --connect HOST:PORT"
+        )
+    if server_address != server.LOOPBACK:
+        check_server_address(server_address, address is not None)
+    if server_path:
+        server_path = server.resolve(server_path)
+    if address:
+        server.probe(*address)
+    if port is not None and not 0 < port < 65536:
+        raise BadInput(f"--port {port} is not a TCP port (1-65535)")
+    if port is not None and not server.port_is_free(server_address, port):
+        raise BadInput(
+            f"--port {port} is already in use on {server_address}; pick another "
+            "or leave --port out to get a free one"
+        )
+    placement = cpus.place(cores, server_cores)
+    if clients is None:
+        clients = len(placement.client_cpus)
+    if clients < 1:
+        raise BadInput(f"--clients {clients} must be at least 1")
+    if min_runs < 2:
+        raise BadInput(f"--min-runs {min_runs} must be at least 2 (an interval needs two runs)")
+    if noisy not in ("keep", "drop", "fail"):
+        raise BadInput(f"--noisy {noisy!r} is not one of keep, drop, fail")
+    if idle_states not in machine.IDLE_STATES:
+        raise BadInput(
+            f"--idle-states {idle_states!r} is not one of {', '.join(machine.IDLE_STATES)}"
+        )
+    restarts = (coordinator.RESTART_SERVER, coordinator.RESTART_CONNECTIONS)
+    if restart not in restarts:
+        raise BadInput(f"--restart {restart!r} is not one of {', '.join(restarts)}")
+    run_time_s = parse_duration_s(run_time, "--run-time")
+    rate_ops_s = parse_rate(rate) if rate is not None else None
+    check_arrivals(arrivals)
+    if rate_ops_s is not None and rate_ops_s / clients * run_time_s < 1:
+        raise BadInput(
+            f"--rate {rate} is less than one op per client per run ({clients} client"
+            f"{'' if clients == 1 else 's'}, {run_time_s:g} s runs); raise it or use fewer clients"
+        )
+    if spin is not None and rate_ops_s is None:
+        raise BadInput("--spin applies to the open loop: give --rate too")
+    return coordinator.BenchConfig(
+        server=server_path or connect or "",
+        server_args=args,
+        clients=clients,
+        placement=placement,
+        targets=parse_targets(precision or ["1%"]),
+        confidence=parse_confidence(confidence),
+        max_time_s=parse_duration_s(max_time, "--max-time"),
+        warmup_s=parse_duration_s(warmup, "--warmup", allow_zero=True),
+        run_time_s=run_time_s,
+        min_runs=min_runs,
+        restart=coordinator.RESTART_CONNECTIONS if address else restart,
+        noisy=noisy,
+        op_timeout_s=parse_duration_s(op_timeout, "--op-timeout"),
+        startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
+        port=port,
+        connect=address,
+        server_address=server_address,
+        rate_ops_s=rate_ops_s,
+        arrivals=arrivals,
+        idle_states=idle_states,
+        spin_ns=worker.SPIN_NS if spin is None else parse_spin_ns(spin),
+    )
+
+
+SPIN_LIMIT_NS = 10_000_000  # longer than any wake-up: spinning more only burns the CPU
+_SPIN = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)?\s*")
+
+
+def parse_spin_ns(text: str) -> int:
+    """``--spin``: ``"50us"``, ``"0.1ms"``, ``"0"`` -> nanoseconds."""
+    match = _SPIN.fullmatch(text)
+    if not match or (match.group(2) is None and float(match.group(1)) != 0):
+        raise BadInput(f"--spin {text!r} is not a duration; write it like 50us, 0.1ms or 0")
+    spin_ns = float(match.group(1)) * _TIME_NS[match.group(2) or "ns"]
+    if spin_ns > SPIN_LIMIT_NS:
+        raise BadInput(f"--spin {text!r} is more than 10ms: a wake-up takes microseconds")
+    return int(spin_ns)
+
+
+def check_server_address(text: str, connect: bool) -> None:
+    """BadInput unless ``text`` is an IPv4 address of this machine a server could listen on."""
+    if connect:
+        raise BadInput(
+            "--server-address is where a server Volley starts listens; with "
+            "--connect give the running server's HOST:PORT only"
+        )
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise BadInput(f"--server-address {text!r} is not an IPv4 address") from None
+    if not server.port_is_free(text, 0):
+        raise BadInput(f"--server-address {text} is not an address of this machine")
+
+
+SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+def standard_streams() -> None:
+    """Started with stdin, stdout or stderr closed (``>&-``), the first file or socket opened
+    would take its number and receive whatever is printed, and servers would inherit it."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, mode)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115
+
+
+def hang_up_like_terminate() -> None:
+    """SIGHUP (the terminal or ssh session went away) does what SIGTERM does at that moment:
+    whoever handles SIGTERM then (the coordinator during rounds, the sweep, the checks)
+    handles it, so the server is ended and a partial result kept, exit status 130."""
+
+    def hang_up(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            handler(signal.SIGTERM, frame)
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGHUP, hang_up)
+
+
+def run(typer_app: typer.Typer) -> None:
+    """Run an app with click's errors shortened to one line."""
+    standard_streams()
+    hang_up_like_terminate()
+    try:
+        # Without standalone mode click returns the status of typer.Exit instead of exiting.
+        status = typer_app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:
+        # Click's usage errors (typer may bundle its own click, so match by shape).
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        prog = program()
+        say(f"{prog}: error: {e.format_message()} (see {prog} --help)", sys.stderr)
+        sys.exit(EXIT_USAGE)
+    finally:
+        # Whatever is still buffered goes now, while a broken pipe can still be silenced.
+        for stream in (sys.stdout, sys.stderr):
+            say("", stream, end="")
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def bench_main() -> None:
+    single = typer.Typer(
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings=SETTINGS,
+    )
+    single.command()(bench)
+    run(single)

@@ -1,0 +1,459 @@
+"""What a person reads: the live progress line during a run, the summary after it, and the
+table (or Markdown) of a `volley compare`."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from typing import TextIO
+
+from volley.measure.runs import Progress, RunProgress, by_placement
+from volley.numbers.units import STATISTICS, format_ns
+from volley.records.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
+from volley.studies.compare import (
+    EQUIVALENT,
+    FASTER,
+    MIN_RUNS,
+    SLOWER,
+    TOO_FEW_RUNS,
+    Comparison,
+    Family,
+    Pairing,
+    Report,
+    Row,
+    configuration,
+    family_alpha,
+    format_estimate,
+    format_level,
+    format_ratio,
+    percent,
+    problems,
+    server_name,
+)
+from volley.system.cpus import format_cpu_list
+from volley.system.noise import disturbed_summary
+
+
+class StreamProgress(Progress):
+    """One line per run; on a terminal the line is rewritten in place."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.open_line = False
+
+    def run(self, p: RunProgress) -> None:
+        values = ", ".join(
+            f"{name} {format_ns(iv.centre)} ± {format_ns(iv.half_width)}"
+            for name, iv in p.intervals.items()
+        )
+        targets = ", ".join(f"± {format_ns(ns)}" for ns in p.targets_ns.values())
+        text = (
+            f"run {p.run} (≥ {p.planned}): {values} "
+            f"(target{'s' if len(p.targets_ns) > 1 else ''} {targets}), {p.elapsed_s:.1f} s"
+            + (f"  DISTURBED: {p.disturbed}" if p.disturbed else "")
+        )
+        try:
+            if self.live:
+                self.stream.write("\r\033[K" + text)
+                self.open_line = True
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # nobody reads the progress any more; the run goes on
+
+    def done(self) -> None:
+        if self.open_line:
+            self.write("\n")
+            self.open_line = False
+
+    def write(self, text: str) -> None:
+        """A progress line is not worth a run: a reader gone away (EPIPE, or EIO from a
+        hung-up terminal) ends the progress, not the benchmark."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = io.StringIO()
+
+
+def half_width(interval: tuple[float, float]) -> float:
+    low, high = interval
+    return (high - low) / 2 if low is not None and high is not None else math.inf
+
+
+VERDICTS = {
+    SIGNIFICANT: "significant: yes",
+    NOT_SIGNIFICANT: "significant: NO (max time reached before the target precision)",
+    INTERRUPTED: "significant: NO (interrupted; partial result)",
+}
+
+
+def placement_summary(result: BenchResult) -> list[str]:
+    """Lines for the summary, before the pooled figures, when the host moved the server's
+    and the clients' CPUs between runs: the mean at each placement leads, because those
+    reproduce across sittings and the pooled mean (a mix in this sitting's shares) does not
+    (bench/calibration/placement.py measured 2.6% and 6.2% against 18% between sittings)."""
+    placed = result.placements or by_placement(result.runs, result.confidence)
+    if not placed:
+        return []
+    runs = sum(p.runs for p in placed)
+    shares = ", ".join(f"{p.runs / runs:.0%} {p.placement}" for p in placed)
+    lines = [
+        "CPUs moved: the host placed the server's and the clients' CPUs "
+        + " or ".join(
+            f"{p.placement} ({p.hop_low_ns:.0f}-{p.hop_high_ns:.0f} ns cache-line round trip)"
+            for p in placed
+        )
+        + f"; the pooled figures below mix {shares}, a share that changes between sittings"
+    ]
+    for p in placed:
+        half = (p.ci_high_ns - p.ci_low_ns) / 2
+        interval = f" ± {format_ns(half)}" if math.isfinite(half) else ""
+        lines.append(
+            f"{p.placement + ' runs':<10} {format_ns(p.mean_ns)}{interval} "
+            f"(mean of {p.runs} run{'' if p.runs == 1 else 's'})"
+        )
+    return lines
+
+
+def sittings_summary(result: BenchResult) -> str | None:
+    """What earlier sittings of the configuration added to the intervals; None when they
+    were not looked for."""
+    earlier = result.earlier_sittings
+    if earlier is None:
+        return None
+    if earlier < 2:
+        return (
+            f"{'first sitting' if earlier == 0 else 'second sitting'} of this configuration "
+            "here: the intervals cover this sitting only (from the third on they include "
+            "how much sittings differ)"
+        )
+    spread = result.between_sittings_ns
+    if not spread:
+        line = f"{earlier} earlier sittings of this configuration agree within their intervals"
+    else:
+        shown = ", ".join(
+            f"{name} {format_ns(spread[name])}" for name in STATISTICS if name in spread
+        )
+        line = (
+            f"{earlier} earlier sittings of this configuration differ beyond their runs by "
+            f"(sd) {shown}: included in the intervals"
+        )
+    check = result.history or {}
+    if check.get("consistent", True):
+        return line
+    predicted = check.get("prediction_interval_ns", {})
+    outside = ", ".join(
+        f"{name} {format_ns(result.latency_ns.value(name) if result.latency_ns else math.nan)} "
+        f"outside {format_ns(predicted[name][0])} .. {format_ns(predicted[name][1])}"
+        for name in check.get("differs", [])
+        if name in predicted
+    )
+    return (
+        f"{line}\n  this sitting differs from the {check.get('earlier_sittings', earlier)} "
+        f"earlier ones of this configuration: {outside} (predicted from them); the machine "
+        "may not be in the state they describe, and this sitting was not kept"
+    )
+
+
+# The generator's own lateness is worth a warning once its typical send lag is this share
+# of the typical latency it is part of (the latencies count from the schedule): the server
+# is then credited with a tenth or more of what the generator did.
+LAG_SHARE_WARNING = 0.1
+
+
+def send_lag_lines(result: BenchResult) -> list[str]:
+    """The open loop's send lag, and a warning when it is a material share of the
+    latencies; nothing where it was not measured."""
+    lag, latency = result.load.send_lag_ns, result.latency_ns
+    if not lag:
+        return []
+    spin = result.load.spin_ns
+    lines = [
+        f"  send lag   p50 {format_ns(lag['p50'])}  p90 {format_ns(lag['p90'])}  "
+        f"p99 {format_ns(lag['p99'])}  max {format_ns(lag['max'])} behind schedule"
+        + (f" (spinning {format_ns(spin)} before each send)" if spin else " (no spin)")
+    ]
+    if latency is not None and lag["p50"] >= LAG_SHARE_WARNING * latency.p50:
+        lines.append(
+            f"  WARNING: the generator sent late by {format_ns(lag['p50'])} (p50), "
+            f"{lag['p50'] / latency.p50:.0%} of the latency p50: part of the latencies is "
+            "the generator's, not the server's (spin longer with --spin, or give the "
+            "clients more or quieter client CPUs)"
+        )
+    return lines
+
+
+def summary(result: BenchResult) -> str:
+    """The human summary printed on stdout."""
+    # Long but flat: the lines in the order they are printed, each next to its condition.
+    lines = [
+        f"{result.server} {' '.join(result.server_args)}".rstrip(),
+        f"  {result.clients} client{'' if result.clients == 1 else 's'} on CPU "
+        f"{format_cpu_list(result.client_cores)}, "
+        + (
+            f"server on CPU {format_cpu_list(result.server_cores)}"
+            if result.server_cores
+            else "server already running (not started or pinned by volley)"
+        )
+        + (
+            f", listening on {result.server_address}"
+            if result.server_address not in (None, "127.0.0.1") and result.server_cores
+            else ""
+        ),
+    ]
+    if len(result.hosts) > 1:  # a slow host or a bad link shows here
+        for h in result.hosts:
+            lines.append(
+                f"  host {h.host} (rank {h.rank}): {h.clients} client"
+                f"{'' if h.clients == 1 else 's'} on CPU {format_cpu_list(h.cpus)}, "
+                f"{h.ops:,} ops, mean {format_ns(h.mean_ns)}, p99 {format_ns(h.p99_ns)}"
+            )
+    problems = result.host.problems()
+    if problems:
+        lines.append(f"  host: {'; '.join(problems)}")
+    runs = len(result.runs)
+    noise = disturbed_summary([r.noise for r in result.runs + result.dropped_runs if r.noise])
+    if noise:
+        lines.append(f"  {noise}")
+    if result.dropped_runs:
+        dropped = len(result.dropped_runs)
+        lines.append(
+            f"  {dropped} disturbed run{'' if dropped == 1 else 's'} dropped (--noisy drop)"
+        )
+    if result.restart == "server":
+        lines.append(f"  {runs} run{'' if runs == 1 else 's'}, each with a fresh server")
+    elif result.server_cores:
+        lines.append(
+            f"  {runs} run{'' if runs == 1 else 's'} reconnecting to one server instance: "
+            "the intervals cover that instance only"
+        )
+    else:
+        lines.append(
+            f"  {runs} run{'' if runs == 1 else 's'} reconnecting to a running server: "
+            "the intervals cover that instance only"
+        )
+    sittings = sittings_summary(result)
+    if sittings:
+        lines.append(f"  {sittings}")
+    lat = result.latency_ns
+    lines += [f"  {line}" for line in placement_summary(result)]
+    if lat is None:
+        lines.append("  no op completed")
+    else:
+        half = (lat.ci_high - lat.ci_low) / 2
+        share = f", {100 * half / lat.mean:.2g}% of mean" if math.isfinite(half) else ""
+        percentiles = "  ".join(
+            f"{name} {format_ns(lat.value(name))} ± {format_ns(half_width(lat.interval(name)))}"
+            for name in ("p50", "p90", "p99", "p99.9")
+        )
+        lines += [
+            f"  latency    {format_ns(lat.mean)} ± {format_ns(half)} "
+            f"({result.confidence:.0%} CI{share})   stddev {format_ns(lat.stddev)}",
+            f"  percentile {percentiles}  max {format_ns(lat.max)}",
+        ]
+    load = result.load
+    if load.model == OPEN and load.rate_ops_s is not None:
+        tolerance = format_ns(float(load.late_tolerance_ns or 0))
+        lines.append(
+            f"  open loop  offered {load.rate_ops_s:,.0f} ops/s ({load.arrivals}), achieved "
+            f"{load.achieved_ops_s or 0:,.0f} ops/s, sends late > {tolerance}: "
+            f"{100 * (load.late_sends_share or 0):.1f}%, max outstanding {load.max_outstanding}"
+        )
+        lines += send_lag_lines(result)
+        if load.saturated:
+            lines.append(
+                "  SATURATED: the replies fell behind the offered load (short by more than 1%, "
+                "or a growing backlog); the latency is not a steady-state figure"
+            )
+    pattern = result.run_pattern
+    if pattern:
+        lines.append(f"  runs: {pattern}")
+    lines += [
+        f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
+        f"({result.measured_s:.1f} s measured, "
+        f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
+        "  "
+        + (
+            "significant: NO (stopped early: the target is out of reach)"
+            if result.status == NOT_SIGNIFICANT and result.error
+            else VERDICTS.get(result.status, "significant: NO (failed; incomplete result)")
+        ),
+    ]
+    if result.error:
+        lines.append(f"  {'why' if result.status == NOT_SIGNIFICANT else 'error'}: {result.error}")
+    return "\n".join(lines)
+
+
+# --- volley compare ---------------------------------------------------------------------
+
+
+def runs_text(result: BenchResult) -> str:
+    if not result.runs:
+        return f"no runs (format {result.version})" if result.version < 2 else "no runs"
+    restart = f", each a fresh {result.restart}" if result.restart else ""
+    return f"{len(result.runs)} run{'s' if len(result.runs) != 1 else ''}{restart}"
+
+
+def setting(result: BenchResult) -> str:
+    config = configuration(result)
+
+    def count(n: int | str | None, what: str) -> str:
+        if n is None:
+            return f"unknown {what}s"
+        return f"{n} {what}{'s' if n != 1 else ''}"
+
+    return (
+        f"{count(config['clients'], 'client')} on {count(config['client CPUs'], 'CPU')}, "
+        f"server on {count(config['server CPUs'], 'CPU')}, {config['load']}"
+    )
+
+
+def _header(pairing: Pairing, comparison: Comparison) -> list[str]:
+    a, b = comparison.baseline, comparison.subject
+    lines = [
+        f"A: {pairing.baseline_path}: {server_name(a)}, {runs_text(a)}",
+        f"B: {pairing.subject_path}: {server_name(b)}, {runs_text(b)}",
+        setting(a),
+    ]
+    found = problems(pairing, comparison)
+    if found:
+        lines.append("compared anyway (--force): " + "; ".join(found))
+    if comparison.looks:
+        lines.append("sequential: " + comparison.looks.describe())
+    return lines
+
+
+def verdict_text(comparison: Comparison, row: Row) -> str:
+    if row.verdict == EQUIVALENT and comparison.looks:
+        return f"{EQUIVALENT} (within ±{percent(comparison.looks.equivalence)})"
+    return row.verdict
+
+
+def _result_cells(comparison: Comparison) -> list[list[str]]:
+    return [
+        [
+            row.statistic,
+            format_estimate(row.baseline),
+            format_estimate(row.subject),
+            format_estimate(row.difference_ns, signed=True) if row.difference_ns else "-",
+            format_ratio(row.ratio),
+            format_level(row.level) if math.isfinite(row.level) else "-",
+            verdict_text(comparison, row),
+        ]
+        for row in comparison.rows
+    ]
+
+
+# "level": the confidence of the row's B - A and B / A, and so of its verdict.
+RESULT_COLUMNS = ["", "A", "B", "B - A", "B / A", "level", "verdict"]
+SWEEP_COLUMNS = ["point", "A mean", "B mean", "B / A (mean)", "mean", "percentiles"]
+
+
+def percentile_verdicts(comparison: Comparison) -> str:
+    """The percentiles that differ, in a few words."""
+    rows = comparison.rows[1:]
+    if all(row.verdict == TOO_FEW_RUNS for row in rows):
+        return TOO_FEW_RUNS
+    differ = [f"{row.statistic} {row.verdict}" for row in rows if row.verdict in (FASTER, SLOWER)]
+    return ", ".join(differ) or "none differ"
+
+
+def _sweep_cells(pairing: Pairing) -> list[list[str]]:
+    cells = []
+    for comparison in pairing.comparisons:
+        mean = comparison.row("mean")
+        assert comparison.point is not None
+        point = str(comparison.point)
+        found = problems(pairing, comparison, short=True)
+        if found:
+            point += " (compared anyway: " + "; ".join(found) + ")"
+        cells.append(
+            [
+                point,
+                format_estimate(mean.baseline),
+                format_estimate(mean.subject),
+                format_ratio(mean.ratio),
+                verdict_text(comparison, mean),
+                percentile_verdicts(comparison),
+            ]
+        )
+    return cells
+
+
+def _sweep_header(pairing: Pairing) -> list[str]:
+    return [
+        f"A: {pairing.baseline_path}",
+        f"B: {pairing.subject_path}",
+        f"{len(pairing.comparisons)} point{'s' if len(pairing.comparisons) != 1 else ''} in both",
+    ]
+
+
+def _only_lines(pairing: Pairing) -> list[str]:
+    return [f"only in A: {p}" for p in pairing.only_baseline] + [
+        f"only in B: {p}" for p in pairing.only_subject
+    ]
+
+
+def _method_line(report: Report) -> str:
+    """Two lines: how the intervals were made, and the error rule of the verdicts."""
+    rows = [row for _, c in report.comparisons() for row in c.rows if row.difference_ns]
+    method = "paired by round" if rows and all(row.paired for row in rows) else "Welch"
+    return (
+        f"intervals from the spread between runs, A and B each at its own confidence, "
+        f"B - A ({method}) and B / A (Fieller) at the row's level; a verdict needs "
+        f"{MIN_RUNS} runs a side\n" + Family(family_alpha(report.confidence)).describe()
+    )
+
+
+def _aligned(header: list[str], cells: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *cells]
+    ]
+
+
+def comparison_table(report: Report) -> str:
+    """For people: one block per file compared with the baseline."""
+    blocks = []
+    for pairing in report.pairings:
+        if pairing.sweep:
+            lines = _sweep_header(pairing) + [""]
+            lines += _aligned(SWEEP_COLUMNS, _sweep_cells(pairing)) + _only_lines(pairing)
+        else:
+            comparison = pairing.comparisons[0]
+            lines = _header(pairing, comparison) + [""]
+            lines += _aligned(RESULT_COLUMNS, _result_cells(comparison))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n" + _method_line(report) + "\n"
+
+
+def _markdown_table(header: list[str], cells: list[list[str]]) -> list[str]:
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    return [line(header), line(["---"] * len(header)), *map(line, cells)]
+
+
+def comparison_markdown(report: Report) -> str:
+    """For a pull request: the same tables in GitHub's pipe syntax."""
+    blocks = []
+    for pairing in report.pairings:
+        if pairing.sweep:
+            lines = [f"`{line}`  " for line in _sweep_header(pairing)] + [""]
+            lines += _markdown_table(SWEEP_COLUMNS, _sweep_cells(pairing))
+            only = _only_lines(pairing)
+            if only:
+                lines += [""] + [f"- {line}" for line in only]
+        else:
+            comparison = pairing.comparisons[0]
+            lines = [f"{line}  " for line in _header(pairing, comparison)] + [""]
+            cells = _result_cells(comparison)
+            lines += _markdown_table(["statistic", *RESULT_COLUMNS[1:]], cells)
+        blocks.append("\n".join(lines))
+    # Markdown joins lines into one paragraph unless they end in two spaces.
+    return "\n\n".join(blocks) + "\n\n" + _method_line(report).replace("\n", "  \n") + "\n"

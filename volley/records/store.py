@@ -1,0 +1,194 @@
+"""A sweep's results file (``results.jsonl``): one typed record per point, one loader and one
+writer for it.
+
+A line is the point's volley-bench JSON (``volley.records.results.BenchResult``) plus
+  ``point``        {server, clients, server_cores, client_cores[, rate_ops_s]}: the name
+                   and the counts, and the offered rate of an open-loop point
+                   (the volley-bench keys ``server_cores``/``client_cores`` are CPU lists);
+  ``exit_status``  volley-bench's exit status (0 significant, 3 not significant, 1 failed);
+  ``sweep``        {experiment, file, options[, order, seed, pass]}: where the point came
+                   from; an interleaved sweep adds its order and the seed of its shuffles,
+                   and each run it keeps in ``runs.jsonl`` the pass it was played in.
+A point whose volley-bench failed before it could write JSON has no result: its line is
+``status`` "failed", its ``error`` and ``started_at`` besides the three keys above. The
+volley-bench keys carry their own ``version`` (``volley.records.results``); a line whose
+result is of a version this volley cannot read is an error that names that version.
+
+Every reader (resume, exports, ``volley plot``, ``volley compare``) goes through ``load``;
+the sweep writes through ``append``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from volley.records.experiment import INTERLEAVED, SEQUENTIAL, Experiment, Point
+from volley.records.results import FAILED, FORMAT_VERSION, BenchResult, strict_dumps
+
+RESULTS_NAME = "results.jsonl"
+# Interleaved sweeps: every run played so far, one record each, so --resume can go on with
+# the points that were not done.
+RUNS_NAME = "runs.jsonl"
+
+
+class StoreError(ValueError):
+    """A results file this volley cannot read; the message names the file, line and why."""
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """Where a point came from: the experiment, its volley-bench options, and its order."""
+
+    experiment: str
+    file: str
+    options: dict[str, str] = field(default_factory=dict)
+    order: str = SEQUENTIAL
+    seed: int | None = None  # interleaved: the seed of the sweep's shuffles
+    pass_number: int | None = None  # a run of an interleaved point: the pass it was played in
+
+    @classmethod
+    def of(cls, experiment: Experiment, seed: int | None = None) -> SweepInfo:
+        return cls(
+            experiment.name, str(experiment.path), experiment.options, experiment.order, seed
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "experiment": self.experiment,
+            "file": self.file,
+            "options": self.options,
+        }
+        if self.order == INTERLEAVED:  # a sequential sweep's lines stay as they were
+            data |= {"order": self.order, "seed": self.seed}
+            if self.pass_number is not None:
+                data["pass"] = self.pass_number
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SweepInfo:
+        return cls(
+            str(data.get("experiment", "")),
+            str(data.get("file", "")),
+            {str(k): str(v) for k, v in (data.get("options") or {}).items()},
+            str(data.get("order", SEQUENTIAL)),
+            data.get("seed"),
+            data.get("pass"),
+        )
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """One finished point (or, in ``runs.jsonl``, one run of an interleaved point)."""
+
+    point: Point
+    exit_status: int
+    sweep: SweepInfo
+    result: BenchResult | None  # None: volley-bench failed before it could write one
+    error: str | None = None  # why, when there is no result
+    started_at: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.result.status if self.result else FAILED
+
+    @property
+    def failure(self) -> str | None:
+        """What went wrong, if anything did."""
+        return self.result.error if self.result else self.error
+
+    def to_json(self) -> dict[str, Any]:
+        if self.result is not None:
+            data = self.result.to_json()
+        else:
+            data = {"status": FAILED, "error": self.error, "started_at": self.started_at}
+        data["point"] = self.point.to_json()
+        data["exit_status"] = self.exit_status
+        data["sweep"] = self.sweep.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SweepRecord:
+        """ValueError for a result of a version this volley cannot read, KeyError or
+        TypeError for a line that is not a sweep record."""
+        point = Point.from_json(data["point"])
+        sweep = SweepInfo.from_json(data.get("sweep") or {})
+        exit_status = int(data["exit_status"])
+        # Without workers volley-bench never ran far enough to write a result (earlier
+        # sweeps wrote such lines with a few result keys filled in; they read the same).
+        if "workers" not in data:
+            if data.get("status") != FAILED:
+                raise KeyError("workers")
+            return cls(
+                point, exit_status, sweep, None, data.get("error"), data.get("started_at", "")
+            )
+        return cls(point, exit_status, sweep, BenchResult.from_json(data))
+
+
+def load(path: Path) -> tuple[list[SweepRecord], list[str]]:
+    """Every record of a results file in order, and one note per line that is not a sweep
+    record (ignored). StoreError if a line holds a result this volley cannot read."""
+    records: list[SweepRecord] = []
+    problems: list[str] = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                if not isinstance(data, dict):
+                    raise TypeError("not an object")
+                records.append(SweepRecord.from_json(data))
+            except json.JSONDecodeError:
+                problems.append(f"{path}:{number}: not a sweep result line; ignored")
+            except ValueError as e:
+                raise StoreError(f"{path}:{number}: {e}") from None
+            except (KeyError, TypeError, AttributeError) as e:
+                version = data.get("version") if isinstance(data, dict) else None
+                if isinstance(version, int) and version != FORMAT_VERSION and "point" in data:
+                    raise StoreError(
+                        f"{path}:{number}: a result of format version {version} that this "
+                        f"volley (format {FORMAT_VERSION}) cannot read ({e!r} is missing or "
+                        "wrong); run that sweep again"
+                    ) from None
+                problems.append(f"{path}:{number}: not a sweep result line; ignored")
+    return records, problems
+
+
+def append(path: Path, record: SweepRecord) -> None:
+    """Append one line and make it durable before the next point starts."""
+    line = strict_dumps(record.to_json(), separators=(",", ":")) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def repair_tail(path: Path) -> str | None:
+    """Cut a last line that was being written when the machine stopped; say so if it was."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return None
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return f"{path}: dropped an incomplete last line ({len(data) - keep} bytes)"
+
+
+def latest(records: list[SweepRecord]) -> dict[Point, SweepRecord]:
+    """One record per point: a point recorded twice counts with its later line."""
+    return {record.point: record for record in records}
+
+
+def totals(records: list[SweepRecord]) -> str:
+    """``"40 significant, 2 not significant"``: the statuses in a results file."""
+    counts: dict[str, int] = {}
+    for record in records:
+        status = record.status.replace("-", " ")
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
