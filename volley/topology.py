@@ -18,6 +18,7 @@ LSCPU_COLUMNS = ("CPU", "CORE", "SOCKET", "NODE")
 _REQUIRED = ("CPU", "CORE", "SOCKET")
 _CPU_DIR = re.compile(r"cpu(\d+)")
 _NODE_DIR = re.compile(r"node(\d+)")
+_COLUMN = re.compile(r"[A-Z0-9:_-]*")  # lscpu's column names; its prose has spaces
 
 
 class TopologyError(CpuError):
@@ -128,7 +129,7 @@ def _count(n: int, noun: str) -> str:
 def parse_lscpu(text: str, name: str) -> Topology:
     """The topology in ``lscpu -p=CPU,CORE,SOCKET,NODE`` output (``lscpu -p``'s own column
     list, caches included, is read from its header). ``name`` is quoted in errors."""
-    columns: tuple[str, ...] = LSCPU_COLUMNS
+    columns: tuple[str, ...] | None = None  # until a header names them
     sites: dict[int, CpuSite] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -136,7 +137,7 @@ def parse_lscpu(text: str, name: str) -> Topology:
             continue
         if line.startswith("#"):
             named = tuple(c.strip().upper() for c in line[1:].split(","))
-            if named[0] == "CPU":  # the header naming the columns
+            if "CPU" in named and all(_COLUMN.fullmatch(c) for c in named):  # the header
                 columns = named
                 _check_columns(columns, name, number)
             continue
@@ -160,14 +161,13 @@ def _check_columns(columns: tuple[str, ...], name: str, number: int) -> None:
         )
 
 
-def _parse_row(line: str, columns: tuple[str, ...], where: str) -> CpuSite:
+def _parse_row(line: str, header: tuple[str, ...] | None, where: str) -> CpuSite:
     fields = [f.strip() for f in line.split(",")]
-    # Without NODE (the last column lscpu prints here) a row is still whole.
-    short_ok = columns == LSCPU_COLUMNS and len(fields) == len(columns) - 1
-    if len(fields) != len(columns) and not short_ok:
+    # Without a header, CPU,CORE,SOCKET[,NODE]: a row without NODE is still whole.
+    columns = header or LSCPU_COLUMNS[: max(3, min(len(fields), 4))]
+    if len(fields) != len(columns):
         raise TopologyError(
-            f"{where}: {line!r} has {len(fields)} fields, the header names {len(columns)} "
-            f"({','.join(columns)})"
+            f"{where}: {line!r} has {len(fields)} fields, not {len(columns)} ({','.join(columns)})"
         )
     values = dict(zip(columns, fields, strict=False))
     numbers: dict[str, int | None] = {}
