@@ -516,19 +516,22 @@ def plan_command(
     server_path: Annotated[
         str | None,
         typer.Argument(
-            metavar="[SERVER]",
-            help="Ignored, with any ARGS: a volley-bench command line plans as it is.",
+            metavar="SERVER",
+            help="Ignored, as are ARGS: a volley-bench command keeps its SERVER.",
         ),
     ] = None,
     args: Annotated[list[str] | None, typer.Argument(metavar="[-- ARGS...]", hidden=True)] = None,
     cores: Annotated[
-        str | None, typer.Option("--cores", help="Client CPUs, as volley-bench takes them.")
+        str | None,
+        typer.Option("--cores", metavar="LIST", help="Client CPUs, as volley-bench takes them."),
     ] = None,
     server_cores: Annotated[
-        str | None, typer.Option("--server-cores", help="Server CPUs, as volley-bench.")
+        str | None,
+        typer.Option("--server-cores", metavar="LIST", help="Server CPUs, as volley-bench."),
     ] = None,
     clients: Annotated[
-        int | None, typer.Option("--clients", help="Clients. Default: one per client CPU.")
+        int | None,
+        typer.Option("--clients", metavar="N", help="Clients. Default: one per client CPU."),
     ] = None,
     topology_file: Annotated[
         str | None,
