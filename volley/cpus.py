@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from volley.topology import Topology
+    from volley.topology import Topology  # here: topology.py reads CPU lists from this module
 
 
 class CpuError(ValueError):
@@ -83,7 +83,7 @@ def place(
     the cores it leaves free, and the warnings name what it costs. Without a topology every
     CPU counts as a core of its own. ``remote_server``: the server runs elsewhere (--connect).
     """
-    from volley.topology import Topology
+    from volley.topology import Topology  # here: topology.py reads CPU lists from this module
 
     usable = usable_cpus() if usable is None else sorted(usable)
     topology = topology if topology is not None else Topology.flat(usable)
