@@ -523,6 +523,75 @@ def _interleaved_runs(
     return written, EXIT_CODES[found[0].status]
 
 
+def plan_command(
+    server_path: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SERVER",
+            help="Ignored, as are ARGS: a volley-bench command keeps its SERVER.",
+        ),
+    ] = None,
+    args: Annotated[list[str] | None, typer.Argument(metavar="[-- ARGS...]", hidden=True)] = None,
+    cores: Annotated[
+        str | None,
+        typer.Option("--cores", metavar="LIST", help="Client CPUs, as volley-bench takes them."),
+    ] = None,
+    server_cores: Annotated[
+        str | None,
+        typer.Option("--server-cores", metavar="LIST", help="Server CPUs, as volley-bench."),
+    ] = None,
+    clients: Annotated[
+        int | None,
+        typer.Option("--clients", metavar="N", help="Clients. Default: one per client CPU."),
+    ] = None,
+    topology_file: Annotated[
+        str | None,
+        typer.Option(
+            "--topology",
+            metavar="FILE",
+            help="Plan for the machine whose lscpu -p=CPU,CORE,SOCKET,NODE output this is "
+            "(all its CPUs usable). Default: this machine, its usable CPUs.",
+        ),
+    ] = None,
+    json_path: Annotated[
+        str | None,
+        typer.Option("--json", metavar="PATH", help="Write the plan as JSON (- for stdout)."),
+    ] = None,
+) -> None:
+    """Show where volley-bench would run the server and each worker's clients, the SMT
+    siblings it leaves idle and what the placement costs; run nothing.
+
+    Exit status: 0 planned (warnings or not), 1 the JSON could not be written, 2 bad input.
+    """
+    from volley.present import layout
+    from volley.system import topology
+
+    try:
+        if topology_file:
+            found = topology.load(topology_file)
+            usable = found.cpus
+        else:
+            usable = cpus.usable_cpus()
+            found = topology.from_sysfs() or topology.Topology.flat(usable, "this machine")
+        placement = cpus.place(cores, server_cores, usable, found)
+        if clients is not None and clients < 1:
+            raise BadInput(f"--clients {clients} must be at least 1")
+        if json_path and json_path != "-":
+            results.check_writable(Path(json_path))
+    except (BadInput, cpus.CpuError, OSError) as e:
+        fail(str(e), EXIT_USAGE)
+    plan = layout.Layout(found, placement, clients or len(placement.client_cpus), usable)
+    if json_path == "-":
+        say(plan.dumps(), end="")
+        return
+    if json_path:
+        try:
+            results.write_atomically(Path(json_path), plan.dumps())
+        except OSError as e:
+            fail(f"cannot write {json_path}: {e.strerror or e}", EXIT_FAILED)
+    say("\n".join(plan.lines()))
+
+
 def system_command() -> None:
     """Show how ready this machine is for latency benchmarks: each item's state, why it
     matters and how to fix it. Changes nothing; exit status 0."""
@@ -635,6 +704,7 @@ app.command("plot")(plot_command)
 app.command("check")(check_command)
 app.command("compare")(compare_command)
 app.command("system")(system_command)
+app.command("plan")(plan_command)
 app.add_typer(history_app, name="history")
 
 

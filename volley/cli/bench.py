@@ -40,7 +40,7 @@ from volley.numbers.units import (
 )
 from volley.present.report import StreamProgress, summary
 from volley.records import results
-from volley.system import cpus, machine
+from volley.system import cpus, machine, topology
 
 T = TypeVar("T")
 EXIT_CODES = results.EXIT_CODES
@@ -104,10 +104,13 @@ def bench(
         help="Extra server arguments; {server_cores} and {client_cores} become the counts.",
     ),
     cores: str | None = typer.Option(
-        None, "--cores", help="Client CPUs, taskset syntax (0-39,41). Default: upper half."
+        None, "--cores", help="Client CPUs, taskset syntax (0-39,41). Default: see --server-cores."
     ),
     server_cores: str | None = typer.Option(
-        None, "--server-cores", help="Server CPUs. Default: the lower half of usable CPUs."
+        None,
+        "--server-cores",
+        help="Server CPUs. Default: the lower half of one socket's cores (the clients the "
+        "upper half), one CPU per core.",
     ),
     clients: int | None = typer.Option(
         None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
@@ -214,6 +217,13 @@ def bench(
         "the intervals (off: neither read nor kept). Default: $VOLLEY_HISTORY, else "
         "~/.local/state/volley/sittings.",
     ),
+    topology_file: str | None = typer.Option(
+        None,
+        "--topology",
+        metavar="FILE",
+        help="Place CPUs by this lscpu -p=CPU,CORE,SOCKET,NODE output instead of this "
+        "machine's topology (volley plan shows the placement).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     version: bool = typer.Option(
         False, "--version", callback=version_callback, is_eager=True, help="Print the version."
@@ -249,6 +259,7 @@ def bench(
             server_address,
             idle_states,
             spin,
+            topology_file,
         )
         if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
@@ -267,8 +278,8 @@ def bench(
     sittings = None
     if not (team and team.rank):  # the rule and the result are rank 0's
         config, sittings = _earlier_sittings(config, history_place or history.default_place())
-    if config.placement.warning and not quiet:
-        say(f"warning: {config.placement.warning}", sys.stderr)
+    for warning in () if quiet else config.placement.warnings:
+        say(f"warning: {warning}", sys.stderr)
     if config.idle_states == machine.IDLE_SHALLOW and not quiet:
         denied = machine.idle_hold_problem()
         if denied:
@@ -392,6 +403,7 @@ def make_config(
     server_address: str = server.LOOPBACK,
     idle_states: str = BENCH_DEFAULTS["idle-states"],
     spin: str | None = None,
+    topology_file: str | None = None,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     # Long but flat: one check per option, in the order of the options, each with its message.
@@ -416,7 +428,9 @@ def make_config(
             f"--port {port} is already in use on {server_address}; pick another "
             "or leave --port out to get a free one"
         )
-    placement = cpus.place(cores, server_cores)
+    placed_by, differs = topology.for_placement(topology_file)
+    placement = cpus.place(cores, server_cores, None, placed_by, remote_server=bool(address))
+    placement = replace(placement, warnings=placement.warnings + differs)
     if clients is None:
         clients = len(placement.client_cpus)
     if clients < 1:

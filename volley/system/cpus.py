@@ -1,46 +1,12 @@
-"""CPU lists: parsing and formatting taskset/numactl syntax, and choosing who runs where."""
+"""Choosing who runs where: the server's CPUs and the clients', on the machine's topology
+(CPU lists themselves are parsed and spelled in ``topology``)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-
-class CpuError(ValueError):
-    """A CPU list that is malformed or names CPUs this process may not use."""
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse ``"0-3,8,10-11"`` into a sorted list of distinct CPU numbers."""
-    cpus: set[int] = set()
-    if not text.strip():
-        raise CpuError("empty CPU list; write it like 0-3,8")
-    for part in text.split(","):
-        part = part.strip()
-        low, sep, high = part.partition("-")
-        try:
-            first = int(low)
-            last = int(high) if sep else first
-        except ValueError:
-            raise CpuError(f"bad CPU list {text!r}: {part!r} is not N or N-M") from None
-        if first < 0 or last < first:
-            raise CpuError(f"bad CPU list {text!r}: range {part!r} is empty or negative")
-        cpus.update(range(first, last + 1))
-    return sorted(cpus)
-
-
-def format_cpu_list(cpus: list[int] | set[int]) -> str:
-    """The shortest taskset-style spelling: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    ordered = sorted(cpus)
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
+from volley.system.topology import CpuError, Topology, format_cpu_list, parse_cpu_list
 
 
 def usable_cpus() -> list[int]:
@@ -50,40 +16,134 @@ def usable_cpus() -> list[int]:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the server and the clients run, and whether they had to share."""
+    """Where the server and the clients run, the SMT siblings left idle, and what is
+    wrong with it (each warning a sentence)."""
 
     server_cpus: list[int]
     client_cpus: list[int]
-    warning: str | None = None
+    warnings: tuple[str, ...] = ()
+    idle_siblings: list[int] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str | None:
+        return "; ".join(self.warnings) or None
 
 
 def place(
-    client_spec: str | None, server_spec: str | None, usable: list[int] | None = None
+    client_spec: str | None,
+    server_spec: str | None,
+    usable: list[int] | None = None,
+    topology: Topology | None = None,
+    remote_server: bool = False,
 ) -> Placement:
-    """Choose server and client CPUs from the user's lists, defaulting to disjoint halves.
+    """Choose server and client CPUs from the user's lists and the machine's topology.
 
-    The server gets the lower half of the usable CPUs and the clients the upper half, so
-    the two never compete for a core unless only one CPU is usable.
+    By default the server and the clients get disjoint halves of the physical cores of one
+    socket and NUMA node (the lower half the server's), one CPU per core, so that no reply
+    crosses sockets and no thread shares a core with the other side; the SMT siblings of
+    the CPUs used are left idle. A list the user gives wins, the other side defaulting to
+    the cores it leaves free, and the warnings name what it costs. Without a topology every
+    CPU counts as a core of its own. ``remote_server``: the server runs elsewhere (--connect).
     """
     usable = usable_cpus() if usable is None else sorted(usable)
+    topology = topology if topology is not None else Topology.flat(usable)
     clients = _checked(client_spec, usable, "--cores") if client_spec else None
     server = _checked(server_spec, usable, "--server-cores") if server_spec else None
     if clients is None and server is None:
-        half = len(usable) // 2
-        server, clients = (usable[:half], usable[half:]) if half else (usable, usable)
+        server, clients = _split(usable, topology)
     elif clients is None:
         assert server is not None
-        clients = [c for c in usable if c not in server] or list(server)
+        clients = _beside(server, usable, topology, "--server-cores", False)
     elif server is None:
-        server = [c for c in usable if c not in clients] or list(clients)
+        server = _beside(clients, usable, topology, "--cores", remote_server)
+    used = set(server) | set(clients)
+    idle = sorted({s for c in used for s in topology.siblings(c)} - used)
+    warnings = () if remote_server else _costs(server, clients, topology)
+    return Placement(server, clients, warnings, idle)
+
+
+def _split(usable: list[int], topology: Topology) -> tuple[list[int], list[int]]:
+    """Server and clients on disjoint halves of the cores of the largest socket-and-node."""
+    cores = topology.cores(usable)
+    if len(cores) == 1:
+        only = cores[0]  # one core: its threads are all there is to share
+        return (only[:1], only[1:]) if len(only) > 1 else (only, only)
+    domains: dict[tuple[int, int | None], list[list[int]]] = {}
+    for core in cores:
+        site = topology.site(core[0])
+        domains.setdefault((site.socket, site.node), []).append(core)
+    largest = max(domains.values(), key=len)  # the first of equals: max keeps the first
+    pool = largest if len(largest) > 1 else cores
+    half = len(pool) // 2
+    return [c[0] for c in pool[:half]], [c[0] for c in pool[half:]]
+
+
+def _beside(
+    given: list[int], usable: list[int], topology: Topology, option: str, remote: bool
+) -> list[int]:
+    """The other side's CPUs: one per core the given list leaves free, on the given list's
+    sockets and nodes if it can. Only a one-core machine (or a server elsewhere) shares."""
+    side = "server" if option == "--cores" else "clients"
+    taken = {topology.core_of(c) for c in given}
+    free = [core for core in topology.cores(usable) if topology.core_of(core[0]) not in taken]
+    if free and not remote:
+        near = {topology.domain(c) for c in given}
+        chosen = [core for core in free if topology.domain(core[0]) in near] or free
+        return [core[0] for core in chosen]
+    rest = [c for c in usable if c not in given]
+    if remote or len(topology.cores(usable)) == 1:
+        return rest or list(given)
+    other = "--server-cores" if option == "--cores" else "--cores"
+    siblings = f" (CPU {format_cpu_list(rest)} are their SMT siblings)" if rest else ""
+    raise CpuError(
+        f"{option} {format_cpu_list(given)} takes every usable physical core{siblings}, "
+        f"leaving none for the {side}: give fewer CPUs to {option}, or {other} to share "
+        "cores knowingly"
+    )
+
+
+def _costs(server: list[int], clients: list[int], topology: Topology) -> tuple[str, ...]:
+    """What the placement costs the measurement: shared CPUs, shared cores, crossed nodes."""
+    found = []
     shared = sorted(set(server) & set(clients))
-    warning = None
     if shared:
-        warning = (
+        found.append(
             f"server and clients share CPU {format_cpu_list(shared)}: the measurement "
             "includes their competition for it"
         )
-    return Placement(server_cpus=server, client_cpus=clients, warning=warning)
+    pairs = [
+        (s, c)
+        for s in server
+        for c in clients
+        if s != c and topology.core_of(s) == topology.core_of(c)
+    ]
+    if pairs:
+        named = ", ".join(f"{s} with {c}" for s, c in pairs[1:])
+        found.append(
+            f"server and clients share physical cores (SMT siblings): server CPU "
+            f"{pairs[0][0]} with client CPU {pairs[0][1]}{', ' if named else ''}{named}; "
+            "the measurement includes their competition for each core"
+        )
+    domains = {topology.domain(c) for c in [*server, *clients]}
+    if len({d for d in domains if d is not None and d >= 0}) > 1:
+        found.append(
+            f"server on {_by_domain(server, topology)} and clients on "
+            f"{_by_domain(clients, topology)}: every request and reply crosses between them"
+        )
+    return tuple(found)
+
+
+def _by_domain(cpus: list[int], topology: Topology) -> str:
+    """``CPU 0-9 (node 0), 20-29 (node 1)``."""
+    kind = "node" if topology.has_nodes else "socket"
+    groups: dict[int | None, list[int]] = {}
+    for cpu in cpus:
+        groups.setdefault(topology.domain(cpu), []).append(cpu)
+    parts = [
+        f"{format_cpu_list(g)} ({kind} {d if d is not None and d >= 0 else '?'})"
+        for d, g in sorted(groups.items(), key=lambda item: item[1][0])
+    ]
+    return "CPU " + ", ".join(parts)
 
 
 def _checked(spec: str, usable: list[int], option: str) -> list[int]:
