@@ -11,7 +11,12 @@ The stopping rule is Stein's two-stage procedure with a sequential tail. The fir
 (a count decided before it can see the data it will judge), and from there the loop stops
 at the first run at which every interval is within its target. Stopping at the first
 narrow-enough interval from the start would stop preferentially on runs that happen to
-agree, and undercover; the pilot makes that early luck unusable.
+agree, and undercover; the pilot makes that early luck unusable. Once the pilot is done,
+its Forecast says what the targets need and what the time given reaches at its spread.
+
+Fixed-size modes (``RunPlan.runs``, ``RunPlan.duration_s``) play the same runs with no
+stopping rule: a count or a time fixed before any run, and one look after the last, so
+no early luck to correct and nothing to stop on.
 
 Each run's measured stretch is drawn uniformly from [0.5, 1.5] times ``run_time_s``
 (``run_length_s``). Runs of one fixed length start at a fixed cadence, and a server that
@@ -382,10 +387,14 @@ class Verdict:
     def within(self) -> bool:
         """Every targeted interval is within its target, whether or not the rule may stop
         on it yet (a fixed-size mode looks once, at its end, and may)."""
-        return all(
-            math.isfinite(iv.half_width) and iv.half_width <= self.targets_ns[name]
-            for name, iv in self.intervals.items()
-        )
+        return within(self.intervals, self.targets_ns)
+
+
+def within(found: dict[str, stats.Interval], targets_ns: dict[str, float]) -> bool:
+    return all(
+        math.isfinite(iv.half_width) and iv.half_width <= targets_ns[name]
+        for name, iv in found.items()
+    )
 
 
 @dataclass
@@ -427,7 +436,7 @@ class StoppingRule:
             )
             for t in self.targets
         }
-        met = runs >= self.planned and Verdict(False, 0, found, targets_ns).within
+        met = runs >= self.planned and within(found, targets_ns)
         # A target that the spread between sittings alone exceeds is never met here: under
         # stats.sitting_df (the one df rule of the interval and the plan) the half-width
         # only falls with more runs, towards between_alone, so this verdict never gives up
