@@ -202,15 +202,20 @@ def test_not_significant_exits_0_with_the_result_or_3_when_the_precision_is_requ
     assert lines[answer + 1].strip().startswith("significant: NO")
 
 
-def test_a_fixed_count_of_runs_is_played_whatever_the_precision(c_threaded):
+@pytest.mark.parametrize(
+    ("size", "mode"), [(("--runs", "4"), "runs"), (("--duration", "2s"), "duration")]
+)
+def test_a_fixed_size_is_played_whatever_the_precision_and_exits_0(c_threaded, size, mode):
     done = bench(
-        "--clients", "1", "--runs", "4", "--precision", "0.0001%", *QUICK, "--json", "-",
-        c_threaded,
+        "--clients", "1", *size, "--precision", "0.0001%", *QUICK, "--json", "-", c_threaded
     )  # fmt: skip
     assert done.status == 0, done.stderr
     result = done.json()
-    assert result["mode"] == "runs" and result["rounds"] == len(result["runs"]) == 4
-    assert result["status"] == "not-significant"
+    assert result["mode"] == mode and result["status"] == "not-significant"
+    assert result["rounds"] == len(result["runs"]) >= 1
+    if mode == "runs":
+        assert result["rounds"] == 4
+    assert "not met by these" in done.stderr.splitlines()[0]
 
 
 def test_connect_mode_leaves_the_server_running(c_threaded):
