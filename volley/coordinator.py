@@ -103,6 +103,9 @@ class BenchConfig:
     # differ per statistic; None when not looked for.
     earlier_sittings: int | None = None
     between: dict[str, stats.Between] = field(default_factory=dict)
+    # A fixed size instead of the stopping rule (RunPlan.runs, RunPlan.duration_s).
+    runs: int | None = None
+    duration_s: float | None = None
 
     def alternative(self, index: int) -> tuple[str, list[str]]:
         return self.alternatives[index] if self.alternatives else (self.server, self.server_args)
@@ -118,6 +121,8 @@ class BenchConfig:
             min_runs=self.min_runs,
             noisy=self.noisy,
             between=self.between,
+            runs=self.runs,
+            duration_s=self.duration_s,
         )
 
 
@@ -523,6 +528,8 @@ class Coordinator:
                 name: math.sqrt(b.tau2) for name, b in config.between.items() if b.tau2 > 0
             },
             placements=by_placement(runs, config.confidence),
+            mode=config.plan.mode,
+            planned_runs=measurement.forecast.needed if measurement.forecast else None,
             load=LoadInfo()
             if config.rate_ops_s is None
             else LoadInfo.from_runs(

@@ -37,7 +37,11 @@ Format history (``version`` in the JSON):
      (how long each client spun before a send) and ``load.send_lag_ns`` {"p50", "p90",
      "p99", "max"} (the median over runs of each run's percentile; max: the largest); and
      ``run_pattern``, a sentence when the run means drift or fall in two groups (else
-     null; derived from ``runs`` on reading).
+     null; derived from ``runs`` on reading). ``mode``: ``precision`` (runs until the
+     targets are met, within --max-time), ``runs`` (a fixed count, --runs) or ``duration``
+     (as many runs as fit in --duration); older files read as ``precision``.
+     ``planned_runs``: how many runs the targets needed at the pilot runs' spread (null
+     when the pilot did not complete).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -73,8 +77,12 @@ SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
 INTERRUPTED = "interrupted"
 FAILED = "failed"
-# volley-bench's exit status for each status (bad input, with no status, exits 2).
+# volley-bench's exit status for each status under --require-precision (bad input, with no
+# status, exits 2); without it a measurement that completed exits 0 whatever its precision.
 EXIT_CODES = {SIGNIFICANT: 0, FAILED: 1, NOT_SIGNIFICANT: 3, INTERRUPTED: 130}
+# How the runs were bounded: until every precision target is met (the stopping rule, within
+# --max-time), a fixed count (--runs), or as many as fit in a fixed time (--duration).
+PRECISION_MODE, RUNS_MODE, DURATION_MODE = "precision", "runs", "duration"
 
 
 @dataclass(frozen=True)
@@ -363,6 +371,10 @@ class BenchResult:
     history: dict[str, Any] | None = None
     # The sequential plan and looks of the ``volley compare --run`` that wrote it.
     sequential: Looks | None = None
+    # How the runs were bounded (PRECISION_MODE, RUNS_MODE, DURATION_MODE), and how many
+    # runs the targets needed at the pilot runs' spread (None: no pilot completed).
+    mode: str = PRECISION_MODE
+    planned_runs: int | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
