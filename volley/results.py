@@ -573,7 +573,7 @@ def _misfit_scalar(value: Any, hint: Any, name: str) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return _wrong(value, name, hint)
         if isinstance(value, float) and math.isinf(value):
-            return f"{name} is {value}, not a finite number"
+            return f"{name} is {'-' if value < 0 else ''}Infinity, not a finite number"
         return None
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         return _wrong(value, name, hint)
