@@ -198,6 +198,8 @@ class CpuState:
             nodes = [int(e.name[4:]) for e in os.scandir(base) if e.name[4:].isdigit()]
         except OSError:
             pass
+        # sysfs, not psutil: psutil has no governor, and its frequencies are per cpufreq
+        # policy (which may span several CPUs), not per CPU.
         return cls(
             cpu=cpu,
             role=role,
