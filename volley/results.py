@@ -40,6 +40,9 @@ Format history (``version`` in the JSON):
      null; derived from ``runs`` on reading).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
+Files are read through ``read_result`` / ``parse_result``, which check every value against
+the type its dataclass declares and raise ``ResultError`` (a one-line ``BadInput``) for
+anything else, so that no later step fails on a value's type.
 
 Every JSON Volley writes is strict JSON: a number that is not known (the interval's bounds
 with fewer than two batches, a mean of no ops) is written ``null``, never NaN or Infinity,
