@@ -22,7 +22,7 @@ import psutil
 import pytest
 from helpers import volley
 
-from volley import machine
+from volley import machine, noise
 from volley.machine import CpuState, Environment
 from volley.noise import (
     OTHER_SHARE_LIMIT,
@@ -313,6 +313,32 @@ def test_cmdline_flags_stop_at_the_init_arguments() -> None:
 
 
 # --- Noise ----------------------------------------------------------------------------
+
+
+def test_cpu_times_are_keyed_by_cpu_number_with_cpus_offline(monkeypatch) -> None:
+    # /proc/stat, and psutil after it, leave an offline CPU out: with CPU 1 offline the
+    # second entry is CPU 2's, and taken for CPU 1 it would put CPU 2's work on CPU 1.
+    fake = [psutil.cpu_times(percpu=True)[0]._replace(steal=float(n)) for n in (0, 2, 3)]
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: fake)
+    monkeypatch.setattr(noise, "_cpus_text", lambda path: [0, 2, 3])
+    assert {cpu: t[2] for cpu, t in noise._cpu_times().items()} == {0: 0.0, 2: 2.0, 3: 3.0}
+    # A CPU that went on or offline between the two reads: nothing, not the wrong CPUs.
+    monkeypatch.setattr(noise, "_cpus_text", lambda path: [0, 1, 2, 3])
+    assert noise._cpu_times() == {}
+
+
+def test_cpu_times_agree_with_proc_stat() -> None:
+    found = noise._cpu_times()
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        user, nice, system, _, _, irq, softirq, steal = (int(v) * TICK_S for v in values[:8])
+        task, interrupts, stolen = found[int(name[3:])]
+        # Read a moment apart: at most a few ticks more since.
+        assert 0 <= user + nice + system - task <= 5 * TICK_S
+        assert 0 <= irq + softirq - interrupts <= 5 * TICK_S
+        assert 0 <= steal - stolen <= 5 * TICK_S
 
 
 def test_a_hog_on_the_client_cpu_is_flagged_with_its_share() -> None:
