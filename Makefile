@@ -30,11 +30,10 @@ volley/.installed-dev: volley/.installed
 	@touch $@
 
 # Benchmark one bundled server with the defaults (server on the lower half of the CPUs,
-# one client per CPU of the upper half).
-# Exit status 3 (the precision was not reached within --max-time) still printed a result,
-# flagged not significant: not a failure of `make run`.
+# one client per CPU of the upper half). A precision out of reach within --max-time still
+# ends in the interval reached, exit status 0.
 run: install server-$(SERVER)
-	$(PYTHON) -m volley bench $(RUN_ARGS) $(SERVER_ARGS) target/servers/$(SERVER) || [ $$? -eq 3 ]
+	$(PYTHON) -m volley bench $(RUN_ARGS) $(SERVER_ARGS) target/servers/$(SERVER)
 
 test: install-dev servers
 	$(PYTHON) -m pytest -q

@@ -363,7 +363,7 @@ def test_too_short_a_run_writes_strict_json(c_threaded, tmp_path):
         "--warmup", "0", "--max-time", "1ms", "--clients", "1", "--json", out, c_threaded
     )
     done = finished(command, capture_output=True)
-    assert done.returncode == 3, done.stderr
+    assert done.returncode == 0, done.stderr  # measured, if not to the target
     result: dict[str, Any] = strict_loads(out.read_text())  # null where not known
     assert result["rounds"] == 1 and result["status"] == "not-significant"
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from helpers import volley
 
-from volley.system import machine
+from volley.system import machine, noise
 from volley.system.machine import CpuState, Environment
 from volley.system.noise import (
     OTHER_SHARE_LIMIT,
@@ -315,6 +315,32 @@ def test_cmdline_flags_stop_at_the_init_arguments() -> None:
 # --- Noise ----------------------------------------------------------------------------
 
 
+def test_cpu_times_are_keyed_by_cpu_number_with_cpus_offline(monkeypatch) -> None:
+    # /proc/stat, and psutil after it, leave an offline CPU out: with CPU 1 offline the
+    # second entry is CPU 2's, and taken for CPU 1 it would put CPU 2's work on CPU 1.
+    fake = [psutil.cpu_times(percpu=True)[0]._replace(steal=float(n)) for n in (0, 2, 3)]
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: fake)
+    monkeypatch.setattr(noise, "_cpus_text", lambda path: [0, 2, 3])
+    assert {cpu: t[2] for cpu, t in noise._cpu_times().items()} == {0: 0.0, 2: 2.0, 3: 3.0}
+    # A CPU that went on or offline between the two reads: nothing, not the wrong CPUs.
+    monkeypatch.setattr(noise, "_cpus_text", lambda path: [0, 1, 2, 3])
+    assert noise._cpu_times() == {}
+
+
+def test_cpu_times_agree_with_proc_stat() -> None:
+    found = noise._cpu_times()
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        user, nice, system, _, _, irq, softirq, steal = (int(v) * TICK_S for v in values[:8])
+        task, interrupts, stolen = found[int(name[3:])]
+        # Read a moment apart: at most a few ticks more since.
+        assert 0 <= user + nice + system - task <= 5 * TICK_S
+        assert 0 <= irq + softirq - interrupts <= 5 * TICK_S
+        assert 0 <= steal - stolen <= 5 * TICK_S
+
+
 def test_a_hog_on_the_client_cpu_is_flagged_with_its_share() -> None:
     with pinned(CLIENT_CPU, HOG) as hog:
         hog_before = sum(psutil.Process(hog.pid).cpu_times()[:2])
@@ -399,8 +425,10 @@ def test_one_cpu_for_client_and_server() -> None:
     assert 0 <= noise.cpus[0].other_share <= 1
 
 
-def test_start_and_stop_cost_well_under_5_ms() -> None:
-    # A worker with 64 client threads, and a server that forked a child.
+def test_meter_starts_and_stops_around_many_threads_and_a_forking_server() -> None:
+    # A worker with 64 client threads, and a server that forked a child. What starting and
+    # stopping costs is measured by bench/noise.py ("start+stop cost"), not asserted here:
+    # a timing on a shared machine says more about the machine than about the meter.
     threads = (
         "import threading, time\n"
         "for _ in range(64): threading.Thread(target=time.sleep, args=(30,)).start()\n"
@@ -413,13 +441,11 @@ def test_start_and_stop_cost_well_under_5_ms() -> None:
         assert len(psutil.Process(worker.pid).threads()) == 65
         assert len(descendants({server.pid}, None)) == 2
         meter = NoiseMeter([CLIENT_CPU], [SERVER_CPU])
-        costs = []
         for _ in range(20):
-            begin = time.perf_counter()
             meter.start(server.pid, [worker.pid])
-            meter.stop()
-            costs.append(time.perf_counter() - begin)
-    assert statistics.median(costs) < 0.005, costs
+            noise = meter.stop()
+            assert {c.cpu for c in noise.cpus} == {CLIENT_CPU, SERVER_CPU}
+            assert all(0 <= c.other_share <= 1 for c in noise.cpus)
 
 
 def test_stop_without_start_is_an_error() -> None:

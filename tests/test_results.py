@@ -193,6 +193,46 @@ def test_summary_has_the_numbers_and_the_verdict():
     assert "significant: NO (max time reached" in one
 
 
+def test_summary_leads_with_the_answer_its_precision_and_then_the_verdict():
+    met = summary(result(targets=["mean:1%"])).splitlines()
+    assert met[0] == "mean 50.00 us ± 400 ns (95% CI, 0.8%): target ±1% on the mean met"
+    assert met[1] == "  significant: yes" and met[2] == "target/servers/c-threaded"
+    # Out of time: the precision reached, and what the target would have taken.
+    short = summary(
+        result(
+            status="not-significant",
+            targets=["mean:0.5%", "p99:2%"],
+            planned_runs=40,
+            elapsed_s=44.6,
+        )
+    ).splitlines()
+    assert short[0] == (
+        "mean 50.00 us ± 400 ns (95% CI, 0.8%), p99 90.00 us ± 4.00 us (95% CI, 4.4%): "
+        "target ±0.5% on the mean and ±2% on p99 out of reach in 45 s (~40 runs needed at "
+        "this spread, 2 played): give it longer (--max-time), or see `volley system`"
+    )
+    assert short[1].startswith("  significant: NO (max time reached")
+    # Stopped early: earlier sittings alone differ by more than the target.
+    early = summary(
+        result(status="not-significant", targets=["mean:0.5%"], error="target out of reach ...")
+    ).splitlines()
+    assert early[0].endswith("target ±0.5% on the mean out of reach on this machine: see "
+                             "`volley system`")  # fmt: skip
+    assert early[2] == "  why: target out of reach ..."
+    fixed = summary(result(status="not-significant", mode="runs", targets=["mean:0.5%"]))
+    assert fixed.splitlines()[0].endswith("target ±0.5% on the mean not met by these 2 runs")
+    assert "significant: NO (the fixed runs did not reach the target precision)" in fixed
+
+
+def test_the_mode_and_the_planned_runs_are_in_the_json_and_older_files_read_as_precision():
+    data = result(mode="duration", planned_runs=40).to_json()
+    assert data["mode"] == "duration" and data["planned_runs"] == 40
+    assert BenchResult.from_json(data).mode == "duration"
+    del data["mode"], data["planned_runs"]
+    older = BenchResult.from_json(data)
+    assert older.mode == "precision" and older.planned_runs is None
+
+
 def test_summary_of_a_failure_says_so():
     text = summary(result(status="failed", error="client 3 ...: wrong reply", latency_ns=None))
     assert "no op completed" in text and "incomplete" in text

@@ -16,6 +16,8 @@ import pytest
 from volley.engine.play import PlayedRun, RunFailed, RunRequest
 from volley.measure.runs import (
     RUN_LENGTH_SPREAD,
+    Forecast,
+    Measurement,
     Progress,
     RunPlan,
     RunProgress,
@@ -25,6 +27,7 @@ from volley.measure.runs import (
 )
 from volley.numbers import stats
 from volley.numbers.units import Target, parse_target
+from volley.present.report import forecast_line
 from volley.records.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
 
 RUN_S = 0.75  # warm-up + measured stretch of a default run, in fake seconds
@@ -564,3 +567,106 @@ def test_the_summary_and_the_json_say_when_run_means_fall_in_two_groups():
     assert data["run_pattern"].startswith("run means fall in two groups")
     assert BenchResult.from_json(data).run_pattern == data["run_pattern"]
     assert result.to_json()["run_pattern"] is None and "runs:" not in summary(result)
+
+
+# --- the plan after the pilot, and the fixed-size modes ------------------------------------
+
+
+class Planner(Recorder):
+    """Records the progress lines and, in order among them, the pilot's forecast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forecasts: list[tuple[int, Forecast]] = []  # (runs before it, forecast)
+
+    def plan(self, forecast: Forecast) -> None:
+        self.forecasts.append((len(self.lines), forecast))
+
+
+def planned_measure(cv: float, seed: int = 7, **plan: object) -> tuple[Measurement, Planner]:
+    clock = FakeClock()
+    values, _ = run_values(np.random.default_rng(seed), 3000, cv=cv)
+    planner = Planner()
+    options = {"targets": [Target("mean", relative=0.01)], **plan}
+    m = measure(SeriesEngine(values, clock), RunPlan(**options), planner, clock=clock)  # type: ignore[arg-type]
+    return m, planner
+
+
+def test_the_pilot_forecast_comes_once_right_after_the_pilot_with_the_rules_count():
+    m, planner = planned_measure(0.03, max_time_s=1e4)
+    ((after, forecast),) = planner.forecasts
+    assert after == 10 and forecast is m.forecast
+    # The rule played the runs the forecast said the target needs, and met it.
+    assert m.status == SIGNIFICANT and forecast.in_reach
+    assert planner.lines[-1].planned == forecast.needed == forecast.needs["mean"]
+    assert len(m.runs) >= forecast.needed > 10
+    line = forecast_line(forecast)
+    assert line.startswith(f"plan: ±1% on the mean needs ~{forecast.needed} runs (~")
+    assert "reachable within --max-time 2h46m (~" in line
+
+
+def test_the_reachable_half_width_is_the_inverse_of_the_planned_runs():
+    pilot = list(np.random.default_rng(8).normal(100_000, 4_000, 10))
+    for between in (None, stats.Between(400.0**2, 6)):
+        runs = stats.planned_runs(pilot, 1_500.0, 0.95, between)
+        assert stats.reachable_half_width(pilot, runs, 0.95, between) <= 1_500.0
+        assert stats.reachable_half_width(pilot, runs - 1, 0.95, between) > 1_500.0
+    assert stats.reachable_half_width(pilot, 1, 0.95) == math.inf
+
+
+def test_a_target_out_of_reach_within_max_time_is_said_after_the_pilot_then_measured():
+    m, planner = planned_measure(0.1, max_time_s=45.0)
+    ((after, forecast),) = planner.forecasts
+    assert after == 10 and not forecast.in_reach and forecast.needed > forecast.allowed
+    line = forecast_line(forecast)
+    assert line.startswith("plan: target out of reach within --max-time 45s: ±1% on the mean")
+    assert f"is reachable (~{forecast.allowed} runs), measuring for that" in line
+    # It kept measuring for the time given, and got about the precision forecast.
+    assert m.status == NOT_SIGNIFICANT and m.error is None
+    assert len(m.runs) == pytest.approx(forecast.allowed, abs=3)
+    reached = m.intervals["mean"].half_width
+    assert 0.5 < reached / forecast.reachable_ns["mean"] < 2
+
+
+def test_earlier_sittings_that_put_the_target_out_of_reach_are_named_in_the_plan():
+    between = {"mean": stats.Between(5_000.0**2, 8)}
+    m, planner = planned_measure(0.028, seed=5, max_time_s=1e9, between=between)
+    ((_, forecast),) = planner.forecasts
+    assert set(forecast.beyond_ns) == {"mean"}
+    line = forecast_line(forecast)
+    assert line.startswith("plan: target out of reach on this machine (±1% on the mean: earlier")
+    assert m.error and "out of reach" in m.error  # and the rule still stops early
+
+
+@pytest.mark.parametrize("cv", [0.005, 0.2], ids=["met-early", "never-met"])
+def test_a_fixed_count_plays_exactly_that_many_runs_whatever_the_precision(cv):
+    # The stopping rule would stop after the 10 pilot runs at 0.5% spread; --runs does not,
+    # and max_time_s does not bound it.
+    m, planner = planned_measure(cv, runs=25, max_time_s=1.0)
+    assert len(m.runs) == 25 and [p.run for p in planner.lines] == list(range(1, 26))
+    assert all(p.planned == 25 for p in planner.lines)
+    assert m.status == (SIGNIFICANT if cv < 0.01 else NOT_SIGNIFICANT)
+    ((_, forecast),) = planner.forecasts
+    assert forecast.mode == "runs" and forecast.allowed == 25
+    assert "; at this spread --runs 25 give ±" in forecast_line(forecast)
+
+
+def test_a_fixed_duration_plays_runs_until_its_time_is_used_not_until_the_target():
+    clock = FakeClock()
+    values, _ = run_values(np.random.default_rng(9), 500, cv=0.005)
+    plan = RunPlan(targets=[Target("mean", relative=0.01)], duration_s=20.0, max_time_s=5.0)
+    m = measure(SeriesEngine(values, clock), plan, clock=clock)
+    longest_s = 0.25 + RUN_LENGTH_SPREAD[1] * 0.5 + 0.05
+    assert 20.0 - longest_s < clock.now <= 20.0  # the duration bounds it, not max_time_s
+    assert len(m.runs) > 2 * plan.min_runs and m.status == SIGNIFICANT
+    assert m.forecast is not None and m.forecast.mode == "duration"
+    assert "reachable within --duration 20s (~" in forecast_line(m.forecast)
+
+
+def test_a_fixed_count_that_is_interrupted_says_so():
+    clock = FakeClock()
+    values, _ = run_values(np.random.default_rng(4), 50)
+    engine = FailingEngine(4, "interrupt", values, clock)
+    plan = RunPlan(targets=[Target("mean", relative=0.5)], runs=20)
+    m = measure(engine, plan, clock=clock)
+    assert m.status == INTERRUPTED and len(m.runs) == 4

@@ -216,6 +216,9 @@ def test_bench_command_pins_and_passes_the_options(tmp_path):
     text = " ".join(command)
     assert "--server-cores 3 --cores 5 --clients 4 --max-time 2s" in text
     assert text.endswith(f"--json - --quiet {exp.servers[1].path} -- -t {{server_cores}}")
+    # volley-bench exits 0 for any completed measurement unless asked to require the
+    # precision: a point that missed its targets is still recorded with exit status 3.
+    assert "--require-precision" in command
 
 
 def test_failure_messages_are_one_line():

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PINGPONG = HERE / "pingpong"
 CLIENT_COUNTS = (1, 8)
-# A precision no run reaches, so volley-bench plays until --max-time (and exits 3).
+# A precision no run reaches, so volley-bench plays until --max-time.
 UNREACHABLE_PRECISION = "0.0001%"
 TARGET = 0.03
 CHILD_GRACE_S = 5.0

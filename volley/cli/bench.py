@@ -1,9 +1,9 @@
 """volley-bench's command line, and what every command shares: parse options, call the
 library, export, pick the exit status. The ``volley`` subcommands are in ``volley.cli.app``.
 
-Exit status: 0 significant (or all checks passed), 1 the run failed, 2 bad input,
-3 finished without reaching the target precision, 130 interrupted (SIGINT, SIGTERM or
-SIGHUP).
+Exit status: 0 measured (whatever the precision reached; or all checks passed), 1 the run
+failed, 2 bad input, 3 the target precision was not reached and --require-precision asked
+for it, 130 interrupted (SIGINT, SIGTERM or SIGHUP).
 
 Files are written before anything is printed, and every line goes out through ``say``: a
 reader that went away (``| head``, a closed pipe, a hung-up terminal) loses the words,
@@ -104,74 +104,116 @@ def bench(
         help="Extra server arguments; {server_cores} and {client_cores} become the counts.",
     ),
     cores: str | None = typer.Option(
-        None, "--cores", help="Client CPUs, taskset syntax (0-39,41). Default: see --server-cores."
+        None,
+        "--cores",
+        metavar="CPUS",
+        help="Client CPUs, taskset syntax (0-39,41). Default: see --server-cores.",
     ),
     server_cores: str | None = typer.Option(
         None,
         "--server-cores",
+        metavar="CPUS",
         help="Server CPUs. Default: the lower half of one socket's cores (the clients the "
         "upper half), one CPU per core.",
     ),
     clients: int | None = typer.Option(
-        None, "--clients", help="Concurrent clients (connections). Default: one per client CPU."
+        None,
+        "--clients",
+        metavar="COUNT",
+        help="Concurrent clients (connections). Default: one per client CPU.",
     ),
     precision: list[str] = typer.Option(
         [BENCH_DEFAULTS["precision"]],
         "--precision",
+        metavar="TARGET",
         help="Stop when the mean's CI half-width is this share of it (1%) or this time (5us);"
         " p99:5% targets a percentile. Repeatable: every target must be met.",
     ),
     confidence: str = typer.Option(
-        BENCH_DEFAULTS["confidence"], "--confidence", help="Confidence level of the CI."
+        BENCH_DEFAULTS["confidence"],
+        "--confidence",
+        metavar="LEVEL",
+        help="Confidence level of the CI (0.95 or 95%).",
     ),
-    max_time: str = typer.Option(
-        BENCH_DEFAULTS["max-time"],
+    max_time: str | None = typer.Option(
+        None,
         "--max-time",
-        help="Give up (exit 3, not significant) after this long.",
+        metavar="DURATION",
+        help="Stop after this long even if the precision is not reached: the result says "
+        f"so, exit 0 (3 with --require-precision). Default: {BENCH_DEFAULTS['max-time']}.",
+    ),
+    fixed_runs: int | None = typer.Option(
+        None,
+        "--runs",
+        metavar="COUNT",
+        help="Play exactly this many measured runs, with no early stop on precision "
+        "(instead of --max-time and --duration).",
+    ),
+    duration: str | None = typer.Option(
+        None,
+        "--duration",
+        metavar="DURATION",
+        help="Play as many runs as fit in this long, with no early stop on precision "
+        "(instead of --max-time and --runs).",
+    ),
+    require_precision: bool = typer.Option(
+        False,
+        "--require-precision",
+        help="Exit 3 when a target is not met (the result is still printed and written).",
     ),
     warmup: str = typer.Option(
         BENCH_DEFAULTS["warmup"],
         "--warmup",
+        metavar="DURATION",
         help="Ops in this first stretch of every run are discarded.",
     ),
     run_time: str = typer.Option(
         BENCH_DEFAULTS["run-time"],
         "--run-time",
         "--round-time",
+        metavar="DURATION",
         help="Measured length of one run (after warm-up).",
     ),
     min_runs: int = typer.Option(
         runs.MIN_RUNS,
         "--min-runs",
+        metavar="COUNT",
         help="Pilot runs that plan how many runs the targets need.",
     ),
     restart: str = typer.Option(
         BENCH_DEFAULTS["restart"],
         "--restart",
+        metavar="server|connections",
         help="What each run starts afresh: server (and connections) or connections only.",
     ),
     noisy: str = typer.Option(
         BENCH_DEFAULTS["noisy"],
         "--noisy",
+        metavar="keep|drop|fail",
         help="A run disturbed by other work on the pinned CPUs: keep (and warn), drop, fail.",
     ),
     op_timeout: str = typer.Option(
         BENCH_DEFAULTS["op-timeout"],
         "--op-timeout",
+        metavar="DURATION",
         help="A reply slower than this is an error, not a hang.",
     ),
     startup_timeout: str = typer.Option(
         BENCH_DEFAULTS["startup-timeout"],
         "--startup-timeout",
+        metavar="DURATION",
         help="How long the server may take to start listening.",
     ),
     idle_states: str = typer.Option(
         BENCH_DEFAULTS["idle-states"],
         "--idle-states",
+        metavar="shallow|any",
         help="shallow: keep the CPUs out of deep idle states while measuring (as root, "
         "through /dev/cpu_dma_latency); any: the machine's own policy.",
     ),
-    port: int | None = typer.Option(None, "--port", help="Server port. Default: a free one."),
+    port: int | None = typer.Option(
+        None, "--port", metavar="PORT", help="Server port. Default: a free one."
+    ),
     server_address: str = typer.Option(
         server.LOOPBACK,
         "--server-address",
@@ -188,13 +230,14 @@ def bench(
     rate: str | None = typer.Option(
         None,
         "--rate",
-        metavar="OPS/S",
+        metavar="RATE",
         help="Open loop: offer this many ops/s over all clients (50k, 1.5M), each word sent "
         "on schedule whether or not earlier replies came. Default: closed loop.",
     ),
     arrivals: str = typer.Option(
         BENCH_DEFAULTS["arrivals"],
         "--arrivals",
+        metavar="poisson|fixed",
         help="Open loop: poisson or fixed gaps between sends.",
     ),
     spin: str | None = typer.Option(
@@ -229,7 +272,13 @@ def bench(
         False, "--version", callback=version_callback, is_eager=True, help="Print the version."
     ),
 ) -> None:
-    """Measure a server's latency with pinned ping-pong clients until the mean is known."""
+    """Measure a server's latency with pinned ping-pong clients until the mean is known to
+    --precision (or for --runs COUNT or --duration DURATION), and print the answer with the
+    precision it reached.
+
+    Exit status: 0 measured, whatever the precision reached; 1 the run failed; 2 bad input;
+    3 a target not met, with --require-precision only; 130 interrupted.
+    """
     # Long only because every option passes through make_config, one line each.
     try:
         team = hosts.join()  # None unless an MPI launcher started several of us
@@ -260,6 +309,8 @@ def bench(
             idle_states,
             spin,
             topology_file,
+            fixed_runs,
+            duration,
         )
         if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
@@ -311,7 +362,15 @@ def bench(
     say(summary(result), sys.stderr if json_path == "-" else sys.stdout)
     if unwritten:
         fail(unwritten, EXIT_FAILED)
-    raise typer.Exit(EXIT_CODES[result.status])
+    raise typer.Exit(exit_status(result.status, require_precision))
+
+
+def exit_status(status: str, require_precision: bool) -> int:
+    """A measurement that completed exits 0 whatever its precision: the result says how
+    precise it is. Missing a target is a failure only where the caller asks for it."""
+    if status == results.NOT_SIGNIFICANT and not require_precision:
+        return 0
+    return EXIT_CODES[status]
 
 
 def _keep_sitting(
@@ -388,7 +447,7 @@ def make_config(
     clients: int | None,
     precision: list[str],
     confidence: str,
-    max_time: str,
+    max_time: str | None,
     warmup: str,
     run_time: str,
     min_runs: int,
@@ -404,6 +463,8 @@ def make_config(
     idle_states: str = BENCH_DEFAULTS["idle-states"],
     spin: str | None = None,
     topology_file: str | None = None,
+    fixed_runs: int | None = None,
+    duration: str | None = None,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     # Long but flat: one check per option, in the order of the options, each with its message.
@@ -456,6 +517,7 @@ def make_config(
         )
     if spin is not None and rate_ops_s is None:
         raise BadInput("--spin applies to the open loop: give --rate too")
+    check_fixed_size(fixed_runs, duration, max_time)
     return coordinator.BenchConfig(
         server=server_path or connect or "",
         server_args=args,
@@ -463,7 +525,7 @@ def make_config(
         placement=placement,
         targets=parse_targets(precision or ["1%"]),
         confidence=parse_confidence(confidence),
-        max_time_s=parse_duration_s(max_time, "--max-time"),
+        max_time_s=parse_duration_s(max_time or BENCH_DEFAULTS["max-time"], "--max-time"),
         warmup_s=parse_duration_s(warmup, "--warmup", allow_zero=True),
         run_time_s=run_time_s,
         min_runs=min_runs,
@@ -478,7 +540,28 @@ def make_config(
         arrivals=arrivals,
         idle_states=idle_states,
         spin_ns=worker.SPIN_NS if spin is None else parse_spin_ns(spin),
+        runs=fixed_runs,
+        duration_s=parse_duration_s(duration, "--duration") if duration is not None else None,
     )
+
+
+def check_fixed_size(fixed_runs: int | None, duration: str | None, max_time: str | None) -> None:
+    """BadInput unless at most one of --runs, --duration and --max-time bounds the runs:
+    --max-time bounds the search for precision, and would cut a fixed size short."""
+    given = [
+        option
+        for option, value in (("--runs", fixed_runs), ("--duration", duration))
+        if value is not None
+    ]
+    if len(given) == 2:
+        raise BadInput("give either --runs COUNT or --duration DURATION, not both")
+    if given and max_time is not None:
+        raise BadInput(
+            f"{given[0]} fixes how long the measurement is: leave out --max-time, which "
+            "bounds the search for --precision"
+        )
+    if fixed_runs is not None and fixed_runs < 2:
+        raise BadInput(f"--runs {fixed_runs} must be at least 2 (an interval needs two runs)")
 
 
 SPIN_LIMIT_NS = 10_000_000  # longer than any wake-up: spinning more only burns the CPU

@@ -93,6 +93,9 @@ class BenchConfig:
     # differ per statistic; None when not looked for.
     earlier_sittings: int | None = None
     between: dict[str, stats.Between] = field(default_factory=dict)
+    # A fixed size instead of the stopping rule (RunPlan.runs, RunPlan.duration_s).
+    runs: int | None = None
+    duration_s: float | None = None
 
     def alternative(self, index: int) -> tuple[str, list[str]]:
         return self.alternatives[index] if self.alternatives else (self.server, self.server_args)

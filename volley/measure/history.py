@@ -180,13 +180,7 @@ class History:
             lines = self.path.read_text().splitlines()
         except FileNotFoundError:
             return []
-        found = []
-        for line in lines:
-            try:
-                data = json.loads(line)
-                found.append(Sitting(data["started_at"], data["values"], data["within_variances"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line from another version of this file: not evidence
+        found = [sitting for sitting in map(_sitting, lines) if sitting is not None]
         return [s for s in found if is_recent(s.started_at)][-KEPT:]
 
     def between(self) -> dict[str, stats.Between]:
@@ -235,6 +229,26 @@ class History:
         write_atomically(self.path, text)
 
 
+def _sitting(line: str) -> Sitting | None:
+    """The sitting on one line of a history file; None for a line from another version of
+    the file, or a damaged one: it is no evidence (and the next sitting rewrites the file)."""
+    try:
+        data = json.loads(line)
+        started_at, values, within = data["started_at"], data["values"], data["within_variances"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not isinstance(started_at, str) or not all(
+        isinstance(table, dict) and all(map(_number_or_null, table.values()))
+        for table in (values, within)
+    ):
+        return None
+    return Sitting(started_at, values, within)
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
 @dataclass(frozen=True)
 class Kept:
     """One configuration's file in a history place, for ``volley history show``."""
@@ -252,7 +266,13 @@ def kept(place: str | Path) -> list[Kept]:
         try:
             first = json.loads(path.read_text().splitlines()[0])
             key = first["key"]
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+            continue
+        # What ``volley history show`` prints of it must be there to print.
+        arguments = key.get("server_args") if isinstance(key, dict) else "no key"
+        if not isinstance(arguments, list | None) or not all(
+            isinstance(a, str) for a in arguments or []
+        ):
             continue
         # The file is named by its key: History(place, key) reads this very file.
         found.append(Kept(path, key, History(place, key).sittings))

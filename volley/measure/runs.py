@@ -11,7 +11,12 @@ The stopping rule is Stein's two-stage procedure with a sequential tail. The fir
 (a count decided before it can see the data it will judge), and from there the loop stops
 at the first run at which every interval is within its target. Stopping at the first
 narrow-enough interval from the start would stop preferentially on runs that happen to
-agree, and undercover; the pilot makes that early luck unusable.
+agree, and undercover; the pilot makes that early luck unusable. Once the pilot is done,
+its Forecast says what the targets need and what the time given reaches at its spread.
+
+Fixed-size modes (``RunPlan.runs``, ``RunPlan.duration_s``) play the same runs with no
+stopping rule: a count or a time fixed before any run, and one look after the last, so
+no early luck to correct and nothing to stop on.
 
 Each run's measured stretch is drawn uniformly from [0.5, 1.5] times ``run_time_s``
 (``run_length_s``). Runs of one fixed length start at a fixed cadence, and a server that
@@ -40,9 +45,12 @@ from volley.engine.play import Engine, PlayedRun, RunFailed, RunRequest
 from volley.numbers import stats
 from volley.numbers.units import BENCH_DEFAULTS, Target, format_ns, parse_duration_s
 from volley.records.results import (
+    DURATION_MODE,
     FAILED,
     INTERRUPTED,
     NOT_SIGNIFICANT,
+    PRECISION_MODE,
+    RUNS_MODE,
     SIGNIFICANT,
     LatencySummary,
     PlacementEstimate,
@@ -88,6 +96,24 @@ class RunPlan:
     # How much earlier sittings of this configuration differ beyond their runs, per
     # statistic (volley.measure.history): every interval and target includes it.
     between: dict[str, stats.Between] = field(default_factory=dict)
+    # Fixed size, as hyperfine's --runs and pyperf's values: exactly ``runs`` measured runs
+    # (max_time_s unused), or as many as fit in ``duration_s`` (in place of max_time_s).
+    # Neither stops early on precision: the targets are judged once, after the last run.
+    runs: int | None = None
+    duration_s: float | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.runs is not None:
+            return RUNS_MODE
+        return PRECISION_MODE if self.duration_s is None else DURATION_MODE
+
+    @property
+    def bound_s(self) -> float:
+        """No run starts that would end past this many seconds from the first."""
+        if self.runs is not None:
+            return math.inf
+        return self.max_time_s if self.duration_s is None else self.duration_s
 
     def drops(self, played: PlayedRun) -> bool:
         """Whether the run is left out of the evidence (disturbed, with --noisy drop)."""
@@ -107,10 +133,40 @@ class RunProgress:
     disturbed: str | None = None  # what disturbed this run, if anything did
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """What the pilot runs say, once they are done: how many runs each target needs at
+    their spread, and what the runs the mode allows (its count, or as many as fit in its
+    time) reach at that spread."""
+
+    mode: str
+    bound_s: float  # the time given (--max-time or --duration); inf for --runs
+    run_s: float  # one run's wall time so far: warm-up, measuring, starting afresh
+    allowed: int  # runs the mode will play, as far as the pace so far tells
+    targets: list[Target]
+    centres: dict[str, float]  # each targeted statistic over all ops so far
+    needs: dict[str, int]  # runs each target needs in all (Stein's count)
+    reachable_ns: dict[str, float]  # each targeted statistic's half-width at ``allowed`` runs
+    # Targets the spread between earlier sittings alone puts out of reach: the half-width
+    # that spread gives however many runs follow.
+    beyond_ns: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def needed(self) -> int:
+        return max(self.needs.values(), default=0)
+
+    @property
+    def in_reach(self) -> bool:
+        return not self.beyond_ns and self.needed <= self.allowed
+
+
 class Progress:
-    """Receives one RunProgress per run; the silent default."""
+    """Receives one RunProgress per run, and the Forecast once; the silent default."""
 
     def run(self, progress: RunProgress) -> None:
+        pass
+
+    def plan(self, forecast: Forecast) -> None:
         pass
 
     def done(self) -> None:
@@ -127,6 +183,7 @@ class Measurement:
     runs: list[RunSummary] = field(default_factory=list)
     intervals: dict[str, stats.Interval] = field(default_factory=dict)
     dropped: list[RunSummary] = field(default_factory=list)  # disturbed, with --noisy drop
+    forecast: Forecast | None = None  # once the pilot runs are done
 
     @property
     def measured_s(self) -> float:
@@ -267,6 +324,19 @@ class Verdict:
     # once more runs would hardly narrow their intervals: stop, not significant.
     out_of_reach: list[str] = field(default_factory=list)
 
+    @property
+    def within(self) -> bool:
+        """Every targeted interval is within its target, whether or not the rule may stop
+        on it yet (a fixed-size mode looks once, at its end, and may)."""
+        return within(self.intervals, self.targets_ns)
+
+
+def within(found: dict[str, stats.Interval], targets_ns: dict[str, float]) -> bool:
+    return all(
+        math.isfinite(iv.half_width) and iv.half_width <= targets_ns[name]
+        for name, iv in found.items()
+    )
+
 
 @dataclass
 class StoppingRule:
@@ -280,6 +350,7 @@ class StoppingRule:
 
     def __post_init__(self) -> None:
         self.pilot = self.planned = max(self.min_runs, 2)
+        self.needs: dict[str, int] = {}  # per target, from the pilot
 
     def judge(self, centres: dict[str, float], values: dict[str, list[float]]) -> Verdict:
         """``centres``: each targeted statistic over all ops; ``values``: its per-run values,
@@ -287,15 +358,16 @@ class StoppingRule:
         runs = len(next(iter(values.values())))
         targets_ns = {t.statistic: t.half_width_ns(centres[t.statistic]) for t in self.targets}
         if runs == self.pilot:
-            self.planned = max(
-                stats.planned_runs(
+            self.needs = {
+                t.statistic: stats.planned_runs(
                     values[t.statistic],
                     targets_ns[t.statistic],
                     self.confidence,
                     self.between.get(t.statistic),
                 )
                 for t in self.targets
-            )
+            }
+            self.planned = max(self.needs.values())
         found = {
             t.statistic: stats.run_interval(
                 centres[t.statistic],
@@ -305,10 +377,7 @@ class StoppingRule:
             )
             for t in self.targets
         }
-        met = runs >= self.planned and all(
-            math.isfinite(iv.half_width) and iv.half_width <= targets_ns[name]
-            for name, iv in found.items()
-        )
+        met = runs >= self.planned and within(found, targets_ns)
         # A target that the spread between sittings alone exceeds is never met here: under
         # stats.sitting_df (the one df rule of the interval and the plan) the half-width
         # only falls with more runs, towards between_alone, so this verdict never gives up
@@ -337,13 +406,15 @@ def measure(
     measurement: Measurement | None = None,
     rng: random.Random | None = None,
 ) -> Measurement:
-    """Play runs until every target is met, ``max_time_s`` would be passed, a run fails or
-    the engine is interrupted. Raises RunFailed only if the first run could not be played
-    at all; otherwise what was measured until a failure or interruption is returned.
+    """Play runs until every target is met (or, in a fixed-size mode, until its count or
+    time is used), ``plan.bound_s`` would be passed, a run fails or the engine is
+    interrupted. Raises RunFailed only if the first run could not be played at all;
+    otherwise what was measured until a failure or interruption is returned.
     ``measurement``: the one to fill, for an engine that saves it between runs.
     Each run's measured stretch is ``run_length_s`` of ``run_time_s`` (drawn with ``rng``):
     uniform in [0.5, 1.5] times it, so that runs sample every phase of a periodic stall up
-    to the run length alike instead of keeping step with it."""
+    to the run length alike instead of keeping step with it. After the pilot runs,
+    ``progress.plan`` gets their Forecast (also kept in the measurement)."""
     # One loop with every way out of it (done, out of time, failed, interrupted, a full
     # buffer) in one place: the order of those checks is the policy.
     progress = progress or Progress()
@@ -352,15 +423,18 @@ def measure(
     shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
     rng = rng or random.Random()
     measure_s, last_run_s, last_length_s = plan.run_time_s, 0.0, 0.0
+    verdict, plays = None, 0
     start = clock()
     while True:
         if engine.interrupted:
             m.status = INTERRUPTED
             break
+        if plan.runs is not None and len(m.runs) >= plan.runs:
+            break
         length_s = run_length_s(measure_s, rng)
         # The bound holds for the whole benchmark: no run starts that would end past it
         # (the last run's time besides its measured stretch, plus this one's stretch).
-        if m.runs and clock() - start + last_run_s - last_length_s + length_s > plan.max_time_s:
+        if m.runs and clock() - start + last_run_s - last_length_s + length_s > plan.bound_s:
             break
         began = clock()
         try:
@@ -373,6 +447,7 @@ def measure(
                 raise  # nothing measured at all: the benchmark could not run
             m.status, m.error = FAILED, str(e)
             break
+        plays += 1
         last_run_s, last_length_s = clock() - began, length_s
         disturbed = played.noise.describe() if played.noise and played.noise.disturbed else None
         m.add(played, dropped=plan.drops(played))
@@ -398,7 +473,7 @@ def measure(
         progress.run(
             RunProgress(
                 run=len(m.runs),
-                planned=verdict.planned,
+                planned=planned(plan, m.forecast, verdict.planned),
                 n=m.record.n,
                 intervals={
                     **intervals(m.record, m.runs, plan.confidence, shown, plan.between),
@@ -409,13 +484,51 @@ def measure(
                 disturbed=disturbed,
             )
         )
+        if m.forecast is None and len(m.runs) >= rule.pilot:
+            m.forecast = forecast(plan, m, rule.needs, (clock() - start) / plays)
+            progress.plan(m.forecast)
+        if plan.mode != PRECISION_MODE:
+            continue  # a fixed size: no early stop, the targets are judged after its end
         if verdict.met:
             m.status = SIGNIFICANT
             break
         if verdict.out_of_reach:
             m.error = out_of_reach(verdict, plan)
             break
+    if plan.mode != PRECISION_MODE and m.status == NOT_SIGNIFICANT and verdict and verdict.within:
+        # One look, after a count or time fixed before any run: no early luck to correct.
+        m.status = SIGNIFICANT
     return m.settle(plan.confidence, plan.between)
+
+
+def planned(plan: RunPlan, found: Forecast | None, rule_wants: int) -> int:
+    """The runs a progress line counts towards: the stopping rule's, or the mode's."""
+    if plan.runs is not None:
+        return plan.runs
+    if plan.duration_s is not None and found is not None:
+        return found.allowed
+    return rule_wants
+
+
+def forecast(plan: RunPlan, m: Measurement, needs: dict[str, int], run_s: float) -> Forecast:
+    """The pilot runs' Forecast: ``needs`` from the stopping rule, each run ``run_s``."""
+    if plan.runs is not None:
+        allowed = plan.runs
+    else:
+        fit = int(plan.bound_s // run_s) if run_s > 0 else len(m.runs)
+        allowed = max(len(m.runs), fit)
+    centres = {t.statistic: m.record.value(t.statistic) for t in plan.targets}
+    reachable, beyond = {}, {}
+    for target in plan.targets:
+        name, between = target.statistic, plan.between.get(target.statistic)
+        values = [r.value(name) for r in m.runs]
+        reachable[name] = stats.reachable_half_width(values, allowed, plan.confidence, between)
+        alone = stats.between_alone(between, plan.confidence) if between else 0.0
+        if alone > target.half_width_ns(centres[name]):
+            beyond[name] = alone
+    return Forecast(
+        plan.mode, plan.bound_s, run_s, allowed, plan.targets, centres, needs, reachable, beyond
+    )
 
 
 def out_of_reach(verdict: Verdict, plan: RunPlan) -> str:

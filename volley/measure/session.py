@@ -29,6 +29,8 @@ def run_plan(config: BenchConfig) -> RunPlan:
         min_runs=config.min_runs,
         noisy=config.noisy,
         between=config.between,
+        runs=config.runs,
+        duration_s=config.duration_s,
     )
 
 
@@ -109,6 +111,8 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
             name: math.sqrt(b.tau2) for name, b in config.between.items() if b.tau2 > 0
         },
         placements=by_placement(runs, config.confidence),
+        mode=run_plan(config).mode,
+        planned_runs=measurement.forecast.needed if measurement.forecast else None,
         load=LoadInfo()
         if config.rate_ops_s is None
         else LoadInfo.from_runs(

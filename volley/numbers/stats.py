@@ -326,6 +326,23 @@ def planned_runs(
     return max(k, math.ceil(long_run_variance(x) / left))
 
 
+def reachable_half_width(
+    pilot_values: npt.ArrayLike,
+    runs: int,
+    confidence: float,
+    between: Between | None = None,
+) -> float:
+    """The inverse of ``planned_runs``: the half-width ``runs`` runs give at the pilot
+    runs' spread (and ``between`` sittings'), so that a plan of N runs for a target
+    reaches that target here. Infinite for fewer than two pilot runs or runs."""
+    x = np.asarray(pilot_values, dtype=np.float64)
+    k = len(x)
+    if k < 2 or runs < 2:
+        return math.inf
+    quantile = t_quantile(confidence, sitting_df(k, between))
+    return quantile * math.sqrt(long_run_variance(x) / runs + (between.tau2 if between else 0.0))
+
+
 class Histogram:
     """Log-linear latency histogram (HdrHistogram's idea): constant relative precision."""
 

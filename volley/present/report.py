@@ -8,9 +8,26 @@ import math
 import sys
 from typing import TextIO
 
-from volley.measure.runs import Progress, RunProgress, by_placement
-from volley.numbers.units import STATISTICS, format_ns
-from volley.records.results import INTERRUPTED, NOT_SIGNIFICANT, OPEN, SIGNIFICANT, BenchResult
+from volley.measure.runs import Forecast, Progress, RunProgress, by_placement
+from volley.numbers.units import (
+    STATISTICS,
+    BadInput,
+    Target,
+    format_duration,
+    format_ns,
+    parse_target,
+)
+from volley.records.results import (
+    FAILED,
+    INTERRUPTED,
+    NOT_SIGNIFICANT,
+    OPEN,
+    PRECISION_MODE,
+    RUNS_MODE,
+    SIGNIFICANT,
+    BenchResult,
+    LatencySummary,
+)
 from volley.studies.compare import (
     EQUIVALENT,
     FASTER,
@@ -64,6 +81,10 @@ class StreamProgress(Progress):
         except (BrokenPipeError, OSError, ValueError):
             pass  # nobody reads the progress any more; the run goes on
 
+    def plan(self, forecast: Forecast) -> None:
+        self.done()  # a line rewritten in place ends first
+        self.write(forecast_line(forecast) + "\n")
+
     def done(self) -> None:
         if self.open_line:
             self.write("\n")
@@ -77,6 +98,75 @@ class StreamProgress(Progress):
             self.stream.flush()
         except (OSError, ValueError):
             self.stream = io.StringIO()
+
+
+def seconds_text(seconds: float) -> str:
+    """A wait or a bound in a few characters: 0.8 s, 35 s, 5m50s."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 60 else format_duration(seconds)
+
+
+def bound_text(seconds: float) -> str:
+    """A bound as its option would be written: 45s, 0.5s, 3m00s."""
+    return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
+
+
+def target_text(target: Target) -> str:
+    """``±1% on the mean``, ``± 5.00 us on p99``."""
+    amount = (
+        f"±{100 * target.relative:g}%"
+        if target.relative is not None
+        else f"± {format_ns(target.absolute_ns or 0.0)}"
+    )
+    return f"{amount} on {'the mean' if target.statistic == 'mean' else target.statistic}"
+
+
+def width_text(target: Target, half_ns: float, centre_ns: float) -> str:
+    """A half-width in the target's own terms: a share of the value, or a time."""
+    if not math.isfinite(half_ns) or not centre_ns:
+        return "±?"
+    if target.relative is not None:
+        return f"±{100 * half_ns / centre_ns:.2g}%"
+    return f"± {format_ns(half_ns)}"
+
+
+def forecast_line(f: Forecast) -> str:
+    """The plan after the pilot runs, in one line: what each target costs at their spread
+    and what the time (or count) given buys; out of reach is said here, at once."""
+    single = len(f.targets) == 1
+    needs = ", ".join(
+        f"{target_text(t)} needs ~{f.needs.get(t.statistic, 0):,} runs"
+        for t in f.targets
+        if t.statistic not in f.beyond_ns
+    )
+    costs = f"{needs} (~{seconds_text(f.needed * f.run_s)})" if needs else ""
+    reach = ", ".join(
+        width_text(t, f.reachable_ns[t.statistic], f.centres[t.statistic])
+        + ("" if single else f" on {t.statistic}")
+        for t in f.targets
+    )
+    said = [costs] if costs else []
+    if f.beyond_ns:
+        beyond = ", ".join(
+            f"{target_text(t)}: earlier sittings alone differ by ± "
+            f"{format_ns(f.beyond_ns[t.statistic])}"
+            for t in f.targets
+            if t.statistic in f.beyond_ns
+        )
+        said.insert(0, f"target out of reach on this machine ({beyond})")
+    verb = "is" if single else "are"
+    if f.mode == RUNS_MODE:
+        said.append(f"at this spread --runs {f.allowed} give {reach}")
+        return "plan: " + "; ".join(said)
+    limit = f"--{'max-time' if f.mode == PRECISION_MODE else 'duration'} {bound_text(f.bound_s)}"
+    if f.mode == PRECISION_MODE and not f.beyond_ns and not f.in_reach:
+        return (
+            f"plan: target out of reach within {limit}: {costs}; at this spread {reach} "
+            f"{verb} reachable (~{f.allowed:,} runs), measuring for that"
+        )
+    said.append(f"at this spread {reach} {verb} reachable within {limit} (~{f.allowed:,} runs)")
+    return "plan: " + "; ".join(said)
 
 
 def half_width(interval: tuple[float, float]) -> float:
@@ -276,16 +366,77 @@ def summary(result: BenchResult) -> str:
         f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
         f"({result.measured_s:.1f} s measured, "
         f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
-        "  "
-        + (
-            "significant: NO (stopped early: the target is out of reach)"
-            if result.status == NOT_SIGNIFICANT and result.error
-            else VERDICTS.get(result.status, "significant: NO (failed; incomplete result)")
-        ),
     ]
+    return "\n".join(answer_lines(result) + lines)
+
+
+def significance_text(result: BenchResult) -> str:
+    """``significant: yes`` or ``significant: NO (why)``."""
+    if result.status == NOT_SIGNIFICANT and result.error:
+        return "significant: NO (stopped early: the target is out of reach)"
+    if result.status == NOT_SIGNIFICANT and result.mode != PRECISION_MODE:
+        return f"significant: NO (the fixed {result.mode} did not reach the target precision)"
+    return VERDICTS.get(result.status, "significant: NO (failed; incomplete result)")
+
+
+def answer_lines(result: BenchResult) -> list[str]:
+    """What the summary leads with: the answer with its precision, then the verdict and
+    why (or what went wrong)."""
+    lines = [headline(result), f"  {significance_text(result)}"]
     if result.error:
         lines.append(f"  {'why' if result.status == NOT_SIGNIFICANT else 'error'}: {result.error}")
-    return "\n".join(lines)
+    return lines
+
+
+def headline(result: BenchResult) -> str:
+    """The answer in one line: each targeted statistic (the mean always) ± its interval's
+    half-width and that as a share of it, then whether the targets were met, and if not,
+    what they would take."""
+    lat = result.latency_ns
+    if lat is None:
+        return f"no answer: no op completed ({result.status.replace('-', ' ')})"
+    targets = result_targets(result)
+    shown = dict.fromkeys(["mean", *(t.statistic for t in targets)])
+    answer = ", ".join(answer_text(lat, name, result.confidence) for name in shown)
+    return f"{answer}: {outcome_text(result, targets)}"
+
+
+def result_targets(result: BenchResult) -> list[Target]:
+    """The result's targets, as far as they read (a hand-edited file may hold others)."""
+    found = []
+    for text in result.targets:
+        try:
+            found.append(parse_target(text))
+        except BadInput:
+            continue
+    return found
+
+
+def answer_text(lat: LatencySummary, statistic: str, confidence: float) -> str:
+    half, value = half_width(lat.interval(statistic)), lat.value(statistic)
+    share = f", {100 * half / value:.2g}%" if math.isfinite(half) and value else ""
+    return f"{statistic} {format_ns(value)} ± {format_ns(half)} ({confidence:.0%} CI{share})"
+
+
+def outcome_text(result: BenchResult, targets: list[Target]) -> str:
+    wanted = "target " + (" and ".join(target_text(t) for t in targets) or "precision")
+    if result.status == SIGNIFICANT:
+        return f"{wanted} met"
+    if result.status == INTERRUPTED:
+        return "interrupted, a partial result"
+    if result.status == FAILED:
+        return "failed, an incomplete result"
+    if result.error:  # stopped early: earlier sittings alone differ by more
+        return f"{wanted} out of reach on this machine: see `volley system`"
+    runs, needed = len(result.runs), result.planned_runs
+    cost = f" (~{needed:,} runs needed at this spread" if needed and needed > runs else ""
+    if result.mode != PRECISION_MODE:
+        return f"{wanted} not met by these {runs} runs{cost and cost + ')'}"
+    return (
+        f"{wanted} out of reach in {seconds_text(result.elapsed_s)}"
+        f"{cost and f'{cost}, {runs} played)'}: give it longer (--max-time), or see "
+        "`volley system`"
+    )
 
 
 # --- volley compare ---------------------------------------------------------------------

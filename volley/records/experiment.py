@@ -20,6 +20,7 @@ server x clients x server cores x client cores (x rate, if ``rates`` is given) i
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -64,10 +65,16 @@ BENCH_KEYS = ("precision", "confidence", *DURATION_OPTIONS, "args")
 SERVER_KEYS = ("name", "path", "args")
 _RANGE = re.compile(r"\s*(\d+)\s*\.\.\s*(\d+)\s*(?:step\s+(\d+)\s*)?")
 _RATE_RANGE = re.compile(r"\s*(\S+?)\s*\.\.\s*(\S+?)\s+step\s+(\S+)\s*")
+# How volley-bench's --cores and --server-cores name CPUs (taskset syntax: "0-3", "0,2,4-7"),
+# which a count here must not be mistaken for.
+_CPU_LIST = re.compile(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*")
+# The most values one range may give: a sweep of more points could not finish anyway, and a
+# range like "1..1000000000" must not fill the memory before it is refused.
+MAX_RANGE_VALUES = 10_000
 PointKey = tuple[Any, ...]
 
 
-class ExperimentError(ValueError):
+class ExperimentError(BadInput):
     """An experiment file that cannot be run; the message names the file and line."""
 
 
@@ -137,6 +144,7 @@ class Experiment:
     options: dict[str, str] = field(default_factory=dict)  # volley-bench option -> value
     rates: tuple[float | None, ...] = (None,)  # offered rates (ops/s); None: closed loop
     order: str = INTERLEAVED  # one of ORDERS
+    servers_dir: Path = Path(DEFAULT_SERVERS_DIR)  # where a server given by name is
 
     def points(self) -> list[Point]:
         """The grid in run order. Servers vary fastest, so that whatever drifts during a long
@@ -173,11 +181,43 @@ class Experiment:
 
 
 def load(path: Path) -> Experiment:
+    """Read, parse and check an experiment file, and that its servers' directory exists."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode()
     except OSError as e:
         raise ExperimentError(f"cannot read experiment file {path}: {e.strerror}") from None
-    return parse(text, path)
+    except UnicodeDecodeError as e:
+        raise ExperimentError(
+            f"{path}: not UTF-8 text (byte {e.start}); an experiment file is TOML, "
+            "like bench/local.toml"
+        ) from None
+    experiment = parse(text, path)
+    _check_servers_dir(experiment, text)
+    return experiment
+
+
+def _check_servers_dir(experiment: Experiment, text: str) -> None:
+    """A servers directory that does not exist fails the sweep now, not point by point."""
+    directory = experiment.servers_dir
+    if directory.is_dir() or not any(
+        Path(spec.path).parent == directory for spec in experiment.servers
+    ):
+        return
+    where = _Locator(text, experiment.path)
+    if where.line_of("", "servers-dir") is not None:
+        raise where.error(
+            "",
+            "servers-dir",
+            f"is {directory}, which is not a directory; build the servers (make) or "
+            "correct the path (relative to this file)",
+        )
+    raise where.error(
+        "",
+        "servers",
+        f"are looked for in {directory} (the default, from the current directory), which "
+        "does not exist; build the servers (make), run from the project's root, or give "
+        "servers-dir (relative to this file)",
+    )
 
 
 def parse(text: str, path: Path) -> Experiment:
@@ -223,6 +263,7 @@ def parse(text: str, path: Path) -> Experiment:
         options=options,
         rates=_rates(data["rates"], where) if "rates" in data else (None,),
         order=_order(data.get("order", INTERLEAVED), where),
+        servers_dir=directory,
     )
 
 
@@ -238,9 +279,11 @@ class _Locator:
         spellings = {key, key.replace("-", "_")}
         for number, line in enumerate(self.lines, 1):
             stripped = line.strip()
-            header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]\s*(#.*)?", stripped)
+            header = re.fullmatch(r"\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?", stripped)
             if header:
                 current = header.group(1).strip('"')
+                if not table and current in spellings:  # a table: [bench], [[servers]]
+                    return number
                 continue
             found = re.match(r'"?([A-Za-z0-9_-]+)"?\s*=', stripped)
             if current == table and found and found.group(1) in spellings:
@@ -262,17 +305,27 @@ def _normalized(
     for key, value in data.items():
         name = key.replace("_", "-")
         if name not in known:
-            hint = ""
-            if not table and name in BENCH_KEYS:
-                hint = "; volley-bench options go under [bench]"
             raise ExperimentError(
-                f"{where.error(table, key, 'is not a key this file may have')}{hint} "
-                f"(known: {', '.join(known)})"
+                f"{where.error(table, key, 'is not a key this file may have')}"
+                f"{_unknown_key_hint(name, table, known)}"
             )
         if name in result:
             raise where.error(table, key, "is given twice (with - and with _)")
         result[name] = value
     return result
+
+
+def _unknown_key_hint(name: str, table: str, known: tuple[str, ...]) -> str:
+    """ "did you mean ...?" when a known key is spelled close to it, and the keys it may be."""
+    if not table and name in BENCH_KEYS:
+        return f"; volley-bench options go under [bench]: [bench] {name} = ..."
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close and not table:  # a volley-bench option misspelled at the top
+        close = difflib.get_close_matches(name, BENCH_KEYS, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean [bench] {close[0]}?"
+    mean = f"; did you mean {close[0]}?" if close else ""
+    return f"{mean} (known: {', '.join(known)})"
 
 
 def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
@@ -286,8 +339,18 @@ def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
             if item < 1:
                 raise where.error("", key, f"has {item}; counts must be at least 1")
             counts.append(item)
+        elif isinstance(item, str) and re.fullmatch(r"\s*[0-9]+\s*", item) and int(item) >= 1:
+            counts.append(int(item))  # "4": a count written as a string
         elif isinstance(item, str):
             match = _RANGE.fullmatch(item)
+            if not match and key != "clients" and _CPU_LIST.fullmatch(item):
+                raise where.error(
+                    "",
+                    key,
+                    f"has {item!r}, a CPU list (as volley-bench --cores takes); here {key} "
+                    "is a count of CPUs, and the sweep picks which: write a count (4), "
+                    'counts [1, 2, 4] or a range of counts ("1..4")',
+                )
             if not match:
                 raise where.error(
                     "",
@@ -299,6 +362,10 @@ def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
             if first < 1 or last < first or step < 1:
                 raise where.error(
                     "", key, f"has the range {item!r}, which is empty or starts below 1"
+                )
+            if len(range(first, last + 1, step)) > MAX_RANGE_VALUES:
+                raise where.error(
+                    "", key, f"has the range {item!r}, more than {MAX_RANGE_VALUES} counts"
                 )
             counts.extend(range(first, last + 1, step))
         else:
@@ -321,6 +388,8 @@ def _rates(value: Any, where: _Locator) -> tuple[float | None, ...]:
                 if last < first:
                     raise BadInput(f"rates has the empty range {item!r}")
                 count = int((last - first) / step + 1e-9) + 1
+                if count > MAX_RANGE_VALUES:
+                    raise BadInput(f"rates has {item!r}, more than {MAX_RANGE_VALUES} rates")
                 rates.extend(first + i * step for i in range(count))
             elif isinstance(item, str):
                 rates.append(parse_rate(item, "rates"))

@@ -37,9 +37,16 @@ Format history (``version`` in the JSON):
      (how long each client spun before a send) and ``load.send_lag_ns`` {"p50", "p90",
      "p99", "max"} (the median over runs of each run's percentile; max: the largest); and
      ``run_pattern``, a sentence when the run means drift or fall in two groups (else
-     null; derived from ``runs`` on reading).
+     null; derived from ``runs`` on reading). ``mode``: ``precision`` (runs until the
+     targets are met, within --max-time), ``runs`` (a fixed count, --runs) or ``duration``
+     (as many runs as fit in --duration); older files read as ``precision``.
+     ``planned_runs``: how many runs the targets needed at the pilot runs' spread (null
+     when the pilot did not complete).
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
+Files are read through ``read_result`` / ``parse_result``, which check every value against
+the type its dataclass declares and raise ``ResultError`` (a one-line ``BadInput``) for
+anything else, so that no later step fails on a value's type.
 
 Every JSON Volley writes is strict JSON: a number that is not known (the interval's bounds
 with fewer than two batches, a mean of no ops) is written ``null``, never NaN or Infinity,
@@ -48,12 +55,15 @@ which jq, JavaScript and Go refuse. Readers turn ``null`` back into NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
 import statistics
 import tempfile
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -63,18 +73,28 @@ from typing import Any
 from volley import __version__
 from volley.numbers.sequential import Looks
 from volley.numbers.stats import run_pattern
-from volley.numbers.units import STATISTICS
+from volley.numbers.units import STATISTICS, BadInput
 from volley.system.machine import Environment
 from volley.system.noise import Noise
 
 FORMAT_VERSION = 4
 
+
+class ResultError(BadInput):
+    """A result file this volley cannot read: the message, one line, names the file (and
+    line), what is wrong and what to do."""
+
+
 SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
 INTERRUPTED = "interrupted"
 FAILED = "failed"
-# volley-bench's exit status for each status (bad input, with no status, exits 2).
+# volley-bench's exit status for each status under --require-precision (bad input, with no
+# status, exits 2); without it a measurement that completed exits 0 whatever its precision.
 EXIT_CODES = {SIGNIFICANT: 0, FAILED: 1, NOT_SIGNIFICANT: 3, INTERRUPTED: 130}
+# How the runs were bounded: until every precision target is met (the stopping rule, within
+# --max-time), a fixed count (--runs), or as many as fit in a fixed time (--duration).
+PRECISION_MODE, RUNS_MODE, DURATION_MODE = "precision", "runs", "duration"
 
 
 @dataclass(frozen=True)
@@ -363,6 +383,10 @@ class BenchResult:
     history: dict[str, Any] | None = None
     # The sequential plan and looks of the ``volley compare --run`` that wrote it.
     sequential: Looks | None = None
+    # How the runs were bounded (PRECISION_MODE, RUNS_MODE, DURATION_MODE), and how many
+    # runs the targets needed at the pilot runs' spread (None: no pilot completed).
+    mode: str = PRECISION_MODE
+    planned_runs: int | None = None
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -419,6 +443,175 @@ class BenchResult:
             HostInfo(**{k: unknown_as_nan(v) for k, v in h.items()}) for h in data.get("hosts", [])
         ]
         return cls(**data)
+
+
+# --- reading result files ------------------------------------------------------------------
+
+REMEDY = "give a file volley-bench --json wrote (measure again if it was cut or edited)"
+
+
+def read_result(path: Path) -> BenchResult:
+    """A volley-bench --json file; ResultError if it is not one this volley can read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ResultError(f"cannot read {path}: {e.strerror}") from None
+    return parse_result(loads_strict(raw, str(path), REMEDY), str(path))
+
+
+def loads_strict(raw: bytes, where: str, remedy: str) -> Any:
+    """The value of ``raw``, which must be UTF-8 and strict JSON (no NaN or Infinity, which
+    Volley never writes); ResultError naming ``where`` and the ``remedy`` otherwise."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise ResultError(f"{where}: not UTF-8 text (byte {e.start}); {remedy}") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as e:
+        raise ResultError(f"{where}: not JSON ({e.msg}: character {e.pos}); {remedy}") from None
+    except ValueError as e:  # a NaN or Infinity
+        raise ResultError(f"{where}: {e}; {remedy}") from None
+    except RecursionError:
+        raise ResultError(f"{where}: JSON nested too deeply; {remedy}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (Volley writes a number it does not know as null)")
+
+
+def parse_result(data: Any, where: str) -> BenchResult:
+    """The result in ``data`` (parsed JSON), checked down to each number's type;
+    ResultError, naming ``where`` and the first value at fault, if it is not one."""
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ResultError(f"{where}: a JSON {kind}, not a result (an object); {REMEDY}")
+    version = data.get("version")
+    if version is None:
+        raise ResultError(f"{where}: no format version: not a volley-bench result; {REMEDY}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ResultError(f"{where}: result format version {version!r} is not one volley wrote")
+    if version > FORMAT_VERSION:
+        raise ResultError(
+            f"{where}: result format version {version} is not one this volley reads "
+            f"(up to {FORMAT_VERSION}); upgrade volley"
+        )
+    try:
+        result = BenchResult.from_json(data)
+    except KeyError as e:
+        missing = e.args[0]
+        raise ResultError(f"{where}: no {missing!r}: not a volley-bench result; {REMEDY}") from None
+    except (TypeError, AttributeError, ValueError, ArithmeticError) as e:
+        detail = " ".join(str(e).split())[:120]
+        raise ResultError(f"{where}: a value of the wrong kind ({detail}); {REMEDY}") from None
+    problem = misfit(result) or _status_problem(result)
+    if problem:
+        raise ResultError(f"{where}: {problem}; {REMEDY}")
+    return result
+
+
+def _status_problem(result: BenchResult) -> str | None:
+    if result.status not in EXIT_CODES:
+        return f"status is {_shown(result.status)}, not one of {', '.join(EXIT_CODES)}"
+    try:
+        if result.started_at:
+            datetime.fromisoformat(result.started_at)
+    except ValueError:
+        return f"started_at is {_shown(result.started_at)}, not a date and time (ISO 8601)"
+    return None
+
+
+def misfit(record: Any, prefix: str = "") -> str | None:
+    """The first field of the dataclass ``record`` (however deep) whose value is not of its
+    declared type, said as "runs[2].mean_ns is "fast", not a number"; None when all fit.
+    NaN is a number (null in the file: not known); infinity is not (Volley never writes
+    it)."""
+    hints = _hints(type(record))
+    for item in dataclasses.fields(record):
+        found = _misfit(getattr(record, item.name), hints[item.name], prefix + item.name)
+        if found:
+            return found
+    return None
+
+
+def _hints(kind: type) -> dict[str, Any]:
+    found = _HINTS.get(kind)
+    if found is None:
+        found = _HINTS[kind] = typing.get_type_hints(kind)
+    return found
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _misfit(value: Any, hint: Any, name: str) -> str | None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [_misfit(value, kind, name) for kind in args if kind is not type(None)]
+        return None if None in problems else problems[0]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return misfit(value, name + ".") if isinstance(value, hint) else _wrong(value, name, hint)
+    if origin in (list, tuple):
+        return _misfit_items(value, hint, name)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return _wrong(value, name, hint)
+        for key, item in value.items():
+            problem = _misfit(item, args[1], f"{name}.{key}")
+            if problem:
+                return problem
+        return None
+    return _misfit_scalar(value, hint, name)
+
+
+def _misfit_items(value: Any, hint: Any, name: str) -> str | None:
+    if not isinstance(value, list | tuple):
+        return _wrong(value, name, hint)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            return f"{name} has {len(value)} items, not {len(args)}"
+        kinds = list(args)
+    else:
+        kinds = [args[0] if args else Any] * len(value)
+    for number, (item, kind) in enumerate(zip(value, kinds, strict=True)):
+        found = _misfit(item, kind, f"{name}[{number}]")
+        if found:
+            return found
+    return None
+
+
+def _misfit_scalar(value: Any, hint: Any, name: str) -> str | None:
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _wrong(value, name, hint)
+        if isinstance(value, float) and math.isinf(value):
+            return f"{name} is {'-' if value < 0 else ''}Infinity, not a finite number"
+        return None
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return _wrong(value, name, hint)
+    if hint in (str, bool) and not isinstance(value, hint):
+        return _wrong(value, name, hint)
+    return None  # Any, and what the file format leaves open
+
+
+_KINDS = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
+
+
+def _wrong(value: Any, name: str, hint: Any) -> str:
+    origin = typing.get_origin(hint) or hint
+    kind = _KINDS.get(origin) or {list: "a list", tuple: "a list"}.get(origin, "an object")
+    return f"{name} is {_shown(value)}, not {kind}"
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 HLOG_FORMAT_VERSION = "1.3"

@@ -15,19 +15,29 @@ volley-bench keys carry their own ``version`` (``volley.records.results``); a li
 result is of a version this volley cannot read is an error that names that version.
 
 Every reader (resume, exports, ``volley plot``, ``volley compare``) goes through ``load``;
-the sweep writes through ``append``.
+the sweep writes through ``append``. A line that is not a sweep record (not UTF-8, not
+JSON, a key missing, a value of the wrong type, NaN or Infinity) is a StoreError that names
+the file, the line and the value; only a last line cut short (no newline after it: a sweep
+writing or killed while writing) is passed over with a note.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from volley.records.experiment import INTERLEAVED, SEQUENTIAL, Experiment, Point
-from volley.records.results import FAILED, FORMAT_VERSION, BenchResult, strict_dumps
+from volley.records.results import (
+    FAILED,
+    BenchResult,
+    ResultError,
+    loads_strict,
+    misfit,
+    parse_result,
+    strict_dumps,
+)
 
 RESULTS_NAME = "results.jsonl"
 # Interleaved sweeps: every run played so far, one record each, so --resume can go on with
@@ -35,8 +45,11 @@ RESULTS_NAME = "results.jsonl"
 RUNS_NAME = "runs.jsonl"
 
 
-class StoreError(ValueError):
+class StoreError(ResultError):
     """A results file this volley cannot read; the message names the file, line and why."""
+
+
+REMEDY = "give a sweep's results.jsonl (volley sweep -o DIR), or remove the line"
 
 
 @dataclass(frozen=True)
@@ -111,51 +124,74 @@ class SweepRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SweepRecord:
-        """ValueError for a result of a version this volley cannot read, KeyError or
-        TypeError for a line that is not a sweep record."""
+    def from_json(cls, data: dict[str, Any], where: str = "a sweep record") -> SweepRecord:
+        """The record in a line's JSON; ResultError (naming ``where``) for a result this
+        volley cannot read, KeyError, TypeError or ValueError for a line that is not a sweep
+        record."""
         point = Point.from_json(data["point"])
         sweep = SweepInfo.from_json(data.get("sweep") or {})
-        exit_status = int(data["exit_status"])
+        exit_status = data["exit_status"]
         # Without workers volley-bench never ran far enough to write a result (earlier
         # sweeps wrote such lines with a few result keys filled in; they read the same).
-        if "workers" not in data:
-            if data.get("status") != FAILED:
-                raise KeyError("workers")
+        if "workers" not in data and data.get("status") == FAILED:
             return cls(
                 point, exit_status, sweep, None, data.get("error"), data.get("started_at", "")
             )
-        return cls(point, exit_status, sweep, BenchResult.from_json(data))
+        return cls(point, exit_status, sweep, parse_result(data, where))
 
 
 def load(path: Path) -> tuple[list[SweepRecord], list[str]]:
-    """Every record of a results file in order, and one note per line that is not a sweep
-    record (ignored). StoreError if a line holds a result this volley cannot read."""
+    """Every record of a results file in order, and a note if its last line was cut short
+    (a sweep writing it, or killed while it did: ``--resume`` drops it). StoreError, naming
+    the file and line, for anything else it cannot read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from None
+    lines = raw.split(b"\n")
     records: list[SweepRecord] = []
-    problems: list[str] = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                if not isinstance(data, dict):
-                    raise TypeError("not an object")
-                records.append(SweepRecord.from_json(data))
-            except json.JSONDecodeError:
-                problems.append(f"{path}:{number}: not a sweep result line; ignored")
-            except ValueError as e:
-                raise StoreError(f"{path}:{number}: {e}") from None
-            except (KeyError, TypeError, AttributeError) as e:
-                version = data.get("version") if isinstance(data, dict) else None
-                if isinstance(version, int) and version != FORMAT_VERSION and "point" in data:
-                    raise StoreError(
-                        f"{path}:{number}: a result of format version {version} that this "
-                        f"volley (format {FORMAT_VERSION}) cannot read ({e!r} is missing or "
-                        "wrong); run that sweep again"
-                    ) from None
-                problems.append(f"{path}:{number}: not a sweep result line; ignored")
-    return records, problems
+    notes: list[str] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(parse_line(line, f"{path}:{number}"))
+        except StoreError:
+            if number < len(lines) or _is_json(line):
+                raise
+            notes.append(f"{path}:{number}: an incomplete last line (not yet written?); ignored")
+    return records, notes
+
+
+def parse_line(line: bytes, where: str) -> SweepRecord:
+    """One line of a results file; StoreError naming ``where`` if it is not a sweep record."""
+    try:
+        data = loads_strict(line, where, REMEDY)
+        if not isinstance(data, dict) or "point" not in data:
+            raise ResultError(f"{where}: not a sweep record (it has no point); {REMEDY}")
+        try:
+            record = SweepRecord.from_json(data, where)
+        except ResultError:
+            raise
+        except KeyError as e:
+            raise ResultError(f"{where}: no {e.args[0]!r}: not a sweep record; {REMEDY}") from None
+        except (TypeError, AttributeError, ValueError, ArithmeticError) as e:
+            detail = " ".join(str(e).split())[:120]
+            raise ResultError(f"{where}: a value of the wrong kind ({detail}); {REMEDY}") from None
+        problem = misfit(record)
+        if problem:
+            raise ResultError(f"{where}: {problem}; {REMEDY}")
+        return record
+    except ResultError as e:
+        raise StoreError(str(e)) from None
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        loads_strict(line, "", "")
+    except ResultError:
+        return False
+    return True
 
 
 def append(path: Path, record: SweepRecord) -> None:

@@ -89,6 +89,7 @@ from volley.records.results import (
     BenchResult,
     RunSummary,
     finite,
+    read_result,
 )
 from volley.records.store import RESULTS_NAME
 from volley.system.machine import Environment
@@ -359,25 +360,12 @@ def load(path: Path) -> BenchResult | Sweep:
         path = path / RESULTS_NAME
     if path.suffix == ".jsonl":
         return load_sweep(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadInput(f"{path} is not JSON (a volley-bench --json result)") from None
-    try:
-        return BenchResult.from_json(data)
-    except ValueError as e:
-        raise BadInput(f"{path}: {e}") from None
-    except (KeyError, TypeError, AttributeError):
-        raise BadInput(f"{path} is not a volley-bench result") from None
+    return read_result(path)
 
 
 def load_sweep(path: Path) -> Sweep:
     try:
         records, notes = store.load(path)
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror}") from None
     except store.StoreError as e:
         raise BadInput(str(e)) from None
     results = {

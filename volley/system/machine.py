@@ -198,6 +198,8 @@ class CpuState:
             nodes = [int(e.name[4:]) for e in os.scandir(base) if e.name[4:].isdigit()]
         except OSError:
             pass
+        # sysfs, not psutil: psutil has no governor, and its frequencies are per cpufreq
+        # policy (which may span several CPUs), not per CPU.
         return cls(
             cpu=cpu,
             role=role,
@@ -345,8 +347,10 @@ def environment(
         virtual = False  # x86 guests see the CPUID hypervisor bit as this flag
     hypervisor = xen or (detected if detected not in (None, "none") else None)
 
+    import psutil  # here: the workers import this module, and need none of it
+
     try:
-        load: float | None = round(os.getloadavg()[0], 2)
+        load: float | None = round(psutil.getloadavg()[0], 2)
     except OSError:
         load = None
     names = _process_names()
@@ -559,11 +563,16 @@ def readiness() -> list[Item]:
             ready,
         )
     )
-    load = read_text("/proc/loadavg")
+    import psutil
+
+    try:
+        load: str | None = " ".join(f"{n:.2f}" for n in psutil.getloadavg())
+    except OSError:
+        load = None
     items.append(
         Item(
             "load",
-            f"load average {' '.join(load.split()[:3])}" if load else "unknown",
+            f"load average {load}" if load else "unknown",
             "other work competes for the CPUs and the caches",
             "stop other jobs; volley flags each disturbed run",
             env.load_avg_1m <= LOAD_AVG_LIMIT if env.load_avg_1m is not None else None,

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from volley import _core
-from volley.system.machine import CPU_SYS, read_int, read_text
+from volley.system.machine import CPU_SYS, _cpus_text, read_int, read_text
 
 # A run is disturbed when, on any pinned CPU, processes other than the server and Volley
 # used more than this share of the measured stretch, or the hypervisor stole more.
@@ -37,7 +37,7 @@ from volley.system.machine import CPU_SYS, read_int, read_text
 OTHER_SHARE_LIMIT = 0.20
 STEAL_SHARE_LIMIT = 0.20
 
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc/stat
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the resolution of the kernel's per-CPU times
 
 # The CPU-to-CPU probe: 40 batches of 50 cache-line round trips, at most 20 ms; about 4 ms
 # when the two CPUs run nothing else (starting and pinning two threads, then 2,000 round
@@ -66,20 +66,20 @@ def _cpu_times() -> dict[int, tuple[float, float, float]]:
     """Per CPU since boot, in seconds: (task time, irq+softirq time, steal time).
 
     Task time is user+nice+system: what runs in some process's name, ours or another's.
+    Empty if a CPU went on or offline between the two reads below.
     """
-    times = {}
-    for line in (read_text("/proc/stat") or "").splitlines():
-        if not line.startswith("cpu") or line.startswith("cpu "):
-            continue
-        name, *values = line.split()
-        v = [int(x) for x in values[:8]] + [0] * (8 - len(values[:8]))
-        user, nice, system, _idle, _iowait, irq, softirq, steal = v
-        times[int(name[3:])] = (
-            (user + nice + system) * TICK_S,
-            (irq + softirq) * TICK_S,
-            steal * TICK_S,
-        )
-    return times
+    import psutil  # here: the workers import this module, and need none of it
+
+    times = psutil.cpu_times(percpu=True)
+    # psutil lists the CPUs as /proc/stat does, which leaves offline CPUs out: its n-th
+    # entry is the n-th online CPU, not CPU n.
+    online = _cpus_text(CPU_SYS / "online") or list(range(len(times)))
+    if len(online) != len(times):
+        return {}
+    return {
+        cpu: (t.user + t.nice + t.system, t.irq + t.softirq, t.steal)
+        for cpu, t in zip(online, times, strict=True)
+    }
 
 
 @functools.cache
@@ -216,6 +216,8 @@ def cpu_hop_ns(measuring_cpu: int, answering_cpu: int) -> float | None:
 
 
 def _freqs(cpus: Iterable[int]) -> list[int]:
+    # From sysfs, not psutil.cpu_freq: psutil gives one frequency per cpufreq policy (which
+    # may span several CPUs), in MHz, and reads every CPU's; this reads the measured ones.
     return [
         f
         for f in (read_int(CPU_SYS / f"cpu{c}/cpufreq/scaling_cur_freq") for c in cpus)
