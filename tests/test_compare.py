@@ -530,6 +530,23 @@ def test_a_gate_that_cannot_decide_is_bad_input(tmp_path):
 # --- outputs -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("estimate", "signed", "text"),
+    [
+        # A difference near zero with a wide interval: the unit is the interval's.
+        (stats.Estimate(-35.56, -352_425.27, 352_354.16), True, "-0.04 us [-352.4, +352.4] us"),
+        (stats.Estimate(63_090.0, 62_000.0, 64_190.0), False, "63.09 us [62.00, 64.19] us"),
+        (stats.Estimate(150_300.0, 148_200.0, 152_400.0), False, "150.3 us [148.2, 152.4] us"),
+        # A bound below the value's unit still reads in the widest's.
+        (stats.Estimate(900.0, 400.0, 1_400.0), False, "0.90 us [0.40, 1.40] us"),
+        (stats.Estimate(2e6, -math.inf, math.inf), True, "+2.00 ms [?, ?] ms"),
+        (stats.Estimate(50_000.0, math.nan, math.nan), False, "50.00 us"),
+    ],
+)
+def test_an_estimate_reads_in_the_unit_of_its_widest_bound(estimate, signed, text):
+    assert compare.format_estimate(estimate, signed) == text
+
+
 def test_table_for_people(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     done = volley("compare", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))

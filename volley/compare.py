@@ -630,20 +630,26 @@ def _unit(ns: float) -> tuple[str, float]:
 
 
 def format_estimate(estimate: Estimate, signed: bool = False) -> str:
-    """``63.09 us [62.00, 64.19]``: the interval in the value's unit."""
+    """``63.09 us [62.00, 64.19] us``: the value and its interval in one unit, chosen from
+    the widest of the three, so that a difference near zero with a wide interval reads
+    ``-0.04 us [-352.4, +352.4] us``, not a few ns with six-digit bounds."""
     if not math.isfinite(estimate.value):
         return "?"
-    unit, scale = _unit(estimate.value)
-    decimals = 1 if abs(estimate.value) >= 100 * scale else 2
+    bounds = [x for x in (estimate.low, estimate.high) if math.isfinite(x)]
+    widest = max(abs(x) for x in (estimate.value, *bounds))
+    unit, scale = _unit(widest)
+    decimals = 1 if widest >= 100 * scale else 2
     sign = "+" if signed else ""
 
-    def number(x: float) -> str:
-        return f"{x / scale:{sign}.{decimals}f}" if math.isfinite(x) else "?"
+    def number(x: float, places: int = decimals) -> str:
+        return f"{x / scale:{sign}.{places}f}" if math.isfinite(x) else "?"
 
-    text = f"{number(estimate.value)} {unit}"
+    # A value much smaller than its bounds keeps two decimals: -0.04, not -0.0.
+    places = 2 if abs(estimate.value) < 10 * scale else decimals
+    text = f"{number(estimate.value, places)} {unit}"
     if math.isnan(estimate.low) and math.isnan(estimate.high):
         return text
-    return f"{text} [{number(estimate.low)}, {number(estimate.high)}]"
+    return f"{text} [{number(estimate.low)}, {number(estimate.high)}] {unit}"
 
 
 def format_ratio(estimate: Estimate | None) -> str:
