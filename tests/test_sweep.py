@@ -450,11 +450,18 @@ def test_a_record_reads_back_as_written(tmp_path):
     assert lines_of(path)[1]["sweep"] == {
         "experiment": "tiny",
         "file": "/x/tiny.toml",
-        "options": {"max-time": "2s"},
+        "options": {"max_time": "2s"},
         "order": "interleaved",
         "seed": 7,
         "pass": 3,
     }
+
+
+def test_options_recorded_with_dashes_read_as_with_underscores():
+    written = {"experiment": "t", "file": "t.toml", "options": {"max-time": "2s"}}
+    assert store.SweepInfo.from_json(written).options == {"max-time": "2s"}
+    snake = written | {"options": {"max_time": "2s", "run_time": "0.1s"}}
+    assert store.SweepInfo.from_json(snake).options == {"max-time": "2s", "run-time": "0.1s"}
 
 
 def test_a_result_of_another_version_is_a_clear_error(tmp_path):

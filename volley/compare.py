@@ -64,6 +64,8 @@ JSON output (``--json``), format history (``version``):
      each row's ``level``, the confidence of its intervals (its verdict's); each
      comparison's ``sequential`` (the plan and looks of a ``--run``, or null); a verdict
      may be ``equivalent``.
+  4  snake_case keys: ``family.shares`` has ``p99_9`` (was ``p99.9``); a row's
+     ``statistic`` stays ``p99.9``, as typed on the command line.
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ from volley.results import FAILED, NOT_SIGNIFICANT, SIGNIFICANT, BenchResult, Ru
 from volley.sequential import Looks
 from volley.stats import Between, Estimate, RunMean, difference, paired, ratio, welch_df
 from volley.store import RESULTS_NAME
-from volley.units import STATISTICS, BadInput, Target, format_ns, parse_target
+from volley.units import STATISTICS, BadInput, Target, format_ns, json_keys, parse_target
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate
 
 FASTER = "faster"
@@ -152,7 +154,7 @@ class Family:
         return {
             "rule": "weighted Bonferroni",
             "alpha": self.alpha,
-            "shares": dict(SHARES),
+            "shares": json_keys(SHARES),
             "text": self.describe(),
         }
 

@@ -38,6 +38,12 @@ Format history (``version`` in the JSON):
      "p99", "max"} (the median over runs of each run's percentile; max: the largest); and
      ``run_pattern``, a sentence when the run means drift or fall in two groups (else
      null; derived from ``runs`` on reading).
+  5  snake_case keys throughout: ``latency_ns.p99_9`` (was ``p99.9``), each run's
+     ``p99_9_ns`` (was ``p99.9_ns``), and ``p99_9`` among the keys of
+     ``latency_ns.intervals``, ``between_sittings_ns`` and ``history``'s
+     ``between_sittings_ns`` and ``prediction_interval_ns``. Statistic names as values
+     (``history.differs``, ``targets``) stay as typed: ``p99.9``. Files of 4 and before
+     read as they did.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 
@@ -54,7 +60,7 @@ import os
 import re
 import statistics
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,9 +71,9 @@ from volley.machine import Environment
 from volley.noise import Noise
 from volley.sequential import Looks
 from volley.stats import run_pattern
-from volley.units import STATISTICS
+from volley.units import STATISTICS, json_keys, statistic_keys
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 SIGNIFICANT = "significant"
 NOT_SIGNIFICANT = "not-significant"
@@ -100,9 +106,8 @@ class LatencySummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["p99.9"] = data.pop("p99_9")
         data["distribution"] = [list(pair) for pair in self.distribution]
-        data["intervals"] = {k: list(v) for k, v in self.intervals.items()}
+        data["intervals"] = json_keys({k: list(v) for k, v in self.intervals.items()})
         return finite(data)
 
     @classmethod
@@ -110,11 +115,11 @@ class LatencySummary:
         histogram = data.get("histogram")
         data = {k: unknown_as_nan(v) for k, v in data.items() if k != "histogram"}
         data["histogram"] = histogram
-        data["p99_9"] = data.pop("p99.9")
+        if "p99.9" in data:  # format 4 and before
+            data["p99_9"] = data.pop("p99.9")
         data["distribution"] = [tuple(pair) for pair in data.get("distribution", [])]
-        data["intervals"] = {
-            k: tuple(unknown_as_nan(x) for x in v) for k, v in (data.get("intervals") or {}).items()
-        }
+        intervals = statistic_keys(data.get("intervals") or {})
+        data["intervals"] = {k: tuple(unknown_as_nan(x) for x in v) for k, v in intervals.items()}
         return cls(**data)
 
     def interval(self, statistic: str) -> tuple[float, float]:
@@ -167,7 +172,6 @@ class RunSummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["p99.9_ns"] = data.pop("p99_9_ns")
         data["noise"] = self.noise.to_json() if self.noise else None
         if self.achieved_ops_s is None:  # a closed-loop run has no open-loop counts
             for name in OPEN_RUN_FIELDS:
@@ -384,6 +388,8 @@ class BenchResult:
         data["runs"] = [run.to_json() for run in self.runs]
         data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]
         data["load"] = self.load.to_json()
+        data["between_sittings_ns"] = json_keys(self.between_sittings_ns)
+        data["history"] = history_json(self.history, json_keys)
         if self.sequential is None:
             del data["sequential"]
         else:
@@ -409,6 +415,8 @@ class BenchResult:
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         data["load"] = LoadInfo.from_json(data.get("load"))
+        data["between_sittings_ns"] = statistic_keys(data.get("between_sittings_ns") or {})
+        data["history"] = history_json(data.get("history"), statistic_keys)
         data["placements"] = [
             PlacementEstimate(**{k: unknown_as_nan(v) for k, v in p.items()})
             for p in data.get("placements", [])
@@ -419,6 +427,19 @@ class BenchResult:
             HostInfo(**{k: unknown_as_nan(v) for k, v in h.items()}) for h in data.get("hosts", [])
         ]
         return cls(**data)
+
+
+def history_json(
+    check: dict[str, Any] | None, keys: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A result's ``history`` with its per-statistic dicts keyed by ``keys``."""
+    if not check:
+        return check
+    return check | {
+        name: keys(check[name])
+        for name in ("between_sittings_ns", "prediction_interval_ns")
+        if isinstance(check.get(name), dict)
+    }
 
 
 HLOG_FORMAT_VERSION = "1.3"
