@@ -254,9 +254,10 @@ def test_server_args_placeholders_reach_the_server(tmp_path):
     assert words[0] == "-p" and words[2:] == ["-t", counts[0], "-c", counts[1]]
 
 
-def test_single_cpu_shares_it_with_a_warning(c_threaded):
+def test_single_cpu_shares_it_with_a_warning_that_quiet_does_not_hide(c_threaded):
     cpu = usable_cpus()[0]
     command = bench_command(
+        "--quiet",
         "--clients",
         "2",
         "--max-time",

@@ -7,15 +7,16 @@ import math
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import FIXTURES, SERVERS, Completed, bench, strict_loads, volley
+from typer.testing import CliRunner
 
-from volley import compare, stats, store
+from volley import commands, compare, stats, store
 from volley.compare import (
     FASTER,
     MIN_RUNS,
@@ -29,9 +30,11 @@ from volley.experiment import Point
 from volley.machine import Environment
 from volley.results import (
     FAILED,
+    OPEN,
     SIGNIFICANT,
     BenchResult,
     LatencySummary,
+    LoadInfo,
     RunSummary,
     WorkerInfo,
     dumps,
@@ -408,13 +411,6 @@ def test_rounds_with_unequal_run_counts_are_compared_unpaired():
 # --- refusals ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RatedResult(BenchResult):
-    """A result as it will look when an open-loop load model records its request rate."""
-
-    rate: float | None = None
-
-
 MISMATCHES = {
     "clients": {"clients": 4},
     "client CPUs": {"client_cores": [1, 2]},
@@ -448,9 +444,12 @@ def test_idle_states_are_checked():
 
 def test_load_model_is_checked():
     a, b = pair(5)
-    open_loop = RatedResult(**{**b.__dict__, "rate": 10_000.0})
+    open_loop = replace(b, load=LoadInfo(OPEN, 10_000.0, "poisson"))
     [mismatch] = compare.mismatches(a, open_loop)
-    assert str(mismatch) == "load closed loop vs open loop at 10000 ops/s"
+    assert str(mismatch) == "load closed loop vs open loop at 10000 ops/s, poisson arrivals"
+    faster = replace(b, load=LoadInfo(OPEN, 20_000.0, "poisson"))
+    [mismatch] = compare.mismatches(open_loop, faster)
+    assert "10000 ops/s, poisson arrivals vs open loop at 20000 ops/s" in str(mismatch)
 
 
 def test_a_failed_result_is_refused(tmp_path):
@@ -750,6 +749,42 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
 def test_compare_run_bad_input(args, message):
     done = volley("compare", *args)
     assert done.status == 2 and message in done.stderr, done.stderr
+
+
+def test_compare_run_takes_volley_benchs_options_for_every_side():
+    runner = CliRunner()
+    shown = runner.invoke(commands.app, ["compare", "--help"], terminal_width=200).output
+    bench_help = runner.invoke(commands.app, ["bench", "--help"], terminal_width=200).output
+    for option in ("--idle-states", "--rate", "--arrivals", "--spin", "--noisy", "--restart",
+                   "--server-address", "--op-timeout", "--startup-timeout", "--port"):  # fmt: skip
+        # The same definition: the same help line as volley-bench's.
+        line = next(x for x in bench_help.splitlines() if x.strip().startswith(option))
+        assert line in shown.splitlines(), option
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--idle-states", "deep"], "--idle-states 'deep' is not one of"),
+        (["--rate", "fast"], "--rate 'fast' is not a rate"),
+        (["--spin", "10us"], "--spin applies to the open loop"),
+        (["--noisy", "maybe"], "--noisy 'maybe' is not one of"),
+    ],
+)
+def test_compare_run_refuses_a_bad_bench_option_in_one_line(args, message):
+    servers = [str(SERVERS / "c-threaded"), f"{SERVERS / 'c-epoll'} -x 1"]
+    done = CliRunner().invoke(commands.app, ["compare", "--run", *args, *servers])
+    assert done.exit_code == 2, done.output
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_side_is_a_server_and_its_arguments_in_one_word(tmp_path):
+    spaced = tmp_path / "my server"
+    spaced.write_text("")
+    assert commands.server_command("target/servers/go -t 4") == ("target/servers/go", ["-t", "4"])
+    assert commands.server_command("c-epoll") == ("c-epoll", [])
+    assert commands.server_command(str(spaced)) == (str(spaced), [])
+    assert commands.server_command("'a b' -x") == ("a b", ["-x"])
 
 
 # --- a machine that drifts -----------------------------------------------------------------

@@ -274,16 +274,7 @@ def bench(
     sittings = None
     if not (team and team.rank):  # the rule and the result are rank 0's
         config, sittings = _earlier_sittings(config, history_place or history.default_place())
-    if config.placement.warning and not quiet:
-        say(f"warning: {config.placement.warning}", sys.stderr)
-    if config.idle_states == machine.IDLE_SHALLOW and not quiet:
-        denied = machine.idle_hold_problem()
-        if denied:
-            say(
-                f"warning: cannot hold the CPUs out of deep idle states ({denied}); "
-                "measuring with them (run as root, or --idle-states any to say so)",
-                sys.stderr,
-            )
+    warn_before(config)
     try:
         progress = None if quiet else StreamProgress()
         if team:
@@ -308,6 +299,21 @@ def bench(
     if unwritten:
         fail(unwritten, EXIT_FAILED)
     raise typer.Exit(EXIT_CODES[result.status])
+
+
+def warn_before(config: coordinator.BenchConfig) -> None:
+    """What makes the measurement less than asked for, said before it starts; --quiet
+    hides progress, never these."""
+    if config.placement.warning:
+        say(f"warning: {config.placement.warning}", sys.stderr)
+    if config.idle_states == machine.IDLE_SHALLOW:
+        denied = machine.idle_hold_problem()
+        if denied:
+            say(
+                f"warning: cannot hold the CPUs out of deep idle states ({denied}); "
+                "measuring with them (run as root, or --idle-states any to say so)",
+                sys.stderr,
+            )
 
 
 def _keep_sitting(

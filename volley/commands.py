@@ -5,10 +5,13 @@ does (``volley.cli``), and imports what it needs only when it runs.
 
 from __future__ import annotations
 
+import inspect
+import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -27,10 +30,10 @@ from volley.cli import (
     run,
     say,
     version_callback,
+    warn_before,
 )
 from volley.report import comparison_markdown, comparison_table
 from volley.units import (
-    BENCH_DEFAULTS,
     BadInput,
     format_duration,
     format_ns,
@@ -38,6 +41,9 @@ from volley.units import (
     parse_duration_s,
     parse_target,
 )
+
+F = TypeVar("F", bound=Callable[..., None])
+RUN_MAX_TIME = "300s"
 
 
 def sweep_command(
@@ -386,24 +392,23 @@ def compare_command(
         Path,
         typer.Option("-o", "--output", metavar="DIR", help="With --run: where the results go."),
     ] = Path("out/compare"),
-    clients: Annotated[int | None, typer.Option("--clients", help="With --run.")] = None,
-    cores: Annotated[str | None, typer.Option("--cores", help="With --run.")] = None,
-    server_cores: Annotated[str | None, typer.Option("--server-cores", help="With --run.")] = None,
-    max_time: Annotated[str, typer.Option("--max-time", help="With --run.")] = "300s",
-    warmup: Annotated[str, typer.Option("--warmup", help="With --run.")] = str(
-        BENCH_DEFAULTS["warmup"]
-    ),
-    run_time: Annotated[str, typer.Option("--run-time", help="With --run.")] = str(
-        BENCH_DEFAULTS["run-time"]
-    ),
-    min_runs: Annotated[int, typer.Option("--min-runs", help="With --run.")] = runs.MIN_RUNS,
+    max_time: Annotated[
+        str,
+        typer.Option(
+            "--max-time",
+            metavar="DURATION",
+            help="With --run: end the comparison, unresolved (exit 3), after this long.",
+        ),
+    ] = RUN_MAX_TIME,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --run: no progress.")] = False,
+    **measured: Any,
 ) -> None:
     """Compare results with the first: is each faster, slower, or not significantly different?
 
     With --run, A B [C ...] are servers measured now in interleaved runs and compared round
     by round (robust to a machine that drifts during the comparison); every result is
-    written to DIR.
+    written to DIR. A server with arguments is one quoted word: "target/servers/go -t 4".
+    The options from --cores on are volley-bench's, for what every side measures.
 
     Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
     input, 3 --run ended unresolved (its last look, or --max-time), 130 interrupted.
@@ -416,10 +421,8 @@ def compare_command(
         gates = [compare.parse_gate(text) for text in fail_if_slower or []]
         level = parse_confidence(confidence)
         if run:
-            paths, status = _interleaved_runs(
-                paths, level, equivalence, output, clients, cores, server_cores,
-                max_time, warmup, run_time, min_runs, quiet,
-            )  # fmt: skip
+            measured["max_time"] = max_time
+            paths, status = _interleaved_runs(paths, level, equivalence, output, measured, quiet)
         else:
             status = 0
         report = compare.compare_files(paths, level, force, gates, rounds=run)
@@ -442,17 +445,12 @@ def _interleaved_runs(
     confidence: float,
     equivalence: str,
     output: Path,
-    clients: int | None,
-    cores: str | None,
-    server_cores: str | None,
-    max_time: str,
-    warmup: str,
-    run_time: str,
-    min_runs: int,
+    measured: dict[str, Any],
     quiet: bool,
 ) -> tuple[list[Path], int]:
     """``volley compare --run``: measure the servers interleaved, write one result each;
-    the paths written and the exit status the measurement asks for."""
+    the paths written and the exit status the measurement asks for. ``measured``: the
+    volley-bench options of every side, by make_config's names."""
     from volley import compare
 
     if len(servers) < 2:
@@ -460,16 +458,22 @@ def _interleaved_runs(
     margin = parse_target(equivalence, "--equivalence")
     if margin.statistic != "mean" or margin.relative is None:
         raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
+    sides = [server_command(str(text)) for text in servers]
     config = make_config(
-        str(servers[0]), [], cores, server_cores, clients, ["1%"], str(confidence), max_time,
-        warmup, run_time, min_runs, coordinator.RESTART_SERVER,
-        str(BENCH_DEFAULTS["op-timeout"]), str(BENCH_DEFAULTS["startup-timeout"]), None, None,
-    )  # fmt: skip
-    config = replace(config, alternatives=[(server.resolve(str(p)), []) for p in servers])
+        sides[0][0],
+        sides[0][1],
+        precision=["1%"],  # unused: the sequential plan decides when to stop
+        confidence=str(confidence),
+        connect=None,
+        **measured,
+    )
+    config = replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
+    min_runs = config.min_runs
     if not output.parent.is_dir() and output.parent != Path("out"):
         raise BadInput(f"-o {output}: directory {output.parent} does not exist")
     output.mkdir(parents=True, exist_ok=True)
-    names = [f"{i}-{p.name}.json" for i, p in enumerate(servers)]
+    warn_before(config)
+    names = [f"{i}-{Path(path).name}.json" for i, (path, _) in enumerate(sides)]
 
     first_look = max(min_runs, sequential.FIRST_LOOK)
     monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
@@ -510,6 +514,54 @@ def _interleaved_runs(
         written.append(output / name)
     say(f"wrote {', '.join(map(str, written))}", sys.stderr)
     return written, EXIT_CODES[found[0].status]
+
+
+def server_command(text: str) -> tuple[str, list[str]]:
+    """A --run side: ``"SERVER"`` or ``"SERVER ARGS..."`` in one word, split as a shell
+    would; a path that exists is taken whole, spaces and all."""
+    if Path(text).exists():
+        return text, []
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise BadInput(f"server {text!r}: {e}; quote it as one word, like 'go -t 4'") from None
+    if not words:
+        raise BadInput("an empty server: give a server binary, like target/servers/c-epoll")
+    return words[0], words[1:]
+
+
+# The options of volley-bench that say what every side of ``compare --run`` measures, with
+# volley-bench's own definitions (names, help, defaults): its --confidence and --max-time
+# are the comparison's own, its stop is the sequential plan's (no --precision), and each
+# side is started here (no --connect, no history: a paired comparison is one sitting).
+RUN_OPTIONS = (
+    "cores",
+    "server_cores",
+    "clients",
+    "warmup",
+    "run_time",
+    "min_runs",
+    "restart",
+    "noisy",
+    "op_timeout",
+    "startup_timeout",
+    "idle_states",
+    "port",
+    "server_address",
+    "rate",
+    "arrivals",
+    "spin",
+)
+
+
+def with_bench_options(command: F) -> F:
+    """``command`` with volley-bench's RUN_OPTIONS as well (passed in its ``**measured``)."""
+    bench_parameters = inspect.signature(bench, eval_str=True).parameters
+    own = inspect.signature(command, eval_str=True)
+    parameters = [p for p in own.parameters.values() if p.kind != p.VAR_KEYWORD]
+    parameters += [bench_parameters[name] for name in RUN_OPTIONS]
+    setattr(command, "__signature__", own.replace(parameters=parameters))  # noqa: B010
+    return command
 
 
 def system_command() -> None:
@@ -622,7 +674,7 @@ app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
 app.command("check")(check_command)
-app.command("compare")(compare_command)
+app.command("compare")(with_bench_options(compare_command))
 app.command("system")(system_command)
 app.add_typer(history_app, name="history")
 

@@ -81,7 +81,15 @@ from typing import Any, Protocol
 from volley import sequential, store
 from volley.experiment import Point
 from volley.machine import Environment
-from volley.results import FAILED, NOT_SIGNIFICANT, SIGNIFICANT, BenchResult, RunSummary, finite
+from volley.results import (
+    FAILED,
+    NOT_SIGNIFICANT,
+    OPEN,
+    SIGNIFICANT,
+    BenchResult,
+    RunSummary,
+    finite,
+)
 from volley.sequential import Looks
 from volley.stats import Between, Estimate, RunMean, difference, paired, ratio, welch_df
 from volley.store import RESULTS_NAME
@@ -294,10 +302,12 @@ def reported(result: BenchResult, statistic: str) -> Estimate:
 
 
 def load_model(result: BenchResult) -> str:
-    """How the clients loaded the server. Only a closed loop exists (each client waits for
-    its reply); an open loop at a request rate will read that result's ``rate`` here."""
-    rate = getattr(result, "rate", None)
-    return CLOSED_LOOP if rate is None else f"open loop at {rate:g} ops/s"
+    """How the clients loaded the server: a closed loop (each client waits for its reply)
+    or an open loop at its offered rate and arrivals."""
+    load = result.load
+    if load.model != OPEN or load.rate_ops_s is None:
+        return CLOSED_LOOP
+    return f"open loop at {load.rate_ops_s:g} ops/s, {load.arrivals or 'poisson'} arrivals"
 
 
 def configuration(result: BenchResult) -> dict[str, int | str | None]:
