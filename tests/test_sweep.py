@@ -21,11 +21,12 @@ from helpers import FAULTY, ROOT, server, strict_loads, volley
 
 from volley import experiment, export, store, sweep
 from volley.cpus import usable_cpus
-from volley.experiment import Experiment, Point
+from volley.experiment import POINT_OVERHEAD_S, Experiment, Point
 from volley.machine import Environment
 from volley.results import BenchResult, LatencySummary, RunSummary, WorkerInfo
 from volley.store import SweepRecord
 from volley.sweep import Outcome
+from volley.units import format_duration
 
 BENCH_DIR = ROOT / "bench"
 # A real point needs one CPU for the server and another for the clients.
@@ -201,9 +202,12 @@ def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
     assert [s.name for s in the_plan.missing] == ["b"]
     assert the_plan.todo == [Point("a", 1, 1, 1), Point("a", 4, 1, 1)]
     lines = sweep.skip_lines(the_plan, exp)
-    assert len(lines) == 5  # one per point that does not fit, one per missing server
-    assert "needs 3 CPUs, this process may use 2 (0-1)" in lines[0]
-    assert "not built: b" in lines[-1] and "its 2 points are skipped" in lines[-1]
+    assert len(lines) == 2  # grouped: the points that do not fit, the servers not built
+    assert lines[0] == (
+        "skip 4 points that need more CPUs than the 2 this process may use (0-1): "
+        "2 server + 1 client cores (4 points)"
+    )
+    assert lines[1].startswith("not built: b (") and "its 2 points are skipped" in lines[1]
 
 
 def test_bench_command_pins_and_passes_the_options(tmp_path):
@@ -530,24 +534,46 @@ def test_cli_reports_bad_files_in_one_line(tmp_path):
 
 
 @two_cpus
-def test_cli_skips_points_that_do_not_fit_with_one_line_each(tmp_path):
+def test_dry_run_prints_a_summary_not_a_line_per_point(tmp_path):
+    exp = tmp_path / "big.toml"
+    exp.write_text(
+        f'servers-dir = "{ROOT}/target/servers"\n'
+        'servers = ["c-threaded", "c-epoll", "not-built-yet", "nor-this"]\n'
+        'clients = [1, 4]\nserver-cores = [1, 2, 4096]\nclient-cores = 1\nrates = ["5k", "10k"]\n'
+        '[bench]\nmax-time = "10s"\nwarmup = "0.5s"\n'
+    )
+    done = volley("sweep", exp, "--dry-run", "-q")
+    assert done.status == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # 8 of 48 points fit and are built, each at most 0.5 s + 10 s + the server's start.
+    assert lines[0].startswith("sweep big (dry run): 8 points to run of 48 in the grid, up to ")
+    assert f"(at most {format_duration(10.5 + POINT_OVERHEAD_S)} a point" in lines[0]
+    assert lines[1] == (
+        "  server on CPU 0, clients on CPU 1: 8 points; 2 servers (c-epoll, c-threaded), "
+        "clients 1, 4, rates 5000, 10000 ops/s"
+    )
+    assert lines[2] == (
+        "skip 32 points that need more CPUs than the 2 this process may use (0-1): "
+        "2 server + 1 client cores (16 points), 4096 server + 1 client cores (16 points)"
+    )
+    assert lines[3].startswith("not built: not-built-yet (") and ", nor-this (" in lines[3]
+    assert lines[3].endswith("their 8 points are skipped (build with make servers)")
+    assert len(lines) == 4 and not (tmp_path / "out").exists()
+
+
+@two_cpus
+def test_cli_says_why_points_are_skipped_even_when_quiet(tmp_path):
     exp = tmp_path / "big.toml"
     exp.write_text(
         f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "not-built-yet"]\n'
         "clients = 4\nserver-cores = [1, 4096]\nclient-cores = 1\n"
     )
-    done = volley("sweep", exp, "--dry-run")
-    assert done.status == 0, done.stderr
-    skipped = [line for line in done.stderr.splitlines() if line.startswith("skip ")]
-    assert len(skipped) == 2 and "needs 4097 CPUs" in skipped[0]
-    assert "not built: not-built-yet" in done.stderr
-    assert done.stdout.splitlines() == [
-        "c-threaded, 4 clients on 1 core, server on 1 core: server on CPU 0, clients on CPU 1"
-    ]
     nothing = tmp_path / "nothing.toml"
     nothing.write_text(exp.read_text().replace("[1, 4096]", "4096"))
-    done = volley("sweep", nothing, "-o", tmp_path / "out")
+    done = volley("sweep", nothing, "-o", tmp_path / "out", "-q")
     assert done.status == 2 and "nothing to run" in done.stderr
+    assert "skip 2 points that need more CPUs" in done.stderr
+    assert "not built: not-built-yet" in done.stderr
 
 
 def runs_a_server(pid: int) -> bool:

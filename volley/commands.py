@@ -84,7 +84,8 @@ def sweep_command(
         bool,
         typer.Option(
             "--dry-run",
-            help="Print the points and their CPUs; run nothing.",
+            help="Print what would run (the points by CPUs, the longest it may take) and "
+            "what is skipped and why; run nothing.",
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
@@ -105,15 +106,7 @@ def sweep_command(
         formats = exports.check_exports(export or [])
         usable = cpus.usable_cpus()
         if dry_run:
-            the_plan = sweeps.plan(experiment, usable, set())
-            for line in sweeps.skip_lines(the_plan, experiment):
-                say(line, sys.stderr)
-            for point in the_plan.todo:
-                server_cpus, client_cpus = sweeps.assign_cpus(point, usable)
-                say(
-                    f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
-                    f"on CPU {cpus.format_cpu_list(client_cpus)}"
-                )
+            say("\n".join(sweeps.dry_run_lines(sweeps.plan(experiment, usable, set()), experiment)))
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
