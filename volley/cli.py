@@ -569,7 +569,7 @@ def run(typer_app: typer.Typer) -> None:
 
 def bench_main() -> None:
     single = typer.Typer(
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
         context_settings=SETTINGS,

@@ -173,7 +173,7 @@ def plot_command(
         list[int] | None,
         typer.Option(
             "--clients",
-            metavar="N",
+            metavar="COUNT",
             help="Plot only this client count; repeatable.",
         ),
     ] = None,
@@ -181,7 +181,7 @@ def plot_command(
         int | None,
         typer.Option(
             "--cores",
-            metavar="N",
+            metavar="COUNT",
             help="Server core count of the points in the distribution figure. "
             "Default: the largest measured.",
         ),
@@ -256,6 +256,7 @@ def check_command(
         str,
         typer.Option(
             "--startup-timeout",
+            metavar="DURATION",
             help="How long the server may take to start listening.",
         ),
     ] = "10s",
@@ -318,12 +319,24 @@ def check_command(
     except KeyboardInterrupt:
         fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
     # The report first: printing can fail (a closed pipe) and must not lose it.
-    if json_path == "-":
-        say(checks.dumps(run), sys.stdout, end="")
-    elif json_path:
-        results.write_atomically(Path(json_path), checks.dumps(run))
+    unwritten = write_json(json_path, checks.dumps(run))
     show(formatter.summary(run))
+    if unwritten:
+        fail(unwritten, EXIT_FAILED)
     raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
+
+
+def write_json(json_path: str | None, text: str) -> str | None:
+    """--json as volley-bench has it: ``-`` is stdout (the words then go to stderr), a PATH
+    is written atomically; why it could not be, or None."""
+    if json_path == "-":
+        say(text, sys.stdout, end="")
+    elif json_path:
+        try:
+            results.write_atomically(Path(json_path), text)
+        except OSError as e:
+            return f"cannot write {json_path}: {e.strerror or e}"
+    return None
 
 
 def compare_command(
@@ -339,6 +352,7 @@ def compare_command(
         str,
         typer.Option(
             "--confidence",
+            metavar="LEVEL",
             help="Family confidence of a comparison's verdicts: the chance of any false "
             "faster/slower among its rows is at most 1 - this, half of it the mean's, an "
             "eighth each percentile's (Bonferroni); each row's interval is at its own level.",
@@ -377,6 +391,7 @@ def compare_command(
         str,
         typer.Option(
             "--equivalence",
+            metavar="SHARE",
             help="With --run: also stop, 'equivalent', when the mean's difference is known "
             "to be within this share of A's mean.",
         ),
@@ -565,10 +580,13 @@ def system_command() -> None:
     say("\n".join(machine.format_readiness(machine.readiness())))
 
 
-def command_group(help_text: str, no_args_is_help: bool = False) -> typer.Typer:
-    """A typer app as every volley command line is: plain help, click's errors in one line."""
+def command_group(
+    help_text: str, no_args_is_help: bool = False, completion: bool = False
+) -> typer.Typer:
+    """A typer app as every volley command line is: plain help, click's errors in one line;
+    ``completion``: the top command's --install-completion and --show-completion."""
     return typer.Typer(
-        add_completion=False,
+        add_completion=completion,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
         context_settings=SETTINGS,
@@ -662,7 +680,7 @@ def history_clear(
     say(f"forgot the sittings of {history.clear(where)} configuration(s) in {where}")
 
 
-app = command_group("Volley: latency of server networking stacks.")
+app = command_group("Volley: latency of server networking stacks.", completion=True)
 app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
