@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -776,6 +778,26 @@ def test_compare_run_refuses_a_bad_bench_option_in_one_line(args, message):
     done = CliRunner().invoke(commands.app, ["compare", "--run", *args, *servers])
     assert done.exit_code == 2, done.output
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_compare_run_warns_even_when_quiet(tmp_path):
+    # On one CPU the server and the clients share it: a warning, which -q does not hide.
+    cpu = usable_cpus()[0]
+    command = [
+        sys.executable, "-m", "volley", "compare", "--run", "-q", "--clients", "1",
+        "--min-runs", "3", "--max-time", "2s", "--warmup", "0.05s", "--run-time", "0.1s",
+        "-o", str(tmp_path / "ab"), str(SERVERS / "c-threaded"), str(SERVERS / "c-epoll"),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    assert done.returncode in (0, 3), done.stderr
+    assert f"warning: server and clients share CPU {cpu}" in done.stderr
+    assert "round 1:" not in done.stderr  # the progress is what -q hides
 
 
 def test_a_run_side_is_a_server_and_its_arguments_in_one_word(tmp_path):
