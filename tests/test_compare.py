@@ -831,11 +831,26 @@ def drifting(epoch: float) -> dict[str, str]:
 
 
 def delayed(binary: Path, directory: Path, name: str, delay_us: int) -> Path:
-    """A server that is ``binary -d delay_us``: compare --run takes servers, not arguments."""
+    """A server that is ``binary -d delay_us``, under its own name (its result's file)."""
     script = directory / name
     script.write_text(f'#!/bin/sh\nexec {binary} -d {delay_us} "$@"\n')
     script.chmod(0o755)
     return script
+
+
+def test_compare_run_starts_each_side_with_its_own_arguments(tmp_path, delay_server):
+    out = tmp_path / "ab"
+    done = volley(
+        "compare", "--run", "-q", "--clients", "1", "--min-runs", "3", "--max-time", "3s",
+        "--warmup", "0.05s", "--run-time", "0.1s", "-o", out,
+        f"{delay_server} -d 0", f"{delay_server} -d 300",
+        timeout=60,
+    )  # fmt: skip
+    assert done.status in (0, 3), done.stderr
+    a, b = (strict_loads((out / f"{i}-delay_server.json").read_text()) for i in (0, 1))
+    assert a["server_args"] == ["-d", "0"] and b["server_args"] == ["-d", "300"]
+    # 300 us more a reply: B's median is far above A's whatever the machine does.
+    assert b["latency_ns"]["p50"] > a["latency_ns"]["p50"] + 200_000
 
 
 def p50_row(done: Completed) -> dict:
