@@ -339,6 +339,55 @@ def write_json(json_path: str | None, text: str) -> str | None:
     return None
 
 
+def server_command(text: str) -> tuple[str, list[str]]:
+    """A --run side: ``"SERVER"`` or ``"SERVER ARGS..."`` in one word, split as a shell
+    would; a path that exists is taken whole, spaces and all."""
+    if Path(text).exists():
+        return text, []
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise BadInput(f"server {text!r}: {e}; quote it as one word, like 'go -t 4'") from None
+    if not words:
+        raise BadInput("an empty server: give a server binary, like target/servers/c-epoll")
+    return words[0], words[1:]
+
+
+# The options of volley-bench that say what every side of ``compare --run`` measures, with
+# volley-bench's own definitions (names, help, defaults): its --confidence and --max-time
+# are the comparison's own, its stop is the sequential plan's (no --precision), and each
+# side is started here (no --connect, no history: a paired comparison is one sitting).
+RUN_OPTIONS = (
+    "cores",
+    "server_cores",
+    "clients",
+    "warmup",
+    "run_time",
+    "min_runs",
+    "restart",
+    "noisy",
+    "op_timeout",
+    "startup_timeout",
+    "idle_states",
+    "port",
+    "server_address",
+    "rate",
+    "arrivals",
+    "spin",
+)
+
+
+def with_bench_options(command: F) -> F:
+    """``command`` with volley-bench's RUN_OPTIONS as well (passed in its ``**measured``)."""
+    bench_parameters = inspect.signature(bench, eval_str=True).parameters
+    own = inspect.signature(command, eval_str=True)
+    parameters = [p for p in own.parameters.values() if p.kind != p.VAR_KEYWORD]
+    parameters += [bench_parameters[name] for name in RUN_OPTIONS]
+    setattr(command, "__signature__", own.replace(parameters=parameters))  # noqa: B010
+    return command
+
+
+@with_bench_options
 def compare_command(
     paths: Annotated[
         list[Path],
@@ -524,54 +573,6 @@ def _interleaved_runs(
     return written, EXIT_CODES[found[0].status]
 
 
-def server_command(text: str) -> tuple[str, list[str]]:
-    """A --run side: ``"SERVER"`` or ``"SERVER ARGS..."`` in one word, split as a shell
-    would; a path that exists is taken whole, spaces and all."""
-    if Path(text).exists():
-        return text, []
-    try:
-        words = shlex.split(text)
-    except ValueError as e:
-        raise BadInput(f"server {text!r}: {e}; quote it as one word, like 'go -t 4'") from None
-    if not words:
-        raise BadInput("an empty server: give a server binary, like target/servers/c-epoll")
-    return words[0], words[1:]
-
-
-# The options of volley-bench that say what every side of ``compare --run`` measures, with
-# volley-bench's own definitions (names, help, defaults): its --confidence and --max-time
-# are the comparison's own, its stop is the sequential plan's (no --precision), and each
-# side is started here (no --connect, no history: a paired comparison is one sitting).
-RUN_OPTIONS = (
-    "cores",
-    "server_cores",
-    "clients",
-    "warmup",
-    "run_time",
-    "min_runs",
-    "restart",
-    "noisy",
-    "op_timeout",
-    "startup_timeout",
-    "idle_states",
-    "port",
-    "server_address",
-    "rate",
-    "arrivals",
-    "spin",
-)
-
-
-def with_bench_options(command: F) -> F:
-    """``command`` with volley-bench's RUN_OPTIONS as well (passed in its ``**measured``)."""
-    bench_parameters = inspect.signature(bench, eval_str=True).parameters
-    own = inspect.signature(command, eval_str=True)
-    parameters = [p for p in own.parameters.values() if p.kind != p.VAR_KEYWORD]
-    parameters += [bench_parameters[name] for name in RUN_OPTIONS]
-    setattr(command, "__signature__", own.replace(parameters=parameters))  # noqa: B010
-    return command
-
-
 def system_command() -> None:
     """Show how ready this machine is for latency benchmarks: each item's state, why it
     matters and how to fix it. Changes nothing; exit status 0."""
@@ -685,7 +686,7 @@ app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)
 app.command("check")(check_command)
-app.command("compare")(with_bench_options(compare_command))
+app.command("compare")(compare_command)
 app.command("system")(system_command)
 app.add_typer(history_app, name="history")
 
