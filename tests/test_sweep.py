@@ -331,6 +331,29 @@ def test_every_point_is_appended_as_one_line_with_its_parameters(tmp_path):
     assert not list((tmp_path / "out").glob(".point-*"))  # temporary JSON files are gone
 
 
+WARNED = ("warning: server and clients share CPU 0", "warning: cannot hold the CPUs")
+
+
+def test_the_points_warnings_are_shown_once_each_even_when_quiet(tmp_path):
+    exp = experiment_in(tmp_path)
+    runner = FakeRunner()
+    runner.script = {
+        p.key(): Outcome(0, bench_result(p), warnings=WARNED[: 1 + (p.clients > 1)])
+        for p in exp.points()
+    }
+    path, _, _ = sweep.open_results(tmp_path / "out", exp, False)
+    shown = io.StringIO()
+    sweep.run(exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown))
+    assert shown.getvalue().splitlines() == list(WARNED)
+
+
+def test_a_child_warning_reaches_the_outcome():
+    runner = sweep.ProcessRunner()
+    code = "import sys; sys.stderr.write('run 1 of 3\\nwarning: it is late\\n')"
+    outcome = runner.run(Point("a", 1, 1, 1), [sys.executable, "-c", code], 30)
+    assert outcome.warnings == ("warning: it is late",) and outcome.exit_status == 0
+
+
 def test_failed_points_are_recorded_with_their_error(tmp_path):
     exp = experiment_in(tmp_path)
     script = {

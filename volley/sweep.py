@@ -150,6 +150,7 @@ class Outcome:
     exit_status: int
     result: BenchResult | None = None
     error: str | None = None  # why it failed, when it wrote no result
+    warnings: tuple[str, ...] = ()  # what volley-bench warned of (its --quiet keeps them)
 
 
 class Runner(Protocol):
@@ -208,13 +209,17 @@ class ProcessRunner:
         status = child.returncode
         if status < 0:  # killed by a signal
             status = 128 - status
-        return Outcome(status, result, None if result else failure_message(stderr, status))
+        warned = tuple(line for line in stderr.splitlines() if line.startswith(WARNING))
+        return Outcome(status, result, None if result else failure_message(stderr, status), warned)
 
     def interrupt(self) -> None:
         self.interrupted = True
         child = self.child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
+
+
+WARNING = "warning: "  # how volley-bench starts a warning line
 
 
 def failure_message(stderr: str, status: int) -> str:
@@ -266,6 +271,7 @@ class SweepProgress:
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
+        self.warned: set[str] = set()
         self.live = stream.isatty()
         self.total = self.done = 0
         self.start = time.monotonic()
@@ -308,6 +314,14 @@ class SweepProgress:
             line += f"; {self.status()}"
         self.note(line)
 
+    def warn(self, outcome: Outcome) -> None:
+        """The points' warnings, each the first time it comes (every point on the same
+        CPUs would say the same)."""
+        for line in outcome.warnings:
+            if line not in self.warned:
+                self.warned.add(line)
+                self.note(line)
+
     def note(self, text: str) -> None:
         if self.bar_shown:
             self.write("\r\033[K")
@@ -325,8 +339,14 @@ class SweepProgress:
 
 
 class QuietProgress(SweepProgress):
-    def __init__(self) -> None:
+    """No progress; the points' warnings still go to stderr (--quiet hides no warning)."""
+
+    def __init__(self, warnings: TextIO | None = None) -> None:
         super().__init__(io.StringIO())
+        self.warnings = SweepProgress(warnings or sys.stderr)
+
+    def warn(self, outcome: Outcome) -> None:
+        self.warnings.warn(outcome)
 
 
 def describe(record: SweepRecord) -> str:
@@ -474,6 +494,7 @@ def run(
             outcome = runner.run(
                 point, bench_command(experiment, point, the_plan.usable), timeout_s
             )
+            progress.warn(outcome)
             if stopper.stopped_by(outcome):
                 progress.finished(point, None, time.monotonic() - began)
                 break
