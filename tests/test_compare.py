@@ -576,7 +576,9 @@ def test_json_is_strict_and_versioned(tmp_path):
     assert [r["statistic"] for r in rows] == list(STATISTICS)
     mean = rows[0]
     assert mean["verdict"] == SLOWER and mean["subject"]["runs"] == 10
-    assert data["family"]["alpha"] == 0.05 and data["family"]["shares"]["p99"] == 0.125
+    assert data["family"]["alpha"] == 0.05 and data["family"]["shares"]["p99_9"] == 0.125
+    side = data["pairings"][0]["comparisons"][0]["baseline"]["configuration"]
+    assert set(side) == {"clients", "client_cpus", "server_cpus", "restart", "load", "idle_states"}
     assert data["family"]["text"].startswith("verdicts: family error <= 5% (mean 2.5%")
     assert [r["level"] for r in rows] == [0.975] + [0.99375] * 4
     assert data["pairings"][0]["comparisons"][0]["sequential"] is None

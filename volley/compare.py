@@ -64,8 +64,10 @@ JSON output (``--json``), format history (``version``):
      each row's ``level``, the confidence of its intervals (its verdict's); each
      comparison's ``sequential`` (the plan and looks of a ``--run``, or null); a verdict
      may be ``equivalent``.
-  4  snake_case keys: ``family.shares`` has ``p99_9`` (was ``p99.9``); a row's
-     ``statistic`` stays ``p99.9``, as typed on the command line.
+  4  snake_case keys: ``family.shares`` has ``p99_9`` (was ``p99.9``), each side's
+     ``configuration`` ``client_cpus``, ``server_cpus`` and ``idle_states`` (were
+     ``client CPUs`` ...); a row's ``statistic`` and a mismatch's ``field`` are values and
+     stay as a person reads them (``p99.9``, ``client CPUs``).
 """
 
 from __future__ import annotations
@@ -701,7 +703,10 @@ def _side_json(path: Path, result: BenchResult) -> dict[str, Any]:
         "status": result.status,
         "error": result.error,
         "runs": len(result.runs),
-        "configuration": configuration(result),
+        # snake_case keys, as everywhere in Volley's JSON ("client CPUs" -> client_cpus)
+        "configuration": {
+            key.lower().replace(" ", "_"): value for key, value in configuration(result).items()
+        },
     }
 
 
