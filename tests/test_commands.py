@@ -38,6 +38,7 @@ def test_check_json_dash_is_stdout_and_the_words_go_to_stderr(tmp_path):
     dashed = check("--only", "basic", "--json", "-", FAULTY)
     assert dashed.status == 0, dashed.stderr
     report = strict_loads(dashed.stdout)  # nothing but the JSON on stdout
+    assert [k for k in keys(report) if not snake_case(k)] == []
     assert report["passed"] == 1 and dashed.stderr.splitlines()[-1] == "1/1 checks passed"
     out = tmp_path / "check.json"
     to_file = check("--only", "basic", "--json", out, FAULTY)
@@ -55,10 +56,25 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_any_work(tmp_path)
         assert len(lines) == 1 and f"directory {missing.parent} does not exist" in lines[0]
 
 
-def test_compare_json_is_stdout_only(tmp_path):
+def keys(value: Any) -> set[str]:
+    """Every key of a JSON document, however deep."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys(v)}
+    return set()
+
+
+def snake_case(key: str) -> bool:
+    return key.isidentifier() and key == key.lower()
+
+
+def test_compare_json_is_stdout_only_with_snake_case_keys(tmp_path):
     a, b = pair(3)
     done = volley("compare", "--json", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))
-    assert done.status == 0 and strict_loads(done.stdout)["pairings"]
+    assert done.status == 0
+    data = strict_loads(done.stdout)  # nothing but the JSON on stdout
+    assert data["pairings"] and [k for k in keys(data) if not snake_case(k)] == []
 
 
 # --- help -----------------------------------------------------------------------------------
