@@ -748,6 +748,8 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
     [
         (["--run", "x"], "at least two servers"),
         (["--run", "--equivalence", "p99:1%", "a", "b"], "--equivalence"),
+        (["--clients", "2", "a.json", "b.json"], "--clients measures servers: give --run"),
+        (["--max-time", "9s", "a.json", "b.json"], "--max-time measures servers: give --run"),
     ],
 )
 def test_compare_run_bad_input(args, message):

@@ -377,6 +377,12 @@ RUN_OPTIONS = (
 )
 
 
+def run_defaults() -> dict[str, Any]:
+    """Each of RUN_OPTIONS' default, as volley-bench defines it."""
+    parameters = inspect.signature(bench).parameters
+    return {name: parameters[name].default.default for name in RUN_OPTIONS}
+
+
 def with_bench_options(command: F) -> F:
     """``command`` with volley-bench's RUN_OPTIONS as well (passed in its ``**measured``)."""
     bench_parameters = inspect.signature(bench, eval_str=True).parameters
@@ -477,6 +483,11 @@ def compare_command(
             raise BadInput("give --json or --markdown, not both")
         gates = [compare.parse_gate(text) for text in fail_if_slower or []]
         level = parse_confidence(confidence)
+        if not run:
+            given = [name for name, value in run_defaults().items() if measured[name] != value]
+            if given or max_time != RUN_MAX_TIME:
+                option = "--" + (given or ["max_time"])[0].replace("_", "-")
+                raise BadInput(f"{option} measures servers: give --run and servers A B")
         if run:
             measured["max_time"] = max_time
             paths, status = _interleaved_runs(paths, level, equivalence, output, measured, quiet)
