@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from volley import __version__, machine, stats
 from volley.results import FAILED, INTERRUPTED, BenchResult, strict_dumps, write_atomically
-from volley.units import STATISTICS
+from volley.units import STATISTICS, json_keys, statistic_keys
 
 if TYPE_CHECKING:  # the coordinator's processes and sockets are not needed for a key
     from volley.coordinator import BenchConfig
@@ -113,6 +113,13 @@ class Sitting:
     started_at: str
     values: dict[str, float]
     within_variances: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "values": json_keys(self.values),
+            "within_variances": json_keys(self.within_variances),
+        }
 
     @classmethod
     def of(cls, result: BenchResult) -> Sitting | None:
@@ -222,7 +229,8 @@ class History:
         self.sittings = [*self.sittings, sitting][-KEPT:]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(
-            strict_dumps({"key": self.key, **vars(s)}, sort_keys=True) + "\n" for s in self.sittings
+            strict_dumps({"key": self.key, **s.to_json()}, sort_keys=True) + "\n"
+            for s in self.sittings
         )
         write_atomically(self.path, text)
 
@@ -240,7 +248,7 @@ def _sitting(line: str) -> Sitting | None:
         for table in (values, within)
     ):
         return None
-    return Sitting(started_at, values, within)
+    return Sitting(started_at, statistic_keys(values), statistic_keys(within))
 
 
 def _number_or_null(value: Any) -> bool:
