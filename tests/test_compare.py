@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
+import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import FIXTURES, SERVERS, Completed, bench, strict_loads, volley
+from typer.testing import CliRunner
 
+from volley.cli import app as commands
 from volley.numbers import stats
 from volley.numbers.stats import RunMean, t_quantile
 from volley.numbers.units import STATISTICS, Target
@@ -22,9 +26,11 @@ from volley.records import store
 from volley.records.experiment import Point
 from volley.records.results import (
     FAILED,
+    OPEN,
     SIGNIFICANT,
     BenchResult,
     LatencySummary,
+    LoadInfo,
     RunSummary,
     WorkerInfo,
     dumps,
@@ -410,13 +416,6 @@ def test_rounds_with_unequal_run_counts_are_compared_unpaired():
 # --- refusals ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RatedResult(BenchResult):
-    """A result as it will look when an open-loop load model records its request rate."""
-
-    rate: float | None = None
-
-
 MISMATCHES = {
     "clients": {"clients": 4},
     "client CPUs": {"client_cores": [1, 2]},
@@ -450,9 +449,12 @@ def test_idle_states_are_checked():
 
 def test_load_model_is_checked():
     a, b = pair(5)
-    open_loop = RatedResult(**{**b.__dict__, "rate": 10_000.0})
+    open_loop = replace(b, load=LoadInfo(OPEN, 10_000.0, "poisson"))
     [mismatch] = compare.mismatches(a, open_loop)
-    assert str(mismatch) == "load closed loop vs open loop at 10000 ops/s"
+    assert str(mismatch) == "load closed loop vs open loop at 10000 ops/s, poisson arrivals"
+    faster = replace(b, load=LoadInfo(OPEN, 20_000.0, "poisson"))
+    [mismatch] = compare.mismatches(open_loop, faster)
+    assert "10000 ops/s, poisson arrivals vs open loop at 20000 ops/s" in str(mismatch)
 
 
 def test_a_failed_result_is_refused(tmp_path):
@@ -532,6 +534,23 @@ def test_a_gate_that_cannot_decide_is_bad_input(tmp_path):
 # --- outputs -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("estimate", "signed", "text"),
+    [
+        # A difference near zero with a wide interval: the unit is the interval's.
+        (stats.Estimate(-35.56, -352_425.27, 352_354.16), True, "-0.04 us [-352.4, +352.4] us"),
+        (stats.Estimate(63_090.0, 62_000.0, 64_190.0), False, "63.09 us [62.00, 64.19] us"),
+        (stats.Estimate(150_300.0, 148_200.0, 152_400.0), False, "150.3 us [148.2, 152.4] us"),
+        # A bound below the value's unit still reads in the widest's.
+        (stats.Estimate(900.0, 400.0, 1_400.0), False, "0.90 us [0.40, 1.40] us"),
+        (stats.Estimate(2e6, -math.inf, math.inf), True, "+2.00 ms [?, ?] ms"),
+        (stats.Estimate(50_000.0, math.nan, math.nan), False, "50.00 us"),
+    ],
+)
+def test_an_estimate_reads_in_the_unit_of_its_widest_bound(estimate, signed, text):
+    assert compare.format_estimate(estimate, signed) == text
+
+
 def test_table_for_people(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     done = volley("compare", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))
@@ -560,7 +579,9 @@ def test_json_is_strict_and_versioned(tmp_path):
     assert [r["statistic"] for r in rows] == list(STATISTICS)
     mean = rows[0]
     assert mean["verdict"] == SLOWER and mean["subject"]["runs"] == 10
-    assert data["family"]["alpha"] == 0.05 and data["family"]["shares"]["p99"] == 0.125
+    assert data["family"]["alpha"] == 0.05 and data["family"]["shares"]["p99_9"] == 0.125
+    side = data["pairings"][0]["comparisons"][0]["baseline"]["configuration"]
+    assert set(side) == {"clients", "client_cpus", "server_cpus", "restart", "load", "idle_states"}
     assert data["family"]["text"].startswith("verdicts: family error <= 5% (mean 2.5%")
     assert [r["level"] for r in rows] == [0.975] + [0.99375] * 4
     assert data["pairings"][0]["comparisons"][0]["sequential"] is None
@@ -730,11 +751,69 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
     [
         (["--run", "x"], "at least two servers"),
         (["--run", "--equivalence", "p99:1%", "a", "b"], "--equivalence"),
+        (["--clients", "2", "a.json", "b.json"], "--clients measures servers: give --run"),
+        (["--max-time", "9s", "a.json", "b.json"], "--max-time measures servers: give --run"),
     ],
 )
 def test_compare_run_bad_input(args, message):
     done = volley("compare", *args)
     assert done.status == 2 and message in done.stderr, done.stderr
+
+
+def test_compare_run_takes_volley_benchs_options_for_every_side():
+    runner = CliRunner()
+    shown = runner.invoke(commands.app, ["compare", "--help"], terminal_width=200).output
+    bench_help = runner.invoke(commands.app, ["bench", "--help"], terminal_width=200).output
+    for option in ("--idle-states", "--rate", "--arrivals", "--spin", "--noisy", "--restart",
+                   "--server-address", "--op-timeout", "--startup-timeout", "--port"):  # fmt: skip
+        # The same definition: the same help line as volley-bench's.
+        line = next(x for x in bench_help.splitlines() if x.strip().startswith(option))
+        assert line in shown.splitlines(), option
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--idle-states", "deep"], "--idle-states 'deep' is not one of"),
+        (["--rate", "fast"], "--rate 'fast' is not a rate"),
+        (["--spin", "10us"], "--spin applies to the open loop"),
+        (["--noisy", "maybe"], "--noisy 'maybe' is not one of"),
+    ],
+)
+def test_compare_run_refuses_a_bad_bench_option_in_one_line(args, message):
+    servers = [str(SERVERS / "c-threaded"), f"{SERVERS / 'c-epoll'} -x 1"]
+    done = CliRunner().invoke(commands.app, ["compare", "--run", *args, *servers])
+    assert done.exit_code == 2, done.output
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_compare_run_warns_even_when_quiet(tmp_path):
+    # On one CPU the server and the clients share it: a warning, which -q does not hide.
+    cpu = usable_cpus()[0]
+    command = [
+        sys.executable, "-m", "volley", "compare", "--run", "-q", "--clients", "1",
+        "--min-runs", "3", "--max-time", "2s", "--warmup", "0.05s", "--run-time", "0.1s",
+        "-o", str(tmp_path / "ab"), str(SERVERS / "c-threaded"), str(SERVERS / "c-epoll"),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    assert done.returncode in (0, 3), done.stderr
+    assert f"warning: server and clients share CPU {cpu}" in done.stderr
+    assert "round 1:" not in done.stderr  # the progress is what -q hides
+
+
+def test_a_run_side_is_a_server_and_its_arguments_in_one_word(tmp_path):
+    spaced = tmp_path / "my server"
+    spaced.write_text("")
+    assert commands.server_command("target/servers/go -t 4") == ("target/servers/go", ["-t", "4"])
+    assert commands.server_command("c-epoll") == ("c-epoll", [])
+    assert commands.server_command(str(spaced)) == (str(spaced), [])
+    assert commands.server_command("'a b' -x") == ("a b", ["-x"])
 
 
 # --- a machine that drifts -----------------------------------------------------------------
@@ -759,11 +838,26 @@ def drifting(epoch: float) -> dict[str, str]:
 
 
 def delayed(binary: Path, directory: Path, name: str, delay_us: int) -> Path:
-    """A server that is ``binary -d delay_us``: compare --run takes servers, not arguments."""
+    """A server that is ``binary -d delay_us``, under its own name (its result's file)."""
     script = directory / name
     script.write_text(f'#!/bin/sh\nexec {binary} -d {delay_us} "$@"\n')
     script.chmod(0o755)
     return script
+
+
+def test_compare_run_starts_each_side_with_its_own_arguments(tmp_path, delay_server):
+    out = tmp_path / "ab"
+    done = volley(
+        "compare", "--run", "-q", "--clients", "1", "--min-runs", "3", "--max-time", "3s",
+        "--warmup", "0.05s", "--run-time", "0.1s", "-o", out,
+        f"{delay_server} -d 0", f"{delay_server} -d 300",
+        timeout=60,
+    )  # fmt: skip
+    assert done.status in (0, 3), done.stderr
+    a, b = (strict_loads((out / f"{i}-delay_server.json").read_text()) for i in (0, 1))
+    assert a["server_args"] == ["-d", "0"] and b["server_args"] == ["-d", "300"]
+    # 300 us more a reply: B's median is far above A's whatever the machine does.
+    assert b["latency_ns"]["p50"] > a["latency_ns"]["p50"] + 200_000
 
 
 def p50_row(done: Completed) -> dict:

@@ -35,7 +35,7 @@ def test_hdrhistogram_reads_the_same_percentiles_as_the_summary(real_result):
     assert theirs.get_min_value() == theirs.get_lowest_equivalent_value(int(latency["min"]))
     assert theirs.values_are_equivalent(theirs.get_max_value(), int(latency["max"]))
     for name in ("p50", "p90", "p99", "p99.9"):
-        summary = latency[name]
+        summary = latency[name.replace(".", "_")]
         # HdrHistogram rounds the rank to the nearest op where we take the next one up (the
         # nearest-rank definition): in a sparse tail those can be far apart, so it is asked
         # at our rank. It reports a bucket's highest value, we its midpoint.

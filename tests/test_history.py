@@ -75,6 +75,18 @@ def test_history_keeps_the_last_sittings_and_skips_what_it_cannot_read(tmp_path)
     assert all(json.loads(line)["key"] == {"server": "x"} for line in kept)
 
 
+def test_sittings_are_kept_with_snake_case_keys_and_older_lines_still_read(tmp_path):
+    found = history.History(tmp_path, {"server": "x"})
+    found.add(sitting(1000.0))
+    line = json.loads(found.path.read_text())
+    assert "p99_9" in line["values"] and "p99.9" not in line["within_variances"]
+    dotted = {k: {"p99.9" if s == "p99_9" else s: v for s, v in line[k].items()}
+              for k in ("values", "within_variances")}  # fmt: skip
+    found.path.write_text(json.dumps(line | dotted) + "\n")
+    again = history.History(tmp_path, {"server": "x"})
+    assert again.sittings[0].values["p99.9"] == 1000.0
+
+
 def _q(values, within, tau2):
     """The generalised Q statistic, written out independently of volley.numbers.stats."""
     w = [1 / (v + tau2) for v in within]

@@ -33,7 +33,7 @@ from volley.measure import hosts, session
 from volley.measure.runs import Measurement, measure
 from volley.numbers import stats
 from volley.numbers.units import parse_target
-from volley.records.results import FAILED, BenchResult
+from volley.records.results import FAILED, FORMAT_VERSION, BenchResult
 
 # --- without MPI ------------------------------------------------------------------------
 
@@ -341,7 +341,7 @@ def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
     done = run_job(command)
     assert done.returncode in (0, 3), done.stdout + done.stderr
     result = json.loads(out.read_text())
-    assert result["version"] == 4
+    assert result["version"] == FORMAT_VERSION
     hosts_found = result["hosts"]
     assert [h["rank"] for h in hosts_found] == [0, 1]
     # --clients 3 over 2 hosts: rank 0 gets the one left over.
@@ -601,7 +601,7 @@ def test_two_hosts_in_network_namespaces_measure_a_server_in_a_third(
     )
     out = tmp_path / "netns.json"
     try:
-        reach = f"from volley import server; server.probe('{address}', {port}, 5.0)"
+        reach = f"from volley.engine import server; server.probe('{address}', {port}, 5.0)"
         ready = [sys.executable, "-c", reach]
         deadline = time.monotonic() + 10
         while subprocess.run(

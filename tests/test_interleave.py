@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ROOT, server, volley
-from test_sweep import MINIMAL, bench_result, experiment_in, two_cpus
+from test_sweep import MINIMAL, WARNED, bench_result, experiment_in, two_cpus
 
 from volley.numbers.stats import Histogram
 from volley.present import relative
@@ -81,6 +81,21 @@ def run_sweep(exp: Experiment, out: Path, runner: OneRunner, resume: bool = Fals
         exp, path, the_plan, runner, sweep.QuietProgress(), seed=seed
     )
     return summary, path
+
+
+class WarningRunner(OneRunner):
+    def run(self, point: Point, command: list[str], timeout_s: float) -> Outcome:
+        outcome = super().run(point, command, timeout_s)
+        return dataclasses.replace(outcome, warnings=WARNED[: 1 + (point.clients > 1)])
+
+
+def test_the_runs_warnings_are_shown_once_each_even_when_quiet(tmp_path):
+    exp = experiment_in(tmp_path, INTERLEAVED)
+    path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
+    shown = io.StringIO()
+    the_plan = sweep.plan(exp, [0, 1], done)
+    interleave.run_interleaved(exp, path, the_plan, WarningRunner(), sweep.QuietProgress(shown))
+    assert shown.getvalue().splitlines() == list(WARNED)
 
 
 def passes(ran: list[Point], size: int) -> list[set[Point]]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from volley.records import experiment, export, results, store
 from volley.records.experiment import ExperimentError, Point
-from volley.records.results import BadInput, ResultError, misfit, strict_dumps
+from volley.records.results import FORMAT_VERSION, BadInput, ResultError, misfit, strict_dumps
 from volley.records.store import StoreError, SweepInfo, SweepRecord
 
 # Every result a test or a document of the project reads: the current reader must read them.
@@ -251,8 +251,9 @@ def test_only_a_last_line_cut_short_is_passed_over_with_a_note(scratch):
         (lambda d: d.update(measured_s=math.nan), "NaN is not JSON"),
         (lambda d: d.pop("host"), "no 'host': not a volley-bench result"),
         (
-            lambda d: d.update(version=9),
-            "version 9 is not one this volley reads (up to 4); upgrade",
+            lambda d: d.update(version=FORMAT_VERSION + 1),
+            f"version {FORMAT_VERSION + 1} is not one this volley reads "
+            f"(up to {FORMAT_VERSION}); upgrade",
         ),
         (lambda d: d.update(version="4"), "version '4' is not one volley wrote"),
         (lambda d: d.update(status="great"), 'status is "great", not one of significant'),

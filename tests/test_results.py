@@ -79,10 +79,45 @@ def test_json_round_trip_keeps_everything():
     original = result()
     data = strict_loads(dumps(original))
     assert data["version"] == FORMAT_VERSION and data["significant"] is True
-    assert data["latency_ns"]["p99.9"] == 150_000.0 and "p99_9" not in data["latency_ns"]
-    assert data["latency_ns"]["intervals"]["p99"] == [86_000.0, 94_000.0]
-    assert data["runs"][1]["p99.9_ns"] == 160_000.0 and data["runs"][1]["server_pid"] == 78
+    assert data["latency_ns"]["p99_9"] == 150_000.0 and "p99.9" not in data["latency_ns"]
+    assert data["latency_ns"]["intervals"]["p99_9"] == [140_000.0, 160_000.0]
+    assert data["runs"][1]["p99_9_ns"] == 160_000.0 and data["runs"][1]["server_pid"] == 78
     assert BenchResult.from_json(data) == original
+
+
+def test_every_key_written_is_snake_case():
+    tau = {"mean": 900.0, "p99.9": 4_000.0}
+    check = {"consistent": True, "differs": [], "prediction_interval_ns": {"p99.9": [1.0, 2.0]}}
+    original = result(earlier_sittings=3, between_sittings_ns=tau, history=check)
+    data = strict_loads(dumps(original))
+
+    def keys(value: object) -> set[str]:
+        if isinstance(value, dict):
+            return set(value) | {k for v in value.values() for k in keys(v)}
+        if isinstance(value, list):
+            return {k for v in value for k in keys(v)}
+        return set()
+
+    assert {k for k in keys(data) if not k.isidentifier() or k != k.lower()} == set()
+    assert data["between_sittings_ns"]["p99_9"] == 4_000.0
+    assert data["history"]["prediction_interval_ns"]["p99_9"] == [1.0, 2.0]
+    assert BenchResult.from_json(data) == original
+
+
+def test_format_4_keys_with_a_dot_still_read():
+    data = strict_loads(dumps(result(between_sittings_ns={"p99.9": 4_000.0})))
+    data["version"] = 4
+    latency = data["latency_ns"]
+    latency["p99.9"] = latency.pop("p99_9")
+    latency["intervals"]["p99.9"] = latency["intervals"].pop("p99_9")
+    data["between_sittings_ns"] = {"p99.9": data["between_sittings_ns"].pop("p99_9")}
+    for run in data["runs"]:
+        run["p99.9_ns"] = run.pop("p99_9_ns")
+    old = BenchResult.from_json(data)
+    assert old.latency_ns.value("p99.9") == 150_000.0
+    assert old.latency_ns.interval("p99.9") == (140_000.0, 160_000.0)
+    assert [run.value("p99.9") for run in old.runs] == [140_000.0, 160_000.0]
+    assert old.between_sittings_ns == {"p99.9": 4_000.0}
 
 
 def test_values_and_intervals_by_statistic_name():

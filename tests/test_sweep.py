@@ -19,8 +19,9 @@ import psutil
 import pytest
 from helpers import FAULTY, ROOT, server, strict_loads, volley
 
+from volley.numbers.units import format_duration
 from volley.records import experiment, export, store
-from volley.records.experiment import Experiment, Point
+from volley.records.experiment import POINT_OVERHEAD_S, Experiment, Point
 from volley.records.results import BenchResult, LatencySummary, RunSummary, WorkerInfo
 from volley.records.store import SweepRecord
 from volley.studies import sweep
@@ -202,9 +203,12 @@ def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
     assert [s.name for s in the_plan.missing] == ["b"]
     assert the_plan.todo == [Point("a", 1, 1, 1), Point("a", 4, 1, 1)]
     lines = sweep.skip_lines(the_plan, exp)
-    assert len(lines) == 5  # one per point that does not fit, one per missing server
-    assert "needs 3 CPUs, this process may use 2 (0-1)" in lines[0]
-    assert "not built: b" in lines[-1] and "its 2 points are skipped" in lines[-1]
+    assert len(lines) == 2  # grouped: the points that do not fit, the servers not built
+    assert lines[0] == (
+        "skip 4 points that need more CPUs than the 2 this process may use (0-1): "
+        "2 server + 1 client cores (4 points)"
+    )
+    assert lines[1].startswith("not built: b (") and "its 2 points are skipped" in lines[1]
 
 
 def test_bench_command_pins_and_passes_the_options(tmp_path):
@@ -329,6 +333,29 @@ def test_every_point_is_appended_as_one_line_with_its_parameters(tmp_path):
     assert first["latency_ns"]["mean"] == 50_000.0  # the volley-bench JSON, whole
     assert first["sweep"]["experiment"] == exp.name
     assert not list((tmp_path / "out").glob(".point-*"))  # temporary JSON files are gone
+
+
+WARNED = ("warning: server and clients share CPU 0", "warning: cannot hold the CPUs")
+
+
+def test_the_points_warnings_are_shown_once_each_even_when_quiet(tmp_path):
+    exp = experiment_in(tmp_path)
+    runner = FakeRunner()
+    runner.script = {
+        p.key(): Outcome(0, bench_result(p), warnings=WARNED[: 1 + (p.clients > 1)])
+        for p in exp.points()
+    }
+    path, _, _ = sweep.open_results(tmp_path / "out", exp, False)
+    shown = io.StringIO()
+    sweep.run_sequential(exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown))
+    assert shown.getvalue().splitlines() == list(WARNED)
+
+
+def test_a_child_warning_reaches_the_outcome():
+    runner = sweep.ProcessRunner()
+    code = "import sys; sys.stderr.write('run 1 of 3\\nwarning: it is late\\n')"
+    outcome = runner.run(Point("a", 1, 1, 1), [sys.executable, "-c", code], 30)
+    assert outcome.warnings == ("warning: it is late",) and outcome.exit_status == 0
 
 
 def test_failed_points_are_recorded_with_their_error(tmp_path):
@@ -456,11 +483,18 @@ def test_a_record_reads_back_as_written(tmp_path):
     assert lines_of(path)[1]["sweep"] == {
         "experiment": "tiny",
         "file": "/x/tiny.toml",
-        "options": {"max-time": "2s"},
+        "options": {"max_time": "2s"},
         "order": "interleaved",
         "seed": 7,
         "pass": 3,
     }
+
+
+def test_options_recorded_with_dashes_read_as_with_underscores():
+    written = {"experiment": "t", "file": "t.toml", "options": {"max-time": "2s"}}
+    assert store.SweepInfo.from_json(written).options == {"max-time": "2s"}
+    snake = written | {"options": {"max_time": "2s", "run_time": "0.1s"}}
+    assert store.SweepInfo.from_json(snake).options == {"max-time": "2s", "run-time": "0.1s"}
 
 
 def test_a_result_of_another_version_is_a_clear_error(tmp_path):
@@ -529,24 +563,46 @@ def test_cli_reports_bad_files_in_one_line(tmp_path):
 
 
 @two_cpus
-def test_cli_skips_points_that_do_not_fit_with_one_line_each(tmp_path):
+def test_dry_run_prints_a_summary_not_a_line_per_point(tmp_path):
+    exp = tmp_path / "big.toml"
+    exp.write_text(
+        f'servers-dir = "{ROOT}/target/servers"\n'
+        'servers = ["c-threaded", "c-epoll", "not-built-yet", "nor-this"]\n'
+        'clients = [1, 4]\nserver-cores = [1, 2, 4096]\nclient-cores = 1\nrates = ["5k", "10k"]\n'
+        '[bench]\nmax-time = "10s"\nwarmup = "0.5s"\n'
+    )
+    done = volley("sweep", exp, "--dry-run", "-q")
+    assert done.status == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # 8 of 48 points fit and are built, each at most 0.5 s + 10 s + the server's start.
+    assert lines[0].startswith("sweep big (dry run): 8 points to run of 48 in the grid, up to ")
+    assert f"(at most {format_duration(10.5 + POINT_OVERHEAD_S)} a point" in lines[0]
+    assert lines[1] == (
+        "  server on CPU 0, clients on CPU 1: 8 points; 2 servers (c-epoll, c-threaded), "
+        "clients 1, 4, rates 5000, 10000 ops/s"
+    )
+    assert lines[2] == (
+        "skip 32 points that need more CPUs than the 2 this process may use (0-1): "
+        "2 server + 1 client cores (16 points), 4096 server + 1 client cores (16 points)"
+    )
+    assert lines[3].startswith("not built: not-built-yet (") and ", nor-this (" in lines[3]
+    assert lines[3].endswith("their 8 points are skipped (build with make servers)")
+    assert len(lines) == 4 and not (tmp_path / "out").exists()
+
+
+@two_cpus
+def test_cli_says_why_points_are_skipped_even_when_quiet(tmp_path):
     exp = tmp_path / "big.toml"
     exp.write_text(
         f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "not-built-yet"]\n'
         "clients = 4\nserver-cores = [1, 4096]\nclient-cores = 1\n"
     )
-    done = volley("sweep", exp, "--dry-run")
-    assert done.status == 0, done.stderr
-    skipped = [line for line in done.stderr.splitlines() if line.startswith("skip ")]
-    assert len(skipped) == 2 and "needs 4097 CPUs" in skipped[0]
-    assert "not built: not-built-yet" in done.stderr
-    assert done.stdout.splitlines() == [
-        "c-threaded, 4 clients on 1 core, server on 1 core: server on CPU 0, clients on CPU 1"
-    ]
     nothing = tmp_path / "nothing.toml"
     nothing.write_text(exp.read_text().replace("[1, 4096]", "4096"))
-    done = volley("sweep", nothing, "-o", tmp_path / "out")
+    done = volley("sweep", nothing, "-o", tmp_path / "out", "-q")
     assert done.status == 2 and "nothing to run" in done.stderr
+    assert "skip 2 points that need more CPUs" in done.stderr
+    assert "not built: not-built-yet" in done.stderr
 
 
 def runs_a_server(pid: int) -> bool:

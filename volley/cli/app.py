@@ -5,10 +5,13 @@ does (``volley.cli.bench``), and imports what it needs only when it runs.
 
 from __future__ import annotations
 
+import inspect
+import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -26,12 +29,12 @@ from volley.cli.bench import (
     run,
     say,
     version_callback,
+    warn_before,
 )
 from volley.engine import coordinator, play, server
-from volley.measure import runs, session
+from volley.measure import session
 from volley.numbers import sequential
 from volley.numbers.units import (
-    BENCH_DEFAULTS,
     BadInput,
     format_duration,
     format_ns,
@@ -42,6 +45,9 @@ from volley.numbers.units import (
 from volley.present.report import comparison_markdown, comparison_table
 from volley.records import results
 from volley.system import cpus
+
+F = TypeVar("F", bound=Callable[..., None])
+RUN_MAX_TIME = "300s"
 
 
 def sweep_command(
@@ -82,7 +88,8 @@ def sweep_command(
         bool,
         typer.Option(
             "--dry-run",
-            help="Print the points and their CPUs; run nothing.",
+            help="Print what would run (the points by CPUs, the longest it may take) and "
+            "what is skipped and why; run nothing.",
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
@@ -105,15 +112,7 @@ def sweep_command(
         formats = exports.check_exports(export or [])
         usable = cpus.usable_cpus()
         if dry_run:
-            the_plan = sweeps.plan(experiment, usable, set())
-            for line in sweeps.skip_lines(the_plan, experiment):
-                say(line, sys.stderr)
-            for point in the_plan.todo:
-                server_cpus, client_cpus = sweeps.assign_cpus(point, usable)
-                say(
-                    f"{point}: server on CPU {cpus.format_cpu_list(server_cpus)}, clients "
-                    f"on CPU {cpus.format_cpu_list(client_cpus)}"
-                )
+            say("\n".join(sweeps.dry_run_lines(sweeps.plan(experiment, usable, set()), experiment)))
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
@@ -185,7 +184,7 @@ def plot_command(
         list[int] | None,
         typer.Option(
             "--clients",
-            metavar="N",
+            metavar="COUNT",
             help="Plot only this client count; repeatable.",
         ),
     ] = None,
@@ -193,7 +192,7 @@ def plot_command(
         int | None,
         typer.Option(
             "--cores",
-            metavar="N",
+            metavar="COUNT",
             help="Server core count of the points in the distribution figure. "
             "Default: the largest measured.",
         ),
@@ -268,6 +267,7 @@ def check_command(
         str,
         typer.Option(
             "--startup-timeout",
+            metavar="DURATION",
             help="How long the server may take to start listening.",
         ),
     ] = "10s",
@@ -330,14 +330,81 @@ def check_command(
     except KeyboardInterrupt:
         fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
     # The report first: printing can fail (a closed pipe) and must not lose it.
-    if json_path == "-":
-        say(checks.dumps(run), sys.stdout, end="")
-    elif json_path:
-        results.write_atomically(Path(json_path), checks.dumps(run))
+    unwritten = write_json(json_path, checks.dumps(run))
     show(formatter.summary(run))
+    if unwritten:
+        fail(unwritten, EXIT_FAILED)
     raise typer.Exit(0 if run.all_passed else EXIT_FAILED)
 
 
+def write_json(json_path: str | None, text: str) -> str | None:
+    """--json as volley-bench has it: ``-`` is stdout (the words then go to stderr), a PATH
+    is written atomically; why it could not be, or None."""
+    if json_path == "-":
+        say(text, sys.stdout, end="")
+    elif json_path:
+        try:
+            results.write_atomically(Path(json_path), text)
+        except OSError as e:
+            return f"cannot write {json_path}: {e.strerror or e}"
+    return None
+
+
+def server_command(text: str) -> tuple[str, list[str]]:
+    """A --run side: ``"SERVER"`` or ``"SERVER ARGS..."`` in one word, split as a shell
+    would; a path that exists is taken whole, spaces and all."""
+    if Path(text).exists():
+        return text, []
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise BadInput(f"server {text!r}: {e}; quote it as one word, like 'go -t 4'") from None
+    if not words:
+        raise BadInput("an empty server: give a server binary, like target/servers/c-epoll")
+    return words[0], words[1:]
+
+
+# The options of volley-bench that say what every side of ``compare --run`` measures, with
+# volley-bench's own definitions (names, help, defaults): its --confidence and --max-time
+# are the comparison's own, its stop is the sequential plan's (no --precision), and each
+# side is started here (no --connect, no history: a paired comparison is one sitting).
+RUN_OPTIONS = (
+    "cores",
+    "server_cores",
+    "clients",
+    "warmup",
+    "run_time",
+    "min_runs",
+    "restart",
+    "noisy",
+    "op_timeout",
+    "startup_timeout",
+    "idle_states",
+    "port",
+    "server_address",
+    "rate",
+    "arrivals",
+    "spin",
+)
+
+
+def run_defaults() -> dict[str, Any]:
+    """Each of RUN_OPTIONS' default, as volley-bench defines it."""
+    parameters = inspect.signature(bench).parameters
+    return {name: parameters[name].default.default for name in RUN_OPTIONS}
+
+
+def with_bench_options(command: F) -> F:
+    """``command`` with volley-bench's RUN_OPTIONS as well (passed in its ``**measured``)."""
+    bench_parameters = inspect.signature(bench, eval_str=True).parameters
+    own = inspect.signature(command, eval_str=True)
+    parameters = [p for p in own.parameters.values() if p.kind != p.VAR_KEYWORD]
+    parameters += [bench_parameters[name] for name in RUN_OPTIONS]
+    setattr(command, "__signature__", own.replace(parameters=parameters))  # noqa: B010
+    return command
+
+
+@with_bench_options
 def compare_command(
     paths: Annotated[
         list[Path],
@@ -351,6 +418,7 @@ def compare_command(
         str,
         typer.Option(
             "--confidence",
+            metavar="LEVEL",
             help="Family confidence of a comparison's verdicts: the chance of any false "
             "faster/slower among its rows is at most 1 - this, half of it the mean's, an "
             "eighth each percentile's (Bonferroni); each row's interval is at its own level.",
@@ -389,6 +457,7 @@ def compare_command(
         str,
         typer.Option(
             "--equivalence",
+            metavar="SHARE",
             help="With --run: also stop, 'equivalent', when the mean's difference is known "
             "to be within this share of A's mean.",
         ),
@@ -397,24 +466,23 @@ def compare_command(
         Path,
         typer.Option("-o", "--output", metavar="DIR", help="With --run: where the results go."),
     ] = Path("out/compare"),
-    clients: Annotated[int | None, typer.Option("--clients", help="With --run.")] = None,
-    cores: Annotated[str | None, typer.Option("--cores", help="With --run.")] = None,
-    server_cores: Annotated[str | None, typer.Option("--server-cores", help="With --run.")] = None,
-    max_time: Annotated[str, typer.Option("--max-time", help="With --run.")] = "300s",
-    warmup: Annotated[str, typer.Option("--warmup", help="With --run.")] = str(
-        BENCH_DEFAULTS["warmup"]
-    ),
-    run_time: Annotated[str, typer.Option("--run-time", help="With --run.")] = str(
-        BENCH_DEFAULTS["run-time"]
-    ),
-    min_runs: Annotated[int, typer.Option("--min-runs", help="With --run.")] = runs.MIN_RUNS,
+    max_time: Annotated[
+        str,
+        typer.Option(
+            "--max-time",
+            metavar="DURATION",
+            help="With --run: end the comparison, unresolved (exit 3), after this long.",
+        ),
+    ] = RUN_MAX_TIME,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="With --run: no progress.")] = False,
+    **measured: Any,
 ) -> None:
     """Compare results with the first: is each faster, slower, or not significantly different?
 
     With --run, A B [C ...] are servers measured now in interleaved runs and compared round
     by round (robust to a machine that drifts during the comparison); every result is
-    written to DIR.
+    written to DIR. A server with arguments is one quoted word: "target/servers/go -t 4".
+    The options from --cores on are volley-bench's, for what every side measures.
 
     Exit status: 0 compared, 1 a --fail-if-slower gate tripped (or a --run failed), 2 bad
     input, 3 --run ended unresolved (its last look, or --max-time), 130 interrupted.
@@ -426,11 +494,14 @@ def compare_command(
             raise BadInput("give --json or --markdown, not both")
         gates = [compare.parse_gate(text) for text in fail_if_slower or []]
         level = parse_confidence(confidence)
+        if not run:
+            given = [name for name, value in run_defaults().items() if measured[name] != value]
+            if given or max_time != RUN_MAX_TIME:
+                option = "--" + (given or ["max_time"])[0].replace("_", "-")
+                raise BadInput(f"{option} measures servers: give --run and servers A B")
         if run:
-            paths, status = _interleaved_runs(
-                paths, level, equivalence, output, clients, cores, server_cores,
-                max_time, warmup, run_time, min_runs, quiet,
-            )  # fmt: skip
+            measured["max_time"] = max_time
+            paths, status = _interleaved_runs(paths, level, equivalence, output, measured, quiet)
         else:
             status = 0
         report = compare.compare_files(paths, level, force, gates, rounds=run)
@@ -453,17 +524,12 @@ def _interleaved_runs(
     confidence: float,
     equivalence: str,
     output: Path,
-    clients: int | None,
-    cores: str | None,
-    server_cores: str | None,
-    max_time: str,
-    warmup: str,
-    run_time: str,
-    min_runs: int,
+    measured: dict[str, Any],
     quiet: bool,
 ) -> tuple[list[Path], int]:
     """``volley compare --run``: measure the servers interleaved, write one result each;
-    the paths written and the exit status the measurement asks for."""
+    the paths written and the exit status the measurement asks for. ``measured``: the
+    volley-bench options of every side, by make_config's names."""
     from volley.studies import compare
 
     if len(servers) < 2:
@@ -471,16 +537,22 @@ def _interleaved_runs(
     margin = parse_target(equivalence, "--equivalence")
     if margin.statistic != "mean" or margin.relative is None:
         raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
+    sides = [server_command(str(text)) for text in servers]
     config = make_config(
-        str(servers[0]), [], cores, server_cores, clients, ["1%"], str(confidence), max_time,
-        warmup, run_time, min_runs, coordinator.RESTART_SERVER,
-        str(BENCH_DEFAULTS["op-timeout"]), str(BENCH_DEFAULTS["startup-timeout"]), None, None,
-    )  # fmt: skip
-    config = replace(config, alternatives=[(server.resolve(str(p)), []) for p in servers])
+        sides[0][0],
+        sides[0][1],
+        precision=["1%"],  # unused: the sequential plan decides when to stop
+        confidence=str(confidence),
+        connect=None,
+        **measured,
+    )
+    config = replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
+    min_runs = config.min_runs
     if not output.parent.is_dir() and output.parent != Path("out"):
         raise BadInput(f"-o {output}: directory {output.parent} does not exist")
     output.mkdir(parents=True, exist_ok=True)
-    names = [f"{i}-{p.name}.json" for i, p in enumerate(servers)]
+    warn_before(config)
+    names = [f"{i}-{Path(path).name}.json" for i, (path, _) in enumerate(sides)]
 
     first_look = max(min_runs, sequential.FIRST_LOOK)
     monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
@@ -600,10 +672,13 @@ def system_command() -> None:
     say("\n".join(machine.format_readiness(machine.readiness())))
 
 
-def command_group(help_text: str, no_args_is_help: bool = False) -> typer.Typer:
-    """A typer app as every volley command line is: plain help, click's errors in one line."""
+def command_group(
+    help_text: str, no_args_is_help: bool = False, completion: bool = False
+) -> typer.Typer:
+    """A typer app as every volley command line is: plain help, click's errors in one line;
+    ``completion``: the top command's --install-completion and --show-completion."""
     return typer.Typer(
-        add_completion=False,
+        add_completion=completion,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
         context_settings=SETTINGS,
@@ -697,7 +772,7 @@ def history_clear(
     say(f"forgot the sittings of {history.clear(where)} configuration(s) in {where}")
 
 
-app = command_group("Volley: latency of server networking stacks.")
+app = command_group("Volley: latency of server networking stacks.", completion=True)
 app.command("bench", help="Same as volley-bench.")(bench)
 app.command("sweep")(sweep_command)
 app.command("plot")(plot_command)

@@ -329,16 +329,7 @@ def bench(
     sittings = None
     if not (team and team.rank):  # the rule and the result are rank 0's
         config, sittings = _earlier_sittings(config, history_place or history.default_place())
-    for warning in () if quiet else config.placement.warnings:
-        say(f"warning: {warning}", sys.stderr)
-    if config.idle_states == machine.IDLE_SHALLOW and not quiet:
-        denied = machine.idle_hold_problem()
-        if denied:
-            say(
-                f"warning: cannot hold the CPUs out of deep idle states ({denied}); "
-                "measuring with them (run as root, or --idle-states any to say so)",
-                sys.stderr,
-            )
+    warn_before(config)
     try:
         progress = None if quiet else StreamProgress()
         if team:
@@ -371,6 +362,21 @@ def exit_status(status: str, require_precision: bool) -> int:
     if status == results.NOT_SIGNIFICANT and not require_precision:
         return 0
     return EXIT_CODES[status]
+
+
+def warn_before(config: coordinator.BenchConfig) -> None:
+    """What makes the measurement less than asked for, said before it starts; --quiet
+    hides progress, never these."""
+    for warning in config.placement.warnings:
+        say(f"warning: {warning}", sys.stderr)
+    if config.idle_states == machine.IDLE_SHALLOW:
+        denied = machine.idle_hold_problem()
+        if denied:
+            say(
+                f"warning: cannot hold the CPUs out of deep idle states ({denied}); "
+                "measuring with them (run as root, or --idle-states any to say so)",
+                sys.stderr,
+            )
 
 
 def _keep_sitting(
@@ -653,7 +659,7 @@ def run(typer_app: typer.Typer) -> None:
 
 def bench_main() -> None:
     single = typer.Typer(
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
         context_settings=SETTINGS,

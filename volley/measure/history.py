@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from volley import __version__
 from volley.numbers import stats
-from volley.numbers.units import STATISTICS
+from volley.numbers.units import STATISTICS, json_keys, statistic_keys
 from volley.records.results import FAILED, INTERRUPTED, BenchResult, strict_dumps, write_atomically
 from volley.system import machine
 
@@ -115,6 +115,13 @@ class Sitting:
     started_at: str
     values: dict[str, float]
     within_variances: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "values": json_keys(self.values),
+            "within_variances": json_keys(self.within_variances),
+        }
 
     @classmethod
     def of(cls, result: BenchResult) -> Sitting | None:
@@ -224,7 +231,8 @@ class History:
         self.sittings = [*self.sittings, sitting][-KEPT:]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(
-            strict_dumps({"key": self.key, **vars(s)}, sort_keys=True) + "\n" for s in self.sittings
+            strict_dumps({"key": self.key, **s.to_json()}, sort_keys=True) + "\n"
+            for s in self.sittings
         )
         write_atomically(self.path, text)
 
@@ -242,7 +250,7 @@ def _sitting(line: str) -> Sitting | None:
         for table in (values, within)
     ):
         return None
-    return Sitting(started_at, values, within)
+    return Sitting(started_at, statistic_keys(values), statistic_keys(within))
 
 
 def _number_or_null(value: Any) -> bool:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # volley-bench's defaults as a user would type them: the one table the command line, the
 # compare --run options and experiment files (for their time estimates) read.
@@ -92,6 +95,20 @@ _TARGET = re.compile(
     r"\s*(?:(mean|p50|p90|p99|p99\.9)\s*:)?\s*([0-9]*\.?[0-9]+)\s*(%|ns|us|µs|ms|s)\s*"
 )
 STATISTICS = ("mean", "p50", "p90", "p99", "p99.9")
+# A statistic as a JSON key: snake_case like every key Volley writes ("p99_9"), so that
+# jq's .latency_ns.p99_9 and pandas' columns need no quoting. As a value (a row's
+# "statistic", a target "p99.9:20us") it stays as typed on the command line.
+STATISTIC_KEYS = {name.replace(".", "_"): name for name in STATISTICS}
+
+
+def json_keys(by_statistic: dict[str, T]) -> dict[str, T]:
+    """``{"p99.9": x}`` -> ``{"p99_9": x}``: a dict keyed by statistic, for writing."""
+    return {key.replace(".", "_"): value for key, value in by_statistic.items()}
+
+
+def statistic_keys(data: dict[str, T]) -> dict[str, T]:
+    """Back from ``json_keys``; a file written before snake_case keys ("p99.9") reads alike."""
+    return {STATISTIC_KEYS.get(key, key): value for key, value in data.items()}
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,12 @@ Format history (``version`` in the JSON):
      (as many runs as fit in --duration); older files read as ``precision``.
      ``planned_runs``: how many runs the targets needed at the pilot runs' spread (null
      when the pilot did not complete).
+  5  snake_case keys throughout: ``latency_ns.p99_9`` (was ``p99.9``), each run's
+     ``p99_9_ns`` (was ``p99.9_ns``), and ``p99_9`` among the keys of
+     ``latency_ns.intervals``, ``between_sittings_ns`` and ``history``'s
+     ``between_sittings_ns`` and ``prediction_interval_ns``. Statistic names as values
+     (``history.differs``, ``targets``) stay as typed: ``p99.9``. Files of 4 and before
+     read as they did.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 Files are read through ``read_result`` / ``parse_result``, which check every value against
@@ -64,7 +70,7 @@ import statistics
 import tempfile
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,11 +79,11 @@ from typing import Any
 from volley import __version__
 from volley.numbers.sequential import Looks
 from volley.numbers.stats import run_pattern
-from volley.numbers.units import STATISTICS, BadInput
+from volley.numbers.units import STATISTICS, BadInput, json_keys, statistic_keys
 from volley.system.machine import Environment
 from volley.system.noise import Noise
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 class ResultError(BadInput):
@@ -120,9 +126,8 @@ class LatencySummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["p99.9"] = data.pop("p99_9")
         data["distribution"] = [list(pair) for pair in self.distribution]
-        data["intervals"] = {k: list(v) for k, v in self.intervals.items()}
+        data["intervals"] = json_keys({k: list(v) for k, v in self.intervals.items()})
         return finite(data)
 
     @classmethod
@@ -130,11 +135,11 @@ class LatencySummary:
         histogram = data.get("histogram")
         data = {k: unknown_as_nan(v) for k, v in data.items() if k != "histogram"}
         data["histogram"] = histogram
-        data["p99_9"] = data.pop("p99.9")
+        if "p99.9" in data:  # format 4 and before
+            data["p99_9"] = data.pop("p99.9")
         data["distribution"] = [tuple(pair) for pair in data.get("distribution", [])]
-        data["intervals"] = {
-            k: tuple(unknown_as_nan(x) for x in v) for k, v in (data.get("intervals") or {}).items()
-        }
+        intervals = statistic_keys(data.get("intervals") or {})
+        data["intervals"] = {k: tuple(unknown_as_nan(x) for x in v) for k, v in intervals.items()}
         return cls(**data)
 
     def interval(self, statistic: str) -> tuple[float, float]:
@@ -187,7 +192,6 @@ class RunSummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["p99.9_ns"] = data.pop("p99_9_ns")
         data["noise"] = self.noise.to_json() if self.noise else None
         if self.achieved_ops_s is None:  # a closed-loop run has no open-loop counts
             for name in OPEN_RUN_FIELDS:
@@ -408,6 +412,8 @@ class BenchResult:
         data["runs"] = [run.to_json() for run in self.runs]
         data["dropped_runs"] = [run.to_json() for run in self.dropped_runs]
         data["load"] = self.load.to_json()
+        data["between_sittings_ns"] = json_keys(self.between_sittings_ns)
+        data["history"] = history_json(self.history, json_keys)
         if self.sequential is None:
             del data["sequential"]
         else:
@@ -433,6 +439,8 @@ class BenchResult:
         data["runs"] = [RunSummary.from_json(run) for run in data.get("runs", [])]
         data["dropped_runs"] = [RunSummary.from_json(r) for r in data.get("dropped_runs", [])]
         data["load"] = LoadInfo.from_json(data.get("load"))
+        data["between_sittings_ns"] = statistic_keys(data.get("between_sittings_ns") or {})
+        data["history"] = history_json(data.get("history"), statistic_keys)
         data["placements"] = [
             PlacementEstimate(**{k: unknown_as_nan(v) for k, v in p.items()})
             for p in data.get("placements", [])
@@ -612,6 +620,19 @@ def _shown(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def history_json(
+    check: dict[str, Any] | None, keys: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A result's ``history`` with its per-statistic dicts keyed by ``keys``."""
+    if not check:
+        return check
+    return check | {
+        name: keys(check[name])
+        for name in ("between_sittings_ns", "prediction_interval_ns")
+        if isinstance(check.get(name), dict)
+    }
 
 
 HLOG_FORMAT_VERSION = "1.3"

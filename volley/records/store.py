@@ -73,7 +73,8 @@ class SweepInfo:
         data: dict[str, Any] = {
             "experiment": self.experiment,
             "file": self.file,
-            "options": self.options,
+            # snake_case like every key Volley writes: max_time for --max-time
+            "options": {k.replace("-", "_"): v for k, v in self.options.items()},
         }
         if self.order == INTERLEAVED:  # a sequential sweep's lines stay as they were
             data |= {"order": self.order, "seed": self.seed}
@@ -86,7 +87,7 @@ class SweepInfo:
         return cls(
             str(data.get("experiment", "")),
             str(data.get("file", "")),
-            {str(k): str(v) for k, v in (data.get("options") or {}).items()},
+            {str(k).replace("_", "-"): str(v) for k, v in (data.get("options") or {}).items()},
             str(data.get("order", SEQUENTIAL)),
             data.get("seed"),
             data.get("pass"),

@@ -64,6 +64,10 @@ JSON output (``--json``), format history (``version``):
      each row's ``level``, the confidence of its intervals (its verdict's); each
      comparison's ``sequential`` (the plan and looks of a ``--run``, or null); a verdict
      may be ``equivalent``.
+  4  snake_case keys: ``family.shares`` has ``p99_9`` (was ``p99.9``), each side's
+     ``configuration`` ``client_cpus``, ``server_cpus`` and ``idle_states`` (were
+     ``client CPUs`` ...); a row's ``statistic`` and a mismatch's ``field`` are values and
+     stay as a person reads them (``p99.9``, ``client CPUs``).
 """
 
 from __future__ import annotations
@@ -79,12 +83,13 @@ from typing import Any, Protocol
 from volley.numbers import sequential
 from volley.numbers.sequential import Looks
 from volley.numbers.stats import Between, Estimate, RunMean, difference, paired, ratio, welch_df
-from volley.numbers.units import STATISTICS, BadInput, Target, format_ns, parse_target
+from volley.numbers.units import STATISTICS, BadInput, Target, format_ns, json_keys, parse_target
 from volley.records import store
 from volley.records.experiment import Point
 from volley.records.results import (
     FAILED,
     NOT_SIGNIFICANT,
+    OPEN,
     SIGNIFICANT,
     BenchResult,
     RunSummary,
@@ -94,7 +99,7 @@ from volley.records.results import (
 from volley.records.store import RESULTS_NAME
 from volley.system.machine import Environment
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate
 
 FASTER = "faster"
@@ -161,7 +166,7 @@ class Family:
         return {
             "rule": "weighted Bonferroni",
             "alpha": self.alpha,
-            "shares": dict(SHARES),
+            "shares": json_keys(SHARES),
             "text": self.describe(),
         }
 
@@ -301,10 +306,12 @@ def reported(result: BenchResult, statistic: str) -> Estimate:
 
 
 def load_model(result: BenchResult) -> str:
-    """How the clients loaded the server. Only a closed loop exists (each client waits for
-    its reply); an open loop at a request rate will read that result's ``rate`` here."""
-    rate = getattr(result, "rate", None)
-    return CLOSED_LOOP if rate is None else f"open loop at {rate:g} ops/s"
+    """How the clients loaded the server: a closed loop (each client waits for its reply)
+    or an open loop at its offered rate and arrivals."""
+    load = result.load
+    if load.model != OPEN or load.rate_ops_s is None:
+        return CLOSED_LOOP
+    return f"open loop at {load.rate_ops_s:g} ops/s, {load.arrivals or 'poisson'} arrivals"
 
 
 def configuration(result: BenchResult) -> dict[str, int | str | None]:
@@ -626,20 +633,26 @@ def _unit(ns: float) -> tuple[str, float]:
 
 
 def format_estimate(estimate: Estimate, signed: bool = False) -> str:
-    """``63.09 us [62.00, 64.19]``: the interval in the value's unit."""
+    """``63.09 us [62.00, 64.19] us``: the value and its interval in one unit, chosen from
+    the widest of the three, so that a difference near zero with a wide interval reads
+    ``-0.04 us [-352.4, +352.4] us``, not a few ns with six-digit bounds."""
     if not math.isfinite(estimate.value):
         return "?"
-    unit, scale = _unit(estimate.value)
-    decimals = 1 if abs(estimate.value) >= 100 * scale else 2
+    bounds = [x for x in (estimate.low, estimate.high) if math.isfinite(x)]
+    widest = max(abs(x) for x in (estimate.value, *bounds))
+    unit, scale = _unit(widest)
+    decimals = 1 if widest >= 100 * scale else 2
     sign = "+" if signed else ""
 
-    def number(x: float) -> str:
-        return f"{x / scale:{sign}.{decimals}f}" if math.isfinite(x) else "?"
+    def number(x: float, places: int = decimals) -> str:
+        return f"{x / scale:{sign}.{places}f}" if math.isfinite(x) else "?"
 
-    text = f"{number(estimate.value)} {unit}"
+    # A value much smaller than its bounds keeps two decimals: -0.04, not -0.0.
+    places = 2 if abs(estimate.value) < 10 * scale else decimals
+    text = f"{number(estimate.value, places)} {unit}"
     if math.isnan(estimate.low) and math.isnan(estimate.high):
         return text
-    return f"{text} [{number(estimate.low)}, {number(estimate.high)}]"
+    return f"{text} [{number(estimate.low)}, {number(estimate.high)}] {unit}"
 
 
 def format_ratio(estimate: Estimate | None) -> str:
@@ -679,7 +692,10 @@ def _side_json(path: Path, result: BenchResult) -> dict[str, Any]:
         "status": result.status,
         "error": result.error,
         "runs": len(result.runs),
-        "configuration": configuration(result),
+        # snake_case keys, as everywhere in Volley's JSON ("client CPUs" -> client_cpus)
+        "configuration": {
+            key.lower().replace(" ", "_"): value for key, value in configuration(result).items()
+        },
     }
 
 

@@ -258,6 +258,7 @@ def run_interleaved(
                     experiment, point, the_plan.usable, max_time=f"{one_run_s:.6g}s"
                 )
                 outcome = runner.run(point, command, timeout_s)
+                progress.warn(outcome)
                 if stopper.stopped_by(outcome):
                     progress.finished(point, None, time.monotonic() - began)
                     break

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +152,7 @@ class Outcome:
     exit_status: int
     result: BenchResult | None = None
     error: str | None = None  # why it failed, when it wrote no result
+    warnings: tuple[str, ...] = ()  # what volley-bench warned of (its --quiet keeps them)
 
 
 class Runner(Protocol):
@@ -209,13 +211,17 @@ class ProcessRunner:
         status = child.returncode
         if status < 0:  # killed by a signal
             status = 128 - status
-        return Outcome(status, result, None if result else failure_message(stderr, status))
+        warned = tuple(line for line in stderr.splitlines() if line.startswith(WARNING))
+        return Outcome(status, result, None if result else failure_message(stderr, status), warned)
 
     def interrupt(self) -> None:
         self.interrupted = True
         child = self.child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
+
+
+WARNING = "warning: "  # how volley-bench starts a warning line
 
 
 def failure_message(stderr: str, status: int) -> str:
@@ -267,6 +273,7 @@ class SweepProgress:
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
+        self.warned: set[str] = set()
         self.live = stream.isatty()
         self.total = self.done = 0
         self.start = time.monotonic()
@@ -309,6 +316,14 @@ class SweepProgress:
             line += f"; {self.status()}"
         self.note(line)
 
+    def warn(self, outcome: Outcome) -> None:
+        """The points' warnings, each the first time it comes (every point on the same
+        CPUs would say the same)."""
+        for line in outcome.warnings:
+            if line not in self.warned:
+                self.warned.add(line)
+                self.note(line)
+
     def note(self, text: str) -> None:
         if self.bar_shown:
             self.write("\r\033[K")
@@ -326,8 +341,14 @@ class SweepProgress:
 
 
 class QuietProgress(SweepProgress):
-    def __init__(self) -> None:
+    """No progress; the points' warnings still go to stderr (--quiet hides no warning)."""
+
+    def __init__(self, warnings: TextIO | None = None) -> None:
         super().__init__(io.StringIO())
+        self.warnings = SweepProgress(warnings or sys.stderr)
+
+    def warn(self, outcome: Outcome) -> None:
+        self.warnings.warn(outcome)
 
 
 def describe(record: SweepRecord) -> str:
@@ -472,6 +493,7 @@ def run_sequential(
             outcome = runner.run(
                 point, bench_command(experiment, point, the_plan.usable), timeout_s
             )
+            progress.warn(outcome)
             if stopper.stopped_by(outcome):
                 progress.finished(point, None, time.monotonic() - began)
                 break
@@ -487,24 +509,67 @@ def estimate_s(experiment: Experiment, points: int) -> float:
     return points * experiment.point_limit_s()
 
 
+def _points(count: int) -> str:
+    return f"{count} point{'' if count == 1 else 's'}"
+
+
 def skip_lines(the_plan: Plan, experiment: Experiment) -> list[str]:
-    """One line per point that does not fit this machine and per server that is not built."""
-    lines = [
-        f"skip {point}: needs {point.server_cores + point.client_cores} CPUs, this process "
-        f"may use {len(the_plan.usable)} ({cpus.format_cpu_list(the_plan.usable)})"
-        for point in the_plan.too_big
-    ]
-    for spec in the_plan.missing:
+    """Why points are skipped, grouped: one line for the points that do not fit this
+    machine (by their CPU counts), one for the servers that are not built."""
+    lines = []
+    usable = the_plan.usable
+    if the_plan.too_big:
+        shapes = Counter((p.server_cores, p.client_cores) for p in the_plan.too_big)
+        needs = ", ".join(
+            f"{s} server + {c} client cores ({_points(n)})" for (s, c), n in sorted(shapes.items())
+        )
+        lines.append(
+            f"skip {_points(len(the_plan.too_big))} that need more CPUs than the {len(usable)} "
+            f"this process may use ({cpus.format_cpu_list(usable)}): {needs}"
+        )
+    if the_plan.missing:
+        names = {spec.name for spec in the_plan.missing}
         count = sum(
             1
             for p in experiment.points()
-            if p.server == spec.name and p.server_cores + p.client_cores <= len(the_plan.usable)
+            if p.server in names and p.server_cores + p.client_cores <= len(usable)
         )
         lines.append(
-            f"not built: {spec.name} ({server_missing(spec)}); its {count} points are "
-            "skipped (build it with make servers)"
+            "not built: "
+            + ", ".join(f"{spec.name} ({server_missing(spec)})" for spec in the_plan.missing)
+            + f"; {'its' if len(names) == 1 else 'their'} {_points(count)} are skipped "
+            "(build with make servers)"
         )
     return lines
+
+
+def dry_run_lines(the_plan: Plan, experiment: Experiment) -> list[str]:
+    """What a sweep would do, in a few lines: the points to run grouped by where they run,
+    the longest it may take, and what it skips and why."""
+    todo = the_plan.todo
+    limit_s = experiment.point_limit_s()
+    lines = [
+        f"sweep {experiment.name} (dry run): {_points(len(todo))} to run of "
+        f"{len(experiment.points())} in the grid, up to about "
+        f"{format_duration(estimate_s(experiment, len(todo)))} "
+        f"(at most {format_duration(limit_s)} a point: warm-up, max-time, the server's start)"
+    ]
+    shapes: dict[tuple[int, int], list[Point]] = {}
+    for point in todo:
+        shapes.setdefault((point.server_cores, point.client_cores), []).append(point)
+    for points in shapes.values():
+        server_cpus, client_cpus = assign_cpus(points[0], the_plan.usable)
+        servers = sorted({p.server for p in points})
+        clients = sorted({p.clients for p in points})
+        rates = sorted({p.rate_ops_s for p in points if p.rate_ops_s is not None})
+        lines.append(
+            f"  server on CPU {cpus.format_cpu_list(server_cpus)}, clients on CPU "
+            f"{cpus.format_cpu_list(client_cpus)}: {_points(len(points))}; "
+            f"{len(servers)} server{'' if len(servers) == 1 else 's'} ({', '.join(servers)}), "
+            f"clients {', '.join(map(str, clients))}"
+            + (f", rates {', '.join(f'{r:g}' for r in rates)} ops/s" if rates else "")
+        )
+    return lines + skip_lines(the_plan, experiment)
 
 
 def of_plan(records: list[SweepRecord], the_plan: Plan) -> list[SweepRecord]:
