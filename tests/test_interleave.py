@@ -16,7 +16,7 @@ from helpers import ROOT, server, volley
 from test_sweep import MINIMAL, WARNED, bench_result, experiment_in, two_cpus
 
 from volley.numbers.stats import Histogram
-from volley.present import relative
+from volley.present import progress, relative
 from volley.records import store
 from volley.records.experiment import Experiment, Point
 from volley.records.results import RunSummary
@@ -78,7 +78,7 @@ def run_sweep(exp: Experiment, out: Path, runner: OneRunner, resume: bool = Fals
     path, done, _ = sweep.open_results(out, exp, resume)
     the_plan = sweep.plan(exp, [0, 1], done)
     summary = interleave.run_interleaved(
-        exp, path, the_plan, runner, sweep.QuietProgress(), seed=seed
+        exp, path, the_plan, runner, progress.QuietSweep(), seed=seed
     )
     return summary, path
 
@@ -94,7 +94,7 @@ def test_the_runs_warnings_are_shown_once_each_even_when_quiet(tmp_path):
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
     shown = io.StringIO()
     the_plan = sweep.plan(exp, [0, 1], done)
-    interleave.run_interleaved(exp, path, the_plan, WarningRunner(), sweep.QuietProgress(shown))
+    interleave.run_interleaved(exp, path, the_plan, WarningRunner(), progress.QuietSweep(shown))
     assert shown.getvalue().splitlines() == list(WARNED)
 
 
@@ -243,7 +243,7 @@ def test_progress_says_each_pass(tmp_path):
     stream = io.StringIO()
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
     interleave.run_interleaved(
-        exp, path, sweep.plan(exp, [0, 1], done), OneRunner(), sweep.SweepProgress(stream)
+        exp, path, sweep.plan(exp, [0, 1], done), OneRunner(), progress.SweepLines(stream)
     )
     lines = stream.getvalue().splitlines()
     assert lines[0] == "pass 1: one run of each of 4 points"

@@ -12,7 +12,8 @@ from helpers import strict_loads
 from volley.measure.runs import RunProgress
 from volley.numbers.stats import Histogram, Interval
 from volley.numbers.units import format_ns
-from volley.present.report import StreamProgress, summary
+from volley.present.progress import StreamProgress
+from volley.present.report import summary
 from volley.records.results import (
     FORMAT_VERSION,
     BenchResult,
@@ -306,5 +307,32 @@ def test_progress_rewrites_one_line_on_a_terminal():
     p.run(progress(500.0))
     p.run(progress(500.0))
     p.done()
-    assert out.getvalue().count("\r\033[K") == 2 and out.getvalue().endswith("\n")
-    assert out.getvalue().count("\n") == 1
+    shown = out.getvalue()
+    # rich's live display: the line is drawn again over itself (cursor
+    # up over the line it wrapped to at 80 columns, erase), then left on screen.
+    assert shown.count("run 7 (≥ 10)") >= 2
+    first_end = shown.index("9.4 s") + len("9.4 s")
+    assert "\033[1A\033[2K" in shown[first_end:]
+    assert shown.endswith("\n\033[?25h")
+
+
+def test_a_sweeps_bar_goes_between_points_on_a_terminal():
+    from volley.present.progress import SweepLines
+    from volley.records.experiment import Point
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    lines = SweepLines(out)
+    lines.begin(2, 0, 10.0)
+    lines.starting(Point("c-epoll", 1, 1, 1))
+    lines.finished(Point("c-epoll", 1, 1, 1), None, 1.0)
+    shown = out.getvalue()
+    bar = shown.index("[------------------------] 0/2 points")
+    note = shown.index("interrupted: c-epoll")
+    # The note is printed above the bar, then the bar is taken away (erased line by line)
+    # and the cursor shown again.
+    assert bar < note and "\033[?25h" in shown[note:]
+    assert shown.endswith("\033[1A\033[2K")

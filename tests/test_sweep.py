@@ -20,6 +20,7 @@ import pytest
 from helpers import FAULTY, ROOT, server, strict_loads, volley
 
 from volley.numbers.units import format_duration
+from volley.present import progress
 from volley.records import experiment, export, store
 from volley.records.experiment import POINT_OVERHEAD_S, Experiment, Point
 from volley.records.results import BenchResult, LatencySummary, RunSummary, WorkerInfo
@@ -314,7 +315,7 @@ def run_sweep(
 ) -> tuple[sweep.Summary, Path]:
     path, done, _ = sweep.open_results(out, exp, resume)
     the_plan = sweep.plan(exp, usable or [0, 1], done)
-    return sweep.run_sequential(exp, path, the_plan, runner, sweep.QuietProgress()), path
+    return sweep.run_sequential(exp, path, the_plan, runner, progress.QuietSweep()), path
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:
@@ -347,7 +348,9 @@ def test_the_points_warnings_are_shown_once_each_even_when_quiet(tmp_path):
     }
     path, _, _ = sweep.open_results(tmp_path / "out", exp, False)
     shown = io.StringIO()
-    sweep.run_sequential(exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown))
+    sweep.run_sequential(
+        exp, path, sweep.plan(exp, [0, 1], set()), runner, progress.QuietSweep(shown)
+    )
     assert shown.getvalue().splitlines() == list(WARNED)
 
 
@@ -449,7 +452,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     stream = io.StringIO()
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
     sweep.run_sequential(
-        exp, path, sweep.plan(exp, [0, 1], done), FakeRunner(), sweep.SweepProgress(stream)
+        exp, path, sweep.plan(exp, [0, 1], done), FakeRunner(), progress.SweepLines(stream)
     )
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4

@@ -100,6 +100,7 @@ def sweep_command(
     is in the results), 1 the results could not be written, 2 bad input, 130 interrupted
     (--resume continues).
     """
+    from volley.present.progress import QuietSweep, SweepLines
     from volley.records import experiment as experiments
     from volley.records import export as exports
     from volley.records import store
@@ -126,7 +127,7 @@ def sweep_command(
             f"nothing to run in {experiment_path}: no point fits this machine with a built server",
             EXIT_USAGE,
         )
-    progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
+    progress = QuietSweep() if quiet else SweepLines()
     if not quiet:
         bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
         say(

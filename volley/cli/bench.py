@@ -38,7 +38,8 @@ from volley.numbers.units import (
     parse_rate,
     parse_targets,
 )
-from volley.present.report import StreamProgress, summary
+from volley.present.progress import StreamProgress
+from volley.present.report import summary
 from volley.records import results
 from volley.system import cpus, machine, topology
 

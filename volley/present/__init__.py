@@ -1,5 +1,6 @@
-"""What a person reads: the summary and progress of a run, comparison tables, the placement
-``volley plan`` shows, and the plots and figures (matplotlib, imported only to draw).
+"""What a person reads: the progress of a run or a sweep (``progress``), a run's summary,
+comparison tables, the placement ``volley plan`` shows, and the plots and figures
+(matplotlib, imported only to draw).
 """
 
-__all__ = ["report", "plot", "figures", "relative", "layout"]
+__all__ = ["progress", "report", "plot", "figures", "relative", "layout"]

@@ -1,14 +1,11 @@
-"""What a person reads: the live progress line during a run, the summary after it, and the
-table (or Markdown) of a `volley compare`."""
+"""What a person reads after a run: its summary, and the table (or Markdown) of a
+`volley compare` (the progress while it runs is ``progress``)."""
 
 from __future__ import annotations
 
-import io
 import math
-import sys
-from typing import TextIO
 
-from volley.measure.runs import Forecast, Progress, RunProgress, by_placement
+from volley.measure.runs import Forecast, by_placement
 from volley.numbers.units import (
     STATISTICS,
     BadInput,
@@ -50,54 +47,6 @@ from volley.studies.compare import (
 )
 from volley.system.cpus import format_cpu_list
 from volley.system.noise import disturbed_summary
-
-
-class StreamProgress(Progress):
-    """One line per run; on a terminal the line is rewritten in place."""
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.open_line = False
-
-    def run(self, p: RunProgress) -> None:
-        values = ", ".join(
-            f"{name} {format_ns(iv.centre)} ± {format_ns(iv.half_width)}"
-            for name, iv in p.intervals.items()
-        )
-        targets = ", ".join(f"± {format_ns(ns)}" for ns in p.targets_ns.values())
-        text = (
-            f"run {p.run} (≥ {p.planned}): {values} "
-            f"(target{'s' if len(p.targets_ns) > 1 else ''} {targets}), {p.elapsed_s:.1f} s"
-            + (f"  DISTURBED: {p.disturbed}" if p.disturbed else "")
-        )
-        try:
-            if self.live:
-                self.stream.write("\r\033[K" + text)
-                self.open_line = True
-            else:
-                self.stream.write(text + "\n")
-            self.stream.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # nobody reads the progress any more; the run goes on
-
-    def plan(self, forecast: Forecast) -> None:
-        self.done()  # a line rewritten in place ends first
-        self.write(forecast_line(forecast) + "\n")
-
-    def done(self) -> None:
-        if self.open_line:
-            self.write("\n")
-            self.open_line = False
-
-    def write(self, text: str) -> None:
-        """A progress line is not worth a run: a reader gone away (EPIPE, or EIO from a
-        hung-up terminal) ends the progress, not the benchmark."""
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):
-            self.stream = io.StringIO()
 
 
 def seconds_text(seconds: float) -> str:

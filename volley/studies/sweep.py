@@ -18,11 +18,9 @@ yet done, in a fresh random order (seeded; the seed is in every record) -- see
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, TextIO
+from typing import Protocol
 
 from volley.engine.server import spawn, stop_signals
 from volley.numbers.units import format_duration, format_ns
@@ -267,88 +265,23 @@ def record_for(
 
 
 class SweepProgress:
-    """Points done / total, elapsed and ETA on stderr: a bar on a terminal, lines otherwise."""
-
-    WIDTH = 24
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.warned: set[str] = set()
-        self.live = stream.isatty()
-        self.total = self.done = 0
-        self.start = time.monotonic()
-        self.durations: list[float] = []
-        self.limit_s = 0.0
-        self.bar_shown = False
+    """What a sweep tells as it goes: each point starting and finished, its warnings, notes
+    between points. Silent here; ``volley.present.progress`` draws it for a person."""
 
     def begin(self, total: int, done: int, limit_s: float) -> None:
-        self.total, self.done, self.limit_s = total, done, limit_s
-        self.start = time.monotonic()
-
-    def eta(self) -> str:
-        left = self.total - self.done
-        if not self.durations:
-            return f"ETA ≤ {format_duration(left * self.limit_s)}"
-        return f"ETA {format_duration(left * sum(self.durations) / len(self.durations))}"
-
-    def status(self) -> str:
-        elapsed = format_duration(time.monotonic() - self.start)
-        return f"{self.done}/{self.total} points, {elapsed} elapsed, {self.eta()}"
+        pass
 
     def starting(self, point: Point) -> None:
-        if self.live:
-            filled = self.WIDTH * self.done // max(1, self.total)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            text = f"[{bar}] {self.status()}  running: {point}"
-            # One screen line, or the carriage return could not take it back.
-            width = shutil.get_terminal_size((100, 24)).columns
-            self.write("\r\033[K" + text[: max(20, width - 1)])
-            self.bar_shown = True
+        pass
 
     def finished(self, point: Point, record: SweepRecord | None, seconds: float) -> None:
-        if record is None:  # interrupted: not done
-            self.note(f"interrupted: {point} (not recorded; --resume runs it again)")
-            return
-        self.done += 1
-        self.durations.append(seconds)
-        line = f"[{self.done}/{self.total}] {point}: {describe(record)} ({seconds:.1f} s)"
-        if not self.live:
-            line += f"; {self.status()}"
-        self.note(line)
+        pass
 
     def warn(self, outcome: Outcome) -> None:
-        """The points' warnings, each the first time it comes (every point on the same
-        CPUs would say the same)."""
-        for line in outcome.warnings:
-            if line not in self.warned:
-                self.warned.add(line)
-                self.note(line)
+        pass
 
     def note(self, text: str) -> None:
-        if self.bar_shown:
-            self.write("\r\033[K")
-            self.bar_shown = False
-        self.write(text + "\n")
-
-    def write(self, text: str) -> None:
-        """A reader gone away (EPIPE, or EIO from a hung-up terminal) ends the progress
-        display, never the sweep."""
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):
-            self.stream = io.StringIO()
-
-
-class QuietProgress(SweepProgress):
-    """No progress; the points' warnings still go to stderr (--quiet hides no warning)."""
-
-    def __init__(self, warnings: TextIO | None = None) -> None:
-        super().__init__(io.StringIO())
-        self.warnings = SweepProgress(warnings or sys.stderr)
-
-    def warn(self, outcome: Outcome) -> None:
-        self.warnings.warn(outcome)
+        pass
 
 
 def describe(record: SweepRecord) -> str:
