@@ -71,9 +71,11 @@ def snake_case(key: str) -> bool:
 
 def test_compare_json_is_stdout_only_with_snake_case_keys(tmp_path):
     a, b = pair(3)
-    done = volley("compare", "--json", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))
+    files = write(tmp_path / "a.json", a), write(tmp_path / "b.json", b)
+    done = volley("compare", "--json", "-", *files)
     assert done.status == 0
     data = strict_loads(done.stdout)  # nothing but the JSON on stdout
+    assert "a.json" in done.stderr  # the table went to stderr
     assert data["pairings"] and [k for k in keys(data) if not snake_case(k)] == []
 
 
@@ -139,3 +141,14 @@ def test_both_commands_complete_in_bash(program, entry, variable, words, offered
     cword = str(len(words.split()) - 1)
     env = {variable: "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword}
     assert run_as(program, entry, env=env).split() == [offered]
+
+
+def test_compare_json_to_a_file_keeps_the_table_on_stdout(tmp_path):
+    a, b = pair(3)
+    files = write(tmp_path / "a.json", a), write(tmp_path / "b.json", b)
+    out = tmp_path / "comparison.json"
+    done = volley("compare", "--json", out, *files)
+    assert done.status == 0, done.stderr
+    assert strict_loads(out.read_text())["pairings"] and "a.json" in done.stdout
+    unwritable = volley("compare", "--json", tmp_path / "no" / "c.json", *files)
+    assert unwritable.status == 2 and len(unwritable.stderr.splitlines()) == 1

@@ -475,7 +475,7 @@ def test_a_failed_result_is_refused(tmp_path):
         (["a.json", "b.json", "--confidence", "2"], "--confidence"),
         (["a.json", "b.json", "--fail-if-slower", "2"], "--fail-if-slower"),
         (["a.json", "b.json", "--fail-if-slower", "p42:2%"], "not a target"),
-        (["a.json", "b.json", "--json", "--markdown"], "not both"),
+        (["a.json", "b.json", "--json", "-", "--markdown"], "not both"),
         (["a.json", "sweep"], "not both"),
         (["a.json", "garbage.txt"], "not JSON"),
     ],
@@ -572,7 +572,7 @@ def test_json_is_strict_and_versioned(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     old = make_result([], restart=None, version=1)
     paths = [write(tmp_path / f"{n}.json", r) for n, r in (("a", a), ("b", b), ("c", a))]
-    data = strict_loads(volley("compare", "--json", *paths).stdout)
+    data = strict_loads(volley("compare", "--json", "-", *paths).stdout)
     assert data["version"] == compare.FORMAT_VERSION and data["confidence"] == 0.95
     assert [p["subject"] for p in data["pairings"]] == [str(paths[1]), str(paths[2])]
     rows = data["pairings"][0]["comparisons"][0]["rows"]
@@ -589,7 +589,7 @@ def test_json_is_strict_and_versioned(tmp_path):
     assert data["pairings"][1]["comparisons"][0]["rows"][0]["verdict"] == NO_DIFFERENCE
     # Unknown numbers are null, never NaN.
     path_old = write(tmp_path / "old.json", old)
-    text = volley("compare", "--json", path_old, path_old).stdout
+    text = volley("compare", "--json", "-", path_old, path_old).stdout
     row = strict_loads(text)["pairings"][0]["comparisons"][0]["rows"][1]
     assert row["verdict"] == TOO_FEW_RUNS and row["baseline"]["low_ns"] is None
     assert row["difference_ns"] is None and row["ratio"] is None
@@ -639,7 +639,7 @@ def test_sweeps_are_matched_point_by_point(tmp_path):
     assert NO_DIFFERENCE in four
     assert "only in A: go, 1 client on 1 core, server on 1 core" in lines
     assert "only in B: rust, 1 client on 1 core, server on 1 core" in lines
-    data = strict_loads(volley("compare", "--json", a, tmp_path / "b").stdout)
+    data = strict_loads(volley("compare", "--json", "-", a, tmp_path / "b").stdout)
     pairing = data["pairings"][0]
     assert pairing["sweep"] and len(pairing["comparisons"]) == 2
     assert pairing["only_baseline"] == [point("go", 1).to_json()]
@@ -709,7 +709,7 @@ def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, de
         )  # fmt: skip
         assert done.status in (0, 3), done.stderr
         paths[delay] = path
-    done = volley("compare", "--json", paths[0], paths[DELAY_US])
+    done = volley("compare", "--json", "-", paths[0], paths[DELAY_US])
     assert done.status == 0, done.stderr
     rows = {
         r["statistic"]: r
@@ -874,7 +874,7 @@ def interleaved(tmp_path: Path, a: Path, b: Path) -> dict:
     out = tmp_path / f"rounds-{b.name}"
     epoch = time.time() + 5
     done = volley(
-        "compare", "--run", "--json", *CONFIDENCE, *DRIFT_BENCH, "--min-runs", "16",
+        "compare", "--run", "--json", "-", *CONFIDENCE, *DRIFT_BENCH, "--min-runs", "16",
         "--max-time", f"{INTERLEAVED_S}s", "-o", out, a, b,
         env=drifting(epoch), timeout=INTERLEAVED_S + 60,
     )  # fmt: skip
@@ -922,7 +922,7 @@ def sequential_row(tmp_path: Path, delay_server: Path, attempt: str) -> dict:
         )  # fmt: skip
         assert done.status in (0, 3), done.stderr
         paths.append(path)
-    return p50_row(volley("compare", "--json", *CONFIDENCE, *paths))
+    return p50_row(volley("compare", "--json", "-", *CONFIDENCE, *paths))
 
 
 @pytest.mark.slow

@@ -212,7 +212,7 @@ def test_truth_delta_adds_about_delta_per_reply(truths, tmp_path):
     difference is about 50 us (loose: the machine is shared)."""
     delta_ns = 50_000
     done = volley(
-        "compare", "--run", "--json", "--clients", "1", "--min-runs", "3", "--warmup", "0.05s",
+        "compare", "--run", "--json", "-", "--clients", "1", "--min-runs", "3", "--warmup", "0.05s",
         "--run-time", "0.2s", "--max-time", "6s", "-q", "-o", tmp_path / "delta",
         truths / "truth-plain", truths / "truth-delta",
         env={"VOLLEY_TRUTH_DELTA_NS": str(delta_ns)}, timeout=60,

@@ -105,7 +105,7 @@ def compare_run(context: Context, a: Path, b: Path, name: str, env: dict[str, st
     out = context.out / "compare" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     found = volley(
-        context, "compare", "--run", "--json", "-q", "--clients", str(context.clients),
+        context, "compare", "--run", "--json", "-", "-q", "--clients", str(context.clients),
         *context.run_options(), "-o", out, a, b, env=env,
     )  # fmt: skip
     return verdicts_of(found)
@@ -173,7 +173,7 @@ def row_aa_files(context: Context) -> Iterator[Outcome]:
             path.write_text(json.dumps(found["json"]))
             paths.append(path)
         else:  # the time to a verdict: both sittings and the compare
-            found = verdicts_of(volley(context, "compare", "--json", *paths))
+            found = verdicts_of(volley(context, "compare", "--json", "-", *paths))
             yield {**found, "took_s": round(took_s + found["took_s"], 2)}
 
 

@@ -440,7 +440,15 @@ def compare_command(
         bool,
         typer.Option("--force", help="Compare results whose configurations differ; say how."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_path: Annotated[
+        str | None,
+        typer.Option(
+            "--json",
+            metavar="PATH",
+            help="Write the comparison as JSON to PATH (- for stdout; the table then goes to "
+            "stderr).",
+        ),
+    ] = None,
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print Markdown tables (for a pull request).")
     ] = False,
@@ -491,8 +499,10 @@ def compare_command(
     from volley.studies import compare
 
     try:
-        if as_json and markdown:
+        if json_path and markdown:
             raise BadInput("give --json or --markdown, not both")
+        if json_path and json_path != "-":
+            results.check_writable(Path(json_path))
         gates = [compare.parse_gate(text) for text in fail_if_slower or []]
         level = parse_confidence(confidence)
         if not run:
@@ -510,10 +520,11 @@ def compare_command(
         fail(str(e), EXIT_USAGE)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    if as_json:
-        sys.stdout.write(compare.to_json(report))
-    else:
-        sys.stdout.write(comparison_markdown(report) if markdown else comparison_table(report))
+    human = sys.stderr if json_path == "-" else sys.stdout
+    human.write(comparison_markdown(report) if markdown else comparison_table(report))
+    unwritten = write_json(json_path, compare.to_json(report))
+    if unwritten:
+        fail(unwritten, EXIT_FAILED)
     tripped = report.tripped()
     for line in tripped:
         print(f"{program()}: {line}", file=sys.stderr)
