@@ -181,6 +181,8 @@ def test_a_point_whose_runs_are_all_dropped_still_ends_at_its_max_time(tmp_path)
     assert len(runner.ran) == 4 * 5  # 1 s a run: five runs each
     records, _ = store.load(tmp_path / "out" / "results.jsonl")
     assert len(records) == 4 and all(r.status == "not-significant" for r in records)
+    # Each point's record keeps every run it dropped, not only its last process's.
+    assert all(r.result is not None and len(r.result.dropped_runs) == 5 for r in records)
 
 
 def test_resume_continues_the_runs_an_interrupted_sweep_kept(tmp_path):

@@ -7,6 +7,7 @@ the reported 95% interval for the mean hold the true mean?
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -22,13 +23,14 @@ from volley.measure.runs import (
     RunPlan,
     RunProgress,
     StoppingRule,
-    interleave,
+    alternate,
     measure,
 )
 from volley.numbers import stats
 from volley.numbers.units import Target, parse_target
 from volley.present.report import forecast_line
 from volley.records.results import FAILED, INTERRUPTED, NOT_SIGNIFICANT, SIGNIFICANT
+from volley.system.noise import CpuNoise, Noise
 
 RUN_S = 0.75  # warm-up + measured stretch of a default run, in fake seconds
 OPS = 16  # ops per fake run: enough for a mean, cheap enough for 400 trials
@@ -395,23 +397,23 @@ def test_interleaved_runs_cancel_a_drift_that_sequential_runs_turn_into_a_differ
     # Interleaved, same machine, same time budget: no difference.
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 100_000.0], 1_000.0, clock)
-    found = interleave(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(3))
+    found = alternate(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(3))
     low, high = difference_interval(*found)
     assert low < 0 < high
     assert sorted(engine.order[:2]) == [0, 1] and len(found[0].runs) == len(found[1].runs)
     # A real difference of 20 us per op is still found, with the right sign.
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 120_000.0], 1_000.0, clock)
-    found = interleave(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(4))
+    found = alternate(engine, plan, 2, lambda *_: None, clock=clock, rng=random.Random(4))
     low, high = difference_interval(*found)
     assert 0 < low < 20_000 < high
 
 
-def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
+def test_alternate_stops_when_resolved_and_orders_each_round_afresh():
     clock = FakeClock()
     engine = DriftingEngine([100_000.0, 100_000.0, 90_000.0], 0.0, clock)
     plan = RunPlan(targets=[Target("mean", relative=0.01)], min_runs=5, max_time_s=1e9)
-    found = interleave(
+    found = alternate(
         engine,
         plan,
         3,
@@ -425,7 +427,7 @@ def test_interleave_stops_when_resolved_and_orders_each_round_afresh():
     assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1
 
 
-def test_interleave_tells_the_judge_how_many_rounds_still_fit_and_judges_the_last():
+def test_alternate_tells_the_judge_how_many_rounds_still_fit_and_judges_the_last():
     """The judge of a sequential plan spends what is left at the last round: it must be
     told which round that is, and be asked after it."""
     clock = FakeClock()
@@ -443,10 +445,14 @@ def test_interleave_tells_the_judge_how_many_rounds_still_fit_and_judges_the_las
         seen.append((rounds, left))
         return None
 
-    found = interleave(engine, plan, 2, judge, clock=clock, rng=random.Random(6))
-    assert seen[0] == (3, 17) and seen[-1] == (20, 0)
-    assert all(rounds + left == 20 for rounds, left in seen)
-    assert len(found[0].runs) == 20 and found[0].status == NOT_SIGNIFICANT
+    found = alternate(engine, plan, 2, judge, clock=clock, rng=random.Random(6))
+    played = len(found[0].runs)
+    assert [rounds for rounds, _ in seen] == list(range(3, played + 1))
+    # Run lengths are drawn (run_length_s), so what fits is known round by round: 0 left
+    # exactly at the last round played, and the count told stays near the 20 of a mean round.
+    assert seen[-1] == (played, 0) and all(left > 0 for _, left in seen[:-1])
+    assert all(abs(rounds + left - 20) <= 2 for rounds, left in seen)
+    assert 18 <= played <= 22 and clock.now <= 20.0 and found[0].status == NOT_SIGNIFICANT
 
 
 # --- run lengths vary, so runs do not keep step with a periodic stall (issue 25, item 6) ---
@@ -670,3 +676,152 @@ def test_a_fixed_count_that_is_interrupted_says_so():
     plan = RunPlan(targets=[Target("mean", relative=0.5)], runs=20)
     m = measure(engine, plan, clock=clock)
     assert m.status == INTERRUPTED and len(m.runs) == 4
+
+
+# --- one loop: the same policy for one configuration and for alternatives run by run -------
+
+HOG = Noise(0.5, [CpuNoise(1, "client", 0.3, 0.6, 0.0, 0.0)], 0, None, None, True)
+
+
+class ScriptedEngine:
+    """Plays any alternative: every op 100 us plus 1 us per alternative, as many ops as
+    fill the measured stretch, 0.05 fake seconds of overhead a run. ``disturbed`` and
+    ``fail`` name runs as (alternative, index); a client's buffer fills after ``fills_s``
+    of measuring; ``interrupt_at``: the engine is interrupted during that run."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        disturbed: tuple[tuple[int, int], ...] = (),
+        fail: tuple[tuple[int, int], ...] = (),
+        fills_s: float = math.inf,
+        interrupt_at: tuple[int, int] | None = None,
+    ) -> None:
+        self.clock, self.disturbed, self.fail = clock, disturbed, fail
+        self.fills_s, self.interrupt_at = fills_s, interrupt_at
+        self.requests: list[RunRequest] = []
+        self.interrupted = False
+
+    def play(self, request: RunRequest) -> PlayedRun:
+        self.requests.append(request)
+        assert len(self.requests) < 500, "the loop does not end"
+        run = (request.alternative, request.index)
+        if run in self.fail:
+            raise RunFailed(f"run {request.index}: server exited with status 1")
+        self.interrupted |= run == self.interrupt_at
+        measured_s = min(request.measure_s, self.fills_s)
+        self.clock.now += request.warmup_s + measured_s + 0.05
+        value = 100_000 + 1_000 * request.alternative
+        ops = np.full(max(1, int(measured_s * 1e9 / value)), value, np.int64)
+        noise = HOG if run in self.disturbed else None
+        return PlayedRun([ops], full=request.measure_s > self.fills_s, noise=noise)
+
+    def asked(self, alternative: int) -> list[RunRequest]:
+        return [r for r in self.requests if r.alternative == alternative]
+
+
+def play_either(
+    engine: ScriptedEngine, alternatives: int, rounds: int = 6, **options: object
+) -> tuple[list[Measurement], list[int]]:
+    """``rounds`` kept rounds through ``measure`` (one alternative, --runs) or ``alternate``
+    (a judge that stops there): the measurements, and the rounds each judge call saw."""
+    clock = engine.clock
+    plan = RunPlan(
+        targets=[Target("mean", relative=0.5)],
+        min_runs=2,
+        max_time_s=1e9,
+        **options,  # type: ignore[arg-type]
+    )
+    if alternatives == 1:
+        plan = dataclasses.replace(plan, runs=rounds)
+        return [measure(engine, plan, clock=clock, rng=random.Random(1))], []
+    seen: list[int] = []
+
+    def judge(found: list[Measurement], played: int, left: int) -> str | None:
+        seen.append(played)
+        return SIGNIFICANT if played >= rounds else None
+
+    return alternate(engine, plan, alternatives, judge, clock=clock, rng=random.Random(1)), seen
+
+
+BOTH = pytest.mark.parametrize("alternatives", [1, 2, 3], ids=["measure", "two", "three"])
+
+
+@BOTH
+def test_a_disturbed_run_is_dropped_with_its_round_on_both_entry_points(alternatives):
+    engine = ScriptedEngine(FakeClock(), disturbed=((0, 3),))
+    found, seen = play_either(engine, alternatives, noisy="drop")
+    assert [m.status for m in found] == [SIGNIFICANT] * alternatives
+    # The round of the disturbed run is left out for every alternative: still paired.
+    assert [(len(m.runs), len(m.dropped)) for m in found] == [(6, 1)] * alternatives
+    assert found[0].dropped[0].noise is HOG
+    # Run numbers count the runs played: the dropped one was run 3, the next run 4.
+    assert [r.index for r in engine.asked(0)] == list(range(1, 8))
+    # The judge looked once at each count of rounds, not again after the dropped round.
+    assert seen == sorted(set(seen))
+
+
+@BOTH
+@pytest.mark.parametrize("noisy", ["keep", "fail"])
+def test_a_disturbed_run_is_kept_or_fails_on_both_entry_points(alternatives, noisy):
+    engine = ScriptedEngine(FakeClock(), disturbed=((0, 3),))
+    found, _ = play_either(engine, alternatives, noisy=noisy)
+    counts = {len(m.runs) for m in found}
+    assert len(counts) == 1 and not any(m.dropped for m in found)
+    if noisy == "keep":
+        assert counts == {6} and found[0].runs[2].noise is HOG
+        return
+    said = "run 3 was disturbed: other processes used 60% of CPU 1"
+    assert all(m.status == FAILED and m.error == said for m in found)
+    # The disturbed run ended the loop at once: its round is in only if it was complete.
+    complete = len(engine.requests) == 3 * alternatives
+    assert counts == {3 if complete else 2} and (alternatives > 1 or complete)
+
+
+@BOTH
+def test_a_full_buffer_shortens_every_later_run_on_both_entry_points(alternatives):
+    engine = ScriptedEngine(FakeClock(), fills_s=0.2)
+    play_either(engine, alternatives)
+    for alternative in range(alternatives):
+        asked = [r.measure_s for r in engine.asked(alternative)]
+        assert asked[0] > 0.2 and len(asked) == 6
+        # After the first full run even the longest draw stops short of the 0.2 s.
+        assert all(s <= 0.8 * 0.2 for s in asked[1:])
+
+
+@BOTH
+def test_a_run_that_fails_after_the_first_keeps_the_complete_rounds(alternatives):
+    last = alternatives - 1
+    engine = ScriptedEngine(FakeClock(), fail=((last, 3),))
+    found, _ = play_either(engine, alternatives)
+    assert all(m.status == FAILED and "server exited" in (m.error or "") for m in found)
+    # Round 3 never completed: whatever of it was played is left out, on every side.
+    assert [len(m.runs) for m in found] == [2] * alternatives
+    assert math.isfinite(found[0].intervals["mean"].half_width)
+
+
+@BOTH
+def test_a_first_run_that_cannot_be_played_raises_on_both_entry_points(alternatives):
+    engine = ScriptedEngine(FakeClock(), fail=((alternatives - 1, 1),))
+    with pytest.raises(RunFailed, match="server exited"):
+        play_either(engine, alternatives)
+
+
+@BOTH
+def test_an_interrupted_run_ends_with_the_complete_rounds_on_both_entry_points(alternatives):
+    engine = ScriptedEngine(FakeClock(), interrupt_at=(alternatives - 1, 4))
+    found, _ = play_either(engine, alternatives)
+    # The interrupted run was the last of its round, so the round is complete and kept.
+    assert [(m.status, len(m.runs)) for m in found] == [(INTERRUPTED, 4)] * alternatives
+
+
+@BOTH
+def test_run_lengths_are_drawn_around_the_run_time_on_both_entry_points(alternatives):
+    engine = ScriptedEngine(FakeClock())
+    play_either(engine, alternatives, rounds=30)
+    for alternative in range(alternatives):
+        asked = [r.measure_s for r in engine.asked(alternative)]
+        assert len(asked) == 30 and all(0.25 <= s <= 0.75 for s in asked)
+        assert np.ptp(asked) > 0.3 and np.mean(asked) == pytest.approx(0.5, abs=0.06)
+    if alternatives > 1:  # each alternative its own draws
+        assert [r.measure_s for r in engine.asked(0)] != [r.measure_s for r in engine.asked(1)]

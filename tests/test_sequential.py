@@ -1,5 +1,5 @@
 """The group-sequential plan of ``volley compare --run`` (volley.numbers.sequential), and its error
-measured through the real loop: ``runs.interleave`` with a fake engine and fake clock,
+measured through the real loop: ``runs.alternate`` with a fake engine and fake clock,
 judged by ``compare.Monitor``, on identical servers (A/A) and on a server made slower.
 
 The old rule (a 95% paired interval after every round from the tenth, stop at the first
@@ -21,7 +21,7 @@ import pytest
 
 from volley.engine.play import PlayedRun, RunRequest
 from volley.measure import runs
-from volley.measure.runs import Measurement, RunPlan, interleave
+from volley.measure.runs import Measurement, RunPlan, alternate
 from volley.numbers import sequential, stats
 from volley.numbers.sequential import Looks, look_alpha, schedule, spent
 from volley.numbers.units import Target
@@ -74,7 +74,7 @@ def test_looks_survive_json():
     assert Looks.from_json(played.to_json()) == played
 
 
-# --- the error, through runs.interleave ----------------------------------------------------
+# --- the error, through runs.alternate ----------------------------------------------------
 
 MU = 100_000.0  # a run's mean latency, ns
 RUN_S = 0.5  # fake seconds a run takes: a round of two takes 1 s
@@ -161,7 +161,7 @@ def simulate(
     max_rounds: int = MAX_ROUNDS,
 ) -> Outcomes:
     """``trials`` seeded ``compare --run``s of A against B (B ``shift`` slower), each
-    through runs.interleave judged by compare.Monitor at the family's 5%, with at most
+    through runs.alternate judged by compare.Monitor at the family's 5%, with at most
     ``max_rounds`` rounds."""
     outcomes = Outcomes()
     plan = RunPlan([Target("mean", relative=EQUIVALENCE)], max_time_s=max_rounds * 2 * RUN_S)
@@ -176,7 +176,7 @@ def simulate(
             old.observe(found, rounds)
             return monitor(found, rounds, left)
 
-        found = interleave(engine, plan, 2, judge, clock=clock, rng=random.Random(trial))
+        found = alternate(engine, plan, 2, judge, clock=clock, rng=random.Random(trial))
         assert found[0].status in (SIGNIFICANT, NOT_SIGNIFICANT)
         outcomes.plan[monitor.verdicts[0]] += 1
         outcomes.old[old.verdict] += 1
@@ -186,7 +186,7 @@ def simulate(
 
 @pytest.fixture(autouse=True)
 def quick_settle(monkeypatch):
-    """interleave settles each measurement's own intervals after every round: what a
+    """alternate settles each measurement's own intervals after every round: what a
     progress line shows, not what the verdict reads (the runs' values). Skipped here, so
     that hundreds of comparisons take seconds."""
     monkeypatch.setattr(runs.Measurement, "settle", lambda self, *args, **kwargs: self)

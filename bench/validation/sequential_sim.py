@@ -1,5 +1,5 @@
 """How often ``volley compare --run`` is wrong, and how often it finds a real difference:
-the simulation of tests/test_sequential.py (runs.interleave with a fake engine and clock,
+the simulation of tests/test_sequential.py (runs.alternate with a fake engine and clock,
 judged by compare.Monitor, the old every-round 95% rule judged on the same rounds) at
 larger counts. No sockets; about 20 s per 1,000 comparisons of 40 rounds.
 

@@ -4,7 +4,7 @@ A fake engine (``ModelEngine``) plays runs from a model whose truth is known: pe
 latencies around a mean, a per-run offset, a drift of the machine in (fake) time, an offset
 shared by every run of a sitting, a periodic stall, a disturbed sitting (a CPU hog), and per
 alternative an added delay (A+Δ) or a share of delayed replies (bimodal). Each row drives it
-through the code volley runs for real: ``runs.measure`` (volley-bench), ``runs.interleave``
+through the code volley runs for real: ``runs.measure`` (volley-bench), ``runs.alternate``
 judged by ``compare.Monitor`` (``volley compare --run``), ``compare.compare_results`` (the
 verdicts) and ``history.History`` (earlier sittings). Only the glue that the CLI spells out
 around those calls is repeated here, each piece in one function (``compare_run``,
@@ -28,7 +28,7 @@ import numpy as np
 
 from volley.engine.play import PlayedRun, RunRequest
 from volley.measure import history
-from volley.measure.runs import Measurement, RunPlan, interleave, measure
+from volley.measure.runs import Measurement, RunPlan, alternate, measure
 from volley.numbers import sequential, stats
 from volley.numbers.units import STATISTICS, Target
 from volley.records.results import BenchResult, WorkerInfo
@@ -197,7 +197,7 @@ def compare_run(
     plan and its looks as --run writes them."""
     first_look = max(run_plan.min_runs, sequential.FIRST_LOOK)
     monitor = compare.Monitor(compare.family_alpha(run_plan.confidence), EQUIVALENCE, first_look)
-    found = interleave(engine, run_plan, 2, monitor, clock=engine.clock, rng=rng)
+    found = alternate(engine, run_plan, 2, monitor, clock=engine.clock, rng=rng)
     a, b = (
         replace(result_of(m, f"alt{i}", run_plan), sequential=monitor.looks)
         for i, m in enumerate(found)

@@ -28,6 +28,45 @@ length, the phase at which the next run starts moves by an amount spread over at
 one period, for any period up to the run length, so run starts sample every phase alike
 after a run or two; unlike a random idle gap before each run, this costs no wall time,
 and the mean run length stays ``run_time_s``.
+
+One loop (``Loop``) plays the runs of both entry points: ``measure``, one configuration
+until its stopping rule (or its fixed size) ends it (volley-bench, the hosts of an MPI
+job), and ``alternate``, several alternatives run by run, one run of each per round in a
+fresh random order, until a judge ends them (``volley compare --run``). One configuration
+is the case of one alternative, every round one run, so this policy holds for both:
+
+- Run lengths: every run's measured stretch is drawn by ``run_length_s``, per alternative.
+- The bound: the first round always plays; no later round starts that would end past
+  ``RunPlan.bound_s`` (``starts``; a run's time besides its stretch is taken from its
+  alternative's last run). ``alternate``'s judge is told how many rounds still fit, 0
+  exactly when the round just played is the last one.
+- Evidence comes by rounds: a round's runs enter the measurements once the round is
+  complete. A failure or an interruption in the middle of a round leaves that round out,
+  so that alternatives stay paired by round (with one alternative every round that was
+  played is complete: a run that failed or was interrupted keeps its ops).
+- Disturbed runs (``RunPlan.noisy``): "keep" keeps them and says so in the progress line;
+  "drop" leaves the whole round out of the evidence (each run's summary kept aside in
+  ``Measurement.dropped``), for the same pairing; "fail" ends the loop FAILED.
+- A full buffer (a client filled its buffer before the run's end) shortens that
+  alternative's later runs, from the stretch the full run measured, so that even the
+  longest draw fits.
+- Failures: a run that cannot be played at all (RunFailed) raises when its alternative has
+  no measured run yet, since nothing can be compared or reported; later it ends the loop
+  FAILED, with what was measured. A played run that reports a failure ends it FAILED.
+- Interruption (the engine's flag, before every round and after every run, or a second
+  Ctrl-C during a run) ends the loop INTERRUPTED, with the complete rounds.
+- Earlier sittings (``RunPlan.between``) widen one configuration's intervals and targets;
+  alternatives compared run by run share their sitting and are judged paired by round, so
+  ``alternate`` leaves them out.
+- Progress: ``measure`` reports every run once one was kept (``Progress.run``, saying what
+  disturbed it) and the Forecast after the pilot; ``alternate`` calls ``on_round`` after
+  every round that added evidence, and its judge from ``min_runs`` rounds on and after the
+  last round, never twice on the same rounds before that.
+- Run numbers (``RunRequest.index``) count an alternative's runs played, dropped or not.
+
+Interleaved sweeps (``volley.studies.interleave``) play one volley-bench process per run,
+so each run is played by this loop; they judge a point's runs with the same
+``StoppingRule.of`` a plan and ``StoppingRule.look``, and end it by the same ``starts``.
 """
 
 from __future__ import annotations
@@ -36,7 +75,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,18 +228,16 @@ class Measurement:
     def measured_s(self) -> float:
         return sum(r.duration_s for r in self.runs)
 
-    def add(self, played: PlayedRun, dropped: bool = False) -> None:
+    def add(self, played: Played, dropped: bool = False) -> None:
         """Merge a run's ops, or with ``dropped`` only keep its summary aside (a disturbed
         run left out of the evidence). A run without any op leaves no trace."""
-        record, busiest_s = played.summarized()
-        if not record.n:
+        if played.summary is None:
             return
-        run = summarize(record, busiest_s, played)
         if dropped:
-            self.dropped.append(run)
+            self.dropped.append(played.summary)
             return
-        self.record.merge(record)
-        self.runs.append(run)
+        self.record.merge(played.record)
+        self.runs.append(played.summary)
 
     def latency_summary(self) -> LatencySummary | None:
         """The result's latency block: every op's statistics, the settled intervals, the
@@ -352,6 +389,20 @@ class StoppingRule:
         self.pilot = self.planned = max(self.min_runs, 2)
         self.needs: dict[str, int] = {}  # per target, from the pilot
 
+    @classmethod
+    def of(cls, plan: RunPlan) -> StoppingRule:
+        """The rule of ``plan``: its targets, confidence, pilot and earlier sittings."""
+        return cls(plan.targets, plan.confidence, plan.min_runs, between=plan.between)
+
+    def look(self, centre: Callable[[str], float], runs: Sequence[RunSummary]) -> Verdict:
+        """``judge`` on ``runs`` so far, each targeted statistic centred on ``centre(name)``
+        (over all ops): the one way volley-bench and interleaved sweeps judge their runs."""
+        names = [t.statistic for t in self.targets]
+        return self.judge(
+            {name: centre(name) for name in names},
+            {name: [run.value(name) for run in runs] for name in names},
+        )
+
     def judge(self, centres: dict[str, float], values: dict[str, list[float]]) -> Verdict:
         """``centres``: each targeted statistic over all ops; ``values``: its per-run values,
         one per run so far."""
@@ -398,6 +449,222 @@ class StoppingRule:
         return Verdict(met, self.planned, found, targets_ns, hopeless)
 
 
+Ending = tuple[str, str | None]  # how the loop ended: a status and its error
+
+
+def starts(elapsed_s: float, next_s: float, bound_s: float) -> bool:
+    """Whether the next run (or round) may start: it would end by the bound, ``next_s``
+    being what it is expected to take. The bound holds for the whole benchmark, so no run
+    starts that would end past it (interleaved sweeps judge their points by it too)."""
+    return elapsed_s + next_s <= bound_s
+
+
+@dataclass
+class Side:
+    """One alternative in the loop: its measurement, and the pace of its runs."""
+
+    alternative: int
+    measurement: Measurement
+    run_time_s: float  # the mean measured stretch; shortened once a client's buffer fills
+    plays: int = 0  # runs played, kept or dropped
+    overhead_s: float = 0.0  # the last run's wall time besides its measured stretch
+    overheads_s: float = 0.0  # the same, summed over every run played
+
+    def played(self, wall_s: float, length_s: float) -> None:
+        self.plays += 1
+        self.overhead_s = wall_s - length_s
+        self.overheads_s += self.overhead_s
+
+    def shorten(self, filled_s: float) -> None:
+        """A client filled its buffer after ``filled_s`` of measuring: later runs are
+        shorter, so that even the longest draw fits."""
+        self.run_time_s = min(self.run_time_s, 0.8 * filled_s / RUN_LENGTH_SPREAD[1])
+
+    def mean_run_s(self) -> float:
+        """A run's expected wall time: its mean overhead and its mean measured stretch."""
+        return self.overheads_s / max(self.plays, 1) + self.run_time_s
+
+
+@dataclass(frozen=True)
+class Played:
+    """One run, played and summarized, not yet in the evidence."""
+
+    side: Side
+    run: PlayedRun
+    record: stats.LatencyRecord
+    summary: RunSummary | None  # None: no op was measured
+    disturbed: str | None  # what disturbed it, if anything did
+
+    @classmethod
+    def of(cls, side: Side, run: PlayedRun) -> Played:
+        record, busiest_s = run.summarized()
+        summary = summarize(record, busiest_s, run) if record.n else None
+        disturbed = run.noise.describe() if run.noise and run.noise.disturbed else None
+        return cls(side, run, record, summary, disturbed)
+
+
+class Loop:
+    """What one configuration's runs and a comparison run by run share: the lengths of the
+    runs, the bound, playing a run and what follows from it (kept, dropped, failed, a full
+    buffer, interrupted), and the rounds. The module docstring states the policy."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        plan: RunPlan,
+        sides: list[Side],
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self.engine, self.plan, self.sides = engine, plan, sides
+        self.clock, self.rng = clock, rng
+        self.start = clock()
+        self.rounds = 0  # complete rounds played, kept or dropped
+        self.last: list[Played] = []  # the last complete round's runs
+        self.kept = False  # whether the last complete round entered the evidence
+        self.lengths = self.draw()  # the next round's measured stretches, per side
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def draw(self) -> list[float]:
+        return [run_length_s(side.run_time_s, self.rng) for side in self.sides]
+
+    def next_round_s(self) -> float:
+        pairs = zip(self.sides, self.lengths, strict=True)
+        return sum(side.overhead_s + length_s for side, length_s in pairs)
+
+    def fits(self) -> bool:
+        """The first round always plays; no later one starts that would end past the
+        bound (each run's overhead taken from its side's last run)."""
+        return not self.rounds or starts(self.elapsed(), self.next_round_s(), self.plan.bound_s)
+
+    def left(self) -> int:
+        """Rounds that still fit: 0 exactly when the next does not (the last round was the
+        last), else the next and as many mean rounds as fit in what then remains."""
+        if not self.fits():
+            return 0
+        remaining_s = self.plan.bound_s - self.elapsed() - self.next_round_s()
+        return 1 + rounds_left(remaining_s, sum(side.mean_run_s() for side in self.sides))
+
+    def run(self, after: Callable[[], Ending | None]) -> Ending | None:
+        """Rounds until one ends the loop, ``after`` (called after every complete round)
+        ends it, or the bound does (None)."""
+        while not self.engine.interrupted:
+            if not self.fits():
+                return None
+            order = list(range(len(self.sides)))
+            self.rng.shuffle(order)
+            ended = self.play_round(order) or after()
+            if ended:
+                return ended
+        return INTERRUPTED, None
+
+    def play_round(self, order: list[int]) -> Ending | None:
+        """One run of each side in ``order``; a complete round enters the evidence."""
+        found: list[Played] = []
+        ended = None
+        for index in order:
+            played, ended = self.play(self.sides[index], self.lengths[index])
+            if played is not None:
+                found.append(played)
+            if ended:
+                break
+        if len(found) == len(order):
+            self.keep(found)
+        self.lengths = self.draw()
+        return ended
+
+    def play(self, side: Side, length_s: float) -> tuple[Played | None, Ending | None]:
+        """One run of ``side``, and how it ends the loop, if it does."""
+        request = RunRequest(side.plays + 1, self.plan.warmup_s, length_s, side.alternative)
+        began = self.clock()
+        try:
+            run = self.engine.play(request)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, keep what we have
+            return None, (INTERRUPTED, None)
+        except RunFailed as e:
+            if not side.measurement.runs:
+                raise  # nothing measured at all: this alternative could not run
+            return None, (FAILED, str(e))
+        side.played(self.clock() - began, length_s)
+        played = Played.of(side, run)
+        if run.full and played.summary is not None:
+            side.shorten(played.summary.duration_s)
+        if played.disturbed and self.plan.noisy == "fail":
+            return played, (FAILED, f"run {side.plays} was disturbed: {played.disturbed}")
+        if run.failure:
+            return played, (FAILED, run.failure)
+        if self.engine.interrupted:
+            return played, (INTERRUPTED, None)
+        return played, None
+
+    def keep(self, found: list[Played]) -> None:
+        """A complete round into the evidence; with --noisy drop and any of its runs
+        disturbed, none of it (each run's summary kept aside), so that alternatives stay
+        paired by round."""
+        dropped = any(self.plan.drops(played.run) for played in found)
+        for played in found:
+            played.side.measurement.add(played, dropped)
+        self.rounds += 1
+        self.last, self.kept = found, not dropped
+
+
+class Watch:
+    """``measure``'s look after every run: the stopping rule, the progress line, the
+    forecast after the pilot, and whether the run count or the rule ends the runs."""
+
+    def __init__(self, plan: RunPlan, progress: Progress, loop: Loop) -> None:
+        self.plan, self.progress, self.loop = plan, progress, loop
+        self.rule = StoppingRule.of(plan)
+        self.shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
+        self.verdict: Verdict | None = None
+
+    def __call__(self) -> Ending | None:
+        plan, side = self.plan, self.loop.sides[0]
+        m = side.measurement
+        if not m.runs:
+            return None
+        self.verdict = verdict = self.rule.look(m.record.value, m.runs)
+        self.progress.run(
+            RunProgress(
+                run=len(m.runs),
+                planned=planned(plan, m.forecast, verdict.planned),
+                n=m.record.n,
+                intervals={
+                    **intervals(m.record, m.runs, plan.confidence, self.shown, plan.between),
+                    **verdict.intervals,
+                },
+                targets_ns=verdict.targets_ns,
+                elapsed_s=self.loop.elapsed(),
+                disturbed=self.loop.last[0].disturbed,
+            )
+        )
+        if m.forecast is None and len(m.runs) >= self.rule.pilot:
+            m.forecast = forecast(plan, m, self.rule.needs, self.loop.elapsed() / side.plays)
+            self.progress.plan(m.forecast)
+        return self.ending(m, verdict)
+
+    def ending(self, m: Measurement, verdict: Verdict) -> Ending | None:
+        if self.plan.runs is not None:
+            return (NOT_SIGNIFICANT, None) if len(m.runs) >= self.plan.runs else None
+        if self.plan.mode != PRECISION_MODE:
+            return None  # a fixed size: no early stop, the targets are judged after its end
+        if verdict.met:
+            return SIGNIFICANT, None
+        if verdict.out_of_reach:
+            return NOT_SIGNIFICANT, out_of_reach(verdict, self.plan)
+        return None
+
+    def final(self, ending: Ending) -> Ending:
+        """A fixed size's one look, after a count or time fixed before any run: no early
+        luck to correct, so every target within its interval is met."""
+        fixed = self.plan.mode != PRECISION_MODE and ending == (NOT_SIGNIFICANT, None)
+        if fixed and self.verdict is not None and self.verdict.within:
+            return SIGNIFICANT, None
+        return ending
+
+
 def measure(
     engine: Engine,
     plan: RunPlan,
@@ -411,94 +678,58 @@ def measure(
     interrupted. Raises RunFailed only if the first run could not be played at all;
     otherwise what was measured until a failure or interruption is returned.
     ``measurement``: the one to fill, for an engine that saves it between runs.
-    Each run's measured stretch is ``run_length_s`` of ``run_time_s`` (drawn with ``rng``):
-    uniform in [0.5, 1.5] times it, so that runs sample every phase of a periodic stall up
-    to the run length alike instead of keeping step with it. After the pilot runs,
-    ``progress.plan`` gets their Forecast (also kept in the measurement)."""
-    # One loop with every way out of it (done, out of time, failed, interrupted, a full
-    # buffer) in one place: the order of those checks is the policy.
-    progress = progress or Progress()
+    Each run's measured stretch is ``run_length_s`` of ``run_time_s`` (drawn with ``rng``).
+    After the pilot runs, ``progress.plan`` gets their Forecast (also kept in the
+    measurement). The loop's policy is the module docstring's, with one alternative."""
     m = measurement if measurement is not None else Measurement()
-    rule = StoppingRule(plan.targets, plan.confidence, plan.min_runs, between=plan.between)
-    shown = tuple(dict.fromkeys([*SHOWN, *(t.statistic for t in plan.targets)]))
-    rng = rng or random.Random()
-    measure_s, last_run_s, last_length_s = plan.run_time_s, 0.0, 0.0
-    verdict, plays = None, 0
-    start = clock()
-    while True:
-        if engine.interrupted:
-            m.status = INTERRUPTED
-            break
-        if plan.runs is not None and len(m.runs) >= plan.runs:
-            break
-        length_s = run_length_s(measure_s, rng)
-        # The bound holds for the whole benchmark: no run starts that would end past it
-        # (the last run's time besides its measured stretch, plus this one's stretch).
-        if m.runs and clock() - start + last_run_s - last_length_s + length_s > plan.bound_s:
-            break
-        began = clock()
-        try:
-            played = engine.play(RunRequest(len(m.runs) + 1, plan.warmup_s, length_s))
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, keep what we have
-            m.status = INTERRUPTED
-            break
-        except RunFailed as e:
-            if not m.runs:
-                raise  # nothing measured at all: the benchmark could not run
-            m.status, m.error = FAILED, str(e)
-            break
-        plays += 1
-        last_run_s, last_length_s = clock() - began, length_s
-        disturbed = played.noise.describe() if played.noise and played.noise.disturbed else None
-        m.add(played, dropped=plan.drops(played))
-        if disturbed and plan.noisy == "fail":
-            m.status, m.error = FAILED, f"run {len(m.runs)} was disturbed: {disturbed}"
-            break
-        if played.failure:
-            m.status, m.error = FAILED, played.failure
-            break
-        if engine.interrupted:
-            m.status = INTERRUPTED
-            break
-        if not m.runs:
-            continue
-        if played.full:
-            # A client filled its buffer before the run's end: later runs are shorter, so
-            # that even the longest draw fits.
-            measure_s = min(measure_s, 0.8 * m.runs[-1].duration_s / RUN_LENGTH_SPREAD[1])
-        verdict = rule.judge(
-            {t.statistic: m.record.value(t.statistic) for t in plan.targets},
-            {t.statistic: [r.value(t.statistic) for r in m.runs] for t in plan.targets},
-        )
-        progress.run(
-            RunProgress(
-                run=len(m.runs),
-                planned=planned(plan, m.forecast, verdict.planned),
-                n=m.record.n,
-                intervals={
-                    **intervals(m.record, m.runs, plan.confidence, shown, plan.between),
-                    **verdict.intervals,
-                },
-                targets_ns=verdict.targets_ns,
-                elapsed_s=clock() - start,
-                disturbed=disturbed,
-            )
-        )
-        if m.forecast is None and len(m.runs) >= rule.pilot:
-            m.forecast = forecast(plan, m, rule.needs, (clock() - start) / plays)
-            progress.plan(m.forecast)
-        if plan.mode != PRECISION_MODE:
-            continue  # a fixed size: no early stop, the targets are judged after its end
-        if verdict.met:
-            m.status = SIGNIFICANT
-            break
-        if verdict.out_of_reach:
-            m.error = out_of_reach(verdict, plan)
-            break
-    if plan.mode != PRECISION_MODE and m.status == NOT_SIGNIFICANT and verdict and verdict.within:
-        # One look, after a count or time fixed before any run: no early luck to correct.
-        m.status = SIGNIFICANT
+    loop = Loop(engine, plan, [Side(0, m, plan.run_time_s)], clock, rng or random.Random())
+    watch = Watch(plan, progress or Progress(), loop)
+    m.status, m.error = watch.final(loop.run(watch) or (NOT_SIGNIFICANT, None))
     return m.settle(plan.confidence, plan.between)
+
+
+def alternate(
+    engine: Engine,
+    plan: RunPlan,
+    alternatives: int,
+    judge: Callable[[list[Measurement], int, int], str | None],
+    on_round: Callable[[int, list[Measurement]], None] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> list[Measurement]:
+    """Alternatives played run by run: randomized multiple interleaved trials (Abedi and
+    Brecht, ICPE 2017). Every round plays one run of each alternative, in a fresh random
+    order, so that a machine drifting during the comparison lands on every alternative
+    alike instead of on whichever ran last. After each round that added evidence, from
+    ``min_runs`` rounds on (and after the last round in any case), ``judge(found, rounds,
+    left)`` (``left``: how many more rounds fit in ``max_time_s``; 0, this is the last)
+    says whether to stop, with the status to stop with, or None to go on; ``on_round``
+    sees every round that added evidence. Also stops when no further round fits, a run
+    fails or the engine is interrupted; the status of every measurement says which. The
+    loop's policy is the module docstring's."""
+    found = [Measurement() for _ in range(alternatives)]
+    sides = [Side(i, m, plan.run_time_s) for i, m in enumerate(found)]
+    loop = Loop(engine, plan, sides, clock, rng or random.Random())
+
+    def after() -> Ending | None:
+        rounds, left = len(found[0].runs), loop.left()
+        if not loop.kept and left:
+            return None  # a dropped round: nothing new to see, and not the last look
+        for m in found:
+            m.settle(plan.confidence)
+        if on_round and loop.kept:
+            on_round(rounds, found)
+        if rounds < max(plan.min_runs, 2):
+            return None
+        stop = judge(found, rounds, left)
+        return (stop, None) if stop else None
+
+    status, error = loop.run(after) or (NOT_SIGNIFICANT, None)
+    for m in found:
+        m.status, m.error = status, error
+        m.settle(plan.confidence)
+    return found
 
 
 def planned(plan: RunPlan, found: Forecast | None, rule_wants: int) -> int:
@@ -542,77 +773,6 @@ def out_of_reach(verdict: Verdict, plan: RunPlan) -> str:
             f"{format_ns(stats.between_alone(between, plan.confidence))} alone"
         )
     return "target out of reach on this machine, " + "; ".join(parts)
-
-
-def interleave(
-    engine: Engine,
-    plan: RunPlan,
-    alternatives: int,
-    judge: Callable[[list[Measurement], int, int], str | None],
-    on_round: Callable[[int, list[Measurement]], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    rng: random.Random | None = None,
-) -> list[Measurement]:
-    """Randomized multiple interleaved trials (Abedi and Brecht, ICPE 2017): every round
-    plays one run of each alternative, in a fresh random order, so that a machine drifting
-    during the comparison lands on every alternative alike instead of on whichever ran
-    last. After each round from ``min_runs`` on, ``judge(found, rounds, left)`` (``left``:
-    how many more rounds fit in ``max_time_s`` at the last round's pace; 0, this is the
-    last) says whether to stop, with the status to stop with, or None to go on. Also stops
-    when no further round fits, a run fails or the engine is interrupted; the status of
-    every measurement says which."""
-    rng = rng or random.Random()
-    found = [Measurement() for _ in range(alternatives)]
-    start, rounds = clock(), 0
-    ended: tuple[str, str | None] | None = None
-    while ended is None:
-        if engine.interrupted:
-            ended = (INTERRUPTED, None)
-            break
-        began = clock()
-        order = list(range(alternatives))
-        rng.shuffle(order)
-        for alternative in order:
-            try:
-                played = engine.play(
-                    RunRequest(rounds + 1, plan.warmup_s, plan.run_time_s, alternative)
-                )
-            except KeyboardInterrupt:
-                ended = (INTERRUPTED, None)
-                break
-            except RunFailed as e:
-                if not rounds:
-                    raise
-                ended = (FAILED, str(e))
-                break
-            found[alternative].add(played)
-            if played.failure:
-                ended = (FAILED, played.failure)
-                break
-            if engine.interrupted:
-                ended = (INTERRUPTED, None)
-                break
-        if ended is not None:
-            break
-        rounds += 1
-        now = clock()
-        # The bound holds for the whole comparison: no round starts that would end past
-        # it. Counted once, so that the judge's last look is the last round played.
-        left = rounds_left(plan.max_time_s - (now - start), now - began)
-        for m in found:
-            m.settle(plan.confidence)
-        if on_round:
-            on_round(rounds, found)
-        if rounds >= max(plan.min_runs, 2):
-            stop = judge(found, rounds, left)
-            ended = (stop, None) if stop else None
-        if not left:
-            break
-    status, error = ended or (NOT_SIGNIFICANT, None)
-    for m in found:
-        m.status, m.error = status, error
-        m.settle(plan.confidence)
-    return found
 
 
 def rounds_left(remaining_s: float, round_s: float) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from volley import _core
 from volley.engine.coordinator import BenchConfig, Coordinator, engine_for
-from volley.measure.runs import Measurement, Progress, RunPlan, by_placement, interleave, measure
+from volley.measure.runs import Measurement, Progress, RunPlan, alternate, by_placement, measure
 from volley.records.results import BenchResult, LoadInfo, WorkerInfo
 
 
@@ -52,14 +52,14 @@ def interleaved(
     on_round: Callable[[int, list[BenchResult]], None] | None = None,
 ) -> list[BenchResult]:
     """Compare ``config.alternatives`` run by run, one run of each per round in a fresh
-    random order (``runs.interleave``), until ``judge`` stops them; one result per
+    random order (``runs.alternate``), until ``judge`` stops them; one result per
     alternative."""
     with engine_for(config) as engine:
 
         def results(found: list[Measurement]) -> list[BenchResult]:
             return [result(engine, m, i) for i, m in enumerate(found)]
 
-        found = interleave(
+        found = alternate(
             engine,
             run_plan(config),
             len(config.alternatives),

@@ -8,15 +8,21 @@ others. Here each pass plays one run of every point not yet done, in a fresh ran
 
 One run of a point is one volley-bench process with ``--max-time`` set to one run's length
 (warm-up plus run time): volley-bench starts no run that would end past its max-time, so it
-plays exactly one, and its JSON holds that run. The sweep keeps each point's runs and
-judges them with volley-bench's own stopping rule (``runs.StoppingRule``: the first
-``min_runs`` runs are Stein's pilot that plans how many runs the targets need, then the point
-stops at the first run with every interval within its target), so a point's verdict means
-what it means in a sequential sweep. A point is done when its targets are met, when its
-runs have used its ``max-time`` (no run starts that would end past it; a run's time is its
-volley-bench's elapsed time, which includes starting workers and server afresh: the price
-of interleaving, measured in the README's Sweeps section), or when a run fails; then its record
-(its runs merged) is appended to ``results.jsonl`` and it leaves the later passes.
+plays exactly one, and its JSON holds that run. That run is played by the measuring loop
+(``volley.measure.runs``), whose policy holds for it: its length drawn around the run time,
+a disturbed run kept, dropped or failed as volley-bench's --noisy says. The sweep keeps each
+point's runs and judges them with the loop's own policy for the plan each process is given
+(``runs.StoppingRule.of`` and ``StoppingRule.look``: the first ``min_runs`` runs are Stein's
+pilot that plans how many runs the targets need, then the point stops at the first run with
+every interval within its target), so a point's verdict means what it means in a sequential
+sweep. A point is done when its targets are met, when its runs have used its ``max-time``
+(``runs.starts``: no run starts that would end past it; a run's time is its volley-bench's
+elapsed time, which includes starting workers and server afresh: the price of interleaving,
+measured in the README's Sweeps section), or when a run fails (a first run that fails gives
+the point no result, as volley-bench gives none); then its record (its runs merged, and the
+runs dropped as disturbed) is appended to ``results.jsonl`` and it leaves the later passes.
+One part of the loop's policy does not carry over between processes: a run that filled a
+client's buffer shortens later runs only within its own process.
 
 Every run is appended to ``runs.jsonl`` (``volley.records.store``) as soon as it ends, so
 ``--resume`` goes on with the unfinished points and the runs they already have. A pass is
@@ -37,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from volley.measure.runs import MIN_RUNS, StoppingRule
+from volley.measure.runs import RunPlan, StoppingRule, starts
 from volley.numbers import stats
 from volley.numbers.units import BENCH_DEFAULTS, parse_confidence, parse_target
 from volley.records import store
@@ -69,22 +75,30 @@ from volley.studies.sweep import (
 
 @dataclass
 class PointRuns:
-    """An interleaved point: its runs so far (one volley-bench result each) and its rule."""
+    """An interleaved point: its runs so far (one volley-bench result each), judged by the
+    measuring loop's own policy for ``plan`` (``runs.StoppingRule.of``, ``runs.starts``)."""
 
     point: Point
-    rule: StoppingRule
-    max_time_s: float
-    results: list[BenchResult] = field(default_factory=list)
+    plan: RunPlan  # what each of its volley-bench processes is asked for
+    results: list[BenchResult] = field(default_factory=list)  # those with kept runs
+    dropped: list[RunSummary] = field(default_factory=list)  # of results without kept runs
     used_s: float = 0.0  # the elapsed time of its runs
     last_s: float = 0.0
     latest: SweepRecord | None = None  # its last run
     status: str | None = None  # None: not done
+
+    rule: StoppingRule = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rule = StoppingRule.of(self.plan)
 
     def add(self, record: SweepRecord) -> None:
         """Take one run and decide whether the point is done."""
         self.latest, result = record, record.result
         if result is not None and result.runs:
             self.results.append(result)
+        elif result is not None:  # its run disturbed and dropped (--noisy drop)
+            self.dropped += result.dropped_runs
         if record.status == FAILED or result is None:
             self.status = FAILED
             return
@@ -93,27 +107,26 @@ class PointRuns:
         self.used_s += self.last_s
         if self.results and self.met():
             self.status = SIGNIFICANT
-        elif self.used_s + self.last_s > self.max_time_s:
+        elif not starts(self.used_s, self.last_s, self.plan.max_time_s):
             self.status = NOT_SIGNIFICANT
 
     def met(self) -> bool:
         """The stopping rule's verdict on the runs so far (it must see every run in turn)."""
         merged = merge(self.results, NOT_SIGNIFICANT, None)
-        runs, latency = merged.runs, merged.latency_ns
-        assert latency is not None
-        targets = self.rule.targets
-        return self.rule.judge(
-            {t.statistic: latency.value(t.statistic) for t in targets},
-            {t.statistic: [run.value(t.statistic) for run in runs] for t in targets},
-        ).met
+        assert merged.latency_ns is not None
+        return self.rule.look(merged.latency_ns.value, merged.runs).met
 
     def record(self, sweep: SweepInfo) -> SweepRecord:
         """The point's line in results.jsonl, once it is done."""
         assert self.status is not None and self.latest is not None
         if not self.results:  # no run measured anything: its last run's record is the point's
-            return dataclasses.replace(self.latest, sweep=sweep)
+            latest = self.latest.result
+            if latest is not None:
+                latest = dataclasses.replace(latest, dropped_runs=self.dropped)
+            return dataclasses.replace(self.latest, sweep=sweep, result=latest)
         failed = self.status == FAILED
         merged = merge(self.results, self.status, self.latest.failure if failed else None)
+        merged = dataclasses.replace(merged, dropped_runs=[*self.dropped, *merged.dropped_runs])
         exit_status = self.latest.exit_status if failed else EXIT_CODES[self.status]
         return SweepRecord(self.point, exit_status, sweep, merged)
 
@@ -190,11 +203,17 @@ def merge_latency(results: Sequence[BenchResult], runs: list[RunSummary]) -> Lat
     )
 
 
-def rule_for(experiment: Experiment) -> StoppingRule:
+def plan_for(experiment: Experiment) -> RunPlan:
+    """What each point's volley-bench is asked for: its target, confidence and bounds; the
+    pilot is volley-bench's default, as an experiment cannot set another."""
     options = experiment.options
-    target = parse_target(options.get("precision", BENCH_DEFAULTS["precision"]))
-    confidence = parse_confidence(options.get("confidence", BENCH_DEFAULTS["confidence"]))
-    return StoppingRule([target], confidence, MIN_RUNS)
+    return RunPlan(
+        targets=[parse_target(options.get("precision", BENCH_DEFAULTS["precision"]))],
+        confidence=parse_confidence(options.get("confidence", BENCH_DEFAULTS["confidence"])),
+        max_time_s=experiment.seconds("max-time"),
+        warmup_s=experiment.seconds("warmup"),
+        run_time_s=experiment.seconds("run-time"),
+    )
 
 
 def restore(states: dict[Point, PointRuns], runs_path: Path) -> int:
@@ -222,9 +241,9 @@ def run_interleaved(
     rng = random.Random(seed)
     sweep_info = SweepInfo.of(experiment, seed)
     runs_path = results_path.parent / RUNS_NAME
-    max_time_s = experiment.seconds("max-time")
-    one_run_s = experiment.seconds("warmup") + experiment.seconds("run-time")
-    states = {p: PointRuns(p, rule_for(experiment), max_time_s) for p in the_plan.todo}
+    point_plan = plan_for(experiment)
+    one_run_s = point_plan.warmup_s + point_plan.run_time_s
+    states = {p: PointRuns(p, point_plan) for p in the_plan.todo}
     pass_number = restore(states, runs_path)
     timeout_s = one_run_s + POINT_OVERHEAD_S + experiment.timeouts_s() + HANG_SLACK_S
     summary = Summary()
