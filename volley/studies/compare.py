@@ -25,8 +25,8 @@ round's two runs shared (the machine slowing down, another user's burst) cancels
 widening both sides; Welch's interval would only have kept it out of the difference's
 centre. The ratio is Fieller's set for paired data (every rho for which the rounds'
 b_i - rho a_i do not tell B - rho A apart from zero), and so still agrees with the
-difference about the verdict. Sides with unequal run counts (a comparison that failed
-mid-round) are compared as unpaired.
+difference about the verdict. Sides with unequal run counts (results not from one
+``--run``, whose rounds count only when complete) are compared as unpaired.
 
 Verdicts control their error as a family. A comparison says up to five things (mean, p50,
 p90, p99, p99.9), and five tests at 5% each call identical servers different somewhere in
@@ -759,7 +759,7 @@ def to_json(report: Report) -> str:
 
 @dataclass
 class Monitor:
-    """The judge of ``volley compare --run``'s rounds (``runs.interleave``): plans its looks
+    """The judge of ``volley compare --run``'s rounds (``runs.alternate``): plans its looks
     (``volley.numbers.sequential``) when first asked, from how many rounds fit in the time left, and
     at each look judges B - A's mean for every B at what that look may spend of the mean's
     share of ``alpha``. Stops ("significant") at the first look where every difference is
