@@ -192,6 +192,7 @@ class Measurement:
     def add(self, played: PlayedRun, dropped: bool = False) -> None:
         """Merge a run's ops, or with ``dropped`` only keep its summary aside (a disturbed
         run left out of the evidence). A run without any op leaves no trace."""
+        began = time.monotonic()
         record, busiest_s = played.summarized()
         if not record.n:
             return
@@ -200,6 +201,12 @@ class Measurement:
             self.dropped.append(run)
             return
         self.record.merge(record)
+        if played.phases_s is not None:  # merging the ops is the run's last phase
+            merge_s = round(time.monotonic() - began, 6)
+            total_s = round(played.phases_s.get("total", 0.0) + merge_s, 6)
+            run = dataclasses.replace(
+                run, phases_s={**played.phases_s, "merge": merge_s, "total": total_s}
+            )
         self.runs.append(run)
 
     def latency_summary(self) -> LatencySummary | None:
@@ -248,6 +255,7 @@ def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) 
         p99_9_ns=float(p999),
         server_pid=played.server_pid,
         noise=played.noise,
+        phases_s=dict(played.phases_s) if played.phases_s is not None else None,
     )
     load = played.open
     if load is None:
