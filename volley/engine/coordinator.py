@@ -54,7 +54,8 @@ RESTART_SERVER, RESTART_CONNECTIONS = "server", "connections"
 # Where a run's wall time goes (PlayedRun.phases_s), in the order they happen: the added
 # phases sum to ``total``; ``start_skew`` (the spread of the workers' actual starts) and
 # ``start_late`` (how long after the start instant the last worker started) lie inside
-# ``start_slack`` and ``warmup_measure`` rather than after them.
+# ``start_slack`` and ``warmup_measure`` rather than after them, and ``start_margin`` (how
+# long before the start instant the last worker was ready) inside ``start_slack``.
 PHASES = (
     "server_start",
     "connect",
@@ -78,7 +79,7 @@ class Stopwatch:
 
     def __init__(self) -> None:
         self.phases_s: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        self.phases_s.update(start_skew=0.0, start_late=0.0, total=0.0)
+        self.phases_s.update(start_skew=0.0, start_late=0.0, start_margin=0.0, total=0.0)
         self.began_ns = self.last_ns = _core.monotonic_ns()
 
     def lap(self, phase: str) -> None:
@@ -393,9 +394,13 @@ class Coordinator:
         watch.add("warmup_measure", deadline_ns - start_ns)
         watch.last_ns = deadline_ns
         watch.lap("collect")
-        starts = [d[4] for d in done]
+        # A worker whose clients all entered their loops before the start instant started
+        # at it (the wake-up inside the loop is not seen: it reads no clock for us).
+        entered = [d[4] for d in done]
+        starts = [max(e, start_ns) for e in entered]
         watch.add("start_skew", max(starts) - min(starts))
         watch.add("start_late", max(starts) - start_ns)
+        watch.add("start_margin", start_ns - max(entered))
         reports = sorted((r for d in done for r in d[1]), key=lambda r: r.client)
         lags = [stats.Histogram.decode(d[3]) for d in done if d[3] is not None]
         for histogram in lags[1:]:

@@ -11,7 +11,7 @@ numpy, so no per-op value ever crosses a pipe. Messages on the pipe are few and 
     worker -> coordinator:  ("ready",) once mapped | ("connected",) | ("failed", message)
                             | ("done", [ClientReport...], involuntary context switches,
                             the open loop's send lags as an encoded Histogram or None,
-                            when the last of its clients started playing, ns)
+                            when the last of its clients entered its loop, ns)
                             | ("disconnected",)
 """
 
@@ -293,9 +293,8 @@ def serve(pipe: Connection, plan: WorkerPlan, team: Team) -> None:
             switches = noise.involuntary_switches()
             reports = team.play_run(start_ns, measure_from_ns, deadline_ns)
             switches = noise.involuntary_switches() - switches
-            # A client that entered its loop before the start instant started at it.
-            started = max(max(c.entered_ns, start_ns) for c in team.clients)
-            pipe.send(("done", reports, switches, team.send_lags(), started))
+            entered = max(c.entered_ns for c in team.clients)
+            pipe.send(("done", reports, switches, team.send_lags(), entered))
         elif message[0] == "disconnect":
             for client in team.clients:
                 client.disconnect()

@@ -331,7 +331,7 @@ def phase_lines(result: BenchResult) -> list[str]:
         + share,
         f"  start skew between workers {format_ns(medians.get('start_skew', 0.0) * 1e9)}, "
         f"last worker started {format_ns(medians.get('start_late', 0.0) * 1e9)} after the "
-        "start instant",
+        f"start instant (ready {format_ns(medians.get('start_margin', 0.0) * 1e9)} before it)",
         f"  whole sitting: {format_ns(per_run * 1e9)} per run ({result.elapsed_s:.1f} s for "
         f"{len(result.runs)} runs, workers' start and the stopping rule included)",
     ]

@@ -58,8 +58,9 @@ Format history (``version`` in the JSON):
      run's wall time: ``server_start``, ``connect``, ``rendezvous``, ``meter``,
      ``start_slack``, ``warmup_measure``, ``collect``, ``disconnect``, ``server_stop``,
      ``merge``, their sum ``total``, and inside them ``start_skew``, the spread of the
-     workers' starts, and ``start_late``, how long after the start instant the last one
-     started). Files of 5 and before have none of these and read as measurements.
+     workers' starts, ``start_late``, how long after the start instant the last one
+     started, and ``start_margin``, how long before it the last one was ready; ``gather``
+     too under MPI). Files of 5 and before have none of these and read as measurements.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 Files are read through ``read_result`` / ``parse_result``, which check every value against
