@@ -43,6 +43,7 @@ MAPPING_BUDGET_SAMPLES = 1 << 29
 START_SLACK_NS = 20_000_000
 THREAD_START_NS = 200_000  # waking one client thread takes ~65 us on a busy CPU
 WORKER_CLOSE_S = 2.0
+WORKER_START_S = 30.0  # for the workers to start, plus a second per worker
 # Worse failures first: a wrong reply or a stall explains the others, not the other way round.
 FAILURE_RANK = {
     _core.WRONG_REPLY: 0,
@@ -285,7 +286,9 @@ class Coordinator:
             process.start()
             theirs.close()
             self.workers.append(Worker(process, ours, plan))
-        self._collect(30.0, "starting")
+        # Each worker imports numpy and maps the samples: a second or more each where a
+        # rehearsal starts dozens of them on one loaded CPU.
+        self._collect(WORKER_START_S + len(self.workers), "starting")
 
     def _start_server(self, alternative: int = 0) -> server.ServerProcess:
         config = self.config

@@ -302,9 +302,13 @@ def rehearsal_line(result: BenchResult) -> str:
         f"{'' if workers == 1 else 's'} on CPU "
         f"{format_cpu_list(result.planned_client_cores[:workers])}"
     )
+    server = (
+        f"server CPU {format_cpu_list(result.server_cores)}, "
+        if result.server_cores
+        else "the server already running, "
+    )
     return (
-        f"  rehearsal: latencies are not meaningful ({plan}; folded onto server CPU "
-        f"{format_cpu_list(result.server_cores) or '-'}, client CPU "
+        f"  rehearsal: latencies are not meaningful ({plan}; folded onto {server}client CPU "
         f"{format_cpu_list(result.client_cores)})"
     )
 
