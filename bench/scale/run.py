@@ -147,6 +147,24 @@ def measure(directory: Path, quick: bool) -> list[Point]:
     return [p for p in found if p is not None]
 
 
+def saved(directory: Path) -> list[Point]:
+    """The points whose results --out kept (their invocation times were not kept)."""
+    points = []
+    for series, xs in (("workers", WORKERS), ("connections", CONNECTIONS), ("ranks", RANKS)):
+        for x in xs:
+            path = directory / f"{series}-{x}.json"
+            if series == "connections" and x == 80:
+                path = directory / "workers-40.json"  # measured once, for both series
+            if not path.exists():
+                continue
+            result = results.read_result(path)
+            ranks = max(len(result.hosts), 1)
+            workers = len(result.workers) * ranks
+            point = Point(series, x, workers, result.clients, ranks, result.phase_medians(), 0.0)
+            points.append(point)
+    return points
+
+
 def say(point: Point | None) -> Point | None:
     if point is None:
         return None
@@ -226,6 +244,9 @@ def draw(points: list[Point], path: Path) -> None:
         axis.axhline(1e3 * TARGET_SHARE * DEFAULT_RUN_S, color="grey", lw=0.8, label="10% of a run")
         axis.set_xscale("log")
         axis.set_yscale("symlog", linthresh=1.0)
+        axis.set_ylim(bottom=0)
+        axis.set_xticks(xs, [str(x) for x in xs])
+        axis.minorticks_off()
         axis.set_xlabel(labels[series])
         axis.set_ylabel("median per run, ms")
         axis.legend(fontsize=7)
@@ -238,12 +259,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep each rehearsal's JSON here")
     parser.add_argument("--figure", type=Path, default=Path(__file__).with_name("scale.png"))
     parser.add_argument("--quick", action="store_true", help="the smallest points only")
+    parser.add_argument(
+        "--from", dest="saved", type=Path, help="draw what --out kept; measure nothing"
+    )
     options = parser.parse_args()
     began = time.monotonic()
-    with tempfile.TemporaryDirectory() as temporary:
-        directory = options.out or Path(temporary)
-        directory.mkdir(parents=True, exist_ok=True)
-        points = measure(directory, options.quick)
+    if options.saved:
+        points = saved(options.saved)
+    else:
+        with tempfile.TemporaryDirectory() as temporary:
+            directory = options.out or Path(temporary)
+            directory.mkdir(parents=True, exist_ok=True)
+            points = measure(directory, options.quick)
     print("\n".join(table(points)))
     print()
     print("\n".join(fits(points)))
