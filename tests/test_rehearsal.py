@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import FIXTURES, ROOT, bench, server, strict_loads, volley
+from test_hosts import job_command, needs_mpi, run_job, running_server  # noqa: F401
 
 from volley.engine.coordinator import PHASES
 from volley.measure import history
@@ -194,3 +195,26 @@ def test_phases_and_the_flag_read_back_and_older_files_have_neither(rehearsed):
     old = parse_result(older, "old.json")
     assert not old.rehearsal and old.runs[0].phases_s is None and old.phase_medians() == {}
     assert "phases_s" not in old.runs[0].to_json()
+
+
+# --- many hosts, rehearsed on one ----------------------------------------------------------
+
+
+@needs_mpi
+def test_two_ranks_rehearse_each_folding_its_own_cpus(running_server, tmp_path):  # noqa: F811
+    out = tmp_path / "hosts.json"
+    args = ["--rehearse", "--topology", str(SMALL), "--connect", running_server]
+    args += ["--runs", "2", "--warmup", "0.1s", "--run-time", "0.2s", "-q", "--history", "off"]
+    done = run_job(job_command(2, *args, "--json", str(out), launcher=("--bind-to", "none")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = strict_loads(out.read_text())
+    assert data["rehearsal"] is True
+    lab = topology.load(SMALL)
+    planned = cpus.place(None, None, lab.cpus, lab, remote_server=True)
+    folded = cpus.fold(planned, cpus.usable_cpus())
+    # Each rank folded the plan onto its own CPUs: one client per planned client CPU each.
+    assert [(h["rank"], h["cpus"], h["clients"]) for h in data["hosts"]] == [
+        (rank, folded.client_cpus, len(planned.client_cpus)) for rank in (0, 1)
+    ]
+    for run in data["runs"]:
+        assert {"rendezvous", "gather", "connect", "total"} <= set(run["phases_s"])
