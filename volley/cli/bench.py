@@ -39,7 +39,7 @@ from volley.numbers.units import (
     parse_targets,
 )
 from volley.present.progress import StreamProgress
-from volley.present.report import summary
+from volley.present.report import phase_lines, summary
 from volley.records import results
 from volley.system import cpus, machine, topology
 
@@ -268,6 +268,14 @@ def bench(
         help="Place CPUs by this lscpu -p=CPU,CORE,SOCKET,NODE output instead of this "
         "machine's topology (volley plan shows the placement).",
     ),
+    rehearse: bool = typer.Option(
+        False,
+        "--rehearse",
+        help="Rehearse the run planned on --topology's machine here: its CPUs folded onto "
+        "this machine's (one worker per planned client CPU), every run, restart and merge "
+        "as planned, and the time each phase of a run takes. Its latencies are not "
+        "meaningful: no history, and compare and plot refuse the result.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     version: bool = typer.Option(
         False, "--version", callback=version_callback, is_eager=True, help="Print the version."
@@ -312,6 +320,7 @@ def bench(
             topology_file,
             fixed_runs,
             duration,
+            rehearse=rehearse,
         )
         if json_path and json_path != "-" and not (team and team.rank):
             results.check_writable(Path(json_path))
@@ -328,7 +337,8 @@ def bench(
     except coordinator.BenchError as e:
         fail(str(e), EXIT_USAGE)
     sittings = None
-    if not (team and team.rank):  # the rule and the result are rank 0's
+    # The rule and the result are rank 0's; a rehearsal's latencies are no sitting.
+    if not (team and team.rank) and not config.rehearsal:
         config, sittings = _earlier_sittings(config, history_place or history.default_place())
     warn_before(config)
     try:
@@ -352,6 +362,8 @@ def bench(
         except OSError as e:
             unwritten = f"cannot write {json_path}: {e.strerror or e}"
     say(summary(result), sys.stderr if json_path == "-" else sys.stdout)
+    if result.rehearsal:
+        say("\n".join(phase_lines(result)), sys.stderr if json_path == "-" else sys.stdout)
     if unwritten:
         fail(unwritten, EXIT_FAILED)
     raise typer.Exit(exit_status(result.status, require_precision))
@@ -472,6 +484,7 @@ def make_config(
     topology_file: str | None = None,
     fixed_runs: int | None = None,
     duration: str | None = None,
+    rehearse: bool = False,
 ) -> coordinator.BenchConfig:
     """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
     # Long but flat: one check per option, in the order of the options, each with its message.
@@ -496,9 +509,13 @@ def make_config(
             f"--port {port} is already in use on {server_address}; pick another "
             "or leave --port out to get a free one"
         )
-    placed_by, differs = topology.for_placement(topology_file)
-    placement = cpus.place(cores, server_cores, None, placed_by, remote_server=bool(address))
-    placement = replace(placement, warnings=placement.warnings + differs)
+    planned = None
+    if rehearse:
+        planned, placement = rehearsal_placement(cores, server_cores, topology_file, address)
+    else:
+        placed_by, differs = topology.for_placement(topology_file)
+        placement = cpus.place(cores, server_cores, None, placed_by, remote_server=bool(address))
+        placement = replace(placement, warnings=placement.warnings + differs)
     if clients is None:
         clients = len(placement.client_cpus)
     if clients < 1:
@@ -549,7 +566,27 @@ def make_config(
         spin_ns=worker.SPIN_NS if spin is None else parse_spin_ns(spin),
         runs=fixed_runs,
         duration_s=parse_duration_s(duration, "--duration") if duration is not None else None,
+        planned=planned,
+        topology=topology_file,
     )
+
+
+def rehearsal_placement(
+    cores: str | None,
+    server_cores: str | None,
+    topology_file: str | None,
+    address: tuple[str, int] | None,
+) -> tuple[cpus.Placement, cpus.Placement]:
+    """--rehearse: the placement planned on the --topology machine (all its CPUs usable,
+    as volley plan shows it), and that placement folded onto the CPUs usable here."""
+    if topology_file is None:
+        raise BadInput(
+            "--rehearse plays the plan of the machine a --topology FILE describes: give "
+            "--topology FILE (its lscpu -p=CPU,CORE,SOCKET,NODE output)"
+        )
+    lab = topology.load(topology_file)
+    planned = cpus.place(cores, server_cores, lab.cpus, lab, remote_server=bool(address))
+    return planned, cpus.fold(planned, cpus.usable_cpus())
 
 
 def check_fixed_size(fixed_runs: int | None, duration: str | None, max_time: str | None) -> None:

@@ -11,6 +11,7 @@ seed says.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import mmap
 import multiprocessing
@@ -43,6 +44,7 @@ MAPPING_BUDGET_SAMPLES = 1 << 29
 START_SLACK_NS = 20_000_000
 THREAD_START_NS = 200_000  # waking one client thread takes ~65 us on a busy CPU
 WORKER_CLOSE_S = 2.0
+WORKER_START_S = 30.0  # for the workers to start, plus a second per worker
 # Worse failures first: a wrong reply or a stall explains the others, not the other way round.
 FAILURE_RANK = {
     _core.WRONG_REPLY: 0,
@@ -51,10 +53,48 @@ FAILURE_RANK = {
     _core.PEER_CLOSED: 3,
 }
 RESTART_SERVER, RESTART_CONNECTIONS = "server", "connections"
+# Where a run's wall time goes (PlayedRun.phases_s), in the order they happen: the added
+# phases sum to ``total``; ``start_skew`` (the spread of the workers' actual starts) and
+# ``start_late`` (how long after the start instant the last worker started) lie inside
+# ``start_slack`` and ``warmup_measure`` rather than after them, and ``start_margin`` (how
+# long before the start instant the last worker was ready) inside ``start_slack``.
+PHASES = (
+    "server_start",
+    "connect",
+    "rendezvous",
+    "meter",
+    "start_slack",
+    "warmup_measure",
+    "collect",
+    "disconnect",
+    "server_stop",
+)
 
 
 class BenchError(RuntimeError):
     """The benchmark could not run at all (no result to report)."""
+
+
+class Stopwatch:
+    """A run's phases, timed with CLOCK_MONOTONIC between the steps of ``play``: never
+    inside the hot loop, whose clock reads are its latencies."""
+
+    def __init__(self) -> None:
+        self.phases_s: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.phases_s.update(start_skew=0.0, start_late=0.0, start_margin=0.0, total=0.0)
+        self.began_ns = self.last_ns = _core.monotonic_ns()
+
+    def lap(self, phase: str) -> None:
+        """Everything since the last lap was ``phase``."""
+        now = _core.monotonic_ns()
+        self.add(phase, now - self.last_ns)
+        self.last_ns = now
+
+    def add(self, phase: str, ns: int) -> None:
+        self.phases_s[phase] = round(self.phases_s.get(phase, 0.0) + max(ns, 0) / 1e9, 6)
+
+    def finish(self) -> None:
+        self.phases_s["total"] = round((_core.monotonic_ns() - self.began_ns) / 1e9, 6)
 
 
 @dataclass(frozen=True)
@@ -96,6 +136,14 @@ class BenchConfig:
     # A fixed size instead of the stopping rule (RunPlan.runs, RunPlan.duration_s).
     runs: int | None = None
     duration_s: float | None = None
+    # A rehearsal (--rehearse): the placement planned on the --topology file, which
+    # ``placement`` folds onto this machine's CPUs (cpus.fold); None for a real measurement.
+    planned: Placement | None = None
+    topology: str | None = None  # the --topology file the CPUs were placed by
+
+    @property
+    def rehearsal(self) -> bool:
+        return self.planned is not None
 
     def alternative(self, index: int) -> tuple[str, list[str]]:
         return self.alternatives[index] if self.alternatives else (self.server, self.server_args)
@@ -239,7 +287,9 @@ class Coordinator:
             process.start()
             theirs.close()
             self.workers.append(Worker(process, ours, plan))
-        self._collect(30.0, "starting")
+        # Each worker imports numpy and maps the samples: a second or more each where a
+        # rehearsal starts dozens of them on one loaded CPU.
+        self._collect(WORKER_START_S + len(self.workers), "starting")
 
     def _start_server(self, alternative: int = 0) -> server.ServerProcess:
         config = self.config
@@ -265,6 +315,7 @@ class Coordinator:
         warm-up and the measured stretch, then everything of the run ended."""
         config = self.config
         fresh = None
+        watch = Stopwatch()
         if config.connect:
             host, port = config.connect
         else:
@@ -272,6 +323,7 @@ class Coordinator:
                 fresh = None if self.kept_server else self._start_server(request.alternative)
             except server.ServerError as e:
                 raise RunFailed(f"run {request.index}: {e}") from None
+            watch.lap("server_start")
             serving = self.kept_server or fresh
             assert serving is not None
             host, port = serving.host, serving.port
@@ -279,16 +331,20 @@ class Coordinator:
             if self.stopping:  # asked to stop while the server started: play nothing
                 return PlayedRun([])
             failure = self._connect(host, port)
+            watch.lap("connect")
             if failure:
                 raise RunFailed(f"run {request.index}: {failure}")
             if self.rendezvous is not None:
                 self.rendezvous(request)
+                watch.lap("rendezvous")
             serving = fresh or self.kept_server
             self.meter.start(
                 serving.pid if serving else None, [w.process.pid or 0 for w in self.workers]
             )
-            reports, switches, send_lags = self._play(request)
+            watch.lap("meter")
+            reports, switches, send_lags = self._play(request, watch)
             disturbance = self.meter.stop(switches)
+            watch.lap("meter")
             worst = first_failure(reports)
             played = PlayedRun(
                 latencies=[self.samples[r.client, : r.completed] for r in reports],
@@ -299,12 +355,16 @@ class Coordinator:
                 server_pid=serving.pid if serving else None,
                 noise=disturbance,
                 open=open_run(reports, send_lags),
+                phases_s=watch.phases_s,  # filled in until the run has ended
             )
             self._disconnect()
+            watch.lap("disconnect")
             return played
         finally:
             if fresh is not None:
                 fresh.stop()
+                watch.lap("server_stop")
+            watch.finish()
 
     def _connect(self, host: str, port: int) -> str | None:
         for w in self.workers:
@@ -316,13 +376,19 @@ class Coordinator:
         return next((reply[1] for reply in replies if reply[0] == "failed"), None)
 
     def _play(
-        self, request: RunRequest
+        self, request: RunRequest, watch: Stopwatch
     ) -> tuple[list[worker.ClientReport], int, stats.Histogram | None]:
         """Every client's report, the workers' involuntary context switches, and the open
-        loop's send lags over every client (None in closed loop)."""
+        loop's send lags over every client (None in closed loop); ``watch`` gets the start
+        slack, the warm-up and measured stretch, the collection, and the workers' starts."""
         self.control[0] = 1 if self.stopping else 0  # a failed run's clients set it
-        per_worker = max(len(w.plan.client_ids) for w in self.workers)
-        start_ns = _core.monotonic_ns() + START_SLACK_NS + per_worker * THREAD_START_NS
+        # The client threads that wake in turn on one CPU: a worker's, or in a rehearsal
+        # every worker's folded onto it (else 1,280 clients on one CPU start up to 0.6 s
+        # late, past the warm-up: bench/scale/README.md).
+        per_cpu: collections.Counter[int] = collections.Counter()
+        for w in self.workers:
+            per_cpu[w.plan.cpu] += len(w.plan.client_ids)
+        start_ns = _core.monotonic_ns() + START_SLACK_NS + max(per_cpu.values()) * THREAD_START_NS
         measure_from_ns = start_ns + int(request.warmup_s * 1e9)
         deadline_ns = measure_from_ns + int(request.measure_s * 1e9)
         run: tuple = ("run", start_ns, measure_from_ns, deadline_ns)
@@ -331,6 +397,19 @@ class Coordinator:
             w.pipe.send(run if load is None else (*run, load))
         timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
         done = self._collect(timeout, "playing a run")
+        # The start instant and the deadline are absolute: the slack before the one, the
+        # warm-up and measured stretch between them, collecting the reports after.
+        watch.add("start_slack", start_ns - watch.last_ns)
+        watch.add("warmup_measure", deadline_ns - start_ns)
+        watch.last_ns = deadline_ns
+        watch.lap("collect")
+        # A worker whose clients all entered their loops before the start instant started
+        # at it (the wake-up inside the loop is not seen: it reads no clock for us).
+        entered = [d[4] for d in done]
+        starts = [max(e, start_ns) for e in entered]
+        watch.add("start_skew", max(starts) - min(starts))
+        watch.add("start_late", max(starts) - start_ns)
+        watch.add("start_margin", start_ns - max(entered))
         reports = sorted((r for d in done for r in d[1]), key=lambda r: r.client)
         lags = [stats.Histogram.decode(d[3]) for d in done if d[3] is not None]
         for histogram in lags[1:]:

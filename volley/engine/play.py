@@ -57,6 +57,9 @@ class PlayedRun:
     # place of ``latencies``; with it, ``busiest_s`` is the longest a client spent in ops.
     record: stats.LatencyRecord | None = None
     busiest_s: float = 0.0
+    # Where the run's wall time went, in seconds per phase (coordinator.PHASES, with
+    # ``start_skew``, ``start_late`` and ``total``); None from an engine that does not say.
+    phases_s: dict[str, float] | None = None
 
     def summarized(self) -> tuple[stats.LatencyRecord, float]:
         """The run's ops as a record, and the longest a client spent in ops (seconds)."""

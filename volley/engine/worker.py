@@ -10,7 +10,8 @@ numpy, so no per-op value ever crosses a pipe. Messages on the pipe are few and 
                             deadline_ns[, OpenLoad]) | ("disconnect",) | ("close",)
     worker -> coordinator:  ("ready",) once mapped | ("connected",) | ("failed", message)
                             | ("done", [ClientReport...], involuntary context switches,
-                            the open loop's send lags as an encoded Histogram or None)
+                            the open loop's send lags as an encoded Histogram or None,
+                            when the last of its clients entered its loop, ns)
                             | ("disconnected",)
 """
 
@@ -165,6 +166,9 @@ class Client:
         self.report: ClientReport | None = None
         # Open loop: how late each send of the last run's window left its schedule (ns).
         self.send_lag_ns: np.ndarray | None = None
+        # When the thread entered the last run's loop (read just outside it: the loop
+        # itself reads no clock but its latencies'); it then waits for the start instant.
+        self.entered_ns = 0
 
     def play(self, start_ns: int, measure_from_ns: int, deadline_ns: int, stop: memoryview) -> None:
         assert self.sock is not None
@@ -289,7 +293,8 @@ def serve(pipe: Connection, plan: WorkerPlan, team: Team) -> None:
             switches = noise.involuntary_switches()
             reports = team.play_run(start_ns, measure_from_ns, deadline_ns)
             switches = noise.involuntary_switches() - switches
-            pipe.send(("done", reports, switches, team.send_lags()))
+            entered = max(c.entered_ns for c in team.clients)
+            pipe.send(("done", reports, switches, team.send_lags(), entered))
         elif message[0] == "disconnect":
             for client in team.clients:
                 client.disconnect()
@@ -324,6 +329,7 @@ class Team:
             go.acquire()
             if self.closing:
                 return
+            client.entered_ns = _core.monotonic_ns()
             if self.load is None:
                 client.play(self.start_ns, self.measure_from_ns, self.deadline_ns, self.stop)
             else:

@@ -126,7 +126,10 @@ class Sitting:
     @classmethod
     def of(cls, result: BenchResult) -> Sitting | None:
         """The sitting a result describes; None if it cannot say how much sittings differ
-        (failed or interrupted, or fewer than two runs)."""
+        (failed or interrupted, or fewer than two runs), or must not (a rehearsal, whose
+        latencies are not the configuration's)."""
+        if result.rehearsal:
+            return None
         if result.status in (FAILED, INTERRUPTED) or result.latency_ns is None:
             return None
         if len(result.runs) < 2:

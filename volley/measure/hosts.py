@@ -114,6 +114,7 @@ class HostRun:
     noise: Noise | None
     open: OpenRun | None
     interrupted: bool
+    phases_s: dict[str, float] | None = None  # where this host's run time went
 
     @classmethod
     def of(cls, played: PlayedRun, interrupted: bool) -> HostRun:
@@ -131,6 +132,7 @@ class HostRun:
             noise=played.noise,
             open=played.open,
             interrupted=interrupted,
+            phases_s=played.phases_s,
         )
 
     def record(self) -> stats.LatencyRecord:
@@ -382,7 +384,13 @@ class Hosts:
                 self.team.tell_all("abort")
         if not self.started:
             return played
-        return self.gather(request, played)
+        began = time.monotonic()
+        run = self.gather(request, played)
+        if run.phases_s is not None:  # waiting for the other hosts' runs, and merging them
+            gather_s = round(time.monotonic() - began, 6)
+            run.phases_s["gather"] = gather_s
+            run.phases_s["total"] = round(run.phases_s.get("total", 0.0) + gather_s, 6)
+        return run
 
     def rendezvous(self, request: RunRequest) -> None:
         """Every host has connected its clients: give the word to go, or call the run off."""
@@ -436,6 +444,7 @@ class Hosts:
             open=merge_open([p.open for p in parts.values() if p.open]),
             record=merged,
             busiest_s=max(p.busiest_s for p in parts.values()),
+            phases_s=slowest_phases([p.phases_s for p in parts.values()]),
         )
         if not session.run_plan(self.whole).drops(run):
             for rank, part in parts.items():
@@ -463,6 +472,15 @@ class Hosts:
         if load.rate_ops_s is not None:  # offered by all hosts' clients
             load = replace(load, rate_ops_s=self.whole.rate_ops_s)
         return replace(result, clients=sum(self.shares), hosts=hosts, load=load)
+
+
+def slowest_phases(parts: list[dict[str, float] | None]) -> dict[str, float] | None:
+    """A run's phases over its hosts: each the longest any host took (the run waits for
+    the slowest; each host's start skew is within its own clock, never across hosts)."""
+    known = [p for p in parts if p is not None]
+    if not known:
+        return None
+    return {name: max(p.get(name, 0.0) for p in known) for name in known[0]}
 
 
 def merge_open(parts: list[OpenRun]) -> OpenRun | None:

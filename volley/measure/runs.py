@@ -236,8 +236,16 @@ class Measurement:
         if dropped:
             self.dropped.append(played.summary)
             return
+        began = time.monotonic()
         self.record.merge(played.record)
-        self.runs.append(played.summary)
+        summary, phases = played.summary, played.run.phases_s
+        if phases is not None:  # summarizing and merging the ops is the run's last phase
+            merge_s = round(played.summarize_s + time.monotonic() - began, 6)
+            total_s = round(phases.get("total", 0.0) + merge_s, 6)
+            summary = dataclasses.replace(
+                summary, phases_s={**phases, "merge": merge_s, "total": total_s}
+            )
+        self.runs.append(summary)
 
     def latency_summary(self) -> LatencySummary | None:
         """The result's latency block: every op's statistics, the settled intervals, the
@@ -285,6 +293,7 @@ def summarize(record: stats.LatencyRecord, busiest_s: float, played: PlayedRun) 
         p99_9_ns=float(p999),
         server_pid=played.server_pid,
         noise=played.noise,
+        phases_s=dict(played.phases_s) if played.phases_s is not None else None,
     )
     load = played.open
     if load is None:
@@ -494,13 +503,15 @@ class Played:
     record: stats.LatencyRecord
     summary: RunSummary | None  # None: no op was measured
     disturbed: str | None  # what disturbed it, if anything did
+    summarize_s: float = 0.0  # what summarizing its ops took (part of the merge phase)
 
     @classmethod
     def of(cls, side: Side, run: PlayedRun) -> Played:
+        began = time.monotonic()
         record, busiest_s = run.summarized()
         summary = summarize(record, busiest_s, run) if record.n else None
         disturbed = run.noise.describe() if run.noise and run.noise.disturbed else None
-        return cls(side, run, record, summary, disturbed)
+        return cls(side, run, record, summary, disturbed, time.monotonic() - began)
 
 
 class Loop:

@@ -113,6 +113,10 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
         placements=by_placement(runs, config.confidence),
         mode=run_plan(config).mode,
         planned_runs=measurement.forecast.needed if measurement.forecast else None,
+        rehearsal=config.rehearsal,
+        topology=config.topology,
+        planned_server_cores=config.planned.server_cpus if config.planned else [],
+        planned_client_cores=config.planned.client_cpus if config.planned else [],
         load=LoadInfo()
         if config.rate_ops_s is None
         else LoadInfo.from_runs(

@@ -42,9 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from volley.numbers.units import BadInput
 from volley.records import store
 from volley.records.experiment import Point
-from volley.records.results import FAILED, OPEN, SIGNIFICANT, BenchResult, LatencySummary
+from volley.records.results import (
+    FAILED,
+    OPEN,
+    SIGNIFICANT,
+    BenchResult,
+    LatencySummary,
+    refuse_rehearsal,
+)
 
 
 class PlotError(ValueError):
@@ -130,6 +138,12 @@ def load(
     except store.StoreError as e:
         raise PlotError(str(e)) from None
     results = Results([], notes=list(problems))
+    for record in records:
+        if record.result is not None:
+            try:
+                refuse_rehearsal(record.result, f"{path} ({record.point.server})", "plot")
+            except BadInput as e:
+                raise PlotError(str(e)) from None
     known = {r.point.server for r in records}
     for name in servers or ():
         if name not in known:

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from volley.numbers import stats
+from volley.numbers.units import BadInput
 from volley.present import figures, plot
 from volley.records import store
 from volley.records.experiment import Point
-from volley.records.results import FAILED, SIGNIFICANT, BenchResult
+from volley.records.results import FAILED, SIGNIFICANT, BenchResult, refuse_rehearsal
 from volley.studies import compare
 
 STATISTICS = ("mean", "p99")
@@ -46,7 +47,10 @@ def ratios(path: Path, baseline: str) -> list[Ratio]:
     """Every ratio the results file allows; PlotError if it has no point of ``baseline``."""
     try:
         records, _ = store.load(path)
-    except store.StoreError as e:
+        for record in records:
+            if record.result is not None:
+                refuse_rehearsal(record.result, f"{path} ({record.point.server})", "plot")
+    except (store.StoreError, BadInput) as e:
         raise plot.PlotError(str(e)) from None
     measured = {
         point: record.result

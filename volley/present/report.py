@@ -226,6 +226,70 @@ def send_lag_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+# A phase's name as a person reads it; the additive ones first, in the order they happen.
+PHASE_NAMES = {
+    "server_start": "server start",
+    "connect": "connect",
+    "rendezvous": "rendezvous (other hosts)",
+    "meter": "noise meter",
+    "start_slack": "start slack",
+    "warmup_measure": "warm-up+measure",
+    "collect": "collect",
+    "disconnect": "disconnect",
+    "server_stop": "server stop",
+    "merge": "merge",
+    "gather": "gather (other hosts)",
+}
+
+
+def rehearsal_line(result: BenchResult) -> str:
+    """What a rehearsal played, and that its latencies mean nothing."""
+    workers = len(result.workers)
+    plan = (
+        f"the plan for {result.topology}: server CPU "
+        f"{format_cpu_list(result.planned_server_cores) or 'elsewhere'}, {workers} worker"
+        f"{'' if workers == 1 else 's'} on CPU "
+        f"{format_cpu_list(result.planned_client_cores[:workers])}"
+    )
+    server = (
+        f"server CPU {format_cpu_list(result.server_cores)}, "
+        if result.server_cores
+        else "the server already running, "
+    )
+    return (
+        f"  rehearsal: latencies are not meaningful ({plan}; folded onto {server}client CPU "
+        f"{format_cpu_list(result.client_cores)})"
+    )
+
+
+def phase_lines(result: BenchResult) -> list[str]:
+    """Where a run's wall time went: the median per run of each phase, and of the
+    overhead beyond warm-up+measure, so that time on the planned machine can be planned."""
+    medians = result.phase_medians()
+    if not medians:
+        return []
+    runs = sum(1 for r in result.runs if r.phases_s is not None)
+    played = medians.get("warmup_measure", 0.0)
+    share = f" ({100 * medians['overhead'] / played:.0f}% of it)" if played > 0 else ""
+    parts = [
+        f"{label} {format_ns(medians[name] * 1e9)}"
+        for name, label in PHASE_NAMES.items()
+        if medians.get(name)
+    ]
+    per_run = result.elapsed_s / len(result.runs) if result.runs else math.nan
+    return [
+        f"where a run's time goes (median of {runs} run{'' if runs == 1 else 's'}):",
+        "  " + ", ".join(parts),
+        f"  overhead beyond warm-up+measure: {format_ns(medians['overhead'] * 1e9)} per run"
+        + share,
+        f"  start skew between workers {format_ns(medians.get('start_skew', 0.0) * 1e9)}, "
+        f"last worker started {format_ns(medians.get('start_late', 0.0) * 1e9)} after the "
+        f"start instant (ready {format_ns(medians.get('start_margin', 0.0) * 1e9)} before it)",
+        f"  whole sitting: {format_ns(per_run * 1e9)} per run ({result.elapsed_s:.1f} s for "
+        f"{len(result.runs)} runs, workers' start and the stopping rule included)",
+    ]
+
+
 def summary(result: BenchResult) -> str:
     """The human summary printed on stdout."""
     # Long but flat: the lines in the order they are printed, each next to its condition.
@@ -244,6 +308,8 @@ def summary(result: BenchResult) -> str:
             else ""
         ),
     ]
+    if result.rehearsal:
+        lines.append(rehearsal_line(result))
     if len(result.hosts) > 1:  # a slow host or a bad link shows here
         for h in result.hosts:
             lines.append(

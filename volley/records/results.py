@@ -48,6 +48,19 @@ Format history (``version`` in the JSON):
      ``between_sittings_ns`` and ``prediction_interval_ns``. Statistic names as values
      (``history.differs``, ``targets``) stay as typed: ``p99.9``. Files of 4 and before
      read as they did.
+  6  rehearsals and where a run's time goes: ``rehearsal`` (true for ``volley-bench
+     --rehearse``: another machine's plan folded onto this one's CPUs; its latencies are not
+     meaningful, and ``volley compare``, ``volley plot`` and the history refuse it),
+     ``topology`` (the --topology file the CPUs were placed by, else null),
+     ``planned_server_cores`` and ``planned_client_cores`` (a rehearsal's CPUs on that
+     topology; ``server_cores`` and ``client_cores`` are where it ran, one entry per planned
+     CPU; empty elsewhere), and each run's ``phases_s`` (optional: seconds per phase of the
+     run's wall time: ``server_start``, ``connect``, ``rendezvous``, ``meter``,
+     ``start_slack``, ``warmup_measure``, ``collect``, ``disconnect``, ``server_stop``,
+     ``merge``, their sum ``total``, and inside them ``start_skew``, the spread of the
+     workers' starts, ``start_late``, how long after the start instant the last one
+     started, and ``start_margin``, how long before it the last one was ready; ``gather``
+     too under MPI). Files of 5 and before have none of these and read as measurements.
 
 Readers accept every version up to ``FORMAT_VERSION``; writers always write the newest.
 Files are read through ``read_result`` / ``parse_result``, which check every value against
@@ -83,7 +96,7 @@ from volley.numbers.units import STATISTICS, BadInput, json_keys, statistic_keys
 from volley.system.machine import Environment
 from volley.system.noise import Noise
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 
 class ResultError(BadInput):
@@ -185,6 +198,9 @@ class RunSummary:
     send_lag_p90_ns: float | None = None
     send_lag_p99_ns: float | None = None
     send_lag_max_ns: float | None = None
+    # Where the run's wall time went (seconds per phase; see the format history); None in
+    # older files.
+    phases_s: dict[str, float] | None = None
 
     def value(self, statistic: str) -> float:
         """This run's "mean" or percentile ("p50" ... "p99.9"), in nanoseconds."""
@@ -199,6 +215,8 @@ class RunSummary:
         if self.send_lag_p50_ns is None:  # closed loop, or lags not measured (older files)
             for name in SEND_LAG_FIELDS.values():
                 del data[name]
+        if self.phases_s is None:
+            del data["phases_s"]
         return data
 
     @classmethod
@@ -391,6 +409,12 @@ class BenchResult:
     # runs the targets needed at the pilot runs' spread (None: no pilot completed).
     mode: str = PRECISION_MODE
     planned_runs: int | None = None
+    # A rehearsal (volley-bench --rehearse): the plan for the machine of ``topology`` played
+    # here, its CPUs folded onto this machine's; its latencies say nothing of either.
+    rehearsal: bool = False
+    topology: str | None = None
+    planned_server_cores: list[int] = field(default_factory=list)
+    planned_client_cores: list[int] = field(default_factory=list)
     version: int = FORMAT_VERSION
     volley_version: str = __version__
 
@@ -403,6 +427,20 @@ class BenchResult:
         """What a person should hear when the run means drift, wander or fall in two
         groups (``stats.run_pattern``); None when they look like independent draws."""
         return run_pattern([r.mean_ns for r in self.runs])
+
+    def phase_medians(self) -> dict[str, float]:
+        """The median over the runs that recorded their phases of each phase's seconds,
+        and ``overhead``: the median of each run's wall time beyond its warm-up and
+        measured stretch (empty when no run recorded them: older files)."""
+        timed = [r.phases_s for r in self.runs if r.phases_s is not None]
+        if not timed:
+            return {}
+        names = list(dict.fromkeys(name for phases in timed for name in phases))
+        found = {name: statistics.median(p.get(name, 0.0) for p in timed) for name in names}
+        found["overhead"] = statistics.median(
+            p.get("total", 0.0) - p.get("warmup_measure", 0.0) for p in timed
+        )
+        return found
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -482,6 +520,16 @@ def loads_strict(raw: bytes, where: str, remedy: str) -> Any:
         raise ResultError(f"{where}: {e}; {remedy}") from None
     except RecursionError:
         raise ResultError(f"{where}: JSON nested too deeply; {remedy}") from None
+
+
+def refuse_rehearsal(result: BenchResult, where: str, doing: str) -> None:
+    """ResultError (one line, naming ``where``) if ``result`` is a rehearsal: its latencies
+    were measured with another machine's plan folded onto this one, and mean nothing."""
+    if result.rehearsal:
+        raise ResultError(
+            f"{where} is a rehearsal (volley-bench --rehearse), whose latencies are not "
+            f"meaningful: {doing} results measured without --rehearse"
+        )
 
 
 def _refuse_constant(name: str) -> Any:

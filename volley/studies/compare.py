@@ -95,6 +95,7 @@ from volley.records.results import (
     RunSummary,
     finite,
     read_result,
+    refuse_rehearsal,
 )
 from volley.records.store import RESULTS_NAME
 from volley.system.machine import Environment
@@ -367,7 +368,9 @@ def load(path: Path) -> BenchResult | Sweep:
         path = path / RESULTS_NAME
     if path.suffix == ".jsonl":
         return load_sweep(path)
-    return read_result(path)
+    result = read_result(path)
+    refuse_rehearsal(result, str(path), "compare")
+    return result
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -379,6 +382,8 @@ def load_sweep(path: Path) -> Sweep:
         point: record.result or failed_before_measuring(record)
         for point, record in store.latest(records).items()
     }
+    for point, result in results.items():
+        refuse_rehearsal(result, f"{path} ({point.server}, {point.clients} clients)", "compare")
     return Sweep(path, results, notes)
 
 

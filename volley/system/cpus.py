@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from volley.system.topology import CpuError, Topology, format_cpu_list, parse_cpu_list
 
@@ -164,3 +164,35 @@ def spread(clients: int, cpus: list[int]) -> list[list[int]]:
     """Deal client ids round-robin over the CPUs; one list of client ids per used CPU."""
     workers = min(clients, len(cpus))
     return [list(range(w, clients, workers)) for w in range(workers)]
+
+
+def fold(planned: Placement, usable: list[int]) -> Placement:
+    """``planned`` (a placement on another machine's topology) folded onto the ``usable``
+    CPUs of this one, for a rehearsal: every planned CPU keeps its place in its list, so
+    there is still one worker per planned client CPU, several of them on one real CPU.
+
+    With two CPUs or more, the server's CPUs and the clients' fold onto real CPUs of their
+    own (the server's share of the real CPUs in proportion to its planned share, at least
+    one each); planned CPU ``i`` of a side goes to that side's real CPU ``i mod count``. A
+    plan whose sides share CPUs, or a machine with one CPU, folds every planned CPU ``c``
+    to ``usable[c mod n]``: what is shared in the plan stays shared."""
+    usable = sorted(usable)
+    if not usable:
+        raise CpuError("no usable CPU to rehearse on")
+    server, clients = planned.server_cpus, planned.client_cpus
+    if len(usable) < 2 or set(server) & set(clients) or not server:
+        return replace(
+            planned,
+            server_cpus=[usable[c % len(usable)] for c in server],
+            client_cpus=[usable[c % len(usable)] for c in clients],
+            idle_siblings=[],
+        )
+    share = round(len(usable) * len(server) / (len(server) + len(clients)))
+    split = min(max(share, 1), len(usable) - 1)
+    server_real, client_real = usable[:split], usable[split:]
+    return replace(
+        planned,
+        server_cpus=[server_real[i % len(server_real)] for i in range(len(server))],
+        client_cpus=[client_real[i % len(client_real)] for i in range(len(clients))],
+        idle_siblings=[],
+    )

@@ -45,7 +45,7 @@ def parse_cpu_list(text: str) -> list[int]:
 
 def format_cpu_list(cpus: list[int] | set[int]) -> str:
     """The shortest taskset-style spelling: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    ordered = sorted(cpus)
+    ordered = sorted(set(cpus))  # a rehearsal folds several planned CPUs onto one
     parts: list[str] = []
     i = 0
     while i < len(ordered):
