@@ -347,7 +347,9 @@ def test_the_points_warnings_are_shown_once_each_even_when_quiet(tmp_path):
     }
     path, _, _ = sweep.open_results(tmp_path / "out", exp, False)
     shown = io.StringIO()
-    sweep.run_sequential(exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown))
+    sweep.run_sequential(
+        exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown)
+    )
     assert shown.getvalue().splitlines() == list(WARNED)
 
 

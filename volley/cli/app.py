@@ -21,13 +21,14 @@ from volley.cli.bench import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     SETTINGS,
+    BenchOptions,
     bench,
     fail,
     make_config,
-    parse_address,
     program,
     run,
     say,
+    target_of,
     version_callback,
     warn_before,
 )
@@ -36,6 +37,7 @@ from volley.measure import session
 from volley.numbers import sequential
 from volley.numbers.units import (
     BadInput,
+    SweepOrder,
     format_duration,
     format_ns,
     parse_confidence,
@@ -103,7 +105,6 @@ def sweep_command(
     from volley.records import experiment as experiments
     from volley.records import export as exports
     from volley.records import store
-    from volley.records.experiment import INTERLEAVED
     from volley.studies import interleave as interleaves
     from volley.studies import sweep as sweeps
 
@@ -138,7 +139,7 @@ def sweep_command(
     try:
         play = (
             interleaves.run_interleaved
-            if experiment.order == INTERLEAVED
+            if experiment.order == SweepOrder.IN_PASSES
             else sweeps.run_sequential
         )
         outcome = play(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
@@ -291,14 +292,7 @@ def check_command(
         say(checks.listing())
         raise typer.Exit(0)
     try:
-        address = parse_address(connect) if connect else None
-        if address and server_path:
-            raise BadInput("give either SERVER or --connect HOST:PORT, not both")
-        if not address and not server_path:
-            raise BadInput(
-                "missing SERVER: give a server binary (like target/servers/c-threaded)"
-                " or --connect HOST:PORT"
-            )
+        server_path, address = target_of(server_path, connect)
         if address and args:
             raise BadInput("server arguments need SERVER; a server at --connect is already running")
         path = server.resolve(server_path) if server_path else None
@@ -529,7 +523,7 @@ def _interleaved_runs(
 ) -> tuple[list[Path], int]:
     """``volley compare --run``: measure the servers interleaved, write one result each;
     the paths written and the exit status the measurement asks for. ``measured``: the
-    volley-bench options of every side, by make_config's names."""
+    volley-bench options of every side, by BenchOptions' names."""
     from volley.studies import compare
 
     if len(servers) < 2:
@@ -538,14 +532,11 @@ def _interleaved_runs(
     if margin.statistic != "mean" or margin.relative is None:
         raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
     sides = [server_command(str(text)) for text in servers]
-    config = make_config(
-        sides[0][0],
-        sides[0][1],
-        precision=["1%"],  # unused: the sequential plan decides when to stop
-        confidence=str(confidence),
-        connect=None,
-        **measured,
+    # --precision is left at its default, unused: the sequential plan decides when to stop.
+    raw = BenchOptions(
+        server_path=sides[0][0], args=sides[0][1], confidence=str(confidence), **measured
     )
+    config = make_config(raw)
     config = replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
     min_runs = config.min_runs
     if not output.parent.is_dir() and output.parent != Path("out"):

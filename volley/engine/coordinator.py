@@ -31,7 +31,7 @@ from volley.engine import server, worker
 from volley.engine.play import OpenRun, PlayedRun, RunFailed, RunRequest
 from volley.engine.server import LOOPBACK
 from volley.numbers import stats
-from volley.numbers.units import BENCH_DEFAULTS, Target
+from volley.numbers.units import Arrivals, IdleStates, Noisy, Restart, Target
 from volley.system import machine, noise
 from volley.system.cpus import Placement, spread
 
@@ -50,7 +50,6 @@ FAILURE_RANK = {
     _core.FAILED_ERRNO: 2,
     _core.PEER_CLOSED: 3,
 }
-RESTART_SERVER, RESTART_CONNECTIONS = "server", "connections"
 
 
 class BenchError(RuntimeError):
@@ -59,6 +58,9 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """Everything one measurement needs, checked: built once from the command line
+    (``volley.cli.bench.make_config``) and passed whole."""
+
     server: str  # the binary, or "HOST:PORT" with --connect
     server_args: list[str]
     clients: int
@@ -70,8 +72,8 @@ class BenchConfig:
     warmup_s: float
     run_time_s: float
     min_runs: int
-    restart: str
-    noisy: str
+    restart: Restart
+    noisy: Noisy
     op_timeout_s: float
     startup_timeout_s: float
     port: int | None = None
@@ -80,13 +82,12 @@ class BenchConfig:
     # clients connect to it.
     server_address: str = LOOPBACK
     rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
-    arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
+    arrivals: Arrivals = Arrivals.POISSON  # open loop: the gaps between a client's sends
     # Open loop: how long each client spins before a send rather than sleep to it, at most
     # (worker.spin_for: less where clients share a CPU, none on the server's CPUs).
     spin_ns: int = worker.SPIN_NS
-    # "shallow": hold the CPUs out of deep idle states while measuring (machine.shallow_idle);
-    # "any": leave them to the machine's policy.
-    idle_states: str = BENCH_DEFAULTS["idle-states"]
+    # Held shallow while measuring (machine.shallow_idle), or left to the machine's policy.
+    idle_states: IdleStates = IdleStates.SHALLOW
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
     alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
     # Earlier sittings of this configuration (volley.measure.history): how many, and how much they
@@ -150,8 +151,8 @@ class Coordinator:
         return self.stopping
 
     @property
-    def restart(self) -> str:
-        return RESTART_CONNECTIONS if self.config.connect else self.config.restart
+    def restart(self) -> Restart:
+        return Restart.CONNECTIONS if self.config.connect else self.config.restart
 
     def __enter__(self) -> Coordinator:
         config = self.config
@@ -187,7 +188,7 @@ class Coordinator:
                 offset=worker.CONTROL_BYTES,
             ).reshape(config.clients, self.capacity)
             self._start_workers(f"/proc/{os.getpid()}/fd/{self.memfd}")
-            if self.restart == RESTART_CONNECTIONS and not config.connect:
+            if self.restart == Restart.CONNECTIONS and not config.connect:
                 self.kept_server = self._start_server()
         except BaseException:
             self.__exit__()

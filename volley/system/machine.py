@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from volley import __version__
+from volley.numbers.units import IdleStates
 from volley.system.cpus import format_cpu_list, parse_cpu_list
 
 CPU_SYS = Path("/sys/devices/system/cpu")
@@ -29,16 +30,11 @@ CMDLINE_FLAGS = ("isolcpus", "nohz_full", "rcu_nocbs", "mitigations")
 
 LOAD_AVG_LIMIT = 1.0  # at start, before Volley runs anything: anything above is other work
 
-# What the CPUs' idle states were while a benchmark measured: held shallow by Volley, or
-# left to the machine's own policy (which may put an idle CPU into a deep state).
-IDLE_SHALLOW = "shallow"
-IDLE_ANY = "any"
-IDLE_STATES = (IDLE_SHALLOW, IDLE_ANY)
 PM_QOS_DEVICE = "/dev/cpu_dma_latency"
 
 
 @contextlib.contextmanager
-def shallow_idle(wanted: str = IDLE_SHALLOW) -> Iterator[tuple[str, str | None]]:
+def shallow_idle(wanted: str = IdleStates.SHALLOW) -> Iterator[tuple[IdleStates, str | None]]:
     """Keep every CPU out of idle states slower than 0 us to leave, as cyclictest and tuned's
     latency-performance profile do, for as long as the block runs: yields what is in force
     and, when shallow was wanted but cannot be had, why not.
@@ -50,19 +46,19 @@ def shallow_idle(wanted: str = IDLE_SHALLOW) -> Iterator[tuple[str, str | None]]
     minute to minute (bench/README.md, "Calibration"). That is the machine, not the server
     under test. The kernel keeps the request (PM QoS) while the file stays open and drops it
     when the file is closed, also when this process is killed: nothing to undo."""
-    if wanted != IDLE_SHALLOW:
-        yield IDLE_ANY, None
+    if wanted != IdleStates.SHALLOW:
+        yield IdleStates.ANY, None
         return
     try:
         fd = os.open(PM_QOS_DEVICE, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as e:
-        yield IDLE_ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
+        yield IdleStates.ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
         return
     try:
         os.write(fd, struct.pack("i", 0))  # a native 32-bit count of microseconds
-        yield IDLE_SHALLOW, None
+        yield IdleStates.SHALLOW, None
     except OSError as e:
-        yield IDLE_ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
+        yield IdleStates.ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
     finally:
         os.close(fd)
 
@@ -291,7 +287,7 @@ class Environment:
             found.append(f"CPUs on {len(nodes)} NUMA nodes")
         if self.load_avg_1m is not None and self.load_avg_1m > LOAD_AVG_LIMIT:
             found.append(f"load average {self.load_avg_1m:.1f} at start")
-        if self.idle_states == IDLE_ANY:
+        if self.idle_states == IdleStates.ANY:
             found.append("deep CPU idle states allowed")
         return found
 
