@@ -105,7 +105,7 @@ def sweep_command(
     from volley.records import experiment as experiments
     from volley.records import export as exports
     from volley.records import store
-    from volley.studies import interleave as interleaves
+    from volley.studies import passes
     from volley.studies import sweep as sweeps
 
     try:
@@ -138,7 +138,7 @@ def sweep_command(
         )
     try:
         play = (
-            interleaves.run_interleaved
+            passes.run_in_passes
             if experiment.order == SweepOrder.IN_PASSES
             else sweeps.run_sequential
         )
@@ -495,25 +495,25 @@ def compare_command(
                 raise BadInput(f"{option} measures servers: give --run and servers A B")
         if run:
             measured["max_time"] = max_time
-            paths, status = _interleaved_runs(paths, level, equivalence, output, measured, quiet)
+            paths, status = _compare_run_by_run(paths, level, equivalence, output, measured, quiet)
         else:
             status = 0
         report = compare.compare_files(paths, level, force, gates, rounds=run)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        say(f"note: {note}", sys.stderr)
     if as_json:
-        sys.stdout.write(compare.to_json(report))
+        say(compare.to_json(report), end="")
     else:
-        sys.stdout.write(comparison_markdown(report) if markdown else comparison_table(report))
+        say(comparison_markdown(report) if markdown else comparison_table(report), end="")
     tripped = report.tripped()
     for line in tripped:
-        print(f"{program()}: {line}", file=sys.stderr)
+        say(f"{program()}: {line}", sys.stderr)
     raise typer.Exit(EXIT_FAILED if tripped else status)
 
 
-def _interleaved_runs(
+def _compare_run_by_run(
     servers: list[Path],
     confidence: float,
     equivalence: str,
@@ -571,7 +571,7 @@ def _interleaved_runs(
         say(f"round {rounds}: {means}", sys.stderr)
 
     try:
-        found = session.interleaved(config, judge, on_round)
+        found = session.run_by_run(config, judge, on_round)
     except KeyboardInterrupt:
         fail("interrupted before any round completed", EXIT_INTERRUPTED)
     except (coordinator.BenchError, play.RunFailed) as e:

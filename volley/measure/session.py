@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from volley import _core
 from volley.engine.coordinator import BenchConfig, Coordinator, engine_for
-from volley.measure.runs import Measurement, Progress, RunPlan, by_placement, interleave, measure
+from volley.measure.runs import Measurement, Progress, RunPlan, by_placement, measure
+from volley.measure.runs import interleave as alternate_runs
 from volley.records.results import BenchResult, LoadInfo, WorkerInfo
 
 
@@ -46,7 +47,7 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
         progress.done()
 
 
-def interleaved(
+def run_by_run(
     config: BenchConfig,
     judge: Callable[[list[BenchResult], int, int], str | None],
     on_round: Callable[[int, list[BenchResult]], None] | None = None,
@@ -59,7 +60,7 @@ def interleaved(
         def results(found: list[Measurement]) -> list[BenchResult]:
             return [result(engine, m, i) for i, m in enumerate(found)]
 
-        found = interleave(
+        found = alternate_runs(
             engine,
             run_plan(config),
             len(config.alternatives),

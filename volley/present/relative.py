@@ -80,7 +80,7 @@ def ratios(path: Path, baseline: str) -> list[Ratio]:
 def ratio(baseline: BenchResult, subject: BenchResult, statistic: str) -> stats.Estimate:
     a = stats.RunMean.of(compare.run_values(baseline, statistic), _value(baseline, statistic))
     b = stats.RunMean.of(compare.run_values(subject, statistic), _value(subject, statistic))
-    if min(a.runs, b.runs) < compare.MIN_RUNS:
+    if min(a.runs, b.runs) < compare.MIN_RUNS_PER_SIDE:
         return stats.Estimate(b.mean / a.mean, math.nan, math.nan)
     return stats.ratio(a, b, subject.confidence)
 

@@ -32,7 +32,7 @@ from volley.records.results import (
 from volley.studies.compare import (
     EQUIVALENT,
     FASTER,
-    MIN_RUNS,
+    MIN_RUNS_PER_SIDE,
     SLOWER,
     TOO_FEW_RUNS,
     Comparison,
@@ -574,7 +574,7 @@ def _method_line(report: Report) -> str:
     return (
         f"intervals from the spread between runs, A and B each at its own confidence, "
         f"B - A ({method}) and B / A (Fieller) at the row's level; a verdict needs "
-        f"{MIN_RUNS} runs a side\n" + Family(family_alpha(report.confidence)).describe()
+        f"{MIN_RUNS_PER_SIDE} runs a side\n" + Family(family_alpha(report.confidence)).describe()
     )
 
 

@@ -1,5 +1,5 @@
-"""Interleaved sweeps (``order = "interleaved"``): randomized multiple interleaved trials
-(Abedi and Brecht, ICPE 2017) over a sweep's points.
+"""Sweeps in passes (``order = "interleaved"``, SweepOrder.IN_PASSES): randomized multiple
+interleaved trials (Abedi and Brecht, ICPE 2017) over a sweep's points.
 
 A sequential sweep plays all of one point's runs, then all of the next point's, so a machine
 that drifts during the sweep (another tenant, the temperature) lands on some points and not
@@ -209,7 +209,7 @@ def restore(states: dict[Point, PointRuns], runs_path: Path) -> int:
     return max((r.sweep.pass_number or 0 for r in records), default=0)
 
 
-def run_interleaved(
+def run_in_passes(
     experiment: Experiment,
     results_path: Path,
     the_plan: Plan,
