@@ -531,47 +531,17 @@ def _compare_run_by_run(
     margin = parse_target(equivalence, "--equivalence")
     if margin.statistic != "mean" or margin.relative is None:
         raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
-    sides = [server_command(str(text)) for text in servers]
-    # --precision is left at its default, unused: the sequential plan decides when to stop.
-    raw = BenchOptions(
-        server_path=sides[0][0], args=sides[0][1], confidence=str(confidence), **measured
-    )
-    config = make_config(raw)
-    config = replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
-    min_runs = config.min_runs
+    config = _run_by_run_config(servers, confidence, measured)
     if not output.parent.is_dir() and output.parent != Path("out"):
         raise BadInput(f"-o {output}: directory {output.parent} does not exist")
     output.mkdir(parents=True, exist_ok=True)
     warn_before(config)
-    names = [f"{i}-{Path(path).name}.json" for i, (path, _) in enumerate(sides)]
-
-    first_look = max(min_runs, sequential.FIRST_LOOK)
+    names = [f"{i}-{Path(path).name}.json" for i, (path, _) in enumerate(config.alternatives)]
+    first_look = max(config.min_runs, sequential.FIRST_LOOK)
     monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
-
-    def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
-        stop = monitor(found, rounds, left)
-        looks = monitor.looks
-        if not quiet and looks and looks.rounds and looks.rounds[-1] == rounds:
-            say(
-                f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
-                f"{', '.join(map(str, looks.planned))}): mean "
-                + ", ".join(monitor.verdicts)
-                + ("" if stop else "; go on"),
-                sys.stderr,
-            )
-        return stop
-
-    def on_round(rounds: int, found: list[results.BenchResult]) -> None:
-        if quiet:
-            return
-        means = ", ".join(
-            f"{Path(r.server).name} {format_ns(r.latency_ns.mean)}" if r.latency_ns else "?"
-            for r in found
-        )
-        say(f"round {rounds}: {means}", sys.stderr)
-
     try:
-        found = session.run_by_run(config, judge, on_round)
+        judge = monitor if quiet else _saying_looks(monitor)
+        found = session.run_by_run(config, judge, None if quiet else _say_round)
     except KeyboardInterrupt:
         fail("interrupted before any round completed", EXIT_INTERRUPTED)
     except (coordinator.BenchError, play.RunFailed) as e:
@@ -584,6 +554,47 @@ def _compare_run_by_run(
         written.append(output / name)
     say(f"wrote {', '.join(map(str, written))}", sys.stderr)
     return written, EXIT_CODES[found[0].status]
+
+
+def _run_by_run_config(
+    servers: list[Path], confidence: float, measured: dict[str, Any]
+) -> coordinator.BenchConfig:
+    """The configuration every side of ``compare --run`` measures with, the servers its
+    alternatives."""
+    sides = [server_command(str(text)) for text in servers]
+    # --precision is left at its default, unused: the sequential plan decides when to stop.
+    raw = BenchOptions(
+        server_path=sides[0][0], args=sides[0][1], confidence=str(confidence), **measured
+    )
+    config = make_config(raw)
+    return replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
+
+
+def _saying_looks(monitor: Any) -> Callable[[list[results.BenchResult], int, int], str | None]:
+    """``monitor`` as the judge of the rounds, saying on stderr what each look found."""
+
+    def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
+        stop = monitor(found, rounds, left)
+        looks = monitor.looks
+        if looks and looks.rounds and looks.rounds[-1] == rounds:
+            say(
+                f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
+                f"{', '.join(map(str, looks.planned))}): mean "
+                + ", ".join(monitor.verdicts)
+                + ("" if stop else "; go on"),
+                sys.stderr,
+            )
+        return stop
+
+    return judge
+
+
+def _say_round(rounds: int, found: list[results.BenchResult]) -> None:
+    means = ", ".join(
+        f"{Path(r.server).name} {format_ns(r.latency_ns.mean)}" if r.latency_ns else "?"
+        for r in found
+    )
+    say(f"round {rounds}: {means}", sys.stderr)
 
 
 def plan_command(
