@@ -16,7 +16,7 @@ from volley import _core
 from volley.engine.coordinator import BenchConfig, Coordinator, engine_for
 from volley.measure.runs import Measurement, Progress, RunPlan, by_placement, measure
 from volley.measure.runs import interleave as alternate_runs
-from volley.records.results import BenchResult, LoadInfo, WorkerInfo
+from volley.records.results import BenchResult, LoadInfo, RunSummary, WorkerInfo
 
 
 def run_plan(config: BenchConfig) -> RunPlan:
@@ -94,10 +94,7 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
         precision=" ".join(str(t) for t in config.targets),
         ci_batches=len(runs),
         latency_ns=latency,
-        workers=[
-            WorkerInfo(pid=w.process.pid or 0, cpus=[w.plan.cpu], clients=len(w.plan.client_ids))
-            for w in engine.workers
-        ],
+        workers=_workers_of(engine),
         host=engine.environment,
         started_at=engine.started_at,
         warmup_s=config.warmup_s,
@@ -114,13 +111,22 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
         placements=by_placement(runs, config.confidence),
         mode=run_plan(config).mode,
         planned_runs=measurement.forecast.needed if measurement.forecast else None,
-        load=LoadInfo()
-        if config.rate_ops_s is None
-        else LoadInfo.from_runs(
-            config.rate_ops_s,
-            config.arrivals,
-            runs,
-            _core.LATE_TOLERANCE_NS,
-            engine.spin_ns(),
-        ),
+        load=_load_of(engine, runs),
+    )
+
+
+def _workers_of(engine: Coordinator) -> list[WorkerInfo]:
+    return [
+        WorkerInfo(pid=w.process.pid or 0, cpus=[w.plan.cpu], clients=len(w.plan.client_ids))
+        for w in engine.workers
+    ]
+
+
+def _load_of(engine: Coordinator, runs: list[RunSummary]) -> LoadInfo:
+    """The open loop's load over ``runs``; a closed loop's, empty."""
+    config = engine.config
+    if config.rate_ops_s is None:
+        return LoadInfo()
+    return LoadInfo.from_runs(
+        config.rate_ops_s, config.arrivals, runs, _core.LATE_TOLERANCE_NS, engine.spin_ns()
     )
