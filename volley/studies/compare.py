@@ -712,39 +712,7 @@ def to_json(report: Report) -> str:
                 "baseline": str(pairing.baseline_path),
                 "subject": str(pairing.subject_path),
                 "sweep": pairing.sweep,
-                "comparisons": [
-                    {
-                        "point": c.point.to_json() if c.point else None,
-                        "baseline": _side_json(pairing.baseline_path, c.baseline),
-                        "subject": _side_json(pairing.subject_path, c.subject),
-                        "sequential": c.looks.to_json() if c.looks else None,
-                        "mismatches": [
-                            {"field": m.field, "baseline": m.baseline, "subject": m.subject}
-                            for m in c.mismatches
-                        ],
-                        "rows": [
-                            {
-                                "statistic": row.statistic,
-                                "baseline": {
-                                    **(_estimate_json(row.baseline, "_ns") or {}),
-                                    "runs": row.baseline_runs,
-                                },
-                                "subject": {
-                                    **(_estimate_json(row.subject, "_ns") or {}),
-                                    "runs": row.subject_runs,
-                                },
-                                "difference_ns": _estimate_json(row.difference_ns, ""),
-                                "ratio": _estimate_json(row.ratio, ""),
-                                "df": row.df,
-                                "paired": row.paired,
-                                "level": row.level,
-                                "verdict": row.verdict,
-                            }
-                            for row in c.rows
-                        ],
-                    }
-                    for c in pairing.comparisons
-                ],
+                "comparisons": [_comparison_json(pairing, c) for c in pairing.comparisons],
                 "only_baseline": [p.to_json() for p in pairing.only_baseline],
                 "only_subject": [p.to_json() for p in pairing.only_subject],
             }
@@ -755,6 +723,33 @@ def to_json(report: Report) -> str:
     }
     # Strict JSON: an unknown or open bound is null, never NaN or Infinity.
     return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _comparison_json(pairing: Pairing, c: Comparison) -> dict[str, Any]:
+    return {
+        "point": c.point.to_json() if c.point else None,
+        "baseline": _side_json(pairing.baseline_path, c.baseline),
+        "subject": _side_json(pairing.subject_path, c.subject),
+        "sequential": c.looks.to_json() if c.looks else None,
+        "mismatches": [
+            {"field": m.field, "baseline": m.baseline, "subject": m.subject} for m in c.mismatches
+        ],
+        "rows": [_row_json(row) for row in c.rows],
+    }
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    return {
+        "statistic": row.statistic,
+        "baseline": {**(_estimate_json(row.baseline, "_ns") or {}), "runs": row.baseline_runs},
+        "subject": {**(_estimate_json(row.subject, "_ns") or {}), "runs": row.subject_runs},
+        "difference_ns": _estimate_json(row.difference_ns, ""),
+        "ratio": _estimate_json(row.ratio, ""),
+        "df": row.df,
+        "paired": row.paired,
+        "level": row.level,
+        "verdict": row.verdict,
+    }
 
 
 @dataclass
