@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -47,6 +47,11 @@ from volley.numbers.units import (
 from volley.present.report import comparison_markdown, comparison_table
 from volley.records import results
 from volley.system import cpus
+
+if TYPE_CHECKING:  # the commands import what they use when they run
+    from volley.records.experiment import Experiment
+    from volley.studies.compare import Monitor
+    from volley.studies.sweep import Plan
 
 F = TypeVar("F", bound=Callable[..., None])
 RUN_MAX_TIME = "300s"
@@ -129,13 +134,7 @@ def sweep_command(
         )
     progress = sweeps.QuietProgress() if quiet else sweeps.SweepProgress()
     if not quiet:
-        bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
-        say(
-            f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
-            + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
-            + f", up to about {bound}; results in {results_path}",
-            sys.stderr,
-        )
+        _say_sweep_start(experiment, the_plan, results_path)
     try:
         play = (
             passes.run_in_passes
@@ -153,6 +152,19 @@ def sweep_command(
         say(f"wrote {path}")
     if outcome.interrupted:
         fail("interrupted; add --resume to run the remaining points", EXIT_INTERRUPTED)
+
+
+def _say_sweep_start(experiment: Experiment, the_plan: Plan, results_path: Path) -> None:
+    """What a sweep is about to run, and the longest it may take."""
+    from volley.studies import sweep as sweeps
+
+    bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
+    say(
+        f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
+        + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
+        + f", up to about {bound}; results in {results_path}",
+        sys.stderr,
+    )
 
 
 def plot_command(
@@ -570,7 +582,7 @@ def _run_by_run_config(
     return replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
 
 
-def _saying_looks(monitor: Any) -> Callable[[list[results.BenchResult], int, int], str | None]:
+def _saying_looks(monitor: Monitor) -> Callable[[list[results.BenchResult], int, int], str | None]:
     """``monitor`` as the judge of the rounds, saying on stderr what each look found."""
 
     def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
