@@ -391,36 +391,7 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
         if not points:
             continue
         x = [s - 0.4 + width * (g + 0.5) for s, _ in points]
-        ms = [m for _, m in points]
-        y = [m.mean_ns / 1e3 for m in ms]
-        err = [
-            [(m.mean_ns - m.ci_low_ns) / 1e3 for m in ms],
-            [(m.ci_high_ns - m.mean_ns) / 1e3 for m in ms],
-        ]
-        ax.errorbar(
-            x,
-            y,
-            yerr=err,
-            color=color,
-            linestyle="none",
-            marker="o",
-            markersize=6,
-            capsize=2,
-            label=group_label(group, results),
-        )
-        _hollow(ax, x, y, ms, color, "o", 6)
-        ax.errorbar(
-            x,
-            [m.p99_ns / 1e3 for m in ms],
-            yerr=p99_error(ms),
-            linestyle="none",
-            marker="^",
-            markersize=6,
-            markerfacecolor="white",
-            markeredgecolor=color,
-            color=color,
-            capsize=2,
-        )
+        _mean_p99_dots(ax, x, [m for _, m in points], color, group_label(group, results))
     for s in range(1, len(servers)):
         ax.axvline(s - 0.5, color="0.85", linewidth=0.8)
     ax.set_xticks(range(len(servers)), servers, rotation=30, ha="right")
@@ -432,6 +403,40 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
     ax.grid(True, axis="y", which="both", alpha=0.25)
     _mean_p99_legend(mpl, fig, "concurrency", ("none", "none"))
     return fig
+
+
+def _mean_p99_dots(ax: Any, x: list[float], ms: list[Measurement], color: Any, label: str) -> None:
+    """Each point's mean (a filled circle, hollow where not significant) and p99 (an open
+    triangle), with their intervals."""
+    y = [m.mean_ns / 1e3 for m in ms]
+    err = [
+        [(m.mean_ns - m.ci_low_ns) / 1e3 for m in ms],
+        [(m.ci_high_ns - m.mean_ns) / 1e3 for m in ms],
+    ]
+    ax.errorbar(
+        x,
+        y,
+        yerr=err,
+        color=color,
+        linestyle="none",
+        marker="o",
+        markersize=6,
+        capsize=2,
+        label=label,
+    )
+    _hollow(ax, x, y, ms, color, "o", 6)
+    ax.errorbar(
+        x,
+        [m.p99_ns / 1e3 for m in ms],
+        yerr=p99_error(ms),
+        linestyle="none",
+        marker="^",
+        markersize=6,
+        markerfacecolor="white",
+        markeredgecolor=color,
+        color=color,
+        capsize=2,
+    )
 
 
 def _mean_p99_legend(mpl: Any, fig: Any, title: str, styles: tuple[str, str]) -> None:
@@ -493,30 +498,11 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for server in servers:
             for m in chosen:
-                if m.server != server or m.clients != clients:
-                    continue
-                pairs = distribution_points(m)
-                if not pairs:
-                    continue
-                ax.plot(
-                    [percentile_x(p) for p, _ in pairs],
-                    [v / 1e3 for _, v in pairs],
-                    color=colors[server],
-                    linewidth=1.4,
-                    label=server,
+                if m.server == server and m.clients == clients:
                     # Past ten servers colours repeat in a lighter shade: dash those too.
-                    linestyle="-" if servers.index(server) < 10 else "--",
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(1, percentile_x(MAX_PERCENTILE))
-        ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
-        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
-        _plain_log_ticks(mpl, ax)
-        ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
-        ax.set_xlabel("percentile")
-        ax.set_ylabel("latency (µs)")
-        ax.grid(True, which="both", alpha=0.25)
+                    dashed = servers.index(server) >= 10
+                    _distribution_curve(ax, m, colors[server], dashed)
+        _distribution_axes(mpl, ax, clients)
     fig.legend(*_legend_from(fig), loc="outside right center", title="server")
     what = (
         f"Latency of every measured op by percentile, for the points with {cores} server "
@@ -532,6 +518,32 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
         text,
     )
     return fig
+
+
+def _distribution_curve(ax: Any, m: Measurement, color: Any, dashed: bool) -> None:
+    pairs = distribution_points(m)
+    if pairs:
+        ax.plot(
+            [percentile_x(p) for p, _ in pairs],
+            [v / 1e3 for _, v in pairs],
+            color=color,
+            linewidth=1.4,
+            label=m.server,
+            linestyle="--" if dashed else "-",
+        )
+
+
+def _distribution_axes(mpl: Any, ax: Any, clients: int) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1, percentile_x(MAX_PERCENTILE))
+    ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+    _plain_log_ticks(mpl, ax)
+    ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (µs)")
+    ax.grid(True, which="both", alpha=0.25)
 
 
 def load_figure(mpl: Any, results: Results, points: Sequence[Measurement]) -> Any:
