@@ -299,6 +299,7 @@ def check_command(
     Exit status: 0 every check passed, 1 a check failed, 2 bad input, 130 interrupted.
     """
     from volley.studies import check as checks
+    from volley.studies import probe
 
     if list_checks:
         say(checks.listing())
@@ -324,15 +325,8 @@ def check_command(
 
     show(formatter.header())
     try:
-        run = checks.run(
-            chosen,
-            path,
-            args or [],
-            server_cpus,
-            timeout_s,
-            address,
-            on_result=lambda result: show(formatter.result(result)),
-        )
+        target = probe.Target(path, args or [], server_cpus, timeout_s, address)
+        run = checks.run(chosen, target, on_result=lambda result: show(formatter.result(result)))
     except KeyboardInterrupt:
         fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
     # The report first: printing can fail (a closed pipe) and must not lose it.
