@@ -183,20 +183,11 @@ def throughput_figure(mpl: Any, results: Results) -> Any:
             points = _line(results, clients, series)
             if not points:
                 continue
-            x = [m.server_cores for m in points]
             ops = [m.throughput_ops_s() for m in points]
             y = [o[0] for o in ops]
             err = [[o[0] - o[1] for o in ops], [o[2] - o[0] for o in ops]]
-            _errorbar(
-                ax,
-                x,
-                y,
-                err,
-                points,
-                colors[series[0]],
-                styles[series[1]],
-                _series_label(series, results),
-            )
+            line = (colors[series[0]], styles[series[1]])
+            _errorbar(ax, points, (y, err), line, _series_label(series, results))
         ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
         ax.set_xlabel("server CPU cores")
         ax.set_ylabel("mean throughput (ops/s)")
@@ -215,15 +206,15 @@ def _styles(results: Results) -> dict[int, str]:
 
 def _errorbar(
     ax: Any,
-    x: list[int],
-    y: list[float],
-    err: list[list[float]],
     points: list[Measurement],
-    color: Any,
-    style: str,
+    values: tuple[list[float], list[list[float]]],
+    line: tuple[Any, str],
     label: str,
-    marker: str = "o",
 ) -> None:
+    """A line through the points by server cores: ``values`` (y and its error bars), in
+    ``line`` (colour and line style)."""
+    x = [m.server_cores for m in points]
+    (y, err), (color, style), marker = values, line, "o"
     ax.errorbar(
         x,
         y,
@@ -236,19 +227,19 @@ def _errorbar(
         linewidth=1.5,
         label=label,
     )
-    _hollow(ax, x, y, points, color, marker, 5)
+    _hollow(ax, (x, y), points, color, (marker, 5))
 
 
 def _hollow(
     ax: Any,
-    x: Sequence[float],
-    y: Sequence[float],
+    xy: tuple[Sequence[float], Sequence[float]],
     points: Sequence[Measurement],
     color: Any,
-    marker: str,
-    size: float,
+    shape: tuple[str, float],
 ) -> None:
-    """Redraw the markers of not-significant points hollow."""
+    """Redraw the markers (``shape``: the marker and its size) of not-significant points
+    hollow."""
+    (x, y), (marker, size) = xy, shape
     weak = [(xi, yi) for xi, yi, m in zip(x, y, points, strict=True) if not m.significant]
     if weak:
         ax.plot(
@@ -354,7 +345,7 @@ def latency_figure(mpl: Any, results: Results) -> Any:
                 [(m.ci_high_ns - m.mean_ns) / 1e3 for m in points],
             ]
             color = colors[series[0]]
-            _errorbar(ax, x, y, err, points, color, "-", _series_label(series, results))
+            _errorbar(ax, points, (y, err), (color, "-"), _series_label(series, results))
             ax.errorbar(
                 x,
                 [m.p99_ns / 1e3 for m in points],
@@ -424,7 +415,7 @@ def _mean_p99_dots(ax: Any, x: list[float], ms: list[Measurement], color: Any, l
         capsize=2,
         label=label,
     )
-    _hollow(ax, x, y, ms, color, "o", 6)
+    _hollow(ax, (x, y), ms, color, ("o", 6))
     ax.errorbar(
         x,
         [m.p99_ns / 1e3 for m in ms],
