@@ -14,6 +14,7 @@ from helpers import FAULTY, check, strict_loads
 from volley.engine.server import choose_port
 from volley.studies import check as checks
 from volley.studies.contract import CHECKS
+from volley.studies.probe import Target
 
 ALL = list(CHECKS)
 ADVISORY = {name for name, c in CHECKS.items() if c.advisory}
@@ -171,7 +172,8 @@ def test_address_starts_the_server_on_a_second_loopback_address_and_talks_there(
 def test_reset_with_replies_pending_catches_a_server_dying_of_sigpipe_every_time():
     # Issue 10, item 12: the race must be won by the check every time, quickly.
     for _ in range(20):
-        run = checks.run([CHECKS["reset-pending"]], str(FAULTY), ["--fault", "sigpipe"], [0], 10)
+        target = Target(str(FAULTY), ["--fault", "sigpipe"], [0], 10)
+        run = checks.run([CHECKS["reset-pending"]], target)
         [result] = run.results
         assert not result.passed and "SIGPIPE" in result.verdict, result
         assert result.elapsed_s < 2.5

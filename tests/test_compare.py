@@ -39,7 +39,7 @@ from volley.records.store import SweepInfo, SweepRecord
 from volley.studies import compare
 from volley.studies.compare import (
     FASTER,
-    MIN_RUNS,
+    MIN_RUNS_PER_SIDE,
     NO_DIFFERENCE,
     SLOWER,
     TOO_FEW_RUNS,
@@ -250,13 +250,13 @@ def test_a_three_percent_shift_is_found_with_the_right_sign():
 def test_too_few_runs_is_not_a_verdict():
     rng = np.random.default_rng(1)
     plenty = make_result(make_runs(rng, 10))
-    few = make_result(make_runs(rng, MIN_RUNS - 1, scale=2.0))
+    few = make_result(make_runs(rng, MIN_RUNS_PER_SIDE - 1, scale=2.0))
     old = make_result([], restart=None, version=1)
     for a, b in [(plenty, few), (few, plenty), (old, old)]:
         for row in compare_results(a, b, 0.95).rows:
             assert row.verdict == TOO_FEW_RUNS
             assert row.difference_ns is None and row.ratio is None
-    exactly = make_result(make_runs(rng, MIN_RUNS, scale=2.0))
+    exactly = make_result(make_runs(rng, MIN_RUNS_PER_SIDE, scale=2.0))
     assert compare_results(plenty, exactly, 0.95).row("mean").verdict == SLOWER
 
 

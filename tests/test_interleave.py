@@ -20,7 +20,8 @@ from volley.present import progress, relative
 from volley.records import store
 from volley.records.experiment import Experiment, Point
 from volley.records.results import RunSummary
-from volley.studies import interleave, sweep
+from volley.studies import passes as in_passes
+from volley.studies import sweep
 from volley.studies.sweep import Outcome
 
 INTERLEAVED = MINIMAL + 'order = "interleaved"\n\n[bench]\nmax-time = "30s"\nprecision = "1%"\n'
@@ -77,9 +78,7 @@ class OneRunner:
 def run_sweep(exp: Experiment, out: Path, runner: OneRunner, resume: bool = False, seed=7):
     path, done, _ = sweep.open_results(out, exp, resume)
     the_plan = sweep.plan(exp, [0, 1], done)
-    summary = interleave.run_interleaved(
-        exp, path, the_plan, runner, progress.QuietSweep(), seed=seed
-    )
+    summary = in_passes.run_in_passes(exp, path, the_plan, runner, progress.QuietSweep(), seed=seed)
     return summary, path
 
 
@@ -94,7 +93,7 @@ def test_the_runs_warnings_are_shown_once_each_even_when_quiet(tmp_path):
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
     shown = io.StringIO()
     the_plan = sweep.plan(exp, [0, 1], done)
-    interleave.run_interleaved(exp, path, the_plan, WarningRunner(), progress.QuietSweep(shown))
+    in_passes.run_in_passes(exp, path, the_plan, WarningRunner(), progress.QuietSweep(shown))
     assert shown.getvalue().splitlines() == list(WARNED)
 
 
@@ -207,7 +206,7 @@ def test_resume_continues_the_runs_an_interrupted_sweep_kept(tmp_path):
 def test_merging_one_run_results_is_exact():
     point = Point("a", 1, 1, 1)
     slow, fast = one_run(point, 60_000.0), one_run(point, 40_000.0)
-    merged = interleave.merge([slow, fast, fast], "significant", None)
+    merged = in_passes.merge([slow, fast, fast], "significant", None)
     latency = merged.latency_ns
     assert latency is not None and merged.n == 3000 and merged.rounds == 3
     # What one benchmark of all 3000 ops would say.
@@ -232,7 +231,7 @@ def test_a_merged_record_claims_no_earlier_sittings_its_intervals_did_not_use():
         )
         for mean in (40_000.0, 41_000.0, 39_000.0)
     ]
-    merged = interleave.merge(runs, "significant", None)
+    merged = in_passes.merge(runs, "significant", None)
     assert merged.earlier_sittings is None and merged.between_sittings_ns == {}
     latency = merged.latency_ns
     assert latency is not None
@@ -244,7 +243,7 @@ def test_progress_says_each_pass(tmp_path):
     exp = experiment_in(tmp_path, INTERLEAVED)
     stream = io.StringIO()
     path, done, _ = sweep.open_results(tmp_path / "out", exp, False)
-    interleave.run_interleaved(
+    in_passes.run_in_passes(
         exp, path, sweep.plan(exp, [0, 1], done), OneRunner(), progress.SweepLines(stream)
     )
     lines = stream.getvalue().splitlines()

@@ -22,6 +22,7 @@ import psutil
 import pytest
 from helpers import volley
 
+from volley.numbers.units import IdleStates
 from volley.system import machine, noise
 from volley.system.machine import CpuState, Environment
 from volley.system.noise import (
@@ -183,7 +184,7 @@ def test_problems_name_what_is_off() -> None:
         ],
         smt_siblings_shared=True,
         load_avg_1m=3.14,
-        idle_states=machine.IDLE_ANY,
+        idle_states=IdleStates.ANY,
     )
     assert off.problems() == [
         "governor powersave on CPU 1-2",
@@ -207,17 +208,17 @@ HOLDS_IDLE = os.access(machine.PM_QOS_DEVICE, os.W_OK)
 def test_shallow_idle_holds_the_request_only_while_it_runs() -> None:
     before = pm_qos_target()
     with machine.shallow_idle() as (held, problem):
-        assert (held, problem) == (machine.IDLE_SHALLOW, None)
+        assert (held, problem) == (IdleStates.SHALLOW, None)
         assert pm_qos_target() == 0
     assert pm_qos_target() == before != 0
 
 
 def test_idle_states_left_alone_or_not_held_say_so(monkeypatch, tmp_path) -> None:
-    with machine.shallow_idle(machine.IDLE_ANY) as found:
-        assert found == (machine.IDLE_ANY, None)
+    with machine.shallow_idle(IdleStates.ANY) as found:
+        assert found == (IdleStates.ANY, None)
     monkeypatch.setattr(machine, "PM_QOS_DEVICE", str(tmp_path / "no-such-device"))
     with machine.shallow_idle() as (held, problem):
-        assert held == machine.IDLE_ANY
+        assert held == IdleStates.ANY
         assert problem is not None and "no-such-device: No such file" in problem
     assert machine.idle_hold_problem() == problem
 
@@ -228,10 +229,10 @@ def test_a_benchmark_records_the_idle_states_it_measured_with() -> None:
     if len(USABLE) > 1:  # each run's noise says how far apart the CPUs were
         hops = [r["noise"]["cpu_hop_ns"] for r in result["runs"]]
         assert any(hops) and all(h is None or h > 0 for h in hops), hops
-    assert found["idle_states"] == (machine.IDLE_SHALLOW if HOLDS_IDLE else machine.IDLE_ANY)
+    assert found["idle_states"] == (IdleStates.SHALLOW if HOLDS_IDLE else IdleStates.ANY)
     assert found["cpuidle_driver"] == machine.idle_driver()[0]
     allowed = short_bench("--idle-states", "any")
-    assert allowed["result"]["host"]["idle_states"] == machine.IDLE_ANY
+    assert allowed["result"]["host"]["idle_states"] == IdleStates.ANY
     from helpers import SERVERS
 
     done = volley("bench", "--idle-states", "deep", SERVERS / "c-threaded")

@@ -1,6 +1,18 @@
+import json
+
 import pytest
 
-from volley.numbers.units import BadInput, parse_confidence, parse_duration_s
+from volley.numbers.units import (
+    Arrivals,
+    BadInput,
+    IdleStates,
+    Noisy,
+    Restart,
+    SweepOrder,
+    choose,
+    parse_confidence,
+    parse_duration_s,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,3 +57,16 @@ def test_confidence(text, level):
 def test_bad_confidence(text):
     with pytest.raises(BadInput, match="--confidence"):
         parse_confidence(text)
+
+
+@pytest.mark.parametrize("choices", [IdleStates, Arrivals, Restart, Noisy, SweepOrder])
+def test_a_choice_is_spelled_as_typed_on_the_command_line_and_in_json(choices):
+    for member in choices:
+        assert choose(choices, member.value, "--x") is member
+        assert json.dumps({"x": member}) == json.dumps({"x": member.value})
+        assert f"{member}" == member.value
+
+
+def test_a_choice_not_offered_names_the_option_and_every_choice():
+    with pytest.raises(BadInput, match=r"^--noisy 'loud' is not one of keep, drop, fail$"):
+        choose(Noisy, "loud", "--noisy")

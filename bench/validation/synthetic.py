@@ -192,7 +192,7 @@ def result_of(measurement: Measurement, server: str, run_plan: RunPlan) -> Bench
 def compare_run(
     engine: ModelEngine, run_plan: RunPlan, rng: random.Random
 ) -> tuple[BenchResult, BenchResult]:
-    """``volley compare --run A B`` (commands._interleaved_runs): interleaved rounds judged
+    """``volley compare --run A B`` (app._compare_run_by_run): interleaved rounds judged
     by the sequential plan (``compare.Monitor``); A's and B's results, each recording the
     plan and its looks as --run writes them."""
     first_look = max(run_plan.min_runs, sequential.FIRST_LOOK)

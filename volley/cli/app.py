@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -21,13 +21,14 @@ from volley.cli.bench import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     SETTINGS,
+    BenchOptions,
     bench,
     fail,
     make_config,
-    parse_address,
     program,
     run,
     say,
+    target_of,
     version_callback,
     warn_before,
 )
@@ -36,6 +37,7 @@ from volley.measure import session
 from volley.numbers import sequential
 from volley.numbers.units import (
     BadInput,
+    SweepOrder,
     format_duration,
     format_ns,
     parse_confidence,
@@ -45,6 +47,11 @@ from volley.numbers.units import (
 from volley.present.report import comparison_markdown, comparison_table
 from volley.records import results
 from volley.system import cpus
+
+if TYPE_CHECKING:  # the commands import what they use when they run
+    from volley.records.experiment import Experiment
+    from volley.studies.compare import Monitor
+    from volley.studies.sweep import Plan
 
 F = TypeVar("F", bound=Callable[..., None])
 RUN_MAX_TIME = "300s"
@@ -104,8 +111,7 @@ def sweep_command(
     from volley.records import experiment as experiments
     from volley.records import export as exports
     from volley.records import store
-    from volley.records.experiment import INTERLEAVED
-    from volley.studies import interleave as interleaves
+    from volley.studies import passes
     from volley.studies import sweep as sweeps
 
     try:
@@ -129,17 +135,11 @@ def sweep_command(
         )
     progress = QuietSweep() if quiet else SweepLines()
     if not quiet:
-        bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
-        say(
-            f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
-            + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
-            + f", up to about {bound}; results in {results_path}",
-            sys.stderr,
-        )
+        _say_sweep_start(experiment, the_plan, results_path)
     try:
         play = (
-            interleaves.run_interleaved
-            if experiment.order == INTERLEAVED
+            passes.run_in_passes
+            if experiment.order == SweepOrder.IN_PASSES
             else sweeps.run_sequential
         )
         outcome = play(experiment, results_path, the_plan, sweeps.ProcessRunner(), progress)
@@ -153,6 +153,19 @@ def sweep_command(
         say(f"wrote {path}")
     if outcome.interrupted:
         fail("interrupted; add --resume to run the remaining points", EXIT_INTERRUPTED)
+
+
+def _say_sweep_start(experiment: Experiment, the_plan: Plan, results_path: Path) -> None:
+    """What a sweep is about to run, and the longest it may take."""
+    from volley.studies import sweep as sweeps
+
+    bound = format_duration(sweeps.estimate_s(experiment, len(the_plan.todo)))
+    say(
+        f"sweep {experiment.name}: {len(the_plan.todo)} points to run"
+        + (f" ({len(the_plan.done)} already done)" if the_plan.done else "")
+        + f", up to about {bound}; results in {results_path}",
+        sys.stderr,
+    )
 
 
 def plot_command(
@@ -287,19 +300,13 @@ def check_command(
     Exit status: 0 every check passed, 1 a check failed, 2 bad input, 130 interrupted.
     """
     from volley.studies import check as checks
+    from volley.studies import probe
 
     if list_checks:
         say(checks.listing())
         raise typer.Exit(0)
     try:
-        address = parse_address(connect) if connect else None
-        if address and server_path:
-            raise BadInput("give either SERVER or --connect HOST:PORT, not both")
-        if not address and not server_path:
-            raise BadInput(
-                "missing SERVER: give a server binary (like target/servers/c-threaded)"
-                " or --connect HOST:PORT"
-            )
+        server_path, address = target_of(server_path, connect)
         if address and args:
             raise BadInput("server arguments need SERVER; a server at --connect is already running")
         path = server.resolve(server_path) if server_path else None
@@ -319,15 +326,8 @@ def check_command(
 
     show(formatter.header())
     try:
-        run = checks.run(
-            chosen,
-            path,
-            args or [],
-            server_cpus,
-            timeout_s,
-            address,
-            on_result=lambda result: show(formatter.result(result)),
-        )
+        target = probe.Target(path, args or [], server_cpus, timeout_s, address)
+        run = checks.run(chosen, target, on_result=lambda result: show(formatter.result(result)))
     except KeyboardInterrupt:
         fail("interrupted; the server was stopped", EXIT_INTERRUPTED)
     # The report first: printing can fail (a closed pipe) and must not lose it.
@@ -512,14 +512,14 @@ def compare_command(
                 raise BadInput(f"{option} measures servers: give --run and servers A B")
         if run:
             measured["max_time"] = max_time
-            paths, status = _interleaved_runs(paths, level, equivalence, output, measured, quiet)
+            paths, status = _compare_run_by_run(paths, level, equivalence, output, measured, quiet)
         else:
             status = 0
         report = compare.compare_files(paths, level, force, gates, rounds=run)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        say(f"note: {note}", sys.stderr)
     human = sys.stderr if json_path == "-" else sys.stdout
     human.write(comparison_markdown(report) if markdown else comparison_table(report))
     unwritten = write_json(json_path, compare.to_json(report))
@@ -527,11 +527,11 @@ def compare_command(
         fail(unwritten, EXIT_FAILED)
     tripped = report.tripped()
     for line in tripped:
-        print(f"{program()}: {line}", file=sys.stderr)
+        say(f"{program()}: {line}", sys.stderr)
     raise typer.Exit(EXIT_FAILED if tripped else status)
 
 
-def _interleaved_runs(
+def _compare_run_by_run(
     servers: list[Path],
     confidence: float,
     equivalence: str,
@@ -541,7 +541,7 @@ def _interleaved_runs(
 ) -> tuple[list[Path], int]:
     """``volley compare --run``: measure the servers interleaved, write one result each;
     the paths written and the exit status the measurement asks for. ``measured``: the
-    volley-bench options of every side, by make_config's names."""
+    volley-bench options of every side, by BenchOptions' names."""
     from volley.studies import compare
 
     if len(servers) < 2:
@@ -549,50 +549,17 @@ def _interleaved_runs(
     margin = parse_target(equivalence, "--equivalence")
     if margin.statistic != "mean" or margin.relative is None:
         raise BadInput(f"--equivalence {equivalence!r}: give a share of the mean, like 1%")
-    sides = [server_command(str(text)) for text in servers]
-    config = make_config(
-        sides[0][0],
-        sides[0][1],
-        precision=["1%"],  # unused: the sequential plan decides when to stop
-        confidence=str(confidence),
-        connect=None,
-        **measured,
-    )
-    config = replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
-    min_runs = config.min_runs
+    config = _run_by_run_config(servers, confidence, measured)
     if not output.parent.is_dir() and output.parent != Path("out"):
         raise BadInput(f"-o {output}: directory {output.parent} does not exist")
     output.mkdir(parents=True, exist_ok=True)
     warn_before(config)
-    names = [f"{i}-{Path(path).name}.json" for i, (path, _) in enumerate(sides)]
-
-    first_look = max(min_runs, sequential.FIRST_LOOK)
+    names = [f"{i}-{Path(path).name}.json" for i, (path, _) in enumerate(config.alternatives)]
+    first_look = max(config.min_runs, sequential.FIRST_LOOK)
     monitor = compare.Monitor(compare.family_alpha(confidence), margin.relative or 0.0, first_look)
-
-    def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
-        stop = monitor(found, rounds, left)
-        looks = monitor.looks
-        if not quiet and looks and looks.rounds and looks.rounds[-1] == rounds:
-            say(
-                f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
-                f"{', '.join(map(str, looks.planned))}): mean "
-                + ", ".join(monitor.verdicts)
-                + ("" if stop else "; go on"),
-                sys.stderr,
-            )
-        return stop
-
-    def on_round(rounds: int, found: list[results.BenchResult]) -> None:
-        if quiet:
-            return
-        means = ", ".join(
-            f"{Path(r.server).name} {format_ns(r.latency_ns.mean)}" if r.latency_ns else "?"
-            for r in found
-        )
-        say(f"round {rounds}: {means}", sys.stderr)
-
     try:
-        found = session.interleaved(config, judge, on_round)
+        judge = monitor if quiet else _saying_looks(monitor)
+        found = session.run_by_run(config, judge, None if quiet else _say_round)
     except KeyboardInterrupt:
         fail("interrupted before any round completed", EXIT_INTERRUPTED)
     except (coordinator.BenchError, play.RunFailed) as e:
@@ -605,6 +572,47 @@ def _interleaved_runs(
         written.append(output / name)
     say(f"wrote {', '.join(map(str, written))}", sys.stderr)
     return written, EXIT_CODES[found[0].status]
+
+
+def _run_by_run_config(
+    servers: list[Path], confidence: float, measured: dict[str, Any]
+) -> coordinator.BenchConfig:
+    """The configuration every side of ``compare --run`` measures with, the servers its
+    alternatives."""
+    sides = [server_command(str(text)) for text in servers]
+    # --precision is left at its default, unused: the sequential plan decides when to stop.
+    raw = BenchOptions(
+        server_path=sides[0][0], args=sides[0][1], confidence=str(confidence), **measured
+    )
+    config = make_config(raw)
+    return replace(config, alternatives=[(server.resolve(p), args) for p, args in sides])
+
+
+def _saying_looks(monitor: Monitor) -> Callable[[list[results.BenchResult], int, int], str | None]:
+    """``monitor`` as the judge of the rounds, saying on stderr what each look found."""
+
+    def judge(found: list[results.BenchResult], rounds: int, left: int) -> str | None:
+        stop = monitor(found, rounds, left)
+        looks = monitor.looks
+        if looks and looks.rounds and looks.rounds[-1] == rounds:
+            say(
+                f"look {len(looks.rounds)} of {len(looks.planned)} (planned at rounds "
+                f"{', '.join(map(str, looks.planned))}): mean "
+                + ", ".join(monitor.verdicts)
+                + ("" if stop else "; go on"),
+                sys.stderr,
+            )
+        return stop
+
+    return judge
+
+
+def _say_round(rounds: int, found: list[results.BenchResult]) -> None:
+    means = ", ".join(
+        f"{Path(r.server).name} {format_ns(r.latency_ns.mean)}" if r.latency_ns else "?"
+        for r in found
+    )
+    say(f"round {rounds}: {means}", sys.stderr)
 
 
 def plan_command(

@@ -17,11 +17,11 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import typer
 
@@ -31,8 +31,12 @@ from volley.measure import history, hosts, runs, session
 from volley.numbers.units import (
     _TIME_NS,
     BENCH_DEFAULTS,
+    Arrivals,
     BadInput,
-    check_arrivals,
+    IdleStates,
+    Noisy,
+    Restart,
+    choose,
     parse_confidence,
     parse_duration_s,
     parse_rate,
@@ -82,7 +86,10 @@ def fail(message: str, status: int) -> NoReturn:
     raise typer.Exit(status)
 
 
-def parse_address(text: str) -> tuple[str, int]:
+Address = tuple[str, int]  # a running server's host and port (--connect)
+
+
+def parse_address(text: str) -> Address:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BadInput(f"--connect {text!r} is not HOST:PORT (like 127.0.0.1:2222)")
@@ -288,54 +295,11 @@ def bench(
     Exit status: 0 measured, whatever the precision reached; 1 the run failed; 2 bad input;
     3 a target not met, with --require-precision only; 130 interrupted.
     """
-    # Long only because every option passes through make_config, one line each.
     try:
         team = hosts.join()  # None unless an MPI launcher started several of us
     except hosts.HostsError as e:
         fail(str(e), e.status)
-    try:
-        config = make_config(
-            server_path,
-            args or [],
-            cores,
-            server_cores,
-            clients,
-            precision,
-            confidence,
-            max_time,
-            warmup,
-            run_time,
-            min_runs,
-            restart,
-            op_timeout,
-            startup_timeout,
-            port,
-            connect,
-            noisy,
-            rate,
-            arrivals,
-            server_address,
-            idle_states,
-            spin,
-            topology_file,
-            fixed_runs,
-            duration,
-            rehearse=rehearse,
-        )
-        if json_path and json_path != "-" and not (team and team.rank):
-            results.check_writable(Path(json_path))
-    except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
-        if team:  # rank 0 names this host and ends the job
-            # A host that cannot reach the server is a failed run, not bad input.
-            status = EXIT_FAILED if isinstance(e, server.ServerError) else EXIT_USAGE
-            problem = str(e)
-            _on_hosts(lambda: hosts.start(team, None, problem=problem, status=status))
-        fail(str(e), EXIT_USAGE)
-    try:
-        # Not enough open files is the user's limit, bad input, not a failed run.
-        coordinator.raise_open_files_limit(config.clients)
-    except coordinator.BenchError as e:
-        fail(str(e), EXIT_USAGE)
+    config = _configure(BenchOptions.of(locals()), team, json_path)
     sittings = None
     # The rule and the result are rank 0's; a rehearsal's latencies are no sitting.
     if not (team and team.rank) and not config.rehearsal:
@@ -351,9 +315,37 @@ def bench(
         fail("interrupted before any run started", EXIT_INTERRUPTED)
     except (server.ServerError, coordinator.BenchError, play.RunFailed) as e:
         fail(str(e), EXIT_FAILED)
+    _report(_keep_sitting(result, sittings), json_path)
+    raise typer.Exit(exit_status(result.status, require_precision))
+
+
+def _configure(
+    raw: BenchOptions, team: hosts.Team | None, json_path: str | None
+) -> coordinator.BenchConfig:
+    """The checked configuration; on bad input, exit 2 (on many hosts, rank 0 ends the job)."""
+    try:
+        config = make_config(raw)
+        if json_path and json_path != "-" and not (team and team.rank):
+            results.check_writable(Path(json_path))
+    except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
+        if team:  # rank 0 names this host and ends the job
+            # A host that cannot reach the server is a failed run, not bad input.
+            status = EXIT_FAILED if isinstance(e, server.ServerError) else EXIT_USAGE
+            problem = str(e)
+            _on_hosts(lambda: hosts.start(team, None, problem=problem, status=status))
+        fail(str(e), EXIT_USAGE)
+    try:
+        # Not enough open files is the user's limit, bad input, not a failed run.
+        coordinator.raise_open_files_limit(config.clients)
+    except coordinator.BenchError as e:
+        fail(str(e), EXIT_USAGE)
+    return config
+
+
+def _report(result: results.BenchResult, json_path: str | None) -> None:
+    """Write the result (to --json) and print its summary; exit 1 if it cannot be written."""
     # The result first: printing can fail (a closed pipe) and must not lose it.
     unwritten = None
-    result = _keep_sitting(result, sittings)
     if json_path == "-":
         say(results.dumps(result), sys.stdout, end="")
     elif json_path:
@@ -366,7 +358,6 @@ def bench(
         say("\n".join(phase_lines(result)), sys.stderr if json_path == "-" else sys.stdout)
     if unwritten:
         fail(unwritten, EXIT_FAILED)
-    raise typer.Exit(exit_status(result.status, require_precision))
 
 
 def exit_status(status: str, require_precision: bool) -> int:
@@ -382,7 +373,7 @@ def warn_before(config: coordinator.BenchConfig) -> None:
     hides progress, never these."""
     for warning in config.placement.warnings:
         say(f"warning: {warning}", sys.stderr)
-    if config.idle_states == machine.IDLE_SHALLOW:
+    if config.idle_states == IdleStates.SHALLOW:
         denied = machine.idle_hold_problem()
         if denied:
             say(
@@ -458,36 +449,46 @@ def _on_hosts(part: Callable[[], T]) -> T:
         fail(str(e), e.status)
 
 
-def make_config(
-    server_path: str | None,
-    args: list[str],
-    cores: str | None,
-    server_cores: str | None,
-    clients: int | None,
-    precision: list[str],
-    confidence: str,
-    max_time: str | None,
-    warmup: str,
-    run_time: str,
-    min_runs: int,
-    restart: str,
-    op_timeout: str,
-    startup_timeout: str,
-    port: int | None,
-    connect: str | None,
-    noisy: str = "keep",
-    rate: str | None = None,
-    arrivals: str = "poisson",
-    server_address: str = server.LOOPBACK,
-    idle_states: str = BENCH_DEFAULTS["idle-states"],
-    spin: str | None = None,
-    topology_file: str | None = None,
-    fixed_runs: int | None = None,
-    duration: str | None = None,
-    rehearse: bool = False,
-) -> coordinator.BenchConfig:
-    """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
-    # Long but flat: one check per option, in the order of the options, each with its message.
+@dataclass(frozen=True)
+class BenchOptions:
+    """volley-bench's measurement options as typed, none checked yet (``make_config`` checks
+    them): the fields are named as ``bench``'s parameters, and default as its options do."""
+
+    server_path: str | None = None
+    args: list[str] | None = None
+    cores: str | None = None
+    server_cores: str | None = None
+    clients: int | None = None
+    precision: list[str] = field(default_factory=lambda: [BENCH_DEFAULTS["precision"]])
+    confidence: str = BENCH_DEFAULTS["confidence"]
+    max_time: str | None = None
+    fixed_runs: int | None = None
+    duration: str | None = None
+    warmup: str = BENCH_DEFAULTS["warmup"]
+    run_time: str = BENCH_DEFAULTS["run-time"]
+    min_runs: int = runs.MIN_RUNS
+    restart: str = BENCH_DEFAULTS["restart"]
+    noisy: str = BENCH_DEFAULTS["noisy"]
+    op_timeout: str = BENCH_DEFAULTS["op-timeout"]
+    startup_timeout: str = BENCH_DEFAULTS["startup-timeout"]
+    idle_states: str = BENCH_DEFAULTS["idle-states"]
+    port: int | None = None
+    server_address: str = server.LOOPBACK
+    connect: str | None = None
+    rate: str | None = None
+    arrivals: str = BENCH_DEFAULTS["arrivals"]
+    spin: str | None = None
+    topology_file: str | None = None
+    rehearse: bool = False
+
+    @classmethod
+    def of(cls, given: Mapping[str, Any]) -> BenchOptions:
+        """The options among ``given`` (``bench``'s parameters, by name)."""
+        return cls(**{f.name: given[f.name] for f in fields(cls)})
+
+
+def target_of(server_path: str | None, connect: str | None) -> tuple[str | None, Address | None]:
+    """SERVER or --connect HOST:PORT, exactly one of them; BadInput otherwise."""
     address = parse_address(connect) if connect else None
     if address and server_path:
         raise BadInput("give either SERVER or --connect HOST:PORT, not both")
@@ -496,97 +497,115 @@ def make_config(
             "missing SERVER: give a server binary (like target/servers/c-threaded) "
             "or --connect HOST:PORT"
         )
-    if server_address != server.LOOPBACK:
-        check_server_address(server_address, address is not None)
+    return server_path, address
+
+
+def make_config(raw: BenchOptions) -> coordinator.BenchConfig:
+    """Turn the options into a checked BenchConfig; BadInput says what is wrong."""
+    server_path, address = target_of(raw.server_path, raw.connect)
+    if raw.server_address != server.LOOPBACK:
+        check_server_address(raw.server_address, address is not None)
     if server_path:
         server_path = server.resolve(server_path)
     if address:
         server.probe(*address)
-    if port is not None and not 0 < port < 65536:
-        raise BadInput(f"--port {port} is not a TCP port (1-65535)")
-    if port is not None and not server.port_is_free(server_address, port):
-        raise BadInput(
-            f"--port {port} is already in use on {server_address}; pick another "
-            "or leave --port out to get a free one"
-        )
-    planned = None
-    if rehearse:
-        planned, placement = rehearsal_placement(cores, server_cores, topology_file, address)
-    else:
-        placed_by, differs = topology.for_placement(topology_file)
-        placement = cpus.place(cores, server_cores, None, placed_by, remote_server=bool(address))
-        placement = replace(placement, warnings=placement.warnings + differs)
-    if clients is None:
-        clients = len(placement.client_cpus)
-    if clients < 1:
-        raise BadInput(f"--clients {clients} must be at least 1")
-    if min_runs < 2:
-        raise BadInput(f"--min-runs {min_runs} must be at least 2 (an interval needs two runs)")
-    if noisy not in ("keep", "drop", "fail"):
-        raise BadInput(f"--noisy {noisy!r} is not one of keep, drop, fail")
-    if idle_states not in machine.IDLE_STATES:
-        raise BadInput(
-            f"--idle-states {idle_states!r} is not one of {', '.join(machine.IDLE_STATES)}"
-        )
-    restarts = (coordinator.RESTART_SERVER, coordinator.RESTART_CONNECTIONS)
-    if restart not in restarts:
-        raise BadInput(f"--restart {restart!r} is not one of {', '.join(restarts)}")
-    run_time_s = parse_duration_s(run_time, "--run-time")
-    rate_ops_s = parse_rate(rate) if rate is not None else None
-    check_arrivals(arrivals)
-    if rate_ops_s is not None and rate_ops_s / clients * run_time_s < 1:
-        raise BadInput(
-            f"--rate {rate} is less than one op per client per run ({clients} client"
-            f"{'' if clients == 1 else 's'}, {run_time_s:g} s runs); raise it or use fewer clients"
-        )
-    if spin is not None and rate_ops_s is None:
-        raise BadInput("--spin applies to the open loop: give --rate too")
-    check_fixed_size(fixed_runs, duration, max_time)
+    check_port(raw.port, raw.server_address)
+    placement, planned, clients = _placement(raw, address is not None)
+    if raw.min_runs < 2:
+        raise BadInput(f"--min-runs {raw.min_runs} must be at least 2 (an interval needs two runs)")
+    noisy = choose(Noisy, raw.noisy, "--noisy")
+    idle_states = choose(IdleStates, raw.idle_states, "--idle-states")
+    restart = choose(Restart, raw.restart, "--restart")
+    run_time_s = parse_duration_s(raw.run_time, "--run-time")
+    rate_ops_s, arrivals, spin_ns = _open_loop(raw, clients, run_time_s)
+    check_fixed_size(raw.fixed_runs, raw.duration, raw.max_time)
     return coordinator.BenchConfig(
-        server=server_path or connect or "",
-        server_args=args,
+        server=server_path or raw.connect or "",
+        server_args=raw.args or [],
         clients=clients,
         placement=placement,
-        targets=parse_targets(precision or ["1%"]),
-        confidence=parse_confidence(confidence),
-        max_time_s=parse_duration_s(max_time or BENCH_DEFAULTS["max-time"], "--max-time"),
-        warmup_s=parse_duration_s(warmup, "--warmup", allow_zero=True),
+        targets=parse_targets(raw.precision or ["1%"]),
+        confidence=parse_confidence(raw.confidence),
+        max_time_s=parse_duration_s(raw.max_time or BENCH_DEFAULTS["max-time"], "--max-time"),
+        warmup_s=parse_duration_s(raw.warmup, "--warmup", allow_zero=True),
         run_time_s=run_time_s,
-        min_runs=min_runs,
-        restart=coordinator.RESTART_CONNECTIONS if address else restart,
+        min_runs=raw.min_runs,
+        restart=Restart.CONNECTIONS if address else restart,
         noisy=noisy,
-        op_timeout_s=parse_duration_s(op_timeout, "--op-timeout"),
-        startup_timeout_s=parse_duration_s(startup_timeout, "--startup-timeout"),
-        port=port,
+        op_timeout_s=parse_duration_s(raw.op_timeout, "--op-timeout"),
+        startup_timeout_s=parse_duration_s(raw.startup_timeout, "--startup-timeout"),
+        port=raw.port,
         connect=address,
-        server_address=server_address,
+        server_address=raw.server_address,
         rate_ops_s=rate_ops_s,
         arrivals=arrivals,
         idle_states=idle_states,
-        spin_ns=worker.SPIN_NS if spin is None else parse_spin_ns(spin),
-        runs=fixed_runs,
-        duration_s=parse_duration_s(duration, "--duration") if duration is not None else None,
+        spin_ns=spin_ns,
+        runs=raw.fixed_runs,
+        duration_s=None if raw.duration is None else parse_duration_s(raw.duration, "--duration"),
         planned=planned,
-        topology=topology_file,
+        topology=raw.topology_file,
     )
 
 
+def check_port(port: int | None, address: str) -> None:
+    """BadInput unless --port is left out, or a free TCP port on ``address``."""
+    if port is not None and not 0 < port < 65536:
+        raise BadInput(f"--port {port} is not a TCP port (1-65535)")
+    if port is not None and not server.port_is_free(address, port):
+        raise BadInput(
+            f"--port {port} is already in use on {address}; pick another "
+            "or leave --port out to get a free one"
+        )
+
+
+def _placement(
+    raw: BenchOptions, remote_server: bool
+) -> tuple[cpus.Placement, cpus.Placement | None, int]:
+    """Where the server and the clients run, where a rehearsal's plan put them (None when
+    not rehearsing), and how many clients."""
+    planned = None
+    if raw.rehearse:
+        planned, placement = rehearsal_placement(raw, remote_server)
+    else:
+        placed_by, differs = topology.for_placement(raw.topology_file)
+        placement = cpus.place(raw.cores, raw.server_cores, None, placed_by, remote_server)
+        placement = replace(placement, warnings=placement.warnings + differs)
+    clients = len(placement.client_cpus) if raw.clients is None else raw.clients
+    if clients < 1:
+        raise BadInput(f"--clients {clients} must be at least 1")
+    return placement, planned, clients
+
+
 def rehearsal_placement(
-    cores: str | None,
-    server_cores: str | None,
-    topology_file: str | None,
-    address: tuple[str, int] | None,
+    raw: BenchOptions, remote_server: bool
 ) -> tuple[cpus.Placement, cpus.Placement]:
     """--rehearse: the placement planned on the --topology machine (all its CPUs usable,
     as volley plan shows it), and that placement folded onto the CPUs usable here."""
-    if topology_file is None:
+    if raw.topology_file is None:
         raise BadInput(
             "--rehearse plays the plan of the machine a --topology FILE describes: give "
             "--topology FILE (its lscpu -p=CPU,CORE,SOCKET,NODE output)"
         )
-    lab = topology.load(topology_file)
-    planned = cpus.place(cores, server_cores, lab.cpus, lab, remote_server=bool(address))
+    lab = topology.load(raw.topology_file)
+    planned = cpus.place(raw.cores, raw.server_cores, lab.cpus, lab, remote_server=remote_server)
     return planned, cpus.fold(planned, cpus.usable_cpus())
+
+
+def _open_loop(
+    raw: BenchOptions, clients: int, run_time_s: float
+) -> tuple[float | None, Arrivals, int]:
+    """The open loop's offered rate (None: the closed loop), its arrivals and its spin."""
+    rate_ops_s = parse_rate(raw.rate) if raw.rate is not None else None
+    arrivals = choose(Arrivals, raw.arrivals, "--arrivals")
+    if rate_ops_s is not None and rate_ops_s / clients * run_time_s < 1:
+        raise BadInput(
+            f"--rate {raw.rate} is less than one op per client per run ({clients} client"
+            f"{'' if clients == 1 else 's'}, {run_time_s:g} s runs); raise it or use fewer clients"
+        )
+    if raw.spin is not None and rate_ops_s is None:
+        raise BadInput("--spin applies to the open loop: give --rate too")
+    return rate_ops_s, arrivals, worker.SPIN_NS if raw.spin is None else parse_spin_ns(raw.spin)
 
 
 def check_fixed_size(fixed_runs: int | None, duration: str | None, max_time: str | None) -> None:

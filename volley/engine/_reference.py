@@ -14,6 +14,7 @@ import select
 import socket
 import struct
 import time
+from dataclasses import dataclass, field
 
 # The outcomes are the Cython loop's own: one definition of each.
 from volley._core import FAILED_ERRNO, OK, OP_TIMEOUT, PEER_CLOSED, WRONG_REPLY  # noqa: F401
@@ -106,120 +107,213 @@ def play_open(
     send_lag_ns: memoryview | None = None,
     spin_ns: int = 0,
 ) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]:
-    """The open loop, stated plainly: see ``volley._core.play_open`` for the contract."""
-    # Long because _core.play_open is: one statement here for each of its steps, in its
-    # order, so that the two can be read side by side.
-    state = seed if seed else 0x9E3779B9
-    gaps = random.Random(seed)
-    gap_ns = 1e9 / rate_ops_s
-
-    def next_gap() -> float:
-        return gap_ns if arrivals == 1 else gaps.expovariate(1.0) * gap_ns
-
-    offset = gaps.random() * gap_ns if arrivals == 1 else next_gap()
-    sock = socket.socket(fileno=os.dup(fd))
-    ring: list[tuple[int, int]] = []  # (challenge, scheduled ns) of each word outstanding
-    end_ns, done, err, outcome, challenge, reply = deadline_ns, 0, 0, OK, 0, 0
-    due = late = replied = most = lagged = 0
-    backlog_start = backlog_end = -1
-    sending, pending = True, b""
+    """The open loop, stated plainly: see ``volley._core.play_open`` for the contract (whose
+    parameters these are). One method of ``_OpenLoop`` per step of its loop, in its order,
+    so that the two can be read side by side."""
+    loop = _OpenLoop(
+        sock=socket.socket(fileno=os.dup(fd)),
+        latency_ns=latency_ns,
+        stop=stop,
+        schedule=_Schedule(seed, start_ns, rate_ops_s, arrivals),
+        measure_from_ns=measure_from_ns,
+        end_ns=deadline_ns,
+        op_timeout_ns=op_timeout_ns,
+        late_tolerance_ns=late_tolerance_ns,
+        send_lag_ns=send_lag_ns,
+        spin_ns=spin_ns,
+        state=seed if seed else 0x9E3779B9,
+    )
     if start_ns > 0:
         time.sleep(max(0, start_ns - time.monotonic_ns()) / 1e9)
-    last_progress = time.monotonic_ns()
+    loop.last_progress = time.monotonic_ns()
     try:
-        while not stop[0] and outcome == OK:
-            now = time.monotonic_ns()
-            next_ns = start_ns + int(offset)
-            if backlog_start < 0 and now >= measure_from_ns:
-                behind = (now - next_ns) / gap_ns if sending and next_ns < now else 0
-                backlog_start = len(ring) + int(behind)
-            while sending and next_ns <= now and next_ns < end_ns and len(ring) < RING_WORDS:
-                state = challenge = _next_challenge(state)
-                t = time.monotonic_ns()
-                try:
-                    if sock.send(WORD.pack(challenge), socket.MSG_DONTWAIT) != 4:
-                        outcome = OP_TIMEOUT
-                        break
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    outcome, err = FAILED_ERRNO, e.errno or 0
-                    break
-                if not ring:
-                    last_progress = t
-                ring.append((challenge, next_ns))
-                if next_ns >= measure_from_ns:
-                    most = max(most, len(ring))
-                    due += 1
-                    late += t - next_ns > late_tolerance_ns
-                    if send_lag_ns is not None and lagged < len(send_lag_ns):
-                        send_lag_ns[lagged] = t - next_ns
-                        lagged += 1
-                offset += next_gap()
-                next_ns = start_ns + int(offset)
-            if outcome != OK:
-                break
-            now = time.monotonic_ns()
-            if sending and next_ns >= end_ns:
-                sending = False
-            elif sending and now - end_ns > end_ns - measure_from_ns:
-                sending = False  # far behind: the rest of the window is dropped, and late
-                while next_ns < end_ns:
-                    due += next_ns >= measure_from_ns
-                    late += next_ns >= measure_from_ns
-                    offset += next_gap()
-                    next_ns = start_ns + int(offset)
-            if backlog_end < 0 and now >= end_ns:
-                behind = (end_ns - next_ns) / gap_ns if sending and next_ns < end_ns else 0
-                backlog_end = len(ring) + int(behind)
-            if not sending and not ring and now >= end_ns:
-                break
-            wait_ns = MAX_WAIT_NS
-            if sending and len(ring) < RING_WORDS:
-                wait_ns = min(next_ns - now - spin_ns, MAX_WAIT_NS)
-            elif not sending and 0 < end_ns - now < wait_ns:
-                wait_ns = end_ns - now
-            if wait_ns > 0 and not select.select([sock], [], [], wait_ns / 1e9)[0]:
-                if ring and time.monotonic_ns() - last_progress > op_timeout_ns:
-                    outcome = OP_TIMEOUT
-                continue
-            try:
-                data = sock.recv(4096, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if ring and time.monotonic_ns() - last_progress > op_timeout_ns:
-                    outcome = OP_TIMEOUT
-                continue
-            except OSError as e:
-                outcome, err = FAILED_ERRNO, e.errno or 0
-                break
-            if not data:
-                outcome = PEER_CLOSED
-                break
-            t = last_progress = time.monotonic_ns()
-            pending += data
-            while len(pending) >= 4:
-                (reply,), pending = WORD.unpack(pending[:4]), pending[4:]
-                if not ring:
-                    outcome, challenge = WRONG_REPLY, 0
-                    break
-                challenge, due_at = ring.pop(0)
-                if reply != (challenge + 1) & 0xFFFFFFFF:
-                    outcome = WRONG_REPLY
-                    break
-                replied += measure_from_ns <= t < end_ns
-                if measure_from_ns <= due_at < end_ns and done < len(latency_ns):
-                    latency_ns[done] = t - due_at
-                    done += 1
-                    if done == len(latency_ns) and sending:
-                        end_ns = t
+        loop.run()
     finally:
-        sock.close()
-    if outcome != OK:
-        stop[0] = 1
-    window = max(0, end_ns - measure_from_ns)
-    if backlog_end < 0:
-        backlog_end = len(ring)
-    return (
-        done, outcome, err, challenge, reply, due, late, replied, most,
-        max(backlog_start, 0), backlog_end, window,
-    )  # fmt: skip
+        loop.sock.close()
+    return loop.result()
+
+
+class _Schedule:
+    """When each word of one client is due: fixed or exponential gaps at the offered rate."""
+
+    def __init__(self, seed: int, start_ns: int, rate_ops_s: float, arrivals: int) -> None:
+        self.gaps = random.Random(seed)
+        self.gap_ns = 1e9 / rate_ops_s
+        self.fixed = arrivals == 1
+        self.start_ns = start_ns
+        self.offset = self.gaps.random() * self.gap_ns if self.fixed else self._gap()
+
+    def _gap(self) -> float:
+        return self.gap_ns if self.fixed else self.gaps.expovariate(1.0) * self.gap_ns
+
+    @property
+    def next_ns(self) -> int:
+        return self.start_ns + int(self.offset)
+
+    def advance(self) -> None:
+        self.offset += self._gap()
+
+
+@dataclass
+class _OpenLoop:
+    """One client's open loop: what it was given, and where it is."""
+
+    sock: socket.socket
+    latency_ns: memoryview
+    stop: memoryview
+    schedule: _Schedule
+    measure_from_ns: int
+    end_ns: int
+    op_timeout_ns: int
+    late_tolerance_ns: int
+    send_lag_ns: memoryview | None
+    spin_ns: int
+    state: int
+    ring: list[tuple[int, int]] = field(default_factory=list)  # (challenge, due ns) outstanding
+    done: int = 0
+    err: int = 0
+    outcome: int = OK
+    challenge: int = 0
+    reply: int = 0
+    due: int = 0
+    late: int = 0
+    replied: int = 0
+    most: int = 0
+    lagged: int = 0
+    backlog_start: int = -1
+    backlog_end: int = -1
+    sending: bool = True
+    pending: bytes = b""
+    last_progress: int = 0
+
+    def run(self) -> None:
+        while not self.stop[0] and self.outcome == OK:
+            now = time.monotonic_ns()
+            if self.backlog_start < 0 and now >= self.measure_from_ns:
+                self.backlog_start = self._backlog(now)
+            self._send_due(now)
+            if self.outcome != OK:
+                break
+            now = time.monotonic_ns()
+            self._stop_sending(now)
+            if self.backlog_end < 0 and now >= self.end_ns:
+                self.backlog_end = self._backlog(self.end_ns)
+            if not self.sending and not self.ring and now >= self.end_ns:
+                break
+            wait_ns = self._wait_ns(now)
+            if wait_ns > 0 and not select.select([self.sock], [], [], wait_ns / 1e9)[0]:
+                self._check_stall()
+                continue
+            if not self._receive():
+                break
+
+    def _backlog(self, at_ns: int) -> int:
+        """Words outstanding at ``at_ns``, counting those due but not yet sent."""
+        next_ns = self.schedule.next_ns
+        behind = (at_ns - next_ns) / self.schedule.gap_ns if self.sending and next_ns < at_ns else 0
+        return len(self.ring) + int(behind)
+
+    def _send_due(self, now: int) -> None:
+        """Send every word due by ``now`` that the socket and the ring take."""
+        schedule = self.schedule
+        while (
+            self.sending
+            and schedule.next_ns <= now
+            and schedule.next_ns < self.end_ns
+            and len(self.ring) < RING_WORDS
+        ):
+            next_ns = schedule.next_ns
+            self.state = self.challenge = _next_challenge(self.state)
+            t = time.monotonic_ns()
+            try:
+                if self.sock.send(WORD.pack(self.challenge), socket.MSG_DONTWAIT) != 4:
+                    self.outcome = OP_TIMEOUT
+                    return
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.outcome, self.err = FAILED_ERRNO, e.errno or 0
+                return
+            if not self.ring:
+                self.last_progress = t
+            self.ring.append((self.challenge, next_ns))
+            if next_ns >= self.measure_from_ns:
+                self._count_send(t - next_ns)
+            schedule.advance()
+
+    def _count_send(self, lag_ns: int) -> None:
+        self.most = max(self.most, len(self.ring))
+        self.due += 1
+        self.late += lag_ns > self.late_tolerance_ns
+        if self.send_lag_ns is not None and self.lagged < len(self.send_lag_ns):
+            self.send_lag_ns[self.lagged] = lag_ns
+            self.lagged += 1
+
+    def _stop_sending(self, now: int) -> None:
+        """Stop at the window's end; far behind, count the rest of the window late."""
+        schedule = self.schedule
+        if self.sending and schedule.next_ns >= self.end_ns:
+            self.sending = False
+        elif self.sending and now - self.end_ns > self.end_ns - self.measure_from_ns:
+            self.sending = False  # far behind: the rest of the window is dropped, and late
+            while schedule.next_ns < self.end_ns:
+                self.due += schedule.next_ns >= self.measure_from_ns
+                self.late += schedule.next_ns >= self.measure_from_ns
+                schedule.advance()
+
+    def _wait_ns(self, now: int) -> int:
+        wait_ns = MAX_WAIT_NS
+        if self.sending and len(self.ring) < RING_WORDS:
+            wait_ns = min(self.schedule.next_ns - now - self.spin_ns, MAX_WAIT_NS)
+        elif not self.sending and 0 < self.end_ns - now < wait_ns:
+            wait_ns = self.end_ns - now
+        return wait_ns
+
+    def _check_stall(self) -> None:
+        if self.ring and time.monotonic_ns() - self.last_progress > self.op_timeout_ns:
+            self.outcome = OP_TIMEOUT
+
+    def _receive(self) -> bool:
+        """Read what replies have come and match them; False when the loop must end."""
+        try:
+            data = self.sock.recv(4096, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self._check_stall()
+            return True
+        except OSError as e:
+            self.outcome, self.err = FAILED_ERRNO, e.errno or 0
+            return False
+        if not data:
+            self.outcome = PEER_CLOSED
+            return False
+        t = self.last_progress = time.monotonic_ns()
+        self.pending += data
+        while len(self.pending) >= 4:
+            (self.reply,), self.pending = WORD.unpack(self.pending[:4]), self.pending[4:]
+            if not self.ring:
+                self.outcome, self.challenge = WRONG_REPLY, 0
+                return True
+            self.challenge, due_at = self.ring.pop(0)
+            if self.reply != (self.challenge + 1) & 0xFFFFFFFF:
+                self.outcome = WRONG_REPLY
+                return True
+            self._count_reply(t, due_at)
+        return True
+
+    def _count_reply(self, t: int, due_at: int) -> None:
+        self.replied += self.measure_from_ns <= t < self.end_ns
+        if self.measure_from_ns <= due_at < self.end_ns and self.done < len(self.latency_ns):
+            self.latency_ns[self.done] = t - due_at
+            self.done += 1
+            if self.done == len(self.latency_ns) and self.sending:
+                self.end_ns = t
+
+    def result(self) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]:
+        if self.outcome != OK:
+            self.stop[0] = 1
+        window = max(0, self.end_ns - self.measure_from_ns)
+        backlog_end = len(self.ring) if self.backlog_end < 0 else self.backlog_end
+        return (
+            self.done, self.outcome, self.err, self.challenge, self.reply, self.due,
+            self.late, self.replied, self.most, max(self.backlog_start, 0), backlog_end, window,
+        )  # fmt: skip

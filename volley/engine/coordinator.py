@@ -32,7 +32,7 @@ from volley.engine import server, worker
 from volley.engine.play import OpenRun, PlayedRun, RunFailed, RunRequest
 from volley.engine.server import LOOPBACK
 from volley.numbers import stats
-from volley.numbers.units import BENCH_DEFAULTS, Target
+from volley.numbers.units import Arrivals, IdleStates, Noisy, Restart, Target
 from volley.system import machine, noise
 from volley.system.cpus import Placement, spread
 
@@ -52,7 +52,6 @@ FAILURE_RANK = {
     _core.FAILED_ERRNO: 2,
     _core.PEER_CLOSED: 3,
 }
-RESTART_SERVER, RESTART_CONNECTIONS = "server", "connections"
 # Where a run's wall time goes (PlayedRun.phases_s), in the order they happen: the added
 # phases sum to ``total``; ``start_skew`` (the spread of the workers' actual starts) and
 # ``start_late`` (how long after the start instant the last worker started) lie inside
@@ -99,6 +98,9 @@ class Stopwatch:
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """Everything one measurement needs, checked: built once from the command line
+    (``volley.cli.bench.make_config``) and passed whole."""
+
     server: str  # the binary, or "HOST:PORT" with --connect
     server_args: list[str]
     clients: int
@@ -110,8 +112,8 @@ class BenchConfig:
     warmup_s: float
     run_time_s: float
     min_runs: int
-    restart: str
-    noisy: str
+    restart: Restart
+    noisy: Noisy
     op_timeout_s: float
     startup_timeout_s: float
     port: int | None = None
@@ -120,13 +122,12 @@ class BenchConfig:
     # clients connect to it.
     server_address: str = LOOPBACK
     rate_ops_s: float | None = None  # open loop at this offered rate (all clients); None: closed
-    arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between a client's sends
+    arrivals: Arrivals = Arrivals.POISSON  # open loop: the gaps between a client's sends
     # Open loop: how long each client spins before a send rather than sleep to it, at most
     # (worker.spin_for: less where clients share a CPU, none on the server's CPUs).
     spin_ns: int = worker.SPIN_NS
-    # "shallow": hold the CPUs out of deep idle states while measuring (machine.shallow_idle);
-    # "any": leave them to the machine's policy.
-    idle_states: str = BENCH_DEFAULTS["idle-states"]
+    # Held shallow while measuring (machine.shallow_idle), or left to the machine's policy.
+    idle_states: IdleStates = IdleStates.SHALLOW
     # Servers (binary, arguments) compared run by run; empty: just ``server``.
     alternatives: list[tuple[str, list[str]]] = field(default_factory=list)
     # Earlier sittings of this configuration (volley.measure.history): how many, and how much they
@@ -173,6 +174,56 @@ def engine_for(config: BenchConfig) -> Iterator[Coordinator]:
 
 
 @dataclass
+class SharedSamples:
+    """The memory the workers write latencies into: a control byte (set: every client
+    stops), then one row of samples per client."""
+
+    memfd: int
+    mapping: mmap.mmap
+    capacity: int  # samples per client per run
+    control: np.ndarray
+    samples: np.ndarray
+
+    @property
+    def path(self) -> str:
+        """Where a worker opens it: through /proc, as our descriptor."""
+        return f"/proc/{os.getpid()}/fd/{self.memfd}"
+
+    @staticmethod
+    @contextlib.contextmanager
+    def open(clients: int) -> Iterator[SharedSamples]:
+        capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // clients))
+        # An anonymous file: nothing in /dev/shm or /tmp to outlive a killed run.
+        memfd = os.memfd_create("volley-samples", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(memfd, worker.CONTROL_BYTES + clients * capacity * 8)
+            mapping = mmap.mmap(memfd, 0)
+        except BaseException:
+            os.close(memfd)
+            raise
+        control = np.frombuffer(mapping, dtype=np.uint8, count=1)
+        samples = np.frombuffer(
+            mapping, dtype=np.int64, count=clients * capacity, offset=worker.CONTROL_BYTES
+        ).reshape(clients, capacity)
+        shared = SharedSamples(memfd, mapping, capacity, control, samples)
+        del control, samples
+        try:
+            yield shared
+        finally:
+            shared.close()
+
+    def close(self) -> None:
+        # numpy views keep the mapping exported; a traceback may still hold some, and
+        # then the mapping goes when they do.
+        self.__dict__.pop("control", None)
+        self.__dict__.pop("samples", None)
+        with contextlib.suppress(BufferError):
+            self.mapping.close()
+        with contextlib.suppress(OSError):
+            os.close(self.memfd)
+
+
+@dataclass
 class Worker:
     process: multiprocessing.process.BaseProcess
     pipe: Connection
@@ -198,12 +249,11 @@ class Coordinator:
         return self.stopping
 
     @property
-    def restart(self) -> str:
-        return RESTART_CONNECTIONS if self.config.connect else self.config.restart
+    def restart(self) -> Restart:
+        return Restart.CONNECTIONS if self.config.connect else self.config.restart
 
     def __enter__(self) -> Coordinator:
         config = self.config
-        self.capacity = min(MAX_CAPACITY, max(1024, MAPPING_BUDGET_SAMPLES // config.clients))
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.start = time.monotonic()
         # What the coordinator holds until it ends: its stop-signal handlers and the CPUs'
@@ -222,20 +272,10 @@ class Coordinator:
             self.meter = noise.NoiseMeter(
                 config.placement.client_cpus, [] if config.connect else config.placement.server_cpus
             )
-            # An anonymous file: nothing in /dev/shm or /tmp to outlive a killed run. The
-            # workers open it through /proc, as our descriptor.
-            self.memfd = os.memfd_create("volley-samples", os.MFD_CLOEXEC)
-            os.ftruncate(self.memfd, worker.CONTROL_BYTES + config.clients * self.capacity * 8)
-            self.mapping = mmap.mmap(self.memfd, 0)
-            self.control = np.frombuffer(self.mapping, dtype=np.uint8, count=1)
-            self.samples = np.frombuffer(
-                self.mapping,
-                dtype=np.int64,
-                count=config.clients * self.capacity,
-                offset=worker.CONTROL_BYTES,
-            ).reshape(config.clients, self.capacity)
-            self._start_workers(f"/proc/{os.getpid()}/fd/{self.memfd}")
-            if self.restart == RESTART_CONNECTIONS and not config.connect:
+            self.shared = self.held.enter_context(SharedSamples.open(config.clients))
+            self.capacity, self.control = self.shared.capacity, self.shared.control
+            self._start_workers(self.shared.path)
+            if self.restart == Restart.CONNECTIONS and not config.connect:
                 self.kept_server = self._start_server()
         except BaseException:
             self.__exit__()
@@ -243,21 +283,12 @@ class Coordinator:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._close_workers()
+        close_workers(self.workers)
         if self.kept_server is not None:
             self.kept_server.stop()
             self.kept_server = None
+        self.__dict__.pop("control", None)  # a view of the mapping the line below closes
         self.held.close()
-        # numpy views keep the mapping exported; a traceback may still hold some, and
-        # then the mapping goes when they do.
-        for name in ("control", "samples"):
-            self.__dict__.pop(name, None)
-        if hasattr(self, "mapping"):
-            with contextlib.suppress(BufferError):
-                self.mapping.close()
-        if hasattr(self, "memfd"):
-            with contextlib.suppress(OSError):
-                os.close(self.memfd)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         """A stop signal during runs: the clients stop at once and the result is kept."""
@@ -289,7 +320,7 @@ class Coordinator:
             self.workers.append(Worker(process, ours, plan))
         # Each worker imports numpy and maps the samples: a second or more each where a
         # rehearsal starts dozens of them on one loaded CPU.
-        self._collect(WORKER_START_S + len(self.workers), "starting")
+        collect(self.workers, WORKER_START_S + len(self.workers), "starting")
 
     def _start_server(self, alternative: int = 0) -> server.ServerProcess:
         config = self.config
@@ -347,9 +378,9 @@ class Coordinator:
             watch.lap("meter")
             worst = first_failure(reports)
             played = PlayedRun(
-                latencies=[self.samples[r.client, : r.completed] for r in reports],
+                latencies=[self.shared.samples[r.client, : r.completed] for r in reports],
                 full=any(r.completed == self.capacity for r in reports),
-                failure=self._describe_failure(worst, request, serving)
+                failure=describe_failure(self.workers, worst, request, serving)
                 if worst and not self.stopping
                 else None,
                 server_pid=serving.pid if serving else None,
@@ -372,7 +403,7 @@ class Coordinator:
         # Connecting thousands of clients takes a while; a stalled server is caught by the
         # workers' own op timeout, this bound is only for a worker that hangs.
         timeout = 2 * self.config.op_timeout_s + 30 + self.config.clients * 0.01
-        replies = self._collect(timeout, "connecting its clients")
+        replies = collect(self.workers, timeout, "connecting its clients")
         return next((reply[1] for reply in replies if reply[0] == "failed"), None)
 
     def _play(
@@ -396,7 +427,7 @@ class Coordinator:
             load = self._open_load(w)
             w.pipe.send(run if load is None else (*run, load))
         timeout = (deadline_ns - _core.monotonic_ns()) / 1e9 + self.config.op_timeout_s + 10
-        done = self._collect(timeout, "playing a run")
+        done = collect(self.workers, timeout, "playing a run")
         # The start instant and the deadline are absolute: the slack before the one, the
         # warm-up and measured stretch between them, collecting the reports after.
         watch.add("start_slack", start_ns - watch.last_ns)
@@ -438,70 +469,75 @@ class Coordinator:
     def _disconnect(self) -> None:
         for w in self.workers:
             w.pipe.send(("disconnect",))
-        self._collect(10.0, "disconnecting its clients")
+        collect(self.workers, 10.0, "disconnecting its clients")
 
-    def _collect(self, timeout_s: float, doing: str) -> list[tuple]:
-        """One message from every worker, in worker order; BenchError if one dies or hangs."""
-        replies: dict[int, tuple] = {}
-        pending = {w.pipe: i for i, w in enumerate(self.workers)}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            left = deadline - time.monotonic()
-            ready = wait(list(pending), timeout=max(0.0, min(left, 0.5)))
-            if not ready and left <= 0:
-                index = next(iter(pending.values()))
+
+def collect(workers: list[Worker], timeout_s: float, doing: str) -> list[tuple]:
+    """One message from every worker, in worker order; BenchError if one dies or hangs."""
+    replies: dict[int, tuple] = {}
+    pending = {w.pipe: i for i, w in enumerate(workers)}
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        left = deadline - time.monotonic()
+        ready = wait(list(pending), timeout=max(0.0, min(left, 0.5)))
+        if not ready and left <= 0:
+            index = next(iter(pending.values()))
+            raise BenchError(
+                f"worker {index} did not answer within {timeout_s:.0f} s while {doing}"
+            )
+        for pipe in ready:
+            pipe = cast(Connection, pipe)
+            index = pending.pop(pipe)
+            try:
+                replies[index] = pipe.recv()
+            except (EOFError, OSError):
+                code = workers[index].process.exitcode
                 raise BenchError(
-                    f"worker {index} did not answer within {timeout_s:.0f} s while {doing}"
-                )
-            for pipe in ready:
-                pipe = cast(Connection, pipe)
-                index = pending.pop(pipe)
-                try:
-                    replies[index] = pipe.recv()
-                except (EOFError, OSError):
-                    code = self.workers[index].process.exitcode
-                    raise BenchError(
-                        f"worker {index} (CPU {self.workers[index].plan.cpu}) "
-                        f"died while {doing} (exit code {code})"
-                    ) from None
-        return [replies[i] for i in range(len(self.workers))]
+                    f"worker {index} (CPU {workers[index].plan.cpu}) "
+                    f"died while {doing} (exit code {code})"
+                ) from None
+    return [replies[i] for i in range(len(workers))]
 
-    def _close_workers(self) -> None:
-        for w in self.workers:
-            try:
-                w.pipe.send(("close",))
-            except (OSError, ValueError):
-                pass
-        deadline = time.monotonic() + WORKER_CLOSE_S
-        for w in self.workers:
-            w.process.join(max(0.0, deadline - time.monotonic()))
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join()
-            w.pipe.close()
 
-    def _describe_failure(
-        self,
-        failure: worker.ClientReport,
-        request: RunRequest,
-        process: server.ServerProcess | None,
-    ) -> str:
-        index, plan = next(
-            (i, w.plan) for i, w in enumerate(self.workers) if failure.client in w.plan.client_ids
-        )
-        message = (
-            f"client {failure.client} (worker {index}, CPU {plan.cpu}), run {request.index}, "
-            f"op {failure.completed + 1} measured: {failure.describe()}"
-        )
-        if process is not None:
-            try:
-                process.process.wait(timeout=0.2)
-            except Exception:
-                pass
-            status = process.process.poll()
-            if status is not None:
-                message += f"; the server exited with {server.describe_status(status)}"
-        return message
+def close_workers(workers: list[Worker]) -> None:
+    """Ask every worker to end; kill those that do not within WORKER_CLOSE_S."""
+    for w in workers:
+        try:
+            w.pipe.send(("close",))
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + WORKER_CLOSE_S
+    for w in workers:
+        w.process.join(max(0.0, deadline - time.monotonic()))
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join()
+        w.pipe.close()
+
+
+def describe_failure(
+    workers: list[Worker],
+    failure: worker.ClientReport,
+    request: RunRequest,
+    process: server.ServerProcess | None,
+) -> str:
+    """The failed client, its worker and run, what went wrong, and how the server ended."""
+    index, plan = next(
+        (i, w.plan) for i, w in enumerate(workers) if failure.client in w.plan.client_ids
+    )
+    message = (
+        f"client {failure.client} (worker {index}, CPU {plan.cpu}), run {request.index}, "
+        f"op {failure.completed + 1} measured: {failure.describe()}"
+    )
+    if process is not None:
+        try:
+            process.process.wait(timeout=0.2)
+        except Exception:
+            pass
+        status = process.process.poll()
+        if status is not None:
+            message += f"; the server exited with {server.describe_status(status)}"
+    return message
 
 
 def first_failure(reports: list[worker.ClientReport]) -> worker.ClientReport | None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from volley import _core
 from volley.engine.coordinator import BenchConfig, Coordinator, engine_for
 from volley.measure.runs import Measurement, Progress, RunPlan, alternate, by_placement, measure
-from volley.records.results import BenchResult, LoadInfo, WorkerInfo
+from volley.records.results import BenchResult, LoadInfo, RunSummary, WorkerInfo
 
 
 def run_plan(config: BenchConfig) -> RunPlan:
@@ -46,7 +46,7 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
         progress.done()
 
 
-def interleaved(
+def run_by_run(
     config: BenchConfig,
     judge: Callable[[list[BenchResult], int, int], str | None],
     on_round: Callable[[int, list[BenchResult]], None] | None = None,
@@ -93,10 +93,7 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
         precision=" ".join(str(t) for t in config.targets),
         ci_batches=len(runs),
         latency_ns=latency,
-        workers=[
-            WorkerInfo(pid=w.process.pid or 0, cpus=[w.plan.cpu], clients=len(w.plan.client_ids))
-            for w in engine.workers
-        ],
+        workers=_workers_of(engine),
         host=engine.environment,
         started_at=engine.started_at,
         warmup_s=config.warmup_s,
@@ -117,13 +114,22 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
         topology=config.topology,
         planned_server_cores=config.planned.server_cpus if config.planned else [],
         planned_client_cores=config.planned.client_cpus if config.planned else [],
-        load=LoadInfo()
-        if config.rate_ops_s is None
-        else LoadInfo.from_runs(
-            config.rate_ops_s,
-            config.arrivals,
-            runs,
-            _core.LATE_TOLERANCE_NS,
-            engine.spin_ns(),
-        ),
+        load=_load_of(engine, runs),
+    )
+
+
+def _workers_of(engine: Coordinator) -> list[WorkerInfo]:
+    return [
+        WorkerInfo(pid=w.process.pid or 0, cpus=[w.plan.cpu], clients=len(w.plan.client_ids))
+        for w in engine.workers
+    ]
+
+
+def _load_of(engine: Coordinator, runs: list[RunSummary]) -> LoadInfo:
+    """The open loop's load over ``runs``; a closed loop's, empty."""
+    config = engine.config
+    if config.rate_ops_s is None:
+        return LoadInfo()
+    return LoadInfo.from_runs(
+        config.rate_ops_s, config.arrivals, runs, _core.LATE_TOLERANCE_NS, engine.spin_ns()
     )

@@ -5,12 +5,63 @@ a person."""
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+C = TypeVar("C", bound=enum.StrEnum)
+
+
+# The choices an option offers, as enums of the very strings typed on the command line and
+# written in JSON and experiment files (a StrEnum member is its string).
+class IdleStates(enum.StrEnum):
+    """While measuring: hold the CPUs out of deep idle states, or leave them to the machine."""
+
+    SHALLOW = "shallow"
+    ANY = "any"
+
+
+class Arrivals(enum.StrEnum):
+    """The open loop's gaps between a client's sends."""
+
+    POISSON = "poisson"
+    FIXED = "fixed"
+
+
+class Restart(enum.StrEnum):
+    """What each run starts afresh: the server (and connections), or connections only."""
+
+    SERVER = "server"
+    CONNECTIONS = "connections"
+
+
+class Noisy(enum.StrEnum):
+    """A run disturbed by other work on the pinned CPUs: kept (with a warning), dropped, or
+    the measurement failed."""
+
+    KEEP = "keep"
+    DROP = "drop"
+    FAIL = "fail"
+
+
+class SweepOrder(enum.StrEnum):
+    """The order a sweep plays its points in (volley.records.experiment)."""
+
+    SEQUENTIAL = "sequential"
+    IN_PASSES = "interleaved"
+
+
+def choose(choices: type[C], text: str, option: str) -> C:
+    """``text`` as one of ``choices``, or BadInput naming them."""
+    try:
+        return choices(text)
+    except ValueError:
+        spelled = ", ".join(choices)
+        raise BadInput(f"{option} {text!r} is not one of {spelled}") from None
+
 
 # volley-bench's defaults as a user would type them: the one table the command line, the
 # compare --run options and experiment files (for their time estimates) read.
@@ -68,7 +119,6 @@ def parse_confidence(text: str) -> float:
 
 _RATE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*(?:ops/s)?\s*")
 _RATE_SCALE = {"": 1.0, "k": 1e3, "m": 1e6}
-ARRIVALS = ("poisson", "fixed")
 
 
 def parse_rate(text: str, option: str = "--rate") -> float:
@@ -82,12 +132,6 @@ def parse_rate(text: str, option: str = "--rate") -> float:
     if rate <= 0:
         raise BadInput(f"{option} {text!r} must be more than zero")
     return rate
-
-
-def check_arrivals(text: str, option: str = "--arrivals") -> str:
-    if text not in ARRIVALS:
-        raise BadInput(f"{option} {text!r} is not one of {', '.join(ARRIVALS)}")
-    return text
 
 
 _TIME_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}

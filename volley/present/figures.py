@@ -183,20 +183,11 @@ def throughput_figure(mpl: Any, results: Results) -> Any:
             points = _line(results, clients, series)
             if not points:
                 continue
-            x = [m.server_cores for m in points]
             ops = [m.throughput_ops_s() for m in points]
             y = [o[0] for o in ops]
             err = [[o[0] - o[1] for o in ops], [o[2] - o[0] for o in ops]]
-            _errorbar(
-                ax,
-                x,
-                y,
-                err,
-                points,
-                colors[series[0]],
-                styles[series[1]],
-                _series_label(series, results),
-            )
+            line = (colors[series[0]], styles[series[1]])
+            _errorbar(ax, points, (y, err), line, _series_label(series, results))
         ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
         ax.set_xlabel("server CPU cores")
         ax.set_ylabel("mean throughput (ops/s)")
@@ -215,15 +206,15 @@ def _styles(results: Results) -> dict[int, str]:
 
 def _errorbar(
     ax: Any,
-    x: list[int],
-    y: list[float],
-    err: list[list[float]],
     points: list[Measurement],
-    color: Any,
-    style: str,
+    values: tuple[list[float], list[list[float]]],
+    line: tuple[Any, str],
     label: str,
-    marker: str = "o",
 ) -> None:
+    """A line through the points by server cores: ``values`` (y and its error bars), in
+    ``line`` (colour and line style)."""
+    x = [m.server_cores for m in points]
+    (y, err), (color, style), marker = values, line, "o"
     ax.errorbar(
         x,
         y,
@@ -236,19 +227,19 @@ def _errorbar(
         linewidth=1.5,
         label=label,
     )
-    _hollow(ax, x, y, points, color, marker, 5)
+    _hollow(ax, (x, y), points, color, (marker, 5))
 
 
 def _hollow(
     ax: Any,
-    x: Sequence[float],
-    y: Sequence[float],
+    xy: tuple[Sequence[float], Sequence[float]],
     points: Sequence[Measurement],
     color: Any,
-    marker: str,
-    size: float,
+    shape: tuple[str, float],
 ) -> None:
-    """Redraw the markers of not-significant points hollow."""
+    """Redraw the markers (``shape``: the marker and its size) of not-significant points
+    hollow."""
+    (x, y), (marker, size) = xy, shape
     weak = [(xi, yi) for xi, yi, m in zip(x, y, points, strict=True) if not m.significant]
     if weak:
         ax.plot(
@@ -354,7 +345,7 @@ def latency_figure(mpl: Any, results: Results) -> Any:
                 [(m.ci_high_ns - m.mean_ns) / 1e3 for m in points],
             ]
             color = colors[series[0]]
-            _errorbar(ax, x, y, err, points, color, "-", _series_label(series, results))
+            _errorbar(ax, points, (y, err), (color, "-"), _series_label(series, results))
             ax.errorbar(
                 x,
                 [m.p99_ns / 1e3 for m in points],
@@ -391,36 +382,7 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
         if not points:
             continue
         x = [s - 0.4 + width * (g + 0.5) for s, _ in points]
-        ms = [m for _, m in points]
-        y = [m.mean_ns / 1e3 for m in ms]
-        err = [
-            [(m.mean_ns - m.ci_low_ns) / 1e3 for m in ms],
-            [(m.ci_high_ns - m.mean_ns) / 1e3 for m in ms],
-        ]
-        ax.errorbar(
-            x,
-            y,
-            yerr=err,
-            color=color,
-            linestyle="none",
-            marker="o",
-            markersize=6,
-            capsize=2,
-            label=group_label(group, results),
-        )
-        _hollow(ax, x, y, ms, color, "o", 6)
-        ax.errorbar(
-            x,
-            [m.p99_ns / 1e3 for m in ms],
-            yerr=p99_error(ms),
-            linestyle="none",
-            marker="^",
-            markersize=6,
-            markerfacecolor="white",
-            markeredgecolor=color,
-            color=color,
-            capsize=2,
-        )
+        _mean_p99_dots(ax, x, [m for _, m in points], color, group_label(group, results))
     for s in range(1, len(servers)):
         ax.axvline(s - 0.5, color="0.85", linewidth=0.8)
     ax.set_xticks(range(len(servers)), servers, rotation=30, ha="right")
@@ -432,6 +394,40 @@ def _latency_dots(mpl: Any, results: Results) -> Any:
     ax.grid(True, axis="y", which="both", alpha=0.25)
     _mean_p99_legend(mpl, fig, "concurrency", ("none", "none"))
     return fig
+
+
+def _mean_p99_dots(ax: Any, x: list[float], ms: list[Measurement], color: Any, label: str) -> None:
+    """Each point's mean (a filled circle, hollow where not significant) and p99 (an open
+    triangle), with their intervals."""
+    y = [m.mean_ns / 1e3 for m in ms]
+    err = [
+        [(m.mean_ns - m.ci_low_ns) / 1e3 for m in ms],
+        [(m.ci_high_ns - m.mean_ns) / 1e3 for m in ms],
+    ]
+    ax.errorbar(
+        x,
+        y,
+        yerr=err,
+        color=color,
+        linestyle="none",
+        marker="o",
+        markersize=6,
+        capsize=2,
+        label=label,
+    )
+    _hollow(ax, (x, y), ms, color, ("o", 6))
+    ax.errorbar(
+        x,
+        [m.p99_ns / 1e3 for m in ms],
+        yerr=p99_error(ms),
+        linestyle="none",
+        marker="^",
+        markersize=6,
+        markerfacecolor="white",
+        markeredgecolor=color,
+        color=color,
+        capsize=2,
+    )
 
 
 def _mean_p99_legend(mpl: Any, fig: Any, title: str, styles: tuple[str, str]) -> None:
@@ -493,30 +489,11 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
     for ax, clients in zip(_panels(fig, len(panels)), panels, strict=True):
         for server in servers:
             for m in chosen:
-                if m.server != server or m.clients != clients:
-                    continue
-                pairs = distribution_points(m)
-                if not pairs:
-                    continue
-                ax.plot(
-                    [percentile_x(p) for p, _ in pairs],
-                    [v / 1e3 for _, v in pairs],
-                    color=colors[server],
-                    linewidth=1.4,
-                    label=server,
+                if m.server == server and m.clients == clients:
                     # Past ten servers colours repeat in a lighter shade: dash those too.
-                    linestyle="-" if servers.index(server) < 10 else "--",
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(1, percentile_x(MAX_PERCENTILE))
-        ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
-        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
-        _plain_log_ticks(mpl, ax)
-        ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
-        ax.set_xlabel("percentile")
-        ax.set_ylabel("latency (µs)")
-        ax.grid(True, which="both", alpha=0.25)
+                    dashed = servers.index(server) >= 10
+                    _distribution_curve(ax, m, colors[server], dashed)
+        _distribution_axes(mpl, ax, clients)
     fig.legend(*_legend_from(fig), loc="outside right center", title="server")
     what = (
         f"Latency of every measured op by percentile, for the points with {cores} server "
@@ -532,6 +509,32 @@ def distribution_figure(mpl: Any, results: Results, cores: int | None = None) ->
         text,
     )
     return fig
+
+
+def _distribution_curve(ax: Any, m: Measurement, color: Any, dashed: bool) -> None:
+    pairs = distribution_points(m)
+    if pairs:
+        ax.plot(
+            [percentile_x(p) for p, _ in pairs],
+            [v / 1e3 for _, v in pairs],
+            color=color,
+            linewidth=1.4,
+            label=m.server,
+            linestyle="--" if dashed else "-",
+        )
+
+
+def _distribution_axes(mpl: Any, ax: Any, clients: int) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1, percentile_x(MAX_PERCENTILE))
+    ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+    _plain_log_ticks(mpl, ax)
+    ax.set_title(f"{clients} client{'s' if clients != 1 else ''}")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (µs)")
+    ax.grid(True, which="both", alpha=0.25)
 
 
 def load_figure(mpl: Any, results: Results, points: Sequence[Measurement]) -> Any:

@@ -84,7 +84,7 @@ def ratios(path: Path, baseline: str) -> list[Ratio]:
 def ratio(baseline: BenchResult, subject: BenchResult, statistic: str) -> stats.Estimate:
     a = stats.RunMean.of(compare.run_values(baseline, statistic), _value(baseline, statistic))
     b = stats.RunMean.of(compare.run_values(subject, statistic), _value(subject, statistic))
-    if min(a.runs, b.runs) < compare.MIN_RUNS:
+    if min(a.runs, b.runs) < compare.MIN_RUNS_PER_SIDE:
         return stats.Estimate(b.mean / a.mean, math.nan, math.nan)
     return stats.ratio(a, b, subject.confidence)
 
@@ -117,8 +117,9 @@ def figure(
     for ax, count in zip(axes, cores, strict=True):
         for g, group in enumerate(groups):
             color = palette(0.15 + 0.7 * g / max(1, len(groups) - 1))
-            for statistic, marker in (("mean", "o"), ("p99", "^")):
-                _markers(ax, found, servers, (count, *group), statistic, marker, color, g, slot)
+            for statistic in MARKERS:
+                chosen = _chosen(found, servers, (count, *group), statistic)
+                _markers(ax, chosen, color, (g, slot))
         ax.axhline(1.0, color="black", linewidth=0.9)
         ax.set_xticks(range(len(servers)), servers, rotation=30, ha="right")
         ax.set_xlim(-0.6, len(servers) - 0.4)
@@ -148,30 +149,33 @@ def figure(
     return path
 
 
-def _markers(
-    ax: Any,
-    found: Sequence[Ratio],
-    servers: list[str],
-    where: tuple[int, int, int],
-    statistic: str,
-    marker: str,
-    color: Any,
-    g: int,
-    slot: float,
-) -> None:
-    """One group's markers (and interval bars) for one statistic across the servers."""
-    chosen = [
+MARKERS = {"mean": "o", "p99": "^"}  # p99's drawn hollow, as in the other figures
+
+
+def _chosen(
+    found: Sequence[Ratio], servers: list[str], where: tuple[int, int, int], statistic: str
+) -> list[tuple[int, Ratio]]:
+    """The ratios of one statistic at one point of the grid (server cores, clients, client
+    cores), each with its server's place on the x axis."""
+    return [
         (servers.index(r.point.server), r)
         for r in found
         if r.statistic == statistic
         and (r.point.server_cores, r.point.clients, r.point.client_cores) == where
         and r.point.server in servers
     ]
+
+
+def _markers(ax: Any, chosen: list[tuple[int, Ratio]], color: Any, slot: tuple[int, float]) -> None:
+    """One group's markers (and interval bars) for one statistic across the servers;
+    ``slot``: the group's index and the width each group takes."""
+    g, width = slot
     for s, r in chosen:
         # Mean and p99 side by side within the group's slot.
-        x = s - 0.4 + slot * (g + (0.3 if statistic == "mean" else 0.7))
+        x = s - 0.4 + width * (g + (0.3 if r.statistic == "mean" else 0.7))
         value, low, high = r.estimate.value, r.estimate.low, r.estimate.high
         bars = [[value - low], [high - value]] if math.isfinite(low + high) else None
+        marker = MARKERS[r.statistic]
         hollow = marker == "^" or not r.significant
         ax.errorbar(
             x,

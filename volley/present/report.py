@@ -9,6 +9,7 @@ from volley.measure.runs import Forecast, by_placement
 from volley.numbers.units import (
     STATISTICS,
     BadInput,
+    Restart,
     Target,
     format_duration,
     format_ns,
@@ -28,7 +29,7 @@ from volley.records.results import (
 from volley.studies.compare import (
     EQUIVALENT,
     FASTER,
-    MIN_RUNS,
+    MIN_RUNS_PER_SIDE,
     SLOWER,
     TOO_FEW_RUNS,
     Comparison,
@@ -291,8 +292,26 @@ def phase_lines(result: BenchResult) -> list[str]:
 
 
 def summary(result: BenchResult) -> str:
-    """The human summary printed on stdout."""
-    # Long but flat: the lines in the order they are printed, each next to its condition.
+    """The human summary printed on stdout: the answer, then where it ran, how the runs
+    went, the latency, the open loop's load, and how much was measured."""
+    lines = _where_lines(result) + _runs_lines(result)
+    lines += [f"  {line}" for line in placement_summary(result)]
+    lines += _latency_lines(result) + _open_loop_lines(result)
+    pattern = result.run_pattern
+    if pattern:
+        lines.append(f"  runs: {pattern}")
+    runs = len(result.runs)
+    lines.append(
+        f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
+        f"({result.measured_s:.1f} s measured, "
+        f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
+    )
+    return "\n".join(answer_lines(result) + lines)
+
+
+def _where_lines(result: BenchResult) -> list[str]:
+    """The server, the CPUs of either side, each host of a run on many, and what is off
+    about the machine."""
     lines = [
         f"{result.server} {' '.join(result.server_args)}".rstrip(),
         f"  {result.clients} client{'' if result.clients == 1 else 's'} on CPU "
@@ -320,7 +339,12 @@ def summary(result: BenchResult) -> str:
     problems = result.host.problems()
     if problems:
         lines.append(f"  host: {'; '.join(problems)}")
-    runs = len(result.runs)
+    return lines
+
+
+def _runs_lines(result: BenchResult) -> list[str]:
+    """The disturbed and dropped runs, what each run started afresh, and earlier sittings."""
+    lines = []
     noise = disturbed_summary([r.noise for r in result.runs + result.dropped_runs if r.noise])
     if noise:
         lines.append(f"  {noise}")
@@ -329,60 +353,54 @@ def summary(result: BenchResult) -> str:
         lines.append(
             f"  {dropped} disturbed run{'' if dropped == 1 else 's'} dropped (--noisy drop)"
         )
-    if result.restart == "server":
-        lines.append(f"  {runs} run{'' if runs == 1 else 's'}, each with a fresh server")
-    elif result.server_cores:
-        lines.append(
-            f"  {runs} run{'' if runs == 1 else 's'} reconnecting to one server instance: "
-            "the intervals cover that instance only"
-        )
+    runs = f"{len(result.runs)} run{'' if len(result.runs) == 1 else 's'}"
+    if result.restart == Restart.SERVER:
+        lines.append(f"  {runs}, each with a fresh server")
     else:
-        lines.append(
-            f"  {runs} run{'' if runs == 1 else 's'} reconnecting to a running server: "
-            "the intervals cover that instance only"
-        )
+        server = "one server instance" if result.server_cores else "a running server"
+        lines.append(f"  {runs} reconnecting to {server}: the intervals cover that instance only")
     sittings = sittings_summary(result)
     if sittings:
         lines.append(f"  {sittings}")
+    return lines
+
+
+def _latency_lines(result: BenchResult) -> list[str]:
+    """The mean and the percentiles, each with its interval's half-width."""
     lat = result.latency_ns
-    lines += [f"  {line}" for line in placement_summary(result)]
     if lat is None:
-        lines.append("  no op completed")
-    else:
-        half = (lat.ci_high - lat.ci_low) / 2
-        share = f", {100 * half / lat.mean:.2g}% of mean" if math.isfinite(half) else ""
-        percentiles = "  ".join(
-            f"{name} {format_ns(lat.value(name))} ± {format_ns(half_width(lat.interval(name)))}"
-            for name in ("p50", "p90", "p99", "p99.9")
-        )
-        lines += [
-            f"  latency    {format_ns(lat.mean)} ± {format_ns(half)} "
-            f"({result.confidence:.0%} CI{share})   stddev {format_ns(lat.stddev)}",
-            f"  percentile {percentiles}  max {format_ns(lat.max)}",
-        ]
-    load = result.load
-    if load.model == OPEN and load.rate_ops_s is not None:
-        tolerance = format_ns(float(load.late_tolerance_ns or 0))
-        lines.append(
-            f"  open loop  offered {load.rate_ops_s:,.0f} ops/s ({load.arrivals}), achieved "
-            f"{load.achieved_ops_s or 0:,.0f} ops/s, sends late > {tolerance}: "
-            f"{100 * (load.late_sends_share or 0):.1f}%, max outstanding {load.max_outstanding}"
-        )
-        lines += send_lag_lines(result)
-        if load.saturated:
-            lines.append(
-                "  SATURATED: the replies fell behind the offered load (short by more than 1%, "
-                "or a growing backlog); the latency is not a steady-state figure"
-            )
-    pattern = result.run_pattern
-    if pattern:
-        lines.append(f"  runs: {pattern}")
-    lines += [
-        f"  n {result.n:,} ops in {runs} run{'' if runs == 1 else 's'} "
-        f"({result.measured_s:.1f} s measured, "
-        f"{result.elapsed_s:.1f} s elapsed), {result.throughput_ops_s:,.0f} ops/s",
+        return ["  no op completed"]
+    half = (lat.ci_high - lat.ci_low) / 2
+    share = f", {100 * half / lat.mean:.2g}% of mean" if math.isfinite(half) else ""
+    percentiles = "  ".join(
+        f"{name} {format_ns(lat.value(name))} ± {format_ns(half_width(lat.interval(name)))}"
+        for name in ("p50", "p90", "p99", "p99.9")
+    )
+    return [
+        f"  latency    {format_ns(lat.mean)} ± {format_ns(half)} "
+        f"({result.confidence:.0%} CI{share})   stddev {format_ns(lat.stddev)}",
+        f"  percentile {percentiles}  max {format_ns(lat.max)}",
     ]
-    return "\n".join(answer_lines(result) + lines)
+
+
+def _open_loop_lines(result: BenchResult) -> list[str]:
+    """The offered and achieved load, how late the sends left; nothing in closed loop."""
+    load = result.load
+    if load.model != OPEN or load.rate_ops_s is None:
+        return []
+    tolerance = format_ns(float(load.late_tolerance_ns or 0))
+    lines = [
+        f"  open loop  offered {load.rate_ops_s:,.0f} ops/s ({load.arrivals}), achieved "
+        f"{load.achieved_ops_s or 0:,.0f} ops/s, sends late > {tolerance}: "
+        f"{100 * (load.late_sends_share or 0):.1f}%, max outstanding {load.max_outstanding}"
+    ]
+    lines += send_lag_lines(result)
+    if load.saturated:
+        lines.append(
+            "  SATURATED: the replies fell behind the offered load (short by more than 1%, "
+            "or a growing backlog); the latency is not a steady-state figure"
+        )
+    return lines
 
 
 def significance_text(result: BenchResult) -> str:
@@ -571,7 +589,7 @@ def _method_line(report: Report) -> str:
     return (
         f"intervals from the spread between runs, A and B each at its own confidence, "
         f"B - A ({method}) and B / A (Fieller) at the row's level; a verdict needs "
-        f"{MIN_RUNS} runs a side\n" + Family(family_alpha(report.confidence)).describe()
+        f"{MIN_RUNS_PER_SIDE} runs a side\n" + Family(family_alpha(report.confidence)).describe()
     )
 
 

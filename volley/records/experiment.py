@@ -11,7 +11,7 @@ server x clients x server cores x client cores (x rate, if ``rates`` is given) i
     server-cores = ["1..40"]
     client-cores = 40
     rates = ["10k..200k step 10k"]          # optional: open loop at each offered rate (ops/s)
-    order = "sequential"                    # optional, default "interleaved": see ORDERS
+    order = "sequential"                    # optional, default "interleaved": see SweepOrder
 
     [bench]                                 # volley-bench options for every point
     precision = "1%"
@@ -30,6 +30,7 @@ from typing import Any
 from volley.numbers.units import (
     BENCH_DEFAULTS,
     BadInput,
+    SweepOrder,
     parse_confidence,
     parse_duration_s,
     parse_rate,
@@ -38,16 +39,14 @@ from volley.numbers.units import (
 
 DEFAULT_SERVERS_DIR = "target/servers"
 POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last round
-# The order a sweep plays its points in. "sequential": each point's whole benchmark, one point
-# after another. "interleaved": one run of every unfinished point per pass, in a fresh random
-# order each pass (randomized multiple interleaved trials), so that a machine drifting during
-# the sweep lands on every point alike. Interleaved is the default: on the development VM a
+# The order a sweep plays its points in (SweepOrder). "sequential": each point's whole benchmark,
+# one point after another. "interleaved": one run of every unfinished point per pass, in a fresh
+# random order each pass (randomized multiple interleaved trials), so that a machine drifting
+# during the sweep lands on every point alike. Interleaved is the default: on the development VM a
 # server's ratio to a baseline server varied between repeated sweeps by a median 2.1% and 5.7%
 # (two series) interleaved, 12.8% and 8.6% sequential, at most 9.3% against 27.5%
-# (bench/README.md, "Sequential or interleaved"), for about 1.5 times the wall time: every
-# run of an interleaved point is its own volley-bench process.
-SEQUENTIAL, INTERLEAVED = "sequential", "interleaved"
-ORDERS = (SEQUENTIAL, INTERLEAVED)
+# (bench/README.md, "Sequential or interleaved"), for about 1.5 times the wall time: every run of
+# an interleaved point is its own volley-bench process.
 
 GRID_KEYS = ("clients", "server-cores", "client-cores")
 TOP_KEYS = (
@@ -143,7 +142,7 @@ class Experiment:
     client_cores: tuple[int, ...]
     options: dict[str, str] = field(default_factory=dict)  # volley-bench option -> value
     rates: tuple[float | None, ...] = (None,)  # offered rates (ops/s); None: closed loop
-    order: str = INTERLEAVED  # one of ORDERS
+    order: SweepOrder = SweepOrder.IN_PASSES
     servers_dir: Path = Path(DEFAULT_SERVERS_DIR)  # where a server given by name is
 
     def points(self) -> list[Point]:
@@ -262,7 +261,7 @@ def parse(text: str, path: Path) -> Experiment:
         client_cores=_counts(data["client-cores"], where, "client-cores"),
         options=options,
         rates=_rates(data["rates"], where) if "rates" in data else (None,),
-        order=_order(data.get("order", INTERLEAVED), where),
+        order=_order(data.get("order", SweepOrder.IN_PASSES), where),
         servers_dir=directory,
     )
 
@@ -461,10 +460,11 @@ def _bench_option(key: str, value: Any, where: _Locator) -> str:
     return text
 
 
-def _order(value: Any, where: _Locator) -> str:
-    if value not in ORDERS:
-        raise where.error("", "order", f"is {value!r}; write one of {', '.join(ORDERS)}")
-    return str(value)
+def _order(value: Any, where: _Locator) -> SweepOrder:
+    if value not in list(SweepOrder):
+        spelled = ", ".join(SweepOrder)
+        raise where.error("", "order", f"is {value!r}; write one of {spelled}")
+    return SweepOrder(value)
 
 
 def _duration_s(text: str) -> float:

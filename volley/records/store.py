@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from volley.records.experiment import INTERLEAVED, SEQUENTIAL, Experiment, Point
+from volley.numbers.units import SweepOrder
+from volley.records.experiment import Experiment, Point
 from volley.records.results import (
     FAILED,
     BenchResult,
@@ -59,7 +60,7 @@ class SweepInfo:
     experiment: str
     file: str
     options: dict[str, str] = field(default_factory=dict)
-    order: str = SEQUENTIAL
+    order: str = SweepOrder.SEQUENTIAL
     seed: int | None = None  # interleaved: the seed of the sweep's shuffles
     pass_number: int | None = None  # a run of an interleaved point: the pass it was played in
 
@@ -76,7 +77,7 @@ class SweepInfo:
             # snake_case like every key Volley writes: max_time for --max-time
             "options": {k.replace("-", "_"): v for k, v in self.options.items()},
         }
-        if self.order == INTERLEAVED:  # a sequential sweep's lines stay as they were
+        if self.order == SweepOrder.IN_PASSES:  # a sequential sweep's lines stay as they were
             data |= {"order": self.order, "seed": self.seed}
             if self.pass_number is not None:
                 data["pass"] = self.pass_number
@@ -88,7 +89,7 @@ class SweepInfo:
             str(data.get("experiment", "")),
             str(data.get("file", "")),
             {str(k).replace("_", "-"): str(v) for k, v in (data.get("options") or {}).items()},
-            str(data.get("order", SEQUENTIAL)),
+            str(data.get("order", SweepOrder.SEQUENTIAL)),
             data.get("seed"),
             data.get("pass"),
         )

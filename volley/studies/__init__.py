@@ -1,6 +1,6 @@
 """What is built on single measurements: compare (two results, or two servers run by
-run), sweeps of an experiment (sequential and interleaved), and the check that a server
+run), sweeps of an experiment (in order, or in passes), and the check that a server
 keeps the contract.
 """
 
-__all__ = ["compare", "sweep", "interleave", "check", "contract", "probe"]
+__all__ = ["compare", "sweep", "passes", "check", "contract", "probe"]

@@ -132,16 +132,13 @@ def run_one(check: Check, target: Target) -> CheckResult:
 
 def run(
     checks: list[Check],
-    path: str | None,
-    args: list[str],
-    cpus: list[int],
-    startup_timeout_s: float,
-    address: tuple[str, int] | None = None,
+    target: Target,
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> CheckRun:
-    """Run ``checks`` against the server at ``path`` (or running at ``address``). Kills
-    everything it started before returning, also when interrupted (SIGINT or SIGTERM)."""
-    target = Target(path, args, cpus, startup_timeout_s, address)
+    """Run ``checks`` against ``target``, a server at a path (or running at an address).
+    Kills everything it started before returning, also when interrupted (SIGINT or
+    SIGTERM)."""
+    path, args, address = target.path, target.args, target.fixed
     results: list[CheckResult] = []
     with server.stop_signals():
         try:

@@ -15,7 +15,7 @@ run. The ratio B/A gets Fieller's interval with the same degrees of freedom, not
 method: Fieller's set {rho : |B - rho A| <= t se(rho)} contains 1 exactly when the
 difference's interval contains 0, so the ratio and the difference never disagree about the
 verdict, and it stays right when there are few runs and the baseline's own uncertainty is
-not small (the delta method linearises it away). A verdict needs MIN_RUNS runs on each
+not small (the delta method linearises it away). A verdict needs MIN_RUNS_PER_SIDE runs on each
 side; results of format 1 have none.
 
 Results of one ``volley compare --run`` are paired: run i of each side was played in round i,
@@ -101,7 +101,7 @@ from volley.records.store import RESULTS_NAME
 from volley.system.machine import Environment
 
 FORMAT_VERSION = 4
-MIN_RUNS = 3  # with fewer, the spread between runs is a guess, not an estimate
+MIN_RUNS_PER_SIDE = 3  # with fewer, the spread between runs is a guess, not an estimate
 
 FASTER = "faster"
 SLOWER = "slower"
@@ -220,7 +220,7 @@ def compare_statistic(
         a = replace(a, between=between_sittings(baseline, statistic))
         b = replace(b, between=between_sittings(subject, statistic))
     row = Row(statistic, shown_a, shown_b, a.runs, b.runs, TOO_FEW_RUNS)
-    if min(a.runs, b.runs) < MIN_RUNS:
+    if min(a.runs, b.runs) < MIN_RUNS_PER_SIDE:
         return row
 
     @functools.cache
@@ -537,7 +537,7 @@ def compare_files(
             if row.verdict == TOO_FEW_RUNS:
                 raise BadInput(
                     f"--fail-if-slower {gate} cannot decide {subject_name(pairing, comparison)}: "
-                    f"it needs {MIN_RUNS} runs on each side and has {row.baseline_runs} "
+                    f"it needs {MIN_RUNS_PER_SIDE} runs on each side and has {row.baseline_runs} "
                     f"(baseline) and {row.subject_runs}"
                 )
     return report
@@ -710,46 +710,14 @@ def to_json(report: Report) -> str:
         "version": FORMAT_VERSION,
         "confidence": report.confidence,
         "family": Family(family_alpha(report.confidence)).to_json(),
-        "min_runs": MIN_RUNS,
+        "min_runs": MIN_RUNS_PER_SIDE,
         "forced": report.forced,
         "pairings": [
             {
                 "baseline": str(pairing.baseline_path),
                 "subject": str(pairing.subject_path),
                 "sweep": pairing.sweep,
-                "comparisons": [
-                    {
-                        "point": c.point.to_json() if c.point else None,
-                        "baseline": _side_json(pairing.baseline_path, c.baseline),
-                        "subject": _side_json(pairing.subject_path, c.subject),
-                        "sequential": c.looks.to_json() if c.looks else None,
-                        "mismatches": [
-                            {"field": m.field, "baseline": m.baseline, "subject": m.subject}
-                            for m in c.mismatches
-                        ],
-                        "rows": [
-                            {
-                                "statistic": row.statistic,
-                                "baseline": {
-                                    **(_estimate_json(row.baseline, "_ns") or {}),
-                                    "runs": row.baseline_runs,
-                                },
-                                "subject": {
-                                    **(_estimate_json(row.subject, "_ns") or {}),
-                                    "runs": row.subject_runs,
-                                },
-                                "difference_ns": _estimate_json(row.difference_ns, ""),
-                                "ratio": _estimate_json(row.ratio, ""),
-                                "df": row.df,
-                                "paired": row.paired,
-                                "level": row.level,
-                                "verdict": row.verdict,
-                            }
-                            for row in c.rows
-                        ],
-                    }
-                    for c in pairing.comparisons
-                ],
+                "comparisons": [_comparison_json(pairing, c) for c in pairing.comparisons],
                 "only_baseline": [p.to_json() for p in pairing.only_baseline],
                 "only_subject": [p.to_json() for p in pairing.only_subject],
             }
@@ -760,6 +728,33 @@ def to_json(report: Report) -> str:
     }
     # Strict JSON: an unknown or open bound is null, never NaN or Infinity.
     return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _comparison_json(pairing: Pairing, c: Comparison) -> dict[str, Any]:
+    return {
+        "point": c.point.to_json() if c.point else None,
+        "baseline": _side_json(pairing.baseline_path, c.baseline),
+        "subject": _side_json(pairing.subject_path, c.subject),
+        "sequential": c.looks.to_json() if c.looks else None,
+        "mismatches": [
+            {"field": m.field, "baseline": m.baseline, "subject": m.subject} for m in c.mismatches
+        ],
+        "rows": [_row_json(row) for row in c.rows],
+    }
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    return {
+        "statistic": row.statistic,
+        "baseline": {**(_estimate_json(row.baseline, "_ns") or {}), "runs": row.baseline_runs},
+        "subject": {**(_estimate_json(row.subject, "_ns") or {}), "runs": row.subject_runs},
+        "difference_ns": _estimate_json(row.difference_ns, ""),
+        "ratio": _estimate_json(row.ratio, ""),
+        "df": row.df,
+        "paired": row.paired,
+        "level": row.level,
+        "verdict": row.verdict,
+    }
 
 
 @dataclass
@@ -793,7 +788,7 @@ class Monitor:
     def verdict(self, baseline: HasRuns, subject: HasRuns) -> str:
         """B's mean against A's, paired by round, at what the last look may spend."""
         matched = matched_runs(baseline, subject, PRIMARY)
-        if matched is None or len(matched[0]) < MIN_RUNS:
+        if matched is None or len(matched[0]) < MIN_RUNS_PER_SIDE:
             return TOO_FEW_RUNS
         a_values, b_values = matched
         a, b = RunMean.of(a_values), RunMean.of(b_values)

@@ -412,7 +412,7 @@ def run_sequential(
     progress: SweepProgress,
 ) -> Summary:
     """Play the plan's points one after the other, each to its end, appending each finished
-    one (``interleave.run_interleaved`` plays them in passes instead)."""
+    one (``passes.run_in_passes`` plays them in passes instead)."""
     summary = Summary()
     limit_s = experiment.point_limit_s()
     timeout_s = limit_s + experiment.timeouts_s() + HANG_SLACK_S

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from volley import __version__
+from volley.numbers.units import IdleStates
 from volley.system.cpus import format_cpu_list, parse_cpu_list
 
 CPU_SYS = Path("/sys/devices/system/cpu")
@@ -29,16 +30,11 @@ CMDLINE_FLAGS = ("isolcpus", "nohz_full", "rcu_nocbs", "mitigations")
 
 LOAD_AVG_LIMIT = 1.0  # at start, before Volley runs anything: anything above is other work
 
-# What the CPUs' idle states were while a benchmark measured: held shallow by Volley, or
-# left to the machine's own policy (which may put an idle CPU into a deep state).
-IDLE_SHALLOW = "shallow"
-IDLE_ANY = "any"
-IDLE_STATES = (IDLE_SHALLOW, IDLE_ANY)
 PM_QOS_DEVICE = "/dev/cpu_dma_latency"
 
 
 @contextlib.contextmanager
-def shallow_idle(wanted: str = IDLE_SHALLOW) -> Iterator[tuple[str, str | None]]:
+def shallow_idle(wanted: str = IdleStates.SHALLOW) -> Iterator[tuple[IdleStates, str | None]]:
     """Keep every CPU out of idle states slower than 0 us to leave, as cyclictest and tuned's
     latency-performance profile do, for as long as the block runs: yields what is in force
     and, when shallow was wanted but cannot be had, why not.
@@ -50,19 +46,19 @@ def shallow_idle(wanted: str = IDLE_SHALLOW) -> Iterator[tuple[str, str | None]]
     minute to minute (bench/README.md, "Calibration"). That is the machine, not the server
     under test. The kernel keeps the request (PM QoS) while the file stays open and drops it
     when the file is closed, also when this process is killed: nothing to undo."""
-    if wanted != IDLE_SHALLOW:
-        yield IDLE_ANY, None
+    if wanted != IdleStates.SHALLOW:
+        yield IdleStates.ANY, None
         return
     try:
         fd = os.open(PM_QOS_DEVICE, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as e:
-        yield IDLE_ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
+        yield IdleStates.ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
         return
     try:
         os.write(fd, struct.pack("i", 0))  # a native 32-bit count of microseconds
-        yield IDLE_SHALLOW, None
+        yield IdleStates.SHALLOW, None
     except OSError as e:
-        yield IDLE_ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
+        yield IdleStates.ANY, f"{PM_QOS_DEVICE}: {e.strerror}"
     finally:
         os.close(fd)
 
@@ -291,7 +287,7 @@ class Environment:
             found.append(f"CPUs on {len(nodes)} NUMA nodes")
         if self.load_avg_1m is not None and self.load_avg_1m > LOAD_AVG_LIMIT:
             found.append(f"load average {self.load_avg_1m:.1f} at start")
-        if self.idle_states == IDLE_ANY:
+        if self.idle_states == IdleStates.ANY:
             found.append("deep CPU idle states allowed")
         return found
 
@@ -310,62 +306,17 @@ def environment(
 ) -> Environment:
     """Read the machine as it is now. Takes ~30 ms (one systemd-detect-virt and a scan of
     /proc for irqbalance): call it once per benchmark, not per run."""
-    # Long but flat: one field of the record after another, each read next to where it goes.
     cmdline = _cmdline_flags(read_text("/proc/cmdline"))
     model, flags = _cpuinfo()
-    used = []
-    for cpu in sorted(set(client_cpus) | set(server_cpus)):
-        role = "+".join(
-            name for name, cpus in (("client", client_cpus), ("server", server_cpus)) if cpu in cpus
-        )
-        used.append(CpuState.read(cpu, role))
-
-    shared: bool | None = False
-    for c in used:
-        if c.smt_siblings is None:
-            shared = None
-            break
-        others = set(c.smt_siblings) - {c.cpu}
-        if c.cpu in client_cpus and others & set(server_cpus):
-            shared = True
-            break
-
+    used = [
+        CpuState.read(cpu, _role(cpu, client_cpus, server_cpus))
+        for cpu in sorted(set(client_cpus) | set(server_cpus))
+    ]
     smt = read_int(CPU_SYS / "smt/active")
-    boost = read_int(CPU_SYS / "cpufreq/boost")
-    no_turbo = read_int(CPU_SYS / "intel_pstate/no_turbo")
-    turbo = bool(boost) if boost is not None else (not no_turbo if no_turbo is not None else None)
     nodes = _cpus_text("/sys/devices/system/node/online")
-
-    xen = read_text("/sys/hypervisor/type") or None
-    detected = _detect_virt()
-    virtual: bool | None = None
-    if xen or (flags is not None and "hypervisor" in flags):
-        virtual = True
-    elif detected is not None:
-        virtual = detected != "none"
-    elif flags is not None and platform.machine() in ("x86_64", "i686", "i386"):
-        virtual = False  # x86 guests see the CPUID hypervisor bit as this flag
-    hypervisor = xen or (detected if detected not in (None, "none") else None)
-
-    import psutil  # here: the workers import this module, and need none of it
-
-    try:
-        load: float | None = round(psutil.getloadavg()[0], 2)
-    except OSError:
-        load = None
+    virtual, hypervisor = _virtualization(flags)
     names = _process_names()
-    try:
-        cython: str | None = metadata.version("Cython")
-    except metadata.PackageNotFoundError:
-        cython = None
-    size = None
-    real = None
-    if server_path:
-        real = os.path.realpath(server_path)
-        try:
-            size = os.path.getsize(real)
-        except OSError:
-            size = None
+    real = os.path.realpath(server_path) if server_path else None
     return Environment(
         kernel=platform.release() or None,
         cpu_model=model,
@@ -375,25 +326,89 @@ def environment(
         rcu_nocbs=cmdline["rcu_nocbs"],
         mitigations=cmdline["mitigations"],
         used_cpus=used,
-        boost=turbo,
+        boost=_turbo(),
         smt_active=bool(smt) if smt is not None else _siblings_say_smt(used),
-        smt_siblings_shared=shared,
+        smt_siblings_shared=_siblings_shared(used, client_cpus, server_cpus),
         numa_nodes=len(nodes) if nodes else None,
         virtual=virtual,
         hypervisor=hypervisor,
         dmi_vendor=read_text("/sys/class/dmi/id/sys_vendor") or None,
         dmi_product=read_text("/sys/class/dmi/id/product_name") or None,
-        load_avg_1m=load,
+        load_avg_1m=_load_1m(),
         irqbalance_running=("irqbalance" in names) if names is not None else None,
         python_version=platform.python_version(),
         volley_version=__version__,
-        cython_version=cython,
+        cython_version=_cython_version(),
         server_path=real,
-        server_size_bytes=size,
+        server_size_bytes=_size(real) if real else None,
         server_sha256=_sha256(real) if real else None,
         cpuidle_driver=idle_driver()[0],
         idle_states=idle_states,
     )
+
+
+def _role(cpu: int, client_cpus: list[int], server_cpus: list[int]) -> str:
+    """ "client", "server" or "client+server"."""
+    return "+".join(
+        name for name, cpus in (("client", client_cpus), ("server", server_cpus)) if cpu in cpus
+    )
+
+
+def _siblings_shared(
+    used: list[CpuState], client_cpus: list[int], server_cpus: list[int]
+) -> bool | None:
+    """Whether a client CPU's SMT sibling is a server CPU; None when a sibling list is
+    unreadable."""
+    for c in used:
+        if c.smt_siblings is None:
+            return None
+        others = set(c.smt_siblings) - {c.cpu}
+        if c.cpu in client_cpus and others & set(server_cpus):
+            return True
+    return False
+
+
+def _turbo() -> bool | None:
+    boost = read_int(CPU_SYS / "cpufreq/boost")
+    no_turbo = read_int(CPU_SYS / "intel_pstate/no_turbo")
+    return bool(boost) if boost is not None else (not no_turbo if no_turbo is not None else None)
+
+
+def _virtualization(flags: set[str] | None) -> tuple[bool | None, str | None]:
+    """Whether this is a virtual machine (None: cannot tell), and its hypervisor."""
+    xen = read_text("/sys/hypervisor/type") or None
+    detected = _detect_virt()
+    virtual: bool | None = None
+    if xen or (flags is not None and "hypervisor" in flags):
+        virtual = True
+    elif detected is not None:
+        virtual = detected != "none"
+    elif flags is not None and platform.machine() in ("x86_64", "i686", "i386"):
+        virtual = False  # x86 guests see the CPUID hypervisor bit as this flag
+    return virtual, xen or (detected if detected not in (None, "none") else None)
+
+
+def _load_1m() -> float | None:
+    import psutil  # here: the workers import this module, and need none of it
+
+    try:
+        return round(psutil.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _cython_version() -> str | None:
+    try:
+        return metadata.version("Cython")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 # --- Readiness (volley system) ---------------------------------------------------------
@@ -411,134 +426,167 @@ class Item:
 
 
 def readiness() -> list[Item]:
-    """The machine's readiness for latency benchmarks, item by item. Changes nothing."""
-    # Long but flat: one Item per line that `volley system` prints, in that order, so the
-    # code reads like the checklist it prints.
+    """The machine's readiness for latency benchmarks, item by item, in the order ``volley
+    system`` prints them. Changes nothing."""
     usable = sorted(os.sched_getaffinity(0))
     env = environment(None, usable, usable)
-    items = []
-
-    items.append(
+    return [
+        _cpus_item(env, usable),
+        _isolation_item(),
+        _governor_item(env),
+        _frequency_item(env),
+        _turbo_item(env),
+        _smt_item(env),
+        _numa_item(env),
+        _virtual_item(env),
+        _irqbalance_item(env),
+        _idle_item(),
+        _load_item(env),
         Item(
-            "CPUs",
-            f"{env.cpus} CPUs, {len(usable)} usable ({format_cpu_list(usable)})",
-            "the server and the clients need CPUs of their own; on one CPU they compete",
-            "give volley at least 2 CPUs (check taskset/cgroup limits)",
-            len(usable) >= 2,
-        )
+            "mitigations",
+            f"mitigations={env.mitigations}" if env.mitigations else "kernel default",
+            "speculation mitigations make every system call slower",
+            "nothing to fix; compare only results taken with the same setting",
+            True,
+        ),
+        Item(
+            "kernel",
+            f"Linux {env.kernel}" if env.kernel else "unknown",
+            "the network stack and the scheduler change between kernels",
+            "nothing to fix; compare only results from the same kernel",
+            True,
+        ),
+    ]
+
+
+def _cpus_item(env: Environment, usable: list[int]) -> Item:
+    return Item(
+        "CPUs",
+        f"{env.cpus} CPUs, {len(usable)} usable ({format_cpu_list(usable)})",
+        "the server and the clients need CPUs of their own; on one CPU they compete",
+        "give volley at least 2 CPUs (check taskset/cgroup limits)",
+        len(usable) >= 2,
     )
 
+
+def _isolation_item() -> Item:
     isolated = _cpus_text(CPU_SYS / "isolated")
     nohz = _cpus_text(CPU_SYS / "nohz_full")
     parts = [f"isolated CPUs {format_cpu_list(isolated)}" if isolated else "no isolated CPUs"]
     if nohz:
         parts.append(f"nohz_full {format_cpu_list(nohz)}")
-    items.append(
-        Item(
-            "isolation",
-            ", ".join(parts),
-            "other tasks and the timer tick run on the benchmark's CPUs and delay replies",
-            "boot with isolcpus=LIST nohz_full=LIST rcu_nocbs=LIST, then pin with "
-            "--cores and --server-cores inside LIST",
-            bool(isolated) if isolated is not None else None,
-        )
+    return Item(
+        "isolation",
+        ", ".join(parts),
+        "other tasks and the timer tick run on the benchmark's CPUs and delay replies",
+        "boot with isolcpus=LIST nohz_full=LIST rcu_nocbs=LIST, then pin with "
+        "--cores and --server-cores inside LIST",
+        bool(isolated) if isolated is not None else None,
     )
 
+
+def _governor_item(env: Environment) -> Item:
     governors: dict[str, list[int]] = {}
     for c in env.used_cpus:
         governors.setdefault(c.governor or "?", []).append(c.cpu)
+    ok: bool | None
     if set(governors) == {"?"}:
         state, ok = "no cpufreq (frequency not controlled by this kernel)", None
     else:
         state = ", ".join(f"{g} on CPU {format_cpu_list(cs)}" for g, cs in governors.items())
         ok = set(governors) == {"performance"}
-    items.append(
-        Item(
-            "governor",
-            state,
-            "a CPU that slows down between requests answers the next one late",
-            "cpupower frequency-set -g performance (as root)",
-            ok,
-        )
+    return Item(
+        "governor",
+        state,
+        "a CPU that slows down between requests answers the next one late",
+        "cpupower frequency-set -g performance (as root)",
+        ok,
     )
+
+
+def _frequency_item(env: Environment) -> Item:
     freqs = [c for c in env.used_cpus if c.cur_freq_khz is not None]
-    items.append(
-        Item(
-            "frequency",
-            ", ".join(
-                f"CPU {c.cpu} {_mhz(c.cur_freq_khz)} ({_mhz(c.min_freq_khz)}-"
-                f"{_mhz(c.max_freq_khz)})"
-                for c in freqs
-            )
-            or "not readable",
-            "latency scales with clock speed; a range lets the clock wander",
-            "set scaling_min_freq to scaling_max_freq, or use the performance governor",
-            all(c.min_freq_khz == c.max_freq_khz or c.governor == "performance" for c in freqs)
-            if freqs
-            else None,
+    return Item(
+        "frequency",
+        ", ".join(
+            f"CPU {c.cpu} {_mhz(c.cur_freq_khz)} ({_mhz(c.min_freq_khz)}-{_mhz(c.max_freq_khz)})"
+            for c in freqs
         )
+        or "not readable",
+        "latency scales with clock speed; a range lets the clock wander",
+        "set scaling_min_freq to scaling_max_freq, or use the performance governor",
+        all(c.min_freq_khz == c.max_freq_khz or c.governor == "performance" for c in freqs)
+        if freqs
+        else None,
     )
-    items.append(
-        Item(
-            "turbo",
-            _on_off(env.boost),
-            "turbo speed depends on temperature and on the other cores, so it varies run to run",
-            "echo 0 > /sys/devices/system/cpu/cpufreq/boost "
-            "(Intel: echo 1 > .../intel_pstate/no_turbo)",
-            (not env.boost) if env.boost is not None else None,
-        )
+
+
+def _turbo_item(env: Environment) -> Item:
+    return Item(
+        "turbo",
+        _on_off(env.boost),
+        "turbo speed depends on temperature and on the other cores, so it varies run to run",
+        "echo 0 > /sys/devices/system/cpu/cpufreq/boost "
+        "(Intel: echo 1 > .../intel_pstate/no_turbo)",
+        (not env.boost) if env.boost is not None else None,
     )
-    smt_state = _on_off(env.smt_active)
+
+
+def _smt_item(env: Environment) -> Item:
+    state = _on_off(env.smt_active)
     control = read_text(CPU_SYS / "smt/control")
     if control:
-        smt_state += f" (control: {control})"
-    items.append(
-        Item(
-            "SMT",
-            smt_state,
-            "hyperthread siblings share a core: work on one slows the other",
-            "echo off > /sys/devices/system/cpu/smt/control, or never give a sibling of a "
-            "pinned CPU to anything else",
-            (not env.smt_active) if env.smt_active is not None else None,
-        )
+        state += f" (control: {control})"
+    return Item(
+        "SMT",
+        state,
+        "hyperthread siblings share a core: work on one slows the other",
+        "echo off > /sys/devices/system/cpu/smt/control, or never give a sibling of a "
+        "pinned CPU to anything else",
+        (not env.smt_active) if env.smt_active is not None else None,
     )
-    items.append(
-        Item(
-            "NUMA",
-            f"{env.numa_nodes} node{'s' if env.numa_nodes != 1 else ''}"
-            if env.numa_nodes
-            else "unknown",
-            "across nodes every reply crosses the interconnect",
-            "keep the server and client CPUs on one node (lscpu shows the nodes)",
-            env.numa_nodes == 1 if env.numa_nodes else None,
-        )
+
+
+def _numa_item(env: Environment) -> Item:
+    return Item(
+        "NUMA",
+        f"{env.numa_nodes} node{'s' if env.numa_nodes != 1 else ''}"
+        if env.numa_nodes
+        else "unknown",
+        "across nodes every reply crosses the interconnect",
+        "keep the server and client CPUs on one node (lscpu shows the nodes)",
+        env.numa_nodes == 1 if env.numa_nodes else None,
     )
+
+
+def _virtual_item(env: Environment) -> Item:
     if env.virtual is None:
         virtual = "unknown"
     elif env.virtual:
         virtual = f"virtual machine ({env.hypervisor or 'hypervisor unknown'})"
     else:
         virtual = "bare metal"
-    items.append(
-        Item(
-            "virtual",
-            virtual,
-            "a hypervisor can stop a virtual CPU at any time (steal) and adds timer latency",
-            "use bare metal for numbers you publish; compare VM results only with the same VM",
-            (not env.virtual) if env.virtual is not None else None,
-        )
+    return Item(
+        "virtual",
+        virtual,
+        "a hypervisor can stop a virtual CPU at any time (steal) and adds timer latency",
+        "use bare metal for numbers you publish; compare VM results only with the same VM",
+        (not env.virtual) if env.virtual is not None else None,
     )
-    items.append(
-        Item(
-            "irqbalance",
-            "unknown"
-            if env.irqbalance_running is None
-            else ("running" if env.irqbalance_running else "not running"),
-            "it moves interrupts onto the pinned CPUs while a benchmark runs",
-            "systemctl stop irqbalance, or give it IRQBALANCE_BANNED_CPULIST=the pinned CPUs",
-            (not env.irqbalance_running) if env.irqbalance_running is not None else None,
-        )
+
+
+def _irqbalance_item(env: Environment) -> Item:
+    running = env.irqbalance_running
+    return Item(
+        "irqbalance",
+        "unknown" if running is None else ("running" if running else "not running"),
+        "it moves interrupts onto the pinned CPUs while a benchmark runs",
+        "systemctl stop irqbalance, or give it IRQBALANCE_BANNED_CPULIST=the pinned CPUs",
+        (not running) if running is not None else None,
     )
+
+
+def _idle_item() -> Item:
     driver, states = idle_driver()
     can_hold = os.access(PM_QOS_DEVICE, os.W_OK)
     ready: bool | None = True  # held while measuring, whatever the states
@@ -553,50 +601,30 @@ def readiness() -> list[Item]:
         if can_hold
         else f"; {PM_QOS_DEVICE} not writable"
     )
-    items.append(
-        Item(
-            "idle states",
-            idle,
-            "waking a CPU from a deep idle state delays the reply (a VM: a trip to the hypervisor)",
-            f"run volley-bench as root (it holds {PM_QOS_DEVICE} at 0 while measuring), or "
-            "cpupower idle-set -D 0",
-            ready,
-        )
+    return Item(
+        "idle states",
+        idle,
+        "waking a CPU from a deep idle state delays the reply (a VM: a trip to the hypervisor)",
+        f"run volley-bench as root (it holds {PM_QOS_DEVICE} at 0 while measuring), or "
+        "cpupower idle-set -D 0",
+        ready,
     )
+
+
+def _load_item(env: Environment) -> Item:
     import psutil
 
     try:
         load: str | None = " ".join(f"{n:.2f}" for n in psutil.getloadavg())
     except OSError:
         load = None
-    items.append(
-        Item(
-            "load",
-            f"load average {load}" if load else "unknown",
-            "other work competes for the CPUs and the caches",
-            "stop other jobs; volley flags each disturbed run",
-            env.load_avg_1m <= LOAD_AVG_LIMIT if env.load_avg_1m is not None else None,
-        )
+    return Item(
+        "load",
+        f"load average {load}" if load else "unknown",
+        "other work competes for the CPUs and the caches",
+        "stop other jobs; volley flags each disturbed run",
+        env.load_avg_1m <= LOAD_AVG_LIMIT if env.load_avg_1m is not None else None,
     )
-    items.append(
-        Item(
-            "mitigations",
-            f"mitigations={env.mitigations}" if env.mitigations else "kernel default",
-            "speculation mitigations make every system call slower",
-            "nothing to fix; compare only results taken with the same setting",
-            True,
-        )
-    )
-    items.append(
-        Item(
-            "kernel",
-            f"Linux {env.kernel}" if env.kernel else "unknown",
-            "the network stack and the scheduler change between kernels",
-            "nothing to fix; compare only results from the same kernel",
-            True,
-        )
-    )
-    return items
 
 
 def _mhz(khz: int | None) -> str:

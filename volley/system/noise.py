@@ -338,40 +338,13 @@ class NoiseMeter:
         own = self.own
         if self.last_pid is not None and _last_pid() != self.last_pid:
             own = own | descendants(self.own, self.last_pid)
-        end_own = _own_times(own)
         freqs = self.freqs + _freqs(self.measured)
-
-        own_s = dict.fromkeys(self.measured, 0.0)
-        for pid, (used_s, allowed) in end_own.items():
-            # A process born during the stretch used all its time in it.
-            used_s -= self.begin_own.get(pid, (0.0, allowed))[0]
-            for cpu in allowed & set(own_s):
-                own_s[cpu] += used_s / len(allowed)
-
-        cpus = []
-        for cpu in self.measured:
-            if cpu not in end_cpu or cpu not in self.begin_cpu:
-                continue
-            task = end_cpu[cpu][0] - self.begin_cpu[cpu][0]
-            irq = end_cpu[cpu][1] - self.begin_cpu[cpu][1]
-            if self.irq_in_tasks:
-                task += irq
-            other = max(0.0, min(task - own_s[cpu], duration_s))
-            role = "+".join(
-                name
-                for name, listed in (("client", self.client_cpus), ("server", self.server_cpus))
-                if cpu in listed
-            )
-            cpus.append(
-                CpuNoise(
-                    cpu=cpu,
-                    role=role,
-                    other_cpu_s=round(other, 4),
-                    other_share=round(other / duration_s, 4) if duration_s > 0 else 0.0,
-                    steal_s=round(end_cpu[cpu][2] - self.begin_cpu[cpu][2], 4),
-                    irq_s=round(irq, 4),
-                )
-            )
+        own_s = self._own_cpu_s(_own_times(own))
+        cpus = [
+            self._cpu_noise(cpu, end_cpu, own_s[cpu], duration_s)
+            for cpu in self.measured
+            if cpu in end_cpu and cpu in self.begin_cpu
+        ]
         disturbed = any(
             c.other_share > OTHER_SHARE_LIMIT
             or (duration_s > 0 and c.steal_s / duration_s > STEAL_SHARE_LIMIT)
@@ -386,6 +359,44 @@ class NoiseMeter:
             freq_max_khz=max(freqs) if freqs else None,
             disturbed=disturbed,
             cpu_hop_ns=self.hop_ns,
+        )
+
+    def _own_cpu_s(self, end_own: dict[int, tuple[float, frozenset[int]]]) -> dict[int, float]:
+        """The CPU time our own processes used on each measured CPU during the stretch,
+        each process's time shared evenly over the CPUs it may run on."""
+        own_s = dict.fromkeys(self.measured, 0.0)
+        for pid, (used_s, allowed) in end_own.items():
+            # A process born during the stretch used all its time in it.
+            used_s -= self.begin_own.get(pid, (0.0, allowed))[0]
+            for cpu in allowed & set(own_s):
+                own_s[cpu] += used_s / len(allowed)
+        return own_s
+
+    def _cpu_noise(
+        self,
+        cpu: int,
+        end_cpu: dict[int, tuple[float, float, float]],
+        own_s: float,
+        duration_s: float,
+    ) -> CpuNoise:
+        """What other work took of ``cpu`` during the stretch."""
+        task = end_cpu[cpu][0] - self.begin_cpu[cpu][0]
+        irq = end_cpu[cpu][1] - self.begin_cpu[cpu][1]
+        if self.irq_in_tasks:
+            task += irq
+        other = max(0.0, min(task - own_s, duration_s))
+        role = "+".join(
+            name
+            for name, listed in (("client", self.client_cpus), ("server", self.server_cpus))
+            if cpu in listed
+        )
+        return CpuNoise(
+            cpu=cpu,
+            role=role,
+            other_cpu_s=round(other, 4),
+            other_share=round(other / duration_s, 4) if duration_s > 0 else 0.0,
+            steal_s=round(end_cpu[cpu][2] - self.begin_cpu[cpu][2], 4),
+            irq_s=round(irq, 4),
         )
 
 

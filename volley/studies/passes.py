@@ -1,5 +1,5 @@
-"""Interleaved sweeps (``order = "interleaved"``): randomized multiple interleaved trials
-(Abedi and Brecht, ICPE 2017) over a sweep's points.
+"""Sweeps in passes (``order = "interleaved"``, SweepOrder.IN_PASSES): randomized multiple
+interleaved trials (Abedi and Brecht, ICPE 2017) over a sweep's points.
 
 A sequential sweep plays all of one point's runs, then all of the next point's, so a machine
 that drifts during the sweep (another tenant, the temperature) lands on some points and not
@@ -228,7 +228,7 @@ def restore(states: dict[Point, PointRuns], runs_path: Path) -> int:
     return max((r.sweep.pass_number or 0 for r in records), default=0)
 
 
-def run_interleaved(
+def run_in_passes(
     experiment: Experiment,
     results_path: Path,
     the_plan: Plan,
@@ -245,20 +245,12 @@ def run_interleaved(
     one_run_s = point_plan.warmup_s + point_plan.run_time_s
     states = {p: PointRuns(p, point_plan) for p in the_plan.todo}
     pass_number = restore(states, runs_path)
-    timeout_s = one_run_s + POINT_OVERHEAD_S + experiment.timeouts_s() + HANG_SLACK_S
-    summary = Summary()
+    sweep = _Passes(experiment, the_plan, runner, progress, results_path, sweep_info, one_run_s)
     progress.begin(the_plan.total, len(the_plan.done), experiment.point_limit_s())
-
-    def finish(state: PointRuns) -> None:
-        record = state.record(sweep_info)
-        store.append(results_path, record)
-        summary.recorded.append(record)
-        progress.finished(state.point, record, state.used_s)
-
     with Stopper(runner) as stopper:
         for state in states.values():
             if state.status is not None:  # done by the runs it had, before it was recorded
-                finish(state)
+                sweep.finish(state)
         while not stopper.interrupted:
             order = [state for state in states.values() if state.status is None]
             if not order:
@@ -268,23 +260,52 @@ def run_interleaved(
             progress.note(f"pass {pass_number}: one run of each of {len(order)} points")
             info = dataclasses.replace(sweep_info, pass_number=pass_number)
             for state in order:
-                if stopper.interrupted:
+                if stopper.interrupted or not sweep.play_one(state, info, stopper):
                     break
-                point = state.point
-                progress.starting(point)
-                started_at, began = now(), time.monotonic()
-                command = bench_command(
-                    experiment, point, the_plan.usable, max_time=f"{one_run_s:.6g}s"
-                )
-                outcome = runner.run(point, command, timeout_s)
-                progress.warn(outcome)
-                if stopper.stopped_by(outcome):
-                    progress.finished(point, None, time.monotonic() - began)
-                    break
-                record = record_for(experiment, point, outcome, started_at, info)
-                store.append(runs_path, record)
-                state.add(record)
-                if state.status is not None:
-                    finish(state)
-    summary.interrupted = stopper.interrupted
-    return summary
+    sweep.summary.interrupted = stopper.interrupted
+    return sweep.summary
+
+
+@dataclass
+class _Passes:
+    """What every run of a sweep in passes shares: where it goes, how it is played."""
+
+    experiment: Experiment
+    the_plan: Plan
+    runner: Runner
+    progress: SweepProgress
+    results_path: Path
+    sweep_info: SweepInfo
+    one_run_s: float
+    summary: Summary = field(default_factory=Summary)
+
+    @property
+    def timeout_s(self) -> float:
+        return self.one_run_s + POINT_OVERHEAD_S + self.experiment.timeouts_s() + HANG_SLACK_S
+
+    def finish(self, state: PointRuns) -> None:
+        """Record a point that is done: its runs merged."""
+        record = state.record(self.sweep_info)
+        store.append(self.results_path, record)
+        self.summary.recorded.append(record)
+        self.progress.finished(state.point, record, state.used_s)
+
+    def play_one(self, state: PointRuns, info: SweepInfo, stopper: Stopper) -> bool:
+        """One run of a point, kept in runs.jsonl; False when it was stopped."""
+        point, progress = state.point, self.progress
+        progress.starting(point)
+        started_at, began = now(), time.monotonic()
+        command = bench_command(
+            self.experiment, point, self.the_plan.usable, max_time=f"{self.one_run_s:.6g}s"
+        )
+        outcome = self.runner.run(point, command, self.timeout_s)
+        progress.warn(outcome)
+        if stopper.stopped_by(outcome):
+            progress.finished(point, None, time.monotonic() - began)
+            return False
+        record = record_for(self.experiment, point, outcome, started_at, info)
+        store.append(self.results_path.parent / RUNS_NAME, record)
+        state.add(record)
+        if state.status is not None:
+            self.finish(state)
+        return True
