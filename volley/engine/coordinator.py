@@ -344,20 +344,8 @@ class Coordinator:
     def play(self, request: RunRequest) -> PlayedRun:
         """One run: a server (fresh, kept, or someone else's), fresh connections, the
         warm-up and the measured stretch, then everything of the run ended."""
-        config = self.config
-        fresh = None
         watch = Stopwatch()
-        if config.connect:
-            host, port = config.connect
-        else:
-            try:
-                fresh = None if self.kept_server else self._start_server(request.alternative)
-            except server.ServerError as e:
-                raise RunFailed(f"run {request.index}: {e}") from None
-            watch.lap("server_start")
-            serving = self.kept_server or fresh
-            assert serving is not None
-            host, port = serving.host, serving.port
+        fresh, (host, port) = self._serve(request, watch)
         try:
             if self.stopping:  # asked to stop while the server started: play nothing
                 return PlayedRun([])
@@ -396,6 +384,22 @@ class Coordinator:
                 fresh.stop()
                 watch.lap("server_stop")
             watch.finish()
+
+    def _serve(
+        self, request: RunRequest, watch: Stopwatch
+    ) -> tuple[server.ServerProcess | None, tuple[str, int]]:
+        """The server this run plays against: a fresh one (returned, to be stopped after
+        the run), the kept one, or the running one of --connect; and where it listens."""
+        if self.config.connect:
+            return None, self.config.connect
+        try:
+            fresh = None if self.kept_server else self._start_server(request.alternative)
+        except server.ServerError as e:
+            raise RunFailed(f"run {request.index}: {e}") from None
+        watch.lap("server_start")
+        serving = self.kept_server or fresh
+        assert serving is not None
+        return fresh, (serving.host, serving.port)
 
     def _connect(self, host: str, port: int) -> str | None:
         for w in self.workers:
