@@ -371,7 +371,10 @@ def test_too_short_a_run_writes_strict_json(c_threaded, tmp_path):
 def test_closed_pipe_on_stdout_loses_neither_the_json_nor_the_status(c_threaded, tmp_path):
     # Item 5: `volley-bench ... --json x.json SERVER | true`.
     out = tmp_path / "x.json"
-    command = " ".join(map(str, bench_command(*BRIEF, "--json", out, c_threaded)))
+    # --require-precision: the status then says the verdict, which must survive the pipe.
+    command = " ".join(
+        map(str, bench_command(*BRIEF, "--require-precision", "--json", out, c_threaded))
+    )
     done = finished(
         ["bash", "-c", f"{command} | true; echo ${{PIPESTATUS[0]}} >&2"], capture_output=True
     )
@@ -384,7 +387,9 @@ def test_closed_pipe_on_stdout_loses_neither_the_json_nor_the_status(c_threaded,
 
 def test_closed_stdout_and_stderr_change_nothing(c_threaded, tmp_path):
     out = tmp_path / "x.json"
-    command = " ".join(map(str, bench_command(*BRIEF, "--json", out, c_threaded)))
+    command = " ".join(
+        map(str, bench_command(*BRIEF, "--require-precision", "--json", out, c_threaded))
+    )
     closed = finished(["bash", "-c", f"{command} >&- 2>&-"])
     result = strict_loads(out.read_text())
     assert closed.returncode == {"significant": 0, "not-significant": 3}[result["status"]]
@@ -394,6 +399,7 @@ def test_progress_reader_gone_mid_run_changes_nothing(c_threaded, tmp_path):
     # `2>&1 | head -1`: every progress line after the first meets a closed pipe.
     out = tmp_path / "x.json"
     options = ["--max-time", "1s", "--precision", "50%", "--warmup", "0.2s", "--run-time", "0.2s"]
+    options.append("--require-precision")  # the status says the verdict
     command = " ".join(map(str, bench_command(*options, "--json", out, c_threaded)))
     done = finished(
         ["bash", "-c", f"{command} 2>&1 >/dev/null | head -1; echo ${{PIPESTATUS[0]}}"],
