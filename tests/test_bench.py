@@ -14,6 +14,9 @@ from helpers import BRIEF, QUICK, bench, bench_command, strict_loads
 from volley.engine import server as server_module
 from volley.system.cpus import place, usable_cpus
 
+# Every test here starts real servers or volley processes (the slow tier).
+pytestmark = pytest.mark.real
+
 LATENCY_KEYS = {"mean", "stddev", "ci_low", "ci_high", "min", "max", "p50", "p90", "p99", "p99_9"}
 TOP_KEYS = {
     "n",

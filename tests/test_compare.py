@@ -189,6 +189,7 @@ def binomial_bound(rate: float, trials: int, sds: float = 2.5) -> float:
     return rate + sds * math.sqrt(rate * (1 - rate) / trials)
 
 
+@pytest.mark.real
 def test_identical_distributions_are_called_different_within_the_family_error():
     """Issue 25, items 2 and 4. Five statistics each tested at 5% called identical servers
     different somewhere in 18% of comparisons with independent rows (the old rule, judged
@@ -228,6 +229,7 @@ def different_at_95(row) -> bool:
     return abs(d.value) > half
 
 
+@pytest.mark.real
 def test_a_three_percent_shift_is_found_with_the_right_sign():
     trials, covered = 50, 0
     for seed in range(trials):
@@ -247,6 +249,7 @@ def test_a_three_percent_shift_is_found_with_the_right_sign():
     assert covered >= 0.85 * trials  # the ratio's interval holds the true 1.03 (97.5% here)
 
 
+@pytest.mark.real
 def test_too_few_runs_is_not_a_verdict():
     rng = np.random.default_rng(1)
     plenty = make_result(make_runs(rng, 10))
@@ -272,6 +275,7 @@ def test_welch_interval_by_hand():
     assert 2.776 < t_quantile(0.95, df) < 3.182
 
 
+@pytest.mark.real
 def test_two_sittings_compare_with_how_much_their_sittings_differ():
     # A 3% shift that 10 quiet runs a side find; but earlier sittings of each
     # configuration differed by 4% (sd): two sittings cannot tell 3% apart.
@@ -314,6 +318,7 @@ def test_ratio_is_unbounded_when_the_baseline_is_not_told_from_zero():
     assert r.low == -math.inf and r.high == math.inf
 
 
+@pytest.mark.real
 def test_the_difference_is_between_the_values_shown():
     a, b = pair(3)
     # Over all ops a statistic differs a little from the mean of its per-run values.
@@ -326,6 +331,7 @@ def test_the_difference_is_between_the_values_shown():
     assert row.ratio.value == pytest.approx(row.subject.value / row.baseline.value)
 
 
+@pytest.mark.real
 def test_runs_that_drift_widen_the_interval():
     rng = np.random.default_rng(8)
     a = make_result(make_runs(rng, 10))
@@ -355,6 +361,7 @@ def drifting_rounds(seed: int, rounds: int, scale: float) -> tuple[BenchResult, 
     return make_result(slowed(a)), make_result(slowed(b), server="target/servers/c-threaded")
 
 
+@pytest.mark.real
 def test_rounds_compared_paired_cancel_what_each_round_shared():
     a, b = drifting_rounds(9, 12, 1.02)
     unpaired = compare_results(a, b, 0.95).row("mean")
@@ -370,6 +377,7 @@ def test_rounds_compared_paired_cancel_what_each_round_shared():
     assert sum(c.row("mean").verdict != NO_DIFFERENCE for c in alike) <= 4
 
 
+@pytest.mark.real
 def test_paired_ratio_agrees_with_the_paired_difference_about_the_verdict():
     rng = np.random.default_rng(10)
     for seed in range(300):
@@ -381,6 +389,7 @@ def test_paired_ratio_agrees_with_the_paired_difference_about_the_verdict():
         assert r.low <= r.value <= r.high
 
 
+@pytest.mark.real
 def test_paired_ratio_bounds_are_where_the_rounds_test_of_b_minus_rho_a_flips():
     """Each finite bound of the paired ratio is the rho at which the rounds' b_i - rho a_i
     stop telling B - rho A apart from zero, also when the machine trends so steeply that
@@ -406,6 +415,7 @@ def test_paired_ratio_bounds_are_where_the_rounds_test_of_b_minus_rho_a_flips():
             assert not rejected(bound + inward * step) and rejected(bound - inward * step)
 
 
+@pytest.mark.real
 def test_rounds_with_unequal_run_counts_are_compared_unpaired():
     a, b = drifting_rounds(11, 8, 1.0)
     b = make_result(b.runs[:-1])  # a comparison that failed mid-round
@@ -424,6 +434,7 @@ MISMATCHES = {
 }
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("field", MISMATCHES)
 def test_mismatched_configurations_are_refused_naming_the_field(tmp_path, field):
     a, b = pair(5)
@@ -438,6 +449,7 @@ def test_mismatched_configurations_are_refused_naming_the_field(tmp_path, field)
     assert "compared anyway (--force)" in forced.stdout and field in forced.stdout
 
 
+@pytest.mark.real
 def test_idle_states_are_checked():
     a, b = pair(5)
     held = replace(a, host=replace(a.host, idle_states="shallow"))
@@ -447,6 +459,7 @@ def test_idle_states_are_checked():
     assert compare.mismatches(held, replace(b, host=held.host)) == []
 
 
+@pytest.mark.real
 def test_load_model_is_checked():
     a, b = pair(5)
     open_loop = replace(b, load=LoadInfo(OPEN, 10_000.0, "poisson"))
@@ -457,6 +470,7 @@ def test_load_model_is_checked():
     assert "10000 ops/s, poisson arrivals vs open loop at 20000 ops/s" in str(mismatch)
 
 
+@pytest.mark.real
 def test_a_failed_result_is_refused(tmp_path):
     a, b = pair(5)
     failed = replace(b, status=FAILED, error="the server closed the connection")
@@ -467,6 +481,7 @@ def test_a_failed_result_is_refused(tmp_path):
     assert volley("compare", "--force", path_a, path_b).status == 0
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -498,6 +513,7 @@ def test_bad_input_exits_2_in_one_line(tmp_path, args, words):
 # --- gates ---------------------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_gates_exit_1_only_when_significantly_slower_by_more(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     path_a, path_b = write(tmp_path / "a.json", a), write(tmp_path / "b.json", b)
@@ -522,6 +538,7 @@ def test_gates_exit_1_only_when_significantly_slower_by_more(tmp_path):
     assert gate("p99:10us").status == 0
 
 
+@pytest.mark.real
 def test_a_gate_that_cannot_decide_is_bad_input(tmp_path):
     rng = np.random.default_rng(2)
     path_a = write(tmp_path / "a.json", make_result(make_runs(rng, 2)))
@@ -551,6 +568,7 @@ def test_an_estimate_reads_in_the_unit_of_its_widest_bound(estimate, signed, tex
     assert compare.format_estimate(estimate, signed) == text
 
 
+@pytest.mark.real
 def test_table_for_people(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     done = volley("compare", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))
@@ -568,6 +586,7 @@ def test_table_for_people(tmp_path):
     )
 
 
+@pytest.mark.real
 def test_json_is_strict_and_versioned(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     old = make_result([], restart=None, version=1)
@@ -595,6 +614,7 @@ def test_json_is_strict_and_versioned(tmp_path):
     assert row["difference_ns"] is None and row["ratio"] is None
 
 
+@pytest.mark.real
 def test_markdown_tables(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     done = volley(
@@ -613,6 +633,7 @@ def test_markdown_tables(tmp_path):
 # --- sweeps --------------------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_sweeps_are_matched_point_by_point(tmp_path):
     rng = np.random.default_rng(4)
 
@@ -647,6 +668,7 @@ def test_sweeps_are_matched_point_by_point(tmp_path):
     assert volley("compare", a, tmp_path / "b", "--fail-if-slower", "2%").status == 1
 
 
+@pytest.mark.real
 def test_a_sweep_point_that_failed_before_measuring_is_refused(tmp_path):
     rng = np.random.default_rng(4)
     good = make_result(make_runs(rng, 5))
@@ -681,11 +703,13 @@ def delay_server(tmp_path_factory) -> Path:
     return binary
 
 
+@pytest.mark.real
 def test_delay_server_keeps_the_contract(delay_server):
     done = volley("check", delay_server, "--", "-d", str(DELAY_US), timeout=90)
     assert done.status == 0, done.stdout + done.stderr
 
 
+@pytest.mark.real
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
 # Real servers timed on a shared VM: in the full suite this VM's one-client median went
@@ -722,6 +746,7 @@ def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, de
     assert time.monotonic() - start < 90
 
 
+@pytest.mark.real
 def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_path):
     # Two bundled servers, a few short rounds: the mechanics, not the verdict.
     out = tmp_path / "ab"
@@ -746,6 +771,7 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
     assert "sequential: " in done.stdout and "look 1 of " in done.stderr
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -771,6 +797,7 @@ def test_compare_run_takes_volley_benchs_options_for_every_side():
         assert line in shown.splitlines(), option
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -787,6 +814,7 @@ def test_compare_run_refuses_a_bad_bench_option_in_one_line(args, message):
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real
 def test_compare_run_warns_even_when_quiet(tmp_path):
     # On one CPU the server and the clients share it: a warning, which -q does not hide.
     cpu = usable_cpus()[0]
@@ -807,6 +835,7 @@ def test_compare_run_warns_even_when_quiet(tmp_path):
     assert "round 1:" not in done.stderr  # the progress is what -q hides
 
 
+@pytest.mark.real
 def test_a_run_side_is_a_server_and_its_arguments_in_one_word(tmp_path):
     spaced = tmp_path / "my server"
     spaced.write_text("")
@@ -845,6 +874,7 @@ def delayed(binary: Path, directory: Path, name: str, delay_us: int) -> Path:
     return script
 
 
+@pytest.mark.real
 def test_compare_run_starts_each_side_with_its_own_arguments(tmp_path, delay_server):
     out = tmp_path / "ab"
     done = volley(
@@ -925,6 +955,7 @@ def sequential_row(tmp_path: Path, delay_server: Path, attempt: str) -> dict:
     return p50_row(volley("compare", "--json", *CONFIDENCE, *paths))
 
 
+@pytest.mark.real
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
 @pytest.mark.flaky(reruns=2, reruns_delay=10)  # real servers timed: see the test above

@@ -184,6 +184,7 @@ def test_sittings_older_than_the_kept_age_are_ignored(tmp_path):
     assert [s.values["mean"] for s in again.sittings] == [2000.0]
 
 
+@pytest.mark.real
 def test_a_sitting_that_differs_from_the_history_is_reported_and_not_kept(tmp_path, monkeypatch):
     now = datetime.now(UTC).isoformat(timespec="seconds")
     found = history.History(tmp_path, {"server": "x"})
@@ -207,6 +208,7 @@ def test_a_sitting_that_differs_from_the_history_is_reported_and_not_kept(tmp_pa
     )
 
 
+@pytest.mark.real
 def test_a_failed_sitting_is_not_kept(c_threaded, tmp_path):
     done = bench(*BRIEF_RUNS, "--history", tmp_path, "--json", tmp_path / "r.json", c_threaded)
     assert done.status == 0, done.stderr
@@ -215,6 +217,7 @@ def test_a_failed_sitting_is_not_kept(c_threaded, tmp_path):
     assert history.Sitting.of(replace(result, status=FAILED)) is None
 
 
+@pytest.mark.real
 def test_sittings_that_differ_widen_the_next_interval_and_put_a_tight_target_out_of_reach(
     c_threaded, tmp_path
 ):
@@ -261,6 +264,7 @@ def test_sittings_that_differ_widen_the_next_interval_and_put_a_tight_target_out
     assert len(kept.read_text().splitlines()) == 3
 
 
+@pytest.mark.real
 def test_a_history_that_cannot_be_used_is_a_warning_not_a_lost_result(c_threaded, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

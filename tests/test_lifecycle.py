@@ -31,6 +31,9 @@ from helpers import BRIEF, FAULTY, bench_command, server, strict_loads
 
 from volley.system.cpus import usable_cpus
 
+# Every test here starts real servers or volley processes (the slow tier).
+pytestmark = pytest.mark.real
+
 MARK = "VOLLEY_LIFECYCLE_MARK"
 GONE_WITHIN_S = 2.0
 SHM = Path("/dev/shm")

@@ -222,6 +222,7 @@ def test_a_server_made_20_percent_slower_is_found_early():
     assert max(found.rounds) <= 20  # by the third look
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(("shift", "verdict"), [(0.006, SLOWER), (0.0, EQUIVALENT)])
 def test_the_plan_is_recorded_and_reproduced_by_compare(tmp_path, shift, verdict):
     """The verdict ``compare --run`` prints is the one the plan reached: the results carry

@@ -55,6 +55,7 @@ def error_of(text: str) -> str:
 # --- experiment files ----------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
     exp = parse(MINIMAL)
     assert exp.name == "tiny"
@@ -65,6 +66,7 @@ def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
     assert exp.options == {}
 
 
+@pytest.mark.real
 def test_relative_paths_are_relative_to_the_file():
     exp = parse(
         'servers-dir = "../target/servers"\n'
@@ -211,6 +213,7 @@ def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
     assert lines[1].startswith("not built: b (") and "its 2 points are skipped" in lines[1]
 
 
+@pytest.mark.real
 def test_bench_command_pins_and_passes_the_options(tmp_path):
     exp = experiment_in(
         tmp_path, MINIMAL + '\n[bench]\nmax-time = "2s"\nargs = ["-t", "{server_cores}"]\n'
@@ -347,7 +350,9 @@ def test_the_points_warnings_are_shown_once_each_even_when_quiet(tmp_path):
     }
     path, _, _ = sweep.open_results(tmp_path / "out", exp, False)
     shown = io.StringIO()
-    sweep.run_sequential(exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown))
+    sweep.run_sequential(
+        exp, path, sweep.plan(exp, [0, 1], set()), runner, sweep.QuietProgress(shown)
+    )
     assert shown.getvalue().splitlines() == list(WARNED)
 
 
@@ -547,6 +552,7 @@ def test_exports_have_the_right_columns(tmp_path):
 # --- the command line, and real sweeps -----------------------------------------------------
 
 
+@pytest.mark.real
 def test_cli_reports_bad_files_in_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace("clients = [1, 4]", "clients = [1, -4]"))
@@ -562,6 +568,7 @@ def test_cli_reports_bad_files_in_one_line(tmp_path):
     )
 
 
+@pytest.mark.real
 @two_cpus
 def test_dry_run_prints_a_summary_not_a_line_per_point(tmp_path):
     exp = tmp_path / "big.toml"
@@ -590,6 +597,7 @@ def test_dry_run_prints_a_summary_not_a_line_per_point(tmp_path):
     assert len(lines) == 4 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.real
 @two_cpus
 def test_cli_says_why_points_are_skipped_even_when_quiet(tmp_path):
     exp = tmp_path / "big.toml"
@@ -629,6 +637,7 @@ def tiny_experiment(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.real
 @two_cpus
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path):
@@ -661,6 +670,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert "[4/4]" in done.stderr
 
 
+@pytest.mark.real
 @two_cpus
 @pytest.mark.slow
 def test_sigint_mid_sweep_then_resume_gives_every_point_once(tmp_path):
@@ -706,6 +716,7 @@ def test_sigint_mid_sweep_then_resume_gives_every_point_once(tmp_path):
     assert lines_of(results)[: len(first)] == first  # the earlier lines are untouched
 
 
+@pytest.mark.real
 @two_cpus
 @pytest.mark.slow
 def test_bench_sh_keeps_the_seeds_interface(tmp_path):

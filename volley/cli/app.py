@@ -489,6 +489,7 @@ def compare_command(
     """
     from volley.studies import compare
 
+    status = 0
     try:
         if as_json and markdown:
             raise BadInput("give --json or --markdown, not both")
@@ -502,11 +503,10 @@ def compare_command(
         if run:
             measured["max_time"] = max_time
             paths, status = _interleaved_runs(paths, level, equivalence, output, measured, quiet)
-        else:
-            status = 0
         report = compare.compare_files(paths, level, force, gates, rounds=run)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
-        fail(str(e), EXIT_USAGE)
+        # Runs that failed are refused as inputs; the runs' failure, not the input, is why.
+        fail(str(e), EXIT_FAILED if run and status == EXIT_FAILED else EXIT_USAGE)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     if as_json:
