@@ -154,7 +154,8 @@ def test_the_bundled_experiment_files_parse():
     clients = experiment.load(BENCH_DIR / "clients.toml")
     assert clients.clients[0] == 48 and clients.clients[-1] == 5120
     for exp in (local, cores, clients):
-        assert Path(exp.servers[0].path).resolve().parent == ROOT / "target" / "servers"
+        # Both resolved: target/ may be a link to servers built elsewhere.
+        assert Path(exp.servers[0].path).parent.resolve() == (ROOT / "target" / "servers").resolve()
 
 
 # --- the grid and the plan -----------------------------------------------------------------
