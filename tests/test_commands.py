@@ -71,7 +71,6 @@ def snake_case(key: str) -> bool:
     return key.isidentifier() and key == key.lower()
 
 
-@pytest.mark.real
 def test_compare_json_is_stdout_only_with_snake_case_keys(tmp_path):
     a, b = pair(3)
     done = volley("compare", "--json", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))

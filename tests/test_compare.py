@@ -249,7 +249,6 @@ def test_a_three_percent_shift_is_found_with_the_right_sign():
     assert covered >= 0.85 * trials  # the ratio's interval holds the true 1.03 (97.5% here)
 
 
-@pytest.mark.real
 def test_too_few_runs_is_not_a_verdict():
     rng = np.random.default_rng(1)
     plenty = make_result(make_runs(rng, 10))
@@ -275,7 +274,6 @@ def test_welch_interval_by_hand():
     assert 2.776 < t_quantile(0.95, df) < 3.182
 
 
-@pytest.mark.real
 def test_two_sittings_compare_with_how_much_their_sittings_differ():
     # A 3% shift that 10 quiet runs a side find; but earlier sittings of each
     # configuration differed by 4% (sd): two sittings cannot tell 3% apart.
@@ -318,7 +316,6 @@ def test_ratio_is_unbounded_when_the_baseline_is_not_told_from_zero():
     assert r.low == -math.inf and r.high == math.inf
 
 
-@pytest.mark.real
 def test_the_difference_is_between_the_values_shown():
     a, b = pair(3)
     # Over all ops a statistic differs a little from the mean of its per-run values.
@@ -331,7 +328,6 @@ def test_the_difference_is_between_the_values_shown():
     assert row.ratio.value == pytest.approx(row.subject.value / row.baseline.value)
 
 
-@pytest.mark.real
 def test_runs_that_drift_widen_the_interval():
     rng = np.random.default_rng(8)
     a = make_result(make_runs(rng, 10))
@@ -361,7 +357,6 @@ def drifting_rounds(seed: int, rounds: int, scale: float) -> tuple[BenchResult, 
     return make_result(slowed(a)), make_result(slowed(b), server="target/servers/c-threaded")
 
 
-@pytest.mark.real
 def test_rounds_compared_paired_cancel_what_each_round_shared():
     a, b = drifting_rounds(9, 12, 1.02)
     unpaired = compare_results(a, b, 0.95).row("mean")
@@ -389,7 +384,6 @@ def test_paired_ratio_agrees_with_the_paired_difference_about_the_verdict():
         assert r.low <= r.value <= r.high
 
 
-@pytest.mark.real
 def test_paired_ratio_bounds_are_where_the_rounds_test_of_b_minus_rho_a_flips():
     """Each finite bound of the paired ratio is the rho at which the rounds' b_i - rho a_i
     stop telling B - rho A apart from zero, also when the machine trends so steeply that
@@ -415,7 +409,6 @@ def test_paired_ratio_bounds_are_where_the_rounds_test_of_b_minus_rho_a_flips():
             assert not rejected(bound + inward * step) and rejected(bound - inward * step)
 
 
-@pytest.mark.real
 def test_rounds_with_unequal_run_counts_are_compared_unpaired():
     a, b = drifting_rounds(11, 8, 1.0)
     b = make_result(b.runs[:-1])  # a comparison that failed mid-round
@@ -434,7 +427,6 @@ MISMATCHES = {
 }
 
 
-@pytest.mark.real
 @pytest.mark.parametrize("field", MISMATCHES)
 def test_mismatched_configurations_are_refused_naming_the_field(tmp_path, field):
     a, b = pair(5)
@@ -449,7 +441,6 @@ def test_mismatched_configurations_are_refused_naming_the_field(tmp_path, field)
     assert "compared anyway (--force)" in forced.stdout and field in forced.stdout
 
 
-@pytest.mark.real
 def test_idle_states_are_checked():
     a, b = pair(5)
     held = replace(a, host=replace(a.host, idle_states="shallow"))
@@ -459,7 +450,6 @@ def test_idle_states_are_checked():
     assert compare.mismatches(held, replace(b, host=held.host)) == []
 
 
-@pytest.mark.real
 def test_load_model_is_checked():
     a, b = pair(5)
     open_loop = replace(b, load=LoadInfo(OPEN, 10_000.0, "poisson"))
@@ -470,7 +460,6 @@ def test_load_model_is_checked():
     assert "10000 ops/s, poisson arrivals vs open loop at 20000 ops/s" in str(mismatch)
 
 
-@pytest.mark.real
 def test_a_failed_result_is_refused(tmp_path):
     a, b = pair(5)
     failed = replace(b, status=FAILED, error="the server closed the connection")
@@ -481,7 +470,6 @@ def test_a_failed_result_is_refused(tmp_path):
     assert volley("compare", "--force", path_a, path_b).status == 0
 
 
-@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -538,7 +526,6 @@ def test_gates_exit_1_only_when_significantly_slower_by_more(tmp_path):
     assert gate("p99:10us").status == 0
 
 
-@pytest.mark.real
 def test_a_gate_that_cannot_decide_is_bad_input(tmp_path):
     rng = np.random.default_rng(2)
     path_a = write(tmp_path / "a.json", make_result(make_runs(rng, 2)))
@@ -568,7 +555,6 @@ def test_an_estimate_reads_in_the_unit_of_its_widest_bound(estimate, signed, tex
     assert compare.format_estimate(estimate, signed) == text
 
 
-@pytest.mark.real
 def test_table_for_people(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     done = volley("compare", write(tmp_path / "a.json", a), write(tmp_path / "b.json", b))
@@ -586,7 +572,6 @@ def test_table_for_people(tmp_path):
     )
 
 
-@pytest.mark.real
 def test_json_is_strict_and_versioned(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     old = make_result([], restart=None, version=1)
@@ -614,7 +599,6 @@ def test_json_is_strict_and_versioned(tmp_path):
     assert row["difference_ns"] is None and row["ratio"] is None
 
 
-@pytest.mark.real
 def test_markdown_tables(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     done = volley(
@@ -668,7 +652,6 @@ def test_sweeps_are_matched_point_by_point(tmp_path):
     assert volley("compare", a, tmp_path / "b", "--fail-if-slower", "2%").status == 1
 
 
-@pytest.mark.real
 def test_a_sweep_point_that_failed_before_measuring_is_refused(tmp_path):
     rng = np.random.default_rng(4)
     good = make_result(make_runs(rng, 5))
@@ -771,7 +754,6 @@ def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_pa
     assert "sequential: " in done.stdout and "look 1 of " in done.stderr
 
 
-@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -835,7 +817,6 @@ def test_compare_run_warns_even_when_quiet(tmp_path):
     assert "round 1:" not in done.stderr  # the progress is what -q hides
 
 
-@pytest.mark.real
 def test_a_run_side_is_a_server_and_its_arguments_in_one_word(tmp_path):
     spaced = tmp_path / "my server"
     spaced.write_text("")

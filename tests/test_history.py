@@ -184,7 +184,6 @@ def test_sittings_older_than_the_kept_age_are_ignored(tmp_path):
     assert [s.values["mean"] for s in again.sittings] == [2000.0]
 
 
-@pytest.mark.real
 def test_a_sitting_that_differs_from_the_history_is_reported_and_not_kept(tmp_path, monkeypatch):
     now = datetime.now(UTC).isoformat(timespec="seconds")
     found = history.History(tmp_path, {"server": "x"})

@@ -48,7 +48,6 @@ def test_a_plain_run_is_no_job_and_a_launcher_is_read_from_its_environment():
     assert hosts.launched_size({"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}) == 1
 
 
-@pytest.mark.real
 def test_mpi4py_is_not_imported_without_a_launcher():
     code = "import sys; import volley.cli.bench; print('mpi4py' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k not in hosts.SIZE_VARIABLES}

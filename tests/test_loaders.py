@@ -290,7 +290,6 @@ EXPERIMENT = 'servers = ["a"]\nclients = 1\nserver-cores = 1\nclient-cores = 1\n
 NOT_A_KEY = "is not a key this file may have"
 
 
-@pytest.mark.real
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
@@ -364,7 +363,6 @@ BAD_FILES: dict[str, bytes] = {
 }
 
 
-@pytest.mark.real
 @pytest.mark.parametrize("name", list(BAD_FILES))
 def test_compare_of_a_bad_result_file_is_one_line_and_exit_2(scratch, name):
     good, bad = scratch / "good.json", scratch / name
@@ -375,7 +373,6 @@ def test_compare_of_a_bad_result_file_is_one_line_and_exit_2(scratch, name):
     assert done.stderr.startswith(f"volley: error: {bad}") and done.stderr.count("\n") == 1
 
 
-@pytest.mark.real
 def test_plot_and_resume_of_a_bad_results_file_are_one_line_and_exit_2(scratch):
     out = scratch / "out"
     out.mkdir()
@@ -390,7 +387,6 @@ def test_plot_and_resume_of_a_bad_results_file_are_one_line_and_exit_2(scratch):
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
-@pytest.mark.real
 def test_history_show_passes_over_damaged_files(scratch):
     place = scratch / "sittings"
     place.mkdir()

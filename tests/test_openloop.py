@@ -243,7 +243,6 @@ def test_a_rate_far_above_capacity_is_flagged_saturated():
     assert "SATURATED" in summary(results.BenchResult.from_json(data))
 
 
-@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -302,7 +301,6 @@ client-cores = 1
 """
 
 
-@pytest.mark.real
 def test_experiment_rates_accept_lists_and_ranges(tmp_path):
     from volley.records import experiment
     from volley.studies import sweep
@@ -456,7 +454,6 @@ def test_a_send_lag_that_is_a_tenth_of_the_latency_is_warned_about():
     assert "send lag" not in summary(results.BenchResult.from_json(old))
 
 
-@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [

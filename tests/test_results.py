@@ -75,7 +75,6 @@ def result(**changes) -> BenchResult:
     return BenchResult(**fields)
 
 
-@pytest.mark.real
 def test_json_round_trip_keeps_everything():
     original = result()
     data = strict_loads(dumps(original))
@@ -86,7 +85,6 @@ def test_json_round_trip_keeps_everything():
     assert BenchResult.from_json(data) == original
 
 
-@pytest.mark.real
 def test_every_key_written_is_snake_case():
     tau = {"mean": 900.0, "p99.9": 4_000.0}
     check = {"consistent": True, "differs": [], "prediction_interval_ns": {"p99.9": [1.0, 2.0]}}
@@ -106,7 +104,6 @@ def test_every_key_written_is_snake_case():
     assert BenchResult.from_json(data) == original
 
 
-@pytest.mark.real
 def test_format_4_keys_with_a_dot_still_read():
     data = strict_loads(dumps(result(between_sittings_ns={"p99.9": 4_000.0})))
     data["version"] = 4
@@ -123,7 +120,6 @@ def test_format_4_keys_with_a_dot_still_read():
     assert old.between_sittings_ns == {"p99.9": 4_000.0}
 
 
-@pytest.mark.real
 def test_values_and_intervals_by_statistic_name():
     r = result()
     assert r.latency_ns.value("p99.9") == 150_000.0
@@ -132,7 +128,6 @@ def test_values_and_intervals_by_statistic_name():
     assert [run.value("p99") for run in r.runs] == [88_000.0, 92_000.0]
 
 
-@pytest.mark.real
 def test_format_1_results_still_load_without_runs():
     data = strict_loads(dumps(result()))
     data["version"] = 1
@@ -143,7 +138,6 @@ def test_format_1_results_still_load_without_runs():
     assert old.runs == [] and old.restart is None and old.latency_ns.intervals == {}
 
 
-@pytest.mark.real
 def test_format_3_results_load_without_a_histogram():
     data = strict_loads(dumps(result(latency_ns=replace(result().latency_ns, histogram="HISTF"))))
     assert data["latency_ns"]["histogram"] == "HISTF"
@@ -154,7 +148,6 @@ def test_format_3_results_load_without_a_histogram():
     assert old.latency_ns.histogram is None and old.latency_ns.p99 == 90_000.0
 
 
-@pytest.mark.real
 def test_interval_log_has_one_line_per_result_with_a_histogram_in_time_order():
     ops = Histogram()
     ops.record(np.array([40_000, 50_000, 2_000_000]))
@@ -176,7 +169,6 @@ def test_interval_log_has_one_line_per_result_with_a_histogram_in_time_order():
     assert lines[-1] == f"Tag=b,10.000,3.000,2.000,{ops.encode()}"
 
 
-@pytest.mark.real
 def test_newer_format_is_refused_with_advice():
     data = strict_loads(dumps(result()))
     data["version"] = FORMAT_VERSION + 1
@@ -184,7 +176,6 @@ def test_newer_format_is_refused_with_advice():
         BenchResult.from_json(data)
 
 
-@pytest.mark.real
 def test_numbers_not_known_are_null_not_nan_or_infinity():
     # Issue 10, item 4: fewer than two batches gave "ci_low": -Infinity, which is not JSON.
     latency = LatencySummary(
@@ -201,7 +192,6 @@ def test_numbers_not_known_are_null_not_nan_or_infinity():
     assert strict_loads(dumps(back)) == data
 
 
-@pytest.mark.real
 def test_failed_run_without_ops_serialises():
     data = strict_loads(dumps(result(status="failed", n=0, latency_ns=None, error="boom")))
     assert data["latency_ns"] is None and data["significant"] is False
@@ -223,7 +213,6 @@ def test_format_ns(ns, text):
     assert format_ns(ns) == text
 
 
-@pytest.mark.real
 def test_summary_has_the_numbers_and_the_verdict():
     text = summary(result())
     assert "4 clients on CPU 1, server on CPU 0" in text
@@ -239,7 +228,6 @@ def test_summary_has_the_numbers_and_the_verdict():
     assert "significant: NO (max time reached" in one
 
 
-@pytest.mark.real
 def test_summary_leads_with_the_answer_its_precision_and_then_the_verdict():
     met = summary(result(targets=["mean:1%"])).splitlines()
     assert met[0] == "mean 50.00 us ± 400 ns (95% CI, 0.8%): target ±1% on the mean met"
@@ -271,7 +259,6 @@ def test_summary_leads_with_the_answer_its_precision_and_then_the_verdict():
     assert "significant: NO (the fixed runs did not reach the target precision)" in fixed
 
 
-@pytest.mark.real
 def test_the_mode_and_the_planned_runs_are_in_the_json_and_older_files_read_as_precision():
     data = result(mode="duration", planned_runs=40).to_json()
     assert data["mode"] == "duration" and data["planned_runs"] == 40
@@ -281,7 +268,6 @@ def test_the_mode_and_the_planned_runs_are_in_the_json_and_older_files_read_as_p
     assert older.mode == "precision" and older.planned_runs is None
 
 
-@pytest.mark.real
 def test_summary_of_a_failure_says_so():
     text = summary(result(status="failed", error="client 3 ...: wrong reply", latency_ns=None))
     assert "no op completed" in text and "incomplete" in text

@@ -55,7 +55,6 @@ def error_of(text: str) -> str:
 # --- experiment files ----------------------------------------------------------------------
 
 
-@pytest.mark.real
 def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
     exp = parse(MINIMAL)
     assert exp.name == "tiny"
@@ -66,7 +65,6 @@ def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
     assert exp.options == {}
 
 
-@pytest.mark.real
 def test_relative_paths_are_relative_to_the_file():
     exp = parse(
         'servers-dir = "../target/servers"\n'
@@ -138,6 +136,7 @@ def test_missing_keys_are_named():
     assert "client-cores" in message and message.startswith("/x/exp.toml")
 
 
+@pytest.mark.real  # the experiments name the built servers' directory
 def test_the_bundled_experiment_files_parse():
     local = experiment.load(BENCH_DIR / "local.toml")
     # Every bundled server, once.
@@ -214,7 +213,6 @@ def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
     assert lines[1].startswith("not built: b (") and "its 2 points are skipped" in lines[1]
 
 
-@pytest.mark.real
 def test_bench_command_pins_and_passes_the_options(tmp_path):
     exp = experiment_in(
         tmp_path, MINIMAL + '\n[bench]\nmax-time = "2s"\nargs = ["-t", "{server_cores}"]\n'

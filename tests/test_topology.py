@@ -242,7 +242,6 @@ def plan(*args: str):
     return CliRunner().invoke(app, ["plan", *args])
 
 
-@pytest.mark.real
 def test_plan_prints_the_placement_without_running_anything():
     done = plan("--topology", str(LAB), "--cores", "10-11", "--clients", "20", "target/none")
     assert done.exit_code == 0, done.output
