@@ -132,14 +132,13 @@ def test_peer_closing_and_stalling_are_reported(core):
     ours, theirs = socket.socketpair()
     Peer(theirs, "stall", after=3).start()
     latency, stop = memoryview(bytearray(8 * 1000)).cast("q"), memoryview(bytearray(1))
-    started = time.monotonic()
     with ours:
         now = core.monotonic_ns()
         result = core.play_open(
             ours.fileno(), latency, 5, now, now + SECOND, stop, now, 1000.0, 1, 100_000_000
         )
+    # Ended by the 100 ms op timeout, not the deadline a second away: the outcome says which.
     assert result[1] == core.OP_TIMEOUT and stop[0] == 1
-    assert time.monotonic() - started < 0.9
 
 
 @pytest.mark.parametrize("core", IMPLEMENTATIONS)
