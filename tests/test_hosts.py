@@ -28,6 +28,7 @@ from conftest import marked_processes
 from helpers import ROOT, RUN_MARK
 
 from volley.engine import server
+from volley.engine.fake import FakeEngine
 from volley.engine.play import PlayedRun, RunRequest
 from volley.measure import hosts, session
 from volley.measure.runs import Measurement, measure
@@ -157,18 +158,18 @@ class FakeComm:
         return self.answers[source].pop(0)
 
 
-class FakeLocal:
-    """Rank 0's own engine: connects, meets the others, plays ``OPS`` ops of 50 us."""
+class FakeLocal(FakeEngine):
+    """Rank 0's own engine: meets the others (its rendezvous), then plays 1000 ops of 50 us."""
 
     def __init__(self, config: object) -> None:
+        super().__init__(50_000.0, ops=1000)
         self.config = config
-        self.interrupted = False
         self.rendezvous: Callable[[RunRequest], None] | None = None
 
     def play(self, request: RunRequest) -> PlayedRun:
         assert self.rendezvous is not None
         self.rendezvous(request)
-        return PlayedRun([np.full(1000, 50_000, np.int64)])
+        return super().play(request)
 
     def result(self, measurement: Measurement) -> BenchResult:
         from test_results import result
