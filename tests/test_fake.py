@@ -233,3 +233,25 @@ def test_the_fake_coordinator_records_its_workers_as_the_coordinator_does():
     assert engine.restart == "server" and engine.spin_ns() == 0
     played = engine.play(RunRequest(1, 0.1, 0.2))
     assert played.server_pid == 1 and np.all(played.latencies[0] == 100_000)
+
+
+def test_compare_run_stopped_mid_way_exits_130_with_what_it_measured(fake_session, tmp_path):
+    fake_session(FakeCoordinator(noisy([1e5, 1e5]), stops={(1, 5)}))
+    args = ["compare", "--run", SERVER, B_SERVER, *QUICK, "--output", str(tmp_path)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 130, done.output
+    written = sorted(tmp_path.glob("*.json"))
+    assert [strict_loads(p.read_text())["status"] for p in written] == [INTERRUPTED] * 2
+
+
+def test_compare_run_stopped_hard_in_its_first_run_exits_130_with_no_runs(fake_session, tmp_path):
+    # A second Ctrl-C raises out of the run being played: nothing of it is kept.
+    fake_session(FakeCoordinator(raises={1: KeyboardInterrupt()}))
+    args = ["compare", "--run", SERVER, B_SERVER, *QUICK, "--output", str(tmp_path)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 130, done.output
+    assert "Traceback" not in done.output
+    written = [strict_loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert [r["status"] for r in written] == [INTERRUPTED] * 2
+    # A's first run raised; B's played first or not at all, as the round's order fell.
+    assert written[0]["rounds"] == 0 and written[1]["rounds"] in (0, 1)
