@@ -11,7 +11,7 @@ SERVER_ARGS ?=
 # make run answers within a minute: the best precision 45 s of runs reach, said as such.
 RUN_ARGS ?= --max-time 45s
 
-.PHONY: all install install-dev run test test-fast lint servers validation-servers clean \
+.PHONY: all install install-dev run test test-fast test-real lint servers validation-servers clean \
 	$(addprefix server-,$(SERVERS)) $(addprefix validation-,$(TRUTHS))
 
 all: install servers
@@ -35,12 +35,18 @@ volley/.installed-dev: volley/.installed
 run: install server-$(SERVER)
 	$(PYTHON) -m volley bench $(RUN_ARGS) $(SERVER_ARGS) target/servers/$(SERVER)
 
-test: install-dev servers
-	$(PYTHON) -m pytest -q
+# The fast tier: everything but the tests that start real servers or benchmarks (marked
+# real or slow). Builds no server, needs no toolchain; a few minutes on 2 CPUs.
+FAST := not slow and not real
+test: install-dev
+	$(PYTHON) -m pytest -q -m "$(FAST)"
 
-# The suite without the tests marked slow (real benchmarks of many seconds each).
-test-fast: install-dev servers
-	$(PYTHON) -m pytest -q -m "not slow"
+test-fast: test
+
+# The real tier: the tests that start the built servers (marked real) and the real benchmarks
+# of many seconds each (marked slow). CI runs it after `make test`.
+test-real: install-dev servers
+	$(PYTHON) -m pytest -q -m "slow or real"
 
 lint: install-dev
 	ruff check volley tests bench

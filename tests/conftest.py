@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from helpers import RUN_MARK, server, strict_loads
+
+from volley.engine import fake
+from volley.measure import session
+
+FakeSession = Callable[[fake.FakeCoordinator], fake.FakeCoordinator]
 
 # The suite's benchmarks keep no history of sittings (volley.measure.history): each test sees a
 # first sitting, whatever ran before it. Tests of the history give --history themselves.
@@ -64,3 +69,17 @@ def every_json_is_strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
                 bad.append(f"{path}: {e}")
                 break
     assert not bad, f"JSON that strict parsers refuse: {bad}"
+
+
+@pytest.fixture
+def fake_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSession:
+    """Benchmarks in this test play on a fake engine (volley.engine.fake), in ``tmp_path``:
+    ``fake_session(engine)`` puts ``engine`` and its clock in place of the coordinator's."""
+    monkeypatch.chdir(tmp_path)
+
+    def use(engine: fake.FakeCoordinator) -> fake.FakeCoordinator:
+        monkeypatch.setattr(session, "start_engine", fake.starter(engine))
+        monkeypatch.setattr(session, "clock", engine.clock)
+        return engine
+
+    return use

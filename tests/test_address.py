@@ -15,6 +15,9 @@ from helpers import BRIEF, FAULTY, bench, bench_command
 from volley.engine import server as server_module
 from volley.records.results import BenchResult
 
+# Every test here starts real servers or volley processes (the slow tier).
+pytestmark = pytest.mark.real
+
 OTHER = "127.0.0.2"
 
 

@@ -16,6 +16,9 @@ from volley.studies import check as checks
 from volley.studies.contract import CHECKS
 from volley.studies.probe import Target
 
+# Every test here starts real servers or volley processes (the slow tier).
+pytestmark = pytest.mark.real
+
 ALL = list(CHECKS)
 ADVISORY = {name for name, c in CHECKS.items() if c.advisory}
 COUNTED = [name for name in ALL if name not in ADVISORY]

@@ -34,6 +34,7 @@ def run_as(program: str, entry: str, *args: str, env: dict[str, str] | None = No
 # --- --json PATH and - ---------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_check_json_dash_is_stdout_and_the_words_go_to_stderr(tmp_path):
     dashed = check("--only", "basic", "--json", "-", FAULTY)
     assert dashed.status == 0, dashed.stderr
@@ -47,6 +48,7 @@ def test_check_json_dash_is_stdout_and_the_words_go_to_stderr(tmp_path):
     assert names == [c["name"] for c in report["checks"]] == ["basic"]
 
 
+@pytest.mark.real
 def test_a_json_path_that_cannot_be_written_is_refused_before_any_work(tmp_path):
     missing = tmp_path / "no" / "such" / "dir" / "out.json"
     for command in (["check", "--only", "basic", FAULTY], ["bench", FAULTY]):
@@ -115,6 +117,7 @@ def test_every_option_of_volleys_commands_names_the_kind_of_value_it_takes():
 # --- shell completion ------------------------------------------------------------------------
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("program", "entry", "variable", "words", "offered"),
     [

@@ -189,6 +189,7 @@ def binomial_bound(rate: float, trials: int, sds: float = 2.5) -> float:
     return rate + sds * math.sqrt(rate * (1 - rate) / trials)
 
 
+@pytest.mark.real
 def test_identical_distributions_are_called_different_within_the_family_error():
     """Issue 25, items 2 and 4. Five statistics each tested at 5% called identical servers
     different somewhere in 18% of comparisons with independent rows (the old rule, judged
@@ -228,6 +229,7 @@ def different_at_95(row) -> bool:
     return abs(d.value) > half
 
 
+@pytest.mark.real
 def test_a_three_percent_shift_is_found_with_the_right_sign():
     trials, covered = 50, 0
     for seed in range(trials):
@@ -370,6 +372,7 @@ def test_rounds_compared_paired_cancel_what_each_round_shared():
     assert sum(c.row("mean").verdict != NO_DIFFERENCE for c in alike) <= 4
 
 
+@pytest.mark.real
 def test_paired_ratio_agrees_with_the_paired_difference_about_the_verdict():
     rng = np.random.default_rng(10)
     for seed in range(300):
@@ -498,6 +501,7 @@ def test_bad_input_exits_2_in_one_line(tmp_path, args, words):
 # --- gates ---------------------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_gates_exit_1_only_when_significantly_slower_by_more(tmp_path):
     a, b = pair(11, runs=10, scale=1.03, spread=0.01)
     path_a, path_b = write(tmp_path / "a.json", a), write(tmp_path / "b.json", b)
@@ -613,6 +617,7 @@ def test_markdown_tables(tmp_path):
 # --- sweeps --------------------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_sweeps_are_matched_point_by_point(tmp_path):
     rng = np.random.default_rng(4)
 
@@ -681,11 +686,13 @@ def delay_server(tmp_path_factory) -> Path:
     return binary
 
 
+@pytest.mark.real
 def test_delay_server_keeps_the_contract(delay_server):
     done = volley("check", delay_server, "--", "-d", str(DELAY_US), timeout=90)
     assert done.status == 0, done.stdout + done.stderr
 
 
+@pytest.mark.real
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
 # Real servers timed on a shared VM: in the full suite this VM's one-client median went
@@ -722,6 +729,7 @@ def test_a_server_made_20us_slower_is_reported_slower_by_about_20us(tmp_path, de
     assert time.monotonic() - start < 90
 
 
+@pytest.mark.real
 def test_compare_run_measures_servers_interleaved_and_writes_every_result(tmp_path):
     # Two bundled servers, a few short rounds: the mechanics, not the verdict.
     out = tmp_path / "ab"
@@ -771,6 +779,7 @@ def test_compare_run_takes_volley_benchs_options_for_every_side():
         assert line in shown.splitlines(), option
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -787,6 +796,7 @@ def test_compare_run_refuses_a_bad_bench_option_in_one_line(args, message):
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real
 def test_compare_run_warns_even_when_quiet(tmp_path):
     # On one CPU the server and the clients share it: a warning, which -q does not hide.
     cpu = usable_cpus()[0]
@@ -845,6 +855,7 @@ def delayed(binary: Path, directory: Path, name: str, delay_us: int) -> Path:
     return script
 
 
+@pytest.mark.real
 def test_compare_run_starts_each_side_with_its_own_arguments(tmp_path, delay_server):
     out = tmp_path / "ab"
     done = volley(
@@ -925,6 +936,7 @@ def sequential_row(tmp_path: Path, delay_server: Path, attempt: str) -> dict:
     return p50_row(volley("compare", "--json", "-", *CONFIDENCE, *paths))
 
 
+@pytest.mark.real
 @pytest.mark.slow
 @pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two usable CPUs")
 @pytest.mark.flaky(reruns=2, reruns_delay=10)  # real servers timed: see the test above

@@ -124,11 +124,11 @@ def test_stalled_peer_becomes_an_op_timeout(core):
     sock, _ = connected("stall", after=2)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100_000))
     latency, stop = buffers(100)
-    started = time.monotonic()
     with sock:
         done, outcome, *_ = core.play(sock.fileno(), latency, 3, 0, FAR_FUTURE, stop)
+    # The deadline is far away: only the 100 ms receive timeout can have ended the play, and
+    # the outcome says it did (how fast is the machine's business, not the test's).
     assert (done, outcome) == (2, core.OP_TIMEOUT)
-    assert time.monotonic() - started < 0.9
 
 
 @pytest.mark.parametrize("core", IMPLEMENTATIONS)

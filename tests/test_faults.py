@@ -51,24 +51,29 @@ def one_line_error(done, status: int = 2) -> str:
 # --- bad input ---------------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_missing_server(tmp_path):
     assert "does not exist" in one_line_error(bench(tmp_path / "nope"))
 
 
+@pytest.mark.real
 def test_server_is_a_directory(tmp_path):
     assert "is not a file" in one_line_error(bench(tmp_path))
 
 
+@pytest.mark.real
 def test_server_not_executable(tmp_path):
     script = tmp_path / "server"
     script.write_text("#!/bin/sh\n")
     assert "is not executable" in one_line_error(bench(script))
 
 
+@pytest.mark.real
 def test_no_server_at_all():
     assert "missing SERVER" in one_line_error(bench())
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -99,6 +104,7 @@ def test_bad_options(c_threaded, args, message):
     assert time.monotonic() - started < 10  # no server was started, nothing waited for
 
 
+@pytest.mark.real
 def test_connect_where_nothing_listens():
     with socket.socket() as s:  # a port that is certainly closed: bound, never listening
         s.bind(("127.0.0.1", 0))
@@ -107,10 +113,12 @@ def test_connect_where_nothing_listens():
     assert f"nothing accepts connections at 127.0.0.1:{port}" in line
 
 
+@pytest.mark.real
 def test_connect_needs_host_and_port():
     assert "is not HOST:PORT" in one_line_error(bench("--connect", "localhost"))
 
 
+@pytest.mark.real
 def test_port_already_in_use(c_threaded):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,12 +138,14 @@ def test_default_port_is_free_and_outside_the_ephemeral_range():
 # --- faults of the server ----------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_server_exits_before_listening():
     line = one_line_error(bench(FAULTY, "--", "--fault", "exit-early"), status=1)
     assert "server exited with status 3 before listening" in line
     assert "cannot open config" in line  # the last lines of its stderr
 
 
+@pytest.mark.real
 def test_server_never_listens():
     started = time.monotonic()
     line = one_line_error(
@@ -146,6 +156,7 @@ def test_server_never_listens():
     assert not leftover("never-listen")
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
@@ -184,6 +195,7 @@ def test_server_fails_mid_run(tmp_path, fault, message):
     assert not leftover(fault)
 
 
+@pytest.mark.real
 def test_wrong_reply_names_challenge_expected_and_received(tmp_path):
     done = bench(
         "--clients",
@@ -206,6 +218,7 @@ def test_wrong_reply_names_challenge_expected_and_received(tmp_path):
     assert error.startswith("client 0 (worker 0")
 
 
+@pytest.mark.real
 def test_stalled_server_is_an_op_timeout_not_a_hang():
     started = time.monotonic()
     done = bench(
@@ -241,12 +254,14 @@ def stubborn(tmp_path) -> Path:
     return script
 
 
+@pytest.mark.real
 def test_server_that_ignores_zero_and_sigterm_is_killed(stubborn):
     done = bench("--clients", "1", *BRIEF, stubborn)
     assert done.status in (0, 3), done.stderr
     assert not leftover("ignore-zero")
 
 
+@pytest.mark.real
 def test_children_of_the_server_are_ended_too():
     done = bench(
         "--clients",
@@ -261,6 +276,7 @@ def test_children_of_the_server_are_ended_too():
     assert not leftover("fork-children")
 
 
+@pytest.mark.real
 def test_stop_escalates_from_zero_to_sigterm_to_sigkill(stubborn):
     ways = {}
     for name, path, args in [
@@ -341,6 +357,7 @@ def interrupt_mid_run(
     return process.returncode, stdout, strict_loads(out.read_text()), took, family
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("group", [False, True], ids=["process", "group"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_cleanly_with_partial_result(c_threaded, tmp_path, sig, group):
@@ -356,6 +373,7 @@ def test_interrupt_stops_cleanly_with_partial_result(c_threaded, tmp_path, sig, 
     assert family and not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.real
 def test_interrupt_while_the_server_stalls(tmp_path):
     # Clients are blocked in recv; the stop must not wait for the 10 s op timeout.
     status, _, result, took, _ = interrupt_mid_run(
@@ -375,6 +393,7 @@ def test_interrupt_while_the_server_stalls(tmp_path):
     assert not leftover("stall-after")
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_while_the_server_starts_still_ends_it(sig):
     command = bench_command(*QUICK, FAULTY, "--", "--fault", "slow-start")
@@ -416,6 +435,7 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
 # --- scale -------------------------------------------------------------------------------
 
 
+@pytest.mark.real
 @pytest.mark.slow
 def test_five_thousand_clients(tmp_path):
     epoll = Path(__file__).resolve().parent.parent / "target" / "servers" / "c-epoll"
@@ -441,6 +461,7 @@ def test_five_thousand_clients(tmp_path):
     assert result["clients"] == 5120 and result["n"] >= 5120
 
 
+@pytest.mark.real
 def test_open_files_hard_limit_too_low_is_a_clear_error(c_threaded):
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))

@@ -18,6 +18,9 @@ from volley.records.experiment import Point
 from volley.records.results import BenchResult, interval_log
 from volley.records.store import SweepInfo, SweepRecord
 
+# Every test here starts real servers or volley processes (the slow tier).
+pytestmark = pytest.mark.real
+
 
 @pytest.fixture(scope="module")
 def real_result(c_threaded, tmp_path_factory) -> dict:

@@ -28,6 +28,7 @@ from conftest import marked_processes
 from helpers import ROOT, RUN_MARK
 
 from volley.engine import server
+from volley.engine.fake import FakeEngine
 from volley.engine.play import PlayedRun, RunRequest
 from volley.measure import hosts, session
 from volley.measure.runs import Measurement, measure
@@ -157,18 +158,18 @@ class FakeComm:
         return self.answers[source].pop(0)
 
 
-class FakeLocal:
-    """Rank 0's own engine: connects, meets the others, plays ``OPS`` ops of 50 us."""
+class FakeLocal(FakeEngine):
+    """Rank 0's own engine: meets the others (its rendezvous), then plays 1000 ops of 50 us."""
 
     def __init__(self, config: object) -> None:
+        super().__init__(50_000.0, ops=1000)
         self.config = config
-        self.interrupted = False
         self.rendezvous: Callable[[RunRequest], None] | None = None
 
     def play(self, request: RunRequest) -> PlayedRun:
         assert self.rendezvous is not None
         self.rendezvous(request)
-        return PlayedRun([np.full(1000, 50_000, np.int64)])
+        return super().play(request)
 
     def result(self, measurement: Measurement) -> BenchResult:
         from test_results import result
@@ -331,6 +332,7 @@ def run_job(command: list[str], cwd: Path | None = None) -> subprocess.Completed
     return done
 
 
+@pytest.mark.real
 @needs_mpi
 def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
     running_server, tmp_path
@@ -357,6 +359,7 @@ def test_two_ranks_measure_one_result_their_clients_dealt_and_rank_0_judging(
     assert "(rank 0): 2 clients" in summary and "(rank 1): 1 client" in summary
 
 
+@pytest.mark.real
 @needs_mpi
 def test_an_open_loop_rate_is_offered_by_all_hosts_together(running_server, tmp_path):
     out = tmp_path / "open.json"
@@ -371,6 +374,7 @@ def test_an_open_loop_rate_is_offered_by_all_hosts_together(running_server, tmp_
     assert 0.7 * 600 * len(result["runs"]) < due < 1.3 * 600 * len(result["runs"])
 
 
+@pytest.mark.real
 @needs_mpi
 def test_one_rank_under_mpiexec_is_a_plain_run(running_server, tmp_path):
     out = tmp_path / "one.json"
@@ -382,6 +386,7 @@ def test_one_rank_under_mpiexec_is_a_plain_run(running_server, tmp_path):
     assert result.hosts == [] and result.clients == 2 and result.n > 0
 
 
+@pytest.mark.real
 @needs_mpi
 def test_mismatched_volley_versions_end_the_job_with_status_2_naming_the_hosts(
     running_server, tmp_path
@@ -404,6 +409,7 @@ def test_mismatched_volley_versions_end_the_job_with_status_2_naming_the_hosts(
     assert "(rank 1) 0.0.0-other" in done.stderr and "(rank 0)" in done.stderr
 
 
+@pytest.mark.real
 @needs_mpi
 def test_a_host_that_cannot_reach_the_server_ends_the_job_with_status_1(running_server):
     closed = f"127.0.0.1:{server.choose_port()}"
@@ -418,6 +424,7 @@ def test_a_host_that_cannot_reach_the_server_ends_the_job_with_status_1(running_
     assert "(rank 1): nothing accepts connections" in done.stderr
 
 
+@pytest.mark.real
 @needs_mpi
 def test_several_hosts_need_a_running_server(c_threaded):
     command = job_command(2, *BRIEF, "-q", str(c_threaded))
@@ -472,6 +479,7 @@ def kill_rank_mid_run(
     return subprocess.CompletedProcess(command, job.returncode, output, "")
 
 
+@pytest.mark.real
 @needs_mpi
 def test_a_killed_rank_ends_the_job_with_status_1_naming_it_and_a_partial_result(
     running_server, tmp_path
@@ -487,6 +495,7 @@ def test_a_killed_rank_ends_the_job_with_status_1_naming_it_and_a_partial_result
     assert len(result["runs"]) >= 3 and result["n"] == sum(h["ops"] for h in result["hosts"])
 
 
+@pytest.mark.real
 @needs_mpi
 def test_a_rank_killed_under_plain_open_mpi_leaves_the_result_saved_after_each_run(
     running_server, tmp_path
@@ -584,6 +593,7 @@ def rx_bytes(namespace: str, interface: str) -> int:
     return int(subprocess.run(read, capture_output=True, text=True, timeout=10).stdout)
 
 
+@pytest.mark.real
 @needs_mpi
 def test_two_hosts_in_network_namespaces_measure_a_server_in_a_third(
     namespaces, c_threaded, tmp_path

@@ -252,6 +252,7 @@ def test_progress_says_each_pass(tmp_path):
     assert sum(line.startswith("[") for line in lines) == 4
 
 
+@pytest.mark.real
 @two_cpus
 @pytest.mark.slow
 def test_a_real_interleaved_sweep_of_twin_servers_alternates_and_comes_out_equal(tmp_path):

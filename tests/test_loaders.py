@@ -203,6 +203,7 @@ def mutated_experiments(draw: Callable[..., Any]) -> bytes:
     return "\n".join(lines).encode()
 
 
+@pytest.mark.real
 @BOUNDS
 @given(mutated_experiments())
 def test_a_damaged_experiment_file_is_one_line_error(raw):

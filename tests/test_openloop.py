@@ -132,14 +132,13 @@ def test_peer_closing_and_stalling_are_reported(core):
     ours, theirs = socket.socketpair()
     Peer(theirs, "stall", after=3).start()
     latency, stop = memoryview(bytearray(8 * 1000)).cast("q"), memoryview(bytearray(1))
-    started = time.monotonic()
     with ours:
         now = core.monotonic_ns()
         result = core.play_open(
             ours.fileno(), latency, 5, now, now + SECOND, stop, now, 1000.0, 1, 100_000_000
         )
+    # Ended by the 100 ms op timeout, not the deadline a second away: the outcome says which.
     assert result[1] == core.OP_TIMEOUT and stop[0] == 1
-    assert time.monotonic() - started < 0.9
 
 
 @pytest.mark.parametrize("core", IMPLEMENTATIONS)
@@ -188,6 +187,7 @@ FREEZE_RUNS = ["--warmup", "0.1s", "--run-time", "1s", "--min-runs", "3", "--max
 FREEZE_RUNS += ["--precision", "50%", "--quiet", "--clients", "2", "--json", "-"]
 
 
+@pytest.mark.real
 def test_open_loop_sees_a_freeze_that_closed_loop_hides():
     """The fixture answers nothing in the first 200 ms of every second.
 
@@ -218,6 +218,7 @@ QUICK_OPEN = ["--warmup", "0.1s", "--run-time", "0.5s", "--min-runs", "4", "--ma
 QUICK_OPEN += ["--precision", "50%", "--quiet", "--json", "-"]
 
 
+@pytest.mark.real
 def test_achieved_rate_follows_a_modest_offered_rate():
     done = bench(
         server("c-epoll"), *QUICK_OPEN, "--clients", "2", "--rate", "2k", "--arrivals", "fixed"
@@ -230,6 +231,7 @@ def test_achieved_rate_follows_a_modest_offered_rate():
     assert 0 <= load["late_sends_share"] <= 1
 
 
+@pytest.mark.real
 def test_a_rate_far_above_capacity_is_flagged_saturated():
     # One client cannot even send 2M words/s; the server's replies fall far short.
     done = bench(server("c-epoll"), *QUICK_OPEN, "--clients", "1", "--rate", "2M", timeout=90)
@@ -403,6 +405,7 @@ def spin_json(*args: str) -> dict:
     return done.json()
 
 
+@pytest.mark.real
 def test_send_lag_is_in_the_json_per_run_and_over_the_benchmark_and_in_the_summary():
     data = spin_json()
     load = data["load"]
@@ -469,6 +472,7 @@ def test_bad_spin_is_one_line_exit_2(args, message):
 # --- a periodic stall, sampled at every phase (issue 25, item 6) ------------------------
 
 
+@pytest.mark.real
 @pytest.mark.slow
 def test_runs_shorter_than_a_periodic_freeze_sample_all_of_its_phases():
     """The fixture freezes the first 200 ms of every second; runs of 0.3 s on average see

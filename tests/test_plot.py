@@ -160,6 +160,7 @@ def test_without_matplotlib_one_clear_error(monkeypatch, tmp_path):
         figures.plot(SAMPLE, tmp_path / "perf.png")
 
 
+@pytest.mark.real
 def test_cli(tmp_path):
     done = volley("plot", SAMPLE, "-o", tmp_path / "perf.png")
     assert done.status == 0, done.stderr
@@ -248,6 +249,7 @@ def test_ratios_to_a_baseline_have_fieller_intervals(tmp_path):
         relative.ratios(tmp_path / "results.jsonl", "nginx")
 
 
+@pytest.mark.real
 def test_the_relative_figure(tmp_path):
     path = twins(tmp_path)
     done = volley("plot", path, "--baseline", "c-threaded", "-o", tmp_path / "perf.png")

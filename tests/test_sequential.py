@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from volley.engine.fake import FakeClock
 from volley.engine.play import PlayedRun, RunRequest
 from volley.measure import runs
 from volley.measure.runs import Measurement, RunPlan, alternate
@@ -83,14 +84,6 @@ EQUIVALENCE = 0.01
 # Runs summarized where they were measured (PlayedRun.record): only their means are kept
 # (the percentiles read from an empty histogram, shared), so that a round costs little.
 NO_OPS = stats.Histogram()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Machine:

@@ -8,6 +8,9 @@ import os
 import pytest
 from helpers import QUICK, SERVERS, bench, check, strict_loads
 
+# Every test here starts real servers or volley processes (the slow tier).
+pytestmark = pytest.mark.real
+
 BUILT = (
     sorted(p.name for p in SERVERS.glob("*") if p.is_file() and os.access(p, os.X_OK))
     if SERVERS.is_dir()

@@ -127,6 +127,7 @@ def truths(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return place
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("name", TRUTHS)
 def test_truth_server_keeps_the_contract(truths, name):
     done = volley("check", "--json", "-", truths / name, timeout=90)
@@ -135,6 +136,7 @@ def test_truth_server_keeps_the_contract(truths, name):
     assert done.status == 0 and not failed, failed
 
 
+@pytest.mark.real
 def test_a_bad_parameter_is_one_line_and_exit_status_2(truths):
     done = subprocess.run(
         [truths / "truth-delta", "-p", str(choose_port())],
@@ -185,6 +187,7 @@ class Started:
         self.process.wait(5)
 
 
+@pytest.mark.real
 def test_the_freeze_holds_replies_in_the_first_part_of_each_period(truths):
     # 100 ms of every 500 ms; time.monotonic() is the server's CLOCK_MONOTONIC on Linux.
     env = {"VOLLEY_TRUTH_FREEZE_MS": "100", "VOLLEY_TRUTH_FREEZE_PERIOD_MS": "500"}
@@ -196,6 +199,7 @@ def test_the_freeze_holds_replies_in_the_first_part_of_each_period(truths):
             assert held_s - 0.01 < took < held_s + 0.02, (phase_s, took)
 
 
+@pytest.mark.real
 def test_the_bimodal_server_delays_a_share_q_of_replies_by_d(truths):
     # q = 0.5, d = 2 ms: a loopback reply without the delay takes well under 1 ms.
     env = {"VOLLEY_TRUTH_BIMODAL_SHARE": "0.5", "VOLLEY_TRUTH_BIMODAL_DELAY_NS": "2000000"}
@@ -206,6 +210,7 @@ def test_the_bimodal_server_delays_a_share_q_of_replies_by_d(truths):
     assert min(delayed) >= 0.002
 
 
+@pytest.mark.real
 @pytest.mark.slow
 def test_truth_delta_adds_about_delta_per_reply(truths, tmp_path):
     """Closed loop, one client, plain against plain + 50 us interleaved: the mean's

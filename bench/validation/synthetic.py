@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from volley.engine.fake import FakeClock
 from volley.engine.play import PlayedRun, RunRequest
 from volley.measure import history
 from volley.measure.runs import Measurement, RunPlan, alternate, measure
@@ -87,14 +88,6 @@ class Model:
         """The mean over sittings: the stall's mean wait is stall^2 / (2 period)."""
         stall_ns = self.stall_s**2 / (2 * self.period_s) * 1e9
         return self.mean_ns + alternative.mean_added_ns + stall_ns
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ModelEngine:
@@ -207,7 +200,10 @@ def compare_run(
 
 def bench(engine: ModelEngine, run_plan: RunPlan) -> BenchResult:
     """One ``volley-bench`` sitting: the stopping rule's runs, as a result."""
-    return result_of(measure(engine, run_plan, clock=engine.clock), "alt0", run_plan)
+    # The run lengths drawn from the sitting's own generator: a trial is the same trial
+    # on every call, so a row's rate is the model's, not the draw's.
+    rng = random.Random(int(engine.rng.integers(2**32)))
+    return result_of(measure(engine, run_plan, clock=engine.clock, rng=rng), "alt0", run_plan)
 
 
 def verdicts(a: BenchResult, b: BenchResult, rounds: bool) -> dict[str, str]:

@@ -498,6 +498,7 @@ def compare_command(
     """
     from volley.studies import compare
 
+    status = 0
     try:
         if json_path and markdown:
             raise BadInput("give --json or --markdown, not both")
@@ -513,11 +514,10 @@ def compare_command(
         if run:
             measured["max_time"] = max_time
             paths, status = _compare_run_by_run(paths, level, equivalence, output, measured, quiet)
-        else:
-            status = 0
         report = compare.compare_files(paths, level, force, gates, rounds=run)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
-        fail(str(e), EXIT_USAGE)
+        # Runs that failed are refused as inputs; the runs' failure, not the input, is why.
+        fail(str(e), EXIT_FAILED if run and status == EXIT_FAILED else EXIT_USAGE)
     for note in report.notes:
         say(f"note: {note}", sys.stderr)
     human = sys.stderr if json_path == "-" else sys.stdout

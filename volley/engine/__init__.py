@@ -5,4 +5,4 @@ run when asked (``play``) and says what it did.
 It knows nothing of stopping rules or histories: the measuring loop above drives it.
 """
 
-__all__ = ["play", "server", "watchdog", "worker", "coordinator"]
+__all__ = ["play", "server", "watchdog", "worker", "coordinator", "fake"]

@@ -11,11 +11,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from volley import _core
 from volley.engine.coordinator import BenchConfig, Coordinator, engine_for
 from volley.measure.runs import Measurement, Progress, RunPlan, alternate, by_placement, measure
 from volley.records.results import BenchResult, LoadInfo, RunSummary, WorkerInfo
+
+# The seam where the tests put a fake engine (volley.engine.fake.starter): everything above
+# it, the command lines included, then runs without a socket.
+start_engine: Callable[[BenchConfig], AbstractContextManager[Coordinator]] = engine_for
+# The loop's clock, replaced with the fake engine's (volley.engine.fake.FakeClock) beside it.
+clock: Callable[[], float] = time.monotonic
 
 
 def run_plan(config: BenchConfig) -> RunPlan:
@@ -40,8 +47,8 @@ def benchmark(config: BenchConfig, progress: Progress | None = None) -> BenchRes
     are up; BenchError or ServerError if it could not start at all."""
     progress = progress or Progress()
     try:
-        with engine_for(config) as engine:
-            return result(engine, measure(engine, run_plan(config), progress))
+        with start_engine(config) as engine:
+            return result(engine, measure(engine, run_plan(config), progress, clock=clock))
     finally:
         progress.done()
 
@@ -54,7 +61,7 @@ def run_by_run(
     """Compare ``config.alternatives`` run by run, one run of each per round in a fresh
     random order (``runs.alternate``), until ``judge`` stops them; one result per
     alternative."""
-    with engine_for(config) as engine:
+    with start_engine(config) as engine:
 
         def results(found: list[Measurement]) -> list[BenchResult]:
             return [result(engine, m, i) for i, m in enumerate(found)]
@@ -65,6 +72,7 @@ def run_by_run(
             len(config.alternatives),
             lambda found, rounds, left: judge(results(found), rounds, left),
             (lambda rounds, found: on_round(rounds, results(found))) if on_round else None,
+            clock=clock,
         )
         return results(found)
 
@@ -86,7 +94,7 @@ def result(engine: Coordinator, measurement: Measurement, alternative: int = 0) 
         server_cores=[] if config.connect else config.placement.server_cpus,
         n=record.n,
         rounds=len(runs),
-        elapsed_s=round(time.monotonic() - engine.start, 3),
+        elapsed_s=round(clock() - engine.start, 3),
         measured_s=round(measurement.measured_s, 3),
         throughput_ops_s=record.n / measurement.measured_s if measurement.measured_s else 0.0,
         confidence=config.confidence,
