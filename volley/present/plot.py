@@ -127,17 +127,10 @@ class Results:
         return sorted({m.confidence for m in self.measurements})
 
 
-def load(
-    path: Path, servers: Sequence[str] | None = None, clients: Sequence[int] | None = None
-) -> Results:
-    """Read a results file; failed points become a note, not a point."""
-    if not path.is_file():
-        raise PlotError(f"{path} is not a file; give a sweep's results.jsonl")
-    try:
-        records, problems = store.load(path)
-    except store.StoreError as e:
-        raise PlotError(str(e)) from None
-    results = Results([], notes=list(problems))
+def _check_plottable(
+    path: Path, records: list[store.SweepRecord], servers: Sequence[str] | None
+) -> None:
+    """PlotError for a rehearsal among the points, or a --server the file does not have."""
     for record in records:
         if record.result is not None:
             try:
@@ -151,6 +144,20 @@ def load(
                 f"--server {name!r} is not in {path}; it has "
                 f"{', '.join(sorted(known)) or 'no points'}"
             )
+
+
+def load(
+    path: Path, servers: Sequence[str] | None = None, clients: Sequence[int] | None = None
+) -> Results:
+    """Read a results file; failed points become a note, not a point."""
+    if not path.is_file():
+        raise PlotError(f"{path} is not a file; give a sweep's results.jsonl")
+    try:
+        records, problems = store.load(path)
+    except store.StoreError as e:
+        raise PlotError(str(e)) from None
+    results = Results([], notes=list(problems))
+    _check_plottable(path, records, servers)
     failed = []
     for record in records:
         point, result = record.point, record.result
