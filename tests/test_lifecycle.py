@@ -385,7 +385,7 @@ def test_closed_pipe_on_stdout_loses_neither_the_json_nor_the_status(c_threaded,
     )
     status = int(done.stderr.strip().splitlines()[-1])
     result = strict_loads(out.read_text())
-    expected = exit_status(result["status"], require_precision=False)
+    expected = exit_status(result["status"], require_precision=True)
     assert status == expected, done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
@@ -397,7 +397,7 @@ def test_closed_stdout_and_stderr_change_nothing(c_threaded, tmp_path):
     )
     closed = finished(["bash", "-c", f"{command} >&- 2>&-"])
     result = strict_loads(out.read_text())
-    assert closed.returncode == exit_status(result["status"], require_precision=False)
+    assert closed.returncode == exit_status(result["status"], require_precision=True)
 
 
 def test_progress_reader_gone_mid_run_changes_nothing(c_threaded, tmp_path):
@@ -413,4 +413,4 @@ def test_progress_reader_gone_mid_run_changes_nothing(c_threaded, tmp_path):
     first, status = done.stdout.strip().splitlines()
     assert first.startswith("run 1 (")
     result = strict_loads(out.read_text())
-    assert int(status) == exit_status(result["status"], require_precision=False)
+    assert int(status) == exit_status(result["status"], require_precision=True)

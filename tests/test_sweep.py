@@ -145,7 +145,7 @@ def test_the_bundled_experiment_files_parse():
     assert sorted(spec.name for spec in local.servers) == bundled
     assert local.clients == (1, 4, 16)
     assert (local.server_cores, local.client_cores) == ((1,), (1,))
-    assert local.options["precision"] == "3%" and local.options["max-time"] == "20s"
+    assert local.options["precision"] == "3%" and local.options["max-time"] == "10s"
     # 3 points per server of at most 22.5 s each: minutes, not hours, on a 2-core machine.
     assert sweep.estimate_s(local, len(local.points())) < 25 * 60
     cores = experiment.load(BENCH_DIR / "cores.toml")
