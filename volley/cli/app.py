@@ -23,6 +23,7 @@ from volley.cli.bench import (
     SETTINGS,
     BenchOptions,
     bench,
+    check_json_path,
     fail,
     make_config,
     program,
@@ -313,8 +314,7 @@ def check_command(
         chosen = checks.select(only, connect=address is not None)
         timeout_s = parse_duration_s(startup_timeout, "--startup-timeout")
         server_cpus = cpus.place(None, None).server_cpus
-        if json_path and json_path != "-":
-            results.check_writable(Path(json_path))
+        check_json_path(json_path)
     except (BadInput, ValueError, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     human = sys.stderr if json_path == "-" else sys.stdout
@@ -502,8 +502,7 @@ def compare_command(
     try:
         if json_path and markdown:
             raise BadInput("give --json or --markdown, not both")
-        if json_path and json_path != "-":
-            results.check_writable(Path(json_path))
+        check_json_path(json_path)
         gates = [compare.parse_gate(text) for text in fail_if_slower or []]
         level = parse_confidence(confidence)
         if not run:
@@ -668,20 +667,15 @@ def plan_command(
         placement = cpus.place(cores, server_cores, usable, found)
         if clients is not None and clients < 1:
             raise BadInput(f"--clients {clients} must be at least 1")
-        if json_path and json_path != "-":
-            results.check_writable(Path(json_path))
+        check_json_path(json_path)
     except (BadInput, cpus.CpuError, OSError) as e:
         fail(str(e), EXIT_USAGE)
     plan = layout.Layout(found, placement, clients or len(placement.client_cpus), usable)
-    if json_path == "-":
-        say(plan.dumps(), end="")
-        return
-    if json_path:
-        try:
-            results.write_atomically(Path(json_path), plan.dumps())
-        except OSError as e:
-            fail(f"cannot write {json_path}: {e.strerror or e}", EXIT_FAILED)
-    say("\n".join(plan.lines()))
+    unwritten = write_json(json_path, plan.dumps())
+    if unwritten:
+        fail(unwritten, EXIT_FAILED)
+    if json_path != "-":
+        say("\n".join(plan.lines()))
 
 
 def system_command() -> None:

@@ -325,8 +325,8 @@ def _configure(
     """The checked configuration; on bad input, exit 2 (on many hosts, rank 0 ends the job)."""
     try:
         config = make_config(raw)
-        if json_path and json_path != "-" and not (team and team.rank):
-            results.check_writable(Path(json_path))
+        if not (team and team.rank):
+            check_json_path(json_path)
     except (BadInput, cpus.CpuError, server.ServerError, OSError) as e:
         if team:  # rank 0 names this host and ends the job
             # A host that cannot reach the server is a failed run, not bad input.
@@ -358,6 +358,13 @@ def _report(result: results.BenchResult, json_path: str | None) -> None:
         say("\n".join(phase_lines(result)), sys.stderr if json_path == "-" else sys.stdout)
     if unwritten:
         fail(unwritten, EXIT_FAILED)
+
+
+def check_json_path(json_path: str | None) -> None:
+    """--json PATH must be writable before any work is done (BadInput otherwise); ``-``
+    (stdout) needs no check. Every command's --json is checked so."""
+    if json_path and json_path != "-":
+        results.check_writable(Path(json_path))
 
 
 def exit_status(status: str, require_precision: bool) -> int:
