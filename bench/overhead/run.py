@@ -1,14 +1,19 @@
 """Overhead benchmark: volley-bench against a minimal C client on one running server.
 
 One server is started (pinned to the lower half of the CPUs, as volley-bench would) and kept
-running for the whole comparison. For each client count, the C client (A, pingpong.c) and
-volley-bench --connect (B) run alternately, A B A B ..., on the same single client CPU, each
-with the same warm-up and measuring time. Printed per client count: the median mean latency
-and median aggregate ops/s of each, and volley/C ratios; then every run's raw numbers.
+running for the whole comparison. For each idle-state setting and client count, the C client
+(A, pingpong.c) and volley-bench --connect (B) run alternately, A B A B ..., on the same
+single client CPU, each with the same warm-up and measuring time. With idle states held
+shallow, this script holds the same /dev/cpu_dma_latency request volley-bench makes (0 us,
+volley.system.machine.shallow_idle) for the C client's runs and passes --idle-states shallow
+to volley-bench; with "any" neither holds anything. Printed per setting and client count:
+the median mean latency and median aggregate ops/s of each, and volley/C ratios; then every
+run's raw numbers.
 
 This is a measurement, not a test: nothing here judges or asserts a timing.
 
     python bench/overhead/run.py [--server target/servers/c-threaded] [--reps 5] [--seconds 5]
+                                 [--idle-states shallow,any] [--clients 1,8]
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from pathlib import Path
 from types import FrameType
 
 from volley.engine import server
-from volley.system import cpus
+from volley.numbers.units import IdleStates
+from volley.system import cpus, machine, topology
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PINGPONG = HERE / "pingpong"
-CLIENT_COUNTS = (1, 8)
+CLIENT_COUNTS = "1,8"
+IDLE_SETTINGS = "shallow,any"
 # A precision no run reaches, so volley-bench plays until --max-time.
 UNREACHABLE_PRECISION = "0.0001%"
 TARGET = 0.03
@@ -44,6 +51,7 @@ class Run:
     """One run of one client: what both clients report, in the same units."""
 
     client: str  # "C" or "volley"
+    idle_states: str
     clients: int
     n: int
     mean_ns: float
@@ -82,25 +90,64 @@ def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
 
 
-def run_c(port: int, clients: int, cpu: int, warmup_s: float, seconds: float) -> Run:
-    options = f"-h {server.LOOPBACK} -p {port} -c {clients} -C {cpu} -t {seconds} -w {warmup_s}"
-    command = [str(PINGPONG), *options.split()]
-    done = run_child(command)
+@dataclass(frozen=True)
+class Setting:
+    """What both clients of a pair share: the server's port, the client CPU, the idle-state
+    setting and the time of each run."""
+
+    port: int
+    cpu: int
+    idle_states: str
+    warmup_s: float
+    seconds: float
+
+
+def run_c(setting: Setting, clients: int) -> Run:
+    return _run_plain("C", [str(PINGPONG), "-h", server.LOOPBACK], setting, clients)
+
+
+def run_core(setting: Setting, clients: int) -> Run:
+    return _run_plain("core", [sys.executable, str(HERE / "core_client.py")], setting, clients)
+
+
+def _run_plain(name: str, program: list[str], setting: Setting, clients: int) -> Run:
+    """A client that prints pingpong.c's JSON line: the C client, or volley's loop alone."""
+    options = (
+        f"-p {setting.port} -c {clients} -C {setting.cpu} -t {setting.seconds} "
+        f"-w {setting.warmup_s}"
+    )
+    command = [*program, *options.split()]
+    # The same request volley-bench holds while it measures, held only as long as this
+    # client runs (volley-bench makes its own), so each side's runs are alike.
+    with machine.shallow_idle(setting.idle_states) as (in_force, why_not):
+        if setting.idle_states == IdleStates.SHALLOW and in_force != IdleStates.SHALLOW:
+            sys.exit(
+                f"cannot hold idle states shallow ({why_not}): "
+                "run as root, or use --idle-states any"
+            )
+        done = run_child(command)
     if done.returncode != 0:
-        sys.exit(f"pingpong failed (status {done.returncode}): {done.stderr.strip()}")
+        sys.exit(f"{name} client failed (status {done.returncode}): {done.stderr.strip()}")
     data = json.loads(done.stdout)
     return Run(
-        "C", clients, data["n"], data["mean_ns"], data["throughput_ops_s"], data["measured_s"]
+        name,
+        setting.idle_states,
+        clients,
+        data["n"],
+        data["mean_ns"],
+        data["throughput_ops_s"],
+        data["measured_s"],
     )
 
 
-def run_volley(port: int, clients: int, cpu: int, warmup_s: float, seconds: float) -> Run:
+def run_volley(setting: Setting, clients: int) -> Run:
     # --max-time counts from the start of the warm-up, so it is warm-up plus measuring time.
     with tempfile.TemporaryDirectory(prefix="volley-overhead-") as directory:
         path = Path(directory) / "result.json"
         options = (
-            f"--connect {server.LOOPBACK}:{port} --clients {clients} --cores {cpu} "
-            f"--warmup {warmup_s}s --max-time {warmup_s + seconds}s "
+            f"--connect {server.LOOPBACK}:{setting.port} --clients {clients} "
+            f"--cores {setting.cpu} --idle-states {setting.idle_states} --history off "
+            f"--warmup {setting.warmup_s}s --max-time {setting.warmup_s + setting.seconds}s "
             f"--precision {UNREACHABLE_PRECISION} --quiet"
         )
         command = [*volley_bench_command(), *options.split(), "--json", str(path)]
@@ -110,8 +157,19 @@ def run_volley(port: int, clients: int, cpu: int, warmup_s: float, seconds: floa
         data = json.loads(path.read_text())
     if data["status"] == "failed" or not data["latency_ns"]:
         sys.exit(f"volley-bench failed: {data.get('error') or done.stderr.strip()}")
+    held = data["host"].get("idle_states")
+    if held != setting.idle_states:
+        sys.exit(f"volley-bench measured with idle states {held}, not {setting.idle_states}")
     latency = data["latency_ns"]["mean"]
-    return Run("volley", clients, data["n"], latency, data["throughput_ops_s"], data["measured_s"])
+    return Run(
+        "volley",
+        setting.idle_states,
+        clients,
+        data["n"],
+        latency,
+        data["throughput_ops_s"],
+        data["measured_s"],
+    )
 
 
 def ratio(volley: float, c: float) -> str:
@@ -120,26 +178,23 @@ def ratio(volley: float, c: float) -> str:
     return f"{value:.3f} ({verdict} {TARGET:.0%})"
 
 
-def report(clients: int, runs: list[Run]) -> None:
-    c = [r for r in runs if r.client == "C"]
-    v = [r for r in runs if r.client == "volley"]
+def report(idle_states: str, clients: int, runs: list[Run]) -> None:
+    by_client = {name: [r for r in runs if r.client == name] for name in ("C", "core", "volley")}
+    c = by_client["C"]
+    print(
+        f"\nidle states {idle_states}, {clients} client{'s' if clients > 1 else ''}, "
+        f"medians of {len(c)} runs each"
+    )
+    print(f"  {'':<22}{'mean latency ns':>16}{'ops/s':>10}  {'mean/C':<20}{'paired mean/C':>14}")
     c_mean = statistics.median(r.mean_ns for r in c)
-    v_mean = statistics.median(r.mean_ns for r in v)
-    c_ops = statistics.median(r.throughput_ops_s for r in c)
-    v_ops = statistics.median(r.throughput_ops_s for r in v)
-    # Each volley run against the C run just before it: slow drifts in load cancel out.
-    pairs = list(zip(c, v, strict=True))
-    paired_mean = statistics.median(b.mean_ns / a.mean_ns for a, b in pairs)
-    paired_ops = statistics.median(b.throughput_ops_s / a.throughput_ops_s for a, b in pairs)
-    print(f"\n{clients} client{'s' if clients > 1 else ''}, medians of {len(c)} runs each")
-    print(f"  {'':<18}{'C':>12}{'volley':>12}  {'volley/C':<20}{'median of A/B pairs':>20}")
-    print(
-        f"  {'mean latency ns':<18}{c_mean:>12.0f}{v_mean:>12.0f}  "
-        f"{ratio(v_mean, c_mean):<20}{paired_mean:>20.3f}"
-    )
-    print(
-        f"  {'ops/s':<18}{c_ops:>12.0f}{v_ops:>12.0f}  {ratio(v_ops, c_ops):<20}{paired_ops:>20.3f}"
-    )
+    for name, mine in by_client.items():
+        if not mine:
+            continue
+        mean = statistics.median(r.mean_ns for r in mine)
+        ops = statistics.median(r.throughput_ops_s for r in mine)
+        # Each run against the C run of its round: slow drifts in load cancel out.
+        paired = statistics.median(b.mean_ns / a.mean_ns for a, b in zip(c, mine, strict=True))
+        print(f"  {name:<22}{mean:>16.0f}{ops:>10.0f}  {ratio(mean, c_mean):<20}{paired:>14.3f}")
     print(f"  raw: {'run':<8}{'n':>10}{'mean_ns':>12}{'ops/s':>12}{'measured_s':>12}")
     for r in runs:
         print(
@@ -150,19 +205,22 @@ def report(clients: int, runs: list[Run]) -> None:
 
 
 def compare(port: int, cpu: int, args: argparse.Namespace) -> None:
-    for clients in CLIENT_COUNTS:
-        runs: list[Run] = []
-        for rep in range(args.reps):
-            for play in (run_c, run_volley):
-                run = play(port, clients, cpu, args.warmup, args.seconds)
-                runs.append(run)
-                print(
-                    f"[{clients} clients, rep {rep + 1}/{args.reps}] {run.client:<6} "
-                    f"mean {run.mean_ns:.0f} ns, {run.throughput_ops_s:.0f} ops/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        report(clients, runs)
+    for idle_states in args.idle_states:
+        setting = Setting(port, cpu, idle_states, args.warmup, args.seconds)
+        for clients in args.clients:
+            runs: list[Run] = []
+            for rep in range(args.reps):
+                for play in args.clients_played:
+                    run = play(setting, clients)
+                    runs.append(run)
+                    print(
+                        f"[{idle_states}, {clients} clients, rep {rep + 1}/{args.reps}] "
+                        f"{run.client:<6} mean {run.mean_ns:.0f} ns, "
+                        f"{run.throughput_ops_s:.0f} ops/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            report(idle_states, clients, runs)
 
 
 def parse_args() -> argparse.Namespace:
@@ -182,16 +240,39 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, default=1.0, help="warm-up of each run in seconds (default 1)"
     )
+    parser.add_argument(
+        "--idle-states",
+        default=IDLE_SETTINGS,
+        help=f"idle-state settings to compare in, in order (default {IDLE_SETTINGS})",
+    )
+    parser.add_argument(
+        "--clients", default=CLIENT_COUNTS, help=f"client counts (default {CLIENT_COUNTS})"
+    )
+    parser.add_argument(
+        "--with-core",
+        action="store_true",
+        help="also run volley's hot loop alone (core_client.py) between C and volley-bench",
+    )
     args = parser.parse_args()
+    args.clients_played = (run_c, run_core, run_volley) if args.with_core else (run_c, run_volley)
     if args.reps < 1 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--reps must be at least 1, --seconds above 0, --warmup at least 0")
+    args.idle_states = args.idle_states.split(",")
+    if not set(args.idle_states) <= {IdleStates.SHALLOW, IdleStates.ANY}:
+        parser.error("--idle-states takes shallow, any or both, comma-separated")
+    try:
+        args.clients = [int(n) for n in args.clients.split(",")]
+    except ValueError:
+        parser.error("--clients takes counts, comma-separated, like 1,8")
+    if min(args.clients) < 1:
+        parser.error("--clients must be at least 1")
     return args
 
 
 def main() -> None:
     args = parse_args()
     subprocess.run(["make", "-s", "-C", str(HERE)], check=True)
-    placement = cpus.place(None, None)
+    placement = cpus.place(None, None, None, topology.for_placement(None)[0])
     client_cpu = placement.client_cpus[0]
     path = server.resolve(args.server)
     port = server.choose_port()

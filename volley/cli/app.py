@@ -302,6 +302,7 @@ def check_command(
     """
     from volley.studies import check as checks
     from volley.studies import probe
+    from volley.system import topology
 
     if list_checks:
         say(checks.listing())
@@ -313,7 +314,8 @@ def check_command(
         path = server.resolve(server_path) if server_path else None
         chosen = checks.select(only, connect=address is not None)
         timeout_s = parse_duration_s(startup_timeout, "--startup-timeout")
-        server_cpus = cpus.place(None, None).server_cpus
+        # Where volley-bench would put the server: its own physical cores.
+        server_cpus = cpus.place(None, None, None, topology.for_placement(None)[0]).server_cpus
         check_json_path(json_path)
     except (BadInput, ValueError, cpus.CpuError, server.ServerError, OSError) as e:
         fail(str(e), EXIT_USAGE)
