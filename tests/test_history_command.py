@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from typer.testing import CliRunner
@@ -10,9 +11,11 @@ from volley.cli.app import app
 from volley.measure import history
 from volley.numbers import stats
 
+KEY = {"clients": 2, "client_cpus": [1]}
+
 
 def keep(place, server: str, means: list[float]) -> history.History:
-    found = history.History(place, {"server": server, "clients": 2, "client_cpus": [1]})
+    found = history.History(place, KEY | {"server": server})
     for mean in means:
         found.add(
             history.Sitting(
@@ -38,9 +41,15 @@ def test_show_lists_each_configuration_with_its_sittings(tmp_path):
     (tmp_path / "stray.jsonl").write_text('{"not": "a history"}\n')
     done = CliRunner().invoke(app, ["history", "show", "--history", str(tmp_path)])
     assert done.exit_code == 0, done.output
-    assert "2 configurations in" in done.output
-    assert "aaaa" in done.output and "2 sittings" in done.output and "15.00 us" in done.output
-    assert "bbbb" in done.output and "1 sittings" in done.output
+    lines = done.output.splitlines()
+    assert lines[0] == f"2 configurations in {tmp_path}:"
+    assert lines[1].split()[:6] == ["server", "clients", "client", "CPUs", "server", "CPUs"]
+    rows = {line.split()[0]: re.split(r"\s{2,}", line) for line in lines[2:]}
+    # server, clients, client CPUs, server CPUs, sittings, last, means, file
+    assert rows["aaaa"][:5] == ["aaaa", "2", "1", "-", "2"]
+    assert rows["aaaa"][6] == "15.00 us, 16.00 us"
+    assert rows["bbbb"][:5] == ["bbbb", "2", "1", "-", "1"] and rows["bbbb"][6] == "40.00 us"
+    assert rows["aaaa"][7] == history.History(tmp_path, KEY | {"server": "aaaa"}).path.name
     empty = CliRunner().invoke(app, ["history", "show", "--history", str(tmp_path / "none")])
     assert empty.exit_code == 0 and "no sittings kept" in empty.output
 

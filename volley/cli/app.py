@@ -45,6 +45,7 @@ from volley.numbers.units import (
     parse_duration_s,
     parse_target,
 )
+from volley.present import tables
 from volley.present.report import comparison_markdown, comparison_table
 from volley.records import results
 from volley.system import cpus
@@ -522,7 +523,11 @@ def compare_command(
     for note in report.notes:
         say(f"note: {note}", sys.stderr)
     human = sys.stderr if json_path == "-" else sys.stdout
-    human.write(comparison_markdown(report) if markdown else comparison_table(report))
+    human.write(
+        comparison_markdown(report)
+        if markdown
+        else comparison_table(report, tables.console_for(human))
+    )
     unwritten = write_json(json_path, compare.to_json(report))
     if unwritten:
         fail(unwritten, EXIT_FAILED)
@@ -683,9 +688,10 @@ def plan_command(
 def system_command() -> None:
     """Show how ready this machine is for latency benchmarks: each item's state, why it
     matters and how to fix it. Changes nothing; exit status 0."""
+    from volley.present import listings
     from volley.system import machine
 
-    say("\n".join(machine.format_readiness(machine.readiness())))
+    say("\n".join(listings.readiness(machine.readiness(), tables.console_for(sys.stdout))))
 
 
 def command_group(
@@ -739,8 +745,9 @@ def history_path(place: HistoryPlace = None) -> None:
 @history_app.command("show")
 def history_show(place: HistoryPlace = None) -> None:
     """List each configuration with kept sittings: server, clients, CPUs, how many
-    sittings, and each statistic's spread between them."""
+    sittings, the latest and their latest means."""
     from volley.measure import history
+    from volley.present import listings
 
     try:
         where = _history_place(place)
@@ -750,18 +757,7 @@ def history_show(place: HistoryPlace = None) -> None:
     if not entries:
         say(f"no sittings kept in {where}")
         return
-    say(f"{len(entries)} configuration{'s' if len(entries) != 1 else ''} in {where}:")
-    for entry in entries:
-        key = entry.key
-        means = [s.values.get("mean") for s in entry.sittings]
-        shown = [format_ns(m) for m in means if m is not None]
-        say(
-            f"  {str(key.get('server', '?'))[:16]} {' '.join(key.get('server_args') or [])}"
-            f"  {key.get('clients')} clients on CPU {key.get('client_cpus')}, "
-            f"server on {key.get('server_cpus')}: {len(entry.sittings)} sittings, last "
-            f"{entry.sittings[-1].started_at if entry.sittings else '-'}; means "
-            f"{', '.join(shown[-5:]) or '-'}  ({entry.path.name})"
-        )
+    say("\n".join(listings.history(where, entries, tables.console_for(sys.stdout))))
 
 
 @history_app.command("clear")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from rich.console import Console
+
 from volley.measure.runs import Forecast, by_placement
 from volley.numbers.units import (
     STATISTICS,
@@ -15,6 +17,7 @@ from volley.numbers.units import (
     format_ns,
     parse_target,
 )
+from volley.present.tables import columns, table
 from volley.records.results import (
     FAILED,
     INTERRUPTED,
@@ -593,25 +596,19 @@ def _method_line(report: Report) -> str:
     )
 
 
-def _aligned(header: list[str], cells: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *cells]
-    ]
-
-
-def comparison_table(report: Report) -> str:
-    """For people: one block per file compared with the baseline."""
+def comparison_table(report: Report, console: Console | None = None) -> str:
+    """For people: one block per file compared with the baseline, its table drawn for
+    ``console`` (a terminal), plain without one."""
     blocks = []
     for pairing in report.pairings:
         if pairing.sweep:
             lines = _sweep_header(pairing) + [""]
-            lines += _aligned(SWEEP_COLUMNS, _sweep_cells(pairing)) + _only_lines(pairing)
+            lines += table(columns(*SWEEP_COLUMNS), _sweep_cells(pairing), console)
+            lines += _only_lines(pairing)
         else:
             comparison = pairing.comparisons[0]
             lines = _header(pairing, comparison) + [""]
-            lines += _aligned(RESULT_COLUMNS, _result_cells(comparison))
+            lines += table(columns(*RESULT_COLUMNS), _result_cells(comparison), console)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n\n" + _method_line(report) + "\n"
 

@@ -633,24 +633,3 @@ def _mhz(khz: int | None) -> str:
 
 def _on_off(value: bool | None) -> str:
     return "unknown" if value is None else ("on" if value else "off")
-
-
-def format_readiness(items: list[Item]) -> list[str]:
-    """The table ``volley system`` prints: a mark, the item, its state; why and how to fix
-    under each item that is not ok."""
-    marks = {True: "ok", False: "!!", None: "??"}
-    width = max(len(i.name) for i in items)
-    lines = []
-    for item in items:
-        lines.append(f"{marks[item.ok]}  {item.name:<{width}}  {item.state}")
-        indent = " " * (width + 6)
-        lines.append(f"{indent}why: {item.why}")
-        if item.ok is not True:
-            lines.append(f"{indent}fix: {item.fix}")
-    bad = sum(1 for i in items if i.ok is False)
-    lines.append(
-        f"{bad} of {len(items)} items not ready (ok ready, !! not ready, ?? cannot tell)"
-        if bad
-        else f"ready: nothing off of {len(items)} items (?? cannot tell)"
-    )
-    return lines
