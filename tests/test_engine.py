@@ -106,6 +106,12 @@ def test_open_loop_spin_is_shared_on_a_cpu_and_none_beside_the_server():
 def test_server_arguments_get_the_core_counts():
     args = server.substitute(["-t", "{server_cores}", "-c{client_cores}"], 2, 6)
     assert args == ["-t", "2", "-c6"]
+    # {server_cpus} and {client_cpus}, the clearer names: the numbers, never the lists.
+    assert server.substitute(["-procs", "{server_cpus}", "{client_cpus}x"], 3, 4) == [
+        "-procs",
+        "3",
+        "4x",
+    ]
 
 
 def test_a_missing_server_is_refused_before_anything_starts():

@@ -263,7 +263,7 @@ def test_a_real_interleaved_sweep_of_twin_servers_alternates_and_comes_out_equal
     experiment.write_text(
         f'servers-dir = "{ROOT}/target/servers"\n'
         'servers = ["c-threaded", { name = "twin", path = "c-threaded" }]\n'
-        'clients = 1\nserver-cores = 1\nclient-cores = 1\norder = "interleaved"\n\n'
+        'clients = 1\nserver-cpus = 1\nclient-cpus = 1\norder = "interleaved"\n\n'
         '[bench]\nprecision = "50%"\nmax-time = "8s"\nwarmup = "0.1s"\nround-time = "0.2s"\n'
     )
     out = tmp_path / "out"

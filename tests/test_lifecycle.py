@@ -308,7 +308,7 @@ def test_bench_killed_while_clients_connect_leaves_nothing(tmp_path):
 def experiment(tmp_path: Path, servers: list[str], args: str = "") -> Path:
     path = tmp_path / "exp.toml"
     path.write_text(
-        f"servers = {servers!r}\nclients = 2\nserver-cores = 1\nclient-cores = 1\n\n"
+        f"servers = {servers!r}\nclients = 2\nserver-cpus = 1\nclient-cpus = 1\n\n"
         '[bench]\nprecision = "0.0001%"\nmax-time = "60s"\nwarmup = "0.2s"\nround-time = '
         f'"0.3s"\n{args}'.replace("'", '"')
     )

@@ -284,7 +284,7 @@ def test_a_point_of_the_wrong_type_is_named(scratch):
         store.load(path)
 
 
-EXPERIMENT = 'servers = ["a"]\nclients = 1\nserver-cores = 1\nclient-cores = 1\n'
+EXPERIMENT = 'servers = ["a"]\nclients = 1\nserver-cpus = 1\nclient-cpus = 1\n'
 
 
 NOT_A_KEY = "is not a key this file may have"
@@ -306,15 +306,45 @@ NOT_A_KEY = "is not a key this file may have"
         ),
         (EXPERIMENT + "[bnech]\nx = 1\n", 5, f"bnech {NOT_A_KEY}; did you mean bench?"),
         (
-            EXPERIMENT.replace("server-cores = 1", 'server-cores = "0-3"'),
+            EXPERIMENT.replace("server-cpus = 1", 'server-cpus = "0-3"'),
             3,
-            "server-cores has '0-3', a CPU list (as volley-bench --cores takes); here "
-            "server-cores is a count of CPUs",
+            "server-cpus has '0-3', a CPU list; server-cpus is a count of CPUs that Volley "
+            'places: write a count (4), counts [1, 2, 4] or a range of counts ("1..4"), or '
+            'give the CPUs themselves as server-cores = "0-3"',
         ),
         (
-            EXPERIMENT.replace("client-cores = 1", 'client-cores = ["0,2"]'),
+            EXPERIMENT.replace("client-cpus = 1", 'client-cpus = ["0,2"]'),
             4,
-            "client-cores has '0,2', a CPU list",
+            "client-cpus has '0,2', a CPU list",
+        ),
+        (  # an older file, where server-cores was a count
+            EXPERIMENT.replace("server-cpus = 1", "server-cores = 2"),
+            3,
+            'server-cores is a CPU list like "0-3" (as --server-cores takes), not 2; '
+            "for a count of CPUs write server-cpus = 2",
+        ),
+        (
+            EXPERIMENT.replace("client-cpus = 1", 'client-cores = [1, 2, "4..8"]'),
+            4,
+            'client-cores is a CPU list like "0-3" (as --cores takes), not [1, 2, "4..8"]; '
+            'for a count of CPUs write client-cpus = [1, 2, "4..8"]',
+        ),
+        (
+            EXPERIMENT.replace("server-cpus = 1", 'server-cores = ["0-1", "1..4"]'),
+            3,
+            'server-cores is a CPU list like "0-3" (as --server-cores takes), not '
+            '"1..4"; for a count of CPUs write server-cpus = "1..4"',
+        ),
+        (
+            EXPERIMENT.replace("server-cpus = 1", 'server-cores = "0-x"'),
+            3,
+            "server-cores has '0-x': bad CPU list '0-x': '0-x' is not N or N-M",
+        ),
+        (
+            EXPERIMENT + 'server-cores = "0-1"\n',
+            3,
+            'server-cpus and server-cores are both given; give server-cores, a CPU list like "0-3"'
+            " used as given, or server-cpus, a count of CPUs Volley places, not both",
         ),
         (
             EXPERIMENT.replace("clients = 1", 'clients = "1..100000"'),
@@ -333,11 +363,14 @@ def test_experiment_errors_name_the_key_and_its_line(scratch, text, line, words)
     assert str(caught.value).startswith(f"{path}:{line + 1}: {words}"), str(caught.value)
 
 
-def test_a_cpu_count_written_as_a_string_is_a_count():
-    found = experiment.parse(
-        EXPERIMENT.replace("server-cores = 1", 'server-cores = "4"'), Path("e")
-    )
-    assert found.server_cores == (4,)
+def test_a_cpu_count_written_as_a_string_is_a_count_and_a_cpu_list_names_cpus():
+    found = experiment.parse(EXPERIMENT.replace("server-cpus = 1", 'server-cpus = "4"'), Path("e"))
+    assert found.server_cpus == (4,)
+    assert found.points()[0].server_cpu_list is None
+    text = EXPERIMENT.replace("server-cpus = 1", 'server-cores = "4"')
+    listed = experiment.parse(text, Path("e"))
+    assert listed.server_cpus == ("4",)  # CPU 4, as --server-cores 4 means
+    assert listed.points()[0] == experiment.Point("a", 1, 1, 1, None, "4")
 
 
 def test_a_servers_dir_that_does_not_exist_is_named(scratch):

@@ -295,8 +295,8 @@ def test_load_round_trips_and_old_results_read_as_closed():
 EXPERIMENT = """
 servers = ["c-epoll"]
 clients = 2
-server-cores = 1
-client-cores = 1
+server-cpus = 1
+client-cpus = 1
 """
 
 
@@ -310,11 +310,11 @@ def test_experiment_rates_accept_lists_and_ranges(tmp_path):
     points = exp.points()
     assert [p.rate_ops_s for p in points] == list(exp.rates)
     assert experiment.Point.from_json(points[0].to_json()) == points[0]
-    command = sweep.bench_command(exp, points[-1], [0, 1])
+    command = sweep.bench_command(exp, sweep.plan(exp, [0, 1], set()), points[-1])
     assert command[command.index("--rate") + 1] == "1500000"
     closed = experiment.parse(EXPERIMENT, path)
     assert closed.rates == (None,) and "--rate" not in sweep.bench_command(
-        closed, closed.points()[0], [0, 1]
+        closed, sweep.plan(closed, [0, 1], set()), closed.points()[0]
     )
     assert closed.points()[0].key() == ("c-epoll", 2, 1, 1)  # as before rates: --resume works
     for bad in ("rates = [0]", 'rates = ["fast"]', "rates = []", 'rates = ["9k..1k step 1k"]'):

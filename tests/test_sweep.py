@@ -27,8 +27,10 @@ from volley.records.results import BenchResult, LatencySummary, RunSummary, Work
 from volley.records.store import SweepRecord
 from volley.studies import sweep
 from volley.studies.sweep import Outcome
+from volley.system import cpus, topology
 from volley.system.cpus import usable_cpus
 from volley.system.machine import Environment
+from volley.system.topology import Topology
 
 BENCH_DIR = ROOT / "bench"
 # A real point needs one CPU for the server and another for the clients.
@@ -38,8 +40,8 @@ MINIMAL = """\
 name = "tiny"
 servers = ["a", "b"]
 clients = [1, 4]
-server-cores = 1
-client-cores = 1
+server-cpus = 1
+client-cpus = 1
 """
 
 
@@ -62,7 +64,7 @@ def test_minimal_file_parses_with_names_resolved_in_the_servers_dir():
     assert exp.order == "interleaved"  # the default: bench/README.md, "Sequential or interleaved"
     assert [s.name for s in exp.servers] == ["a", "b"]
     assert exp.servers[0].path == "target/servers/a"
-    assert exp.clients == (1, 4) and exp.server_cores == (1,) and exp.client_cores == (1,)
+    assert exp.clients == (1, 4) and exp.server_cpus == (1,) and exp.client_cpus == (1,)
     assert exp.options == {}
 
 
@@ -71,7 +73,7 @@ def test_relative_paths_are_relative_to_the_file():
         'servers-dir = "../target/servers"\n'
         'servers = ["c-epoll", "./mine/srv",\n'
         '  { name = "x", path = "tools/x", args = ["-t", "{server_cores}"] }]\n'
-        "clients = 1\nserver-cores = 1\nclient-cores = 1\n"
+        "clients = 1\nserver-cpus = 1\nclient-cpus = 1\n"
     )
     assert [s.path for s in exp.servers] == [
         "/x/../target/servers/c-epoll",
@@ -85,8 +87,8 @@ def test_relative_paths_are_relative_to_the_file():
 def test_counts_sets_and_ranges():
     exp = parse(MINIMAL.replace("clients = [1, 4]", 'clients = [1, "4..12 step 4", 2, 4]'))
     assert exp.clients == (1, 4, 8, 12, 2)  # in order, once each
-    exp = parse(MINIMAL.replace("server-cores = 1", 'server-cores = "1..40"'))
-    assert exp.server_cores == tuple(range(1, 41))
+    exp = parse(MINIMAL.replace("server-cpus = 1", 'server-cpus = "1..40"'))
+    assert exp.server_cpus == tuple(range(1, 41))
 
 
 def test_bench_options_are_checked_and_spelled_for_volley_bench():
@@ -112,7 +114,7 @@ def test_bench_options_are_checked_and_spelled_for_volley_bench():
         (MINIMAL.replace("clients = [1, 4]", 'clients = "4..1"'), 3, "empty"),
         (MINIMAL.replace("clients = [1, 4]", "clients = []"), 3, "empty list"),
         (MINIMAL.replace("clients = [1, 4]", "clients = [true]"), 3, "counts"),
-        (MINIMAL.replace("server-cores = 1", 'server-cores = "lots"'), 4, "range"),
+        (MINIMAL.replace("server-cpus = 1", 'server-cpus = "lots"'), 4, "range"),
         (MINIMAL + "colour = 3\n", 6, "not a key"),
         (MINIMAL + "max-time = 3\n", 6, "go under [bench]"),
         (MINIMAL + 'order = "random"\n', 6, "one of sequential, interleaved"),
@@ -123,7 +125,7 @@ def test_bench_options_are_checked_and_spelled_for_volley_bench():
         (MINIMAL.replace('["a", "b"]', '["a", "a"]'), 2, "more than once"),
         (MINIMAL.replace('["a", "b"]', "[1]"), 2, "names or tables"),
         (MINIMAL.replace('["a", "b"]', '[{ path = "x" }]'), 2, "need a name"),
-        (MINIMAL.replace("client-cores = 1", "client-cores = = 1"), 5, "not valid TOML"),
+        (MINIMAL.replace("client-cpus = 1", "client-cpus = = 1"), 5, "not valid TOML"),
     ],
 )
 def test_validation_errors_name_the_line_at_fault(text, line, words):
@@ -133,8 +135,11 @@ def test_validation_errors_name_the_line_at_fault(text, line, words):
 
 
 def test_missing_keys_are_named():
-    message = error_of("servers = ['a']\nclients = 1\nserver-cores = 1\n")
-    assert "client-cores" in message and message.startswith("/x/exp.toml")
+    message = error_of("servers = ['a']\nclients = 1\nserver-cpus = 1\n")
+    assert message == (
+        "/x/exp.toml: missing client-cpus = 1 (a count of client CPUs, placed by Volley) "
+        'or client-cores = "0-3" (a CPU list, as volley-bench --cores takes)'
+    )
 
 
 @pytest.mark.real  # the experiments name the built servers' directory
@@ -144,13 +149,13 @@ def test_the_bundled_experiment_files_parse():
     bundled = sorted(d.name for d in (ROOT / "servers").iterdir() if d.is_dir())
     assert sorted(spec.name for spec in local.servers) == bundled
     assert local.clients == (1, 4, 16)
-    assert (local.server_cores, local.client_cores) == ((1,), (1,))
+    assert (local.server_cpus, local.client_cpus) == ((1,), (1,))
     assert local.options["precision"] == "3%" and local.options["max-time"] == "10s"
     # 3 points per server of at most 22.5 s each: minutes, not hours, on a 2-core machine.
     assert sweep.estimate_s(local, len(local.points())) < 25 * 60
     cores = experiment.load(BENCH_DIR / "cores.toml")
-    assert cores.clients == (40, 80, 200) and cores.client_cores == (40,)
-    assert cores.server_cores == (1, 2, 4, 8, 10, 12, 18, 20, 22, 28, 30, 32, 38, 40)
+    assert cores.clients == (40, 80, 200) and cores.client_cpus == (10,)
+    assert cores.server_cpus == (1, 2, 4, 6, 8, 10)
     clients = experiment.load(BENCH_DIR / "clients.toml")
     assert clients.clients[0] == 48 and clients.clients[-1] == 5120
     for exp in (local, cores, clients):
@@ -162,7 +167,7 @@ def test_the_bundled_experiment_files_parse():
 
 
 def test_grid_is_every_combination_once_servers_varying_fastest():
-    exp = parse(MINIMAL.replace("server-cores = 1", "server-cores = [1, 2]"))
+    exp = parse(MINIMAL.replace("server-cpus = 1", "server-cpus = [1, 2]"))
     points = exp.points()
     assert len(points) == 2 * 2 * 2 * 1
     assert len({p.key() for p in points}) == len(points)
@@ -170,11 +175,29 @@ def test_grid_is_every_combination_once_servers_varying_fastest():
     assert points[0] == Point("a", 1, 1, 1)
 
 
-def test_cpus_server_first_then_clients():
-    assert sweep.assign_cpus(Point("a", 8, 2, 1), [0, 2, 4, 6]) == ([0, 2], [4])
-    assert sweep.assign_cpus(Point("a", 8, 1, 3), [0, 2, 4, 6]) == ([0], [2, 4, 6])
-    with pytest.raises(ValueError):
-        sweep.assign_cpus(Point("a", 8, 2, 3), [0, 2, 4, 6])
+def test_counts_without_a_topology_take_the_server_first_then_the_clients():
+    def where(point: Point) -> tuple[list[int], list[int]] | None:
+        placed = sweep.placement_of(point, [0, 2, 4, 6], None)
+        return None if placed is None else (placed.server_cpus, placed.client_cpus)
+
+    assert where(Point("a", 8, 2, 1)) == ([0, 2], [4])
+    assert where(Point("a", 8, 1, 3)) == ([0], [2, 4, 6])
+    assert where(Point("a", 8, 2, 3)) is None  # too big
+    # A list is used as given, and a count beside it takes the cores it leaves.
+    assert where(Point("a", 8, 2, 1, None, "4,6")) == ([4, 6], [0])
+    assert where(Point("a", 8, 1, 2, None, "0", "0,2")) == ([0], [0, 2])
+    assert where(Point("a", 8, 1, 1, None, "1")) is None  # CPU 1 is not usable
+
+
+def test_list_keys_make_points_that_run_where_they_say():
+    exp = parse(MINIMAL.replace("server-cpus = 1", 'server-cores = ["0", "0-1"]'))
+    assert exp.server_cpus == ("0", "0-1")
+    points = exp.points()
+    assert points[0] == Point("a", 1, 1, 1, None, "0")
+    assert points[-1] == Point("b", 4, 2, 1, None, "0-1")
+    assert str(points[-1]) == "b, 4 clients on 1 core, server on CPU 0-1"
+    listed = parse(MINIMAL.replace("client-cpus = 1", 'client-cores = "2,4-5"'))
+    assert listed.points()[0].client_cpu_list == "2,4-5" and listed.points()[0].client_cores == 3
 
 
 def built(tmp_path: Path, *names: str) -> Path:
@@ -199,7 +222,7 @@ def experiment_in(
 
 def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
     exp = experiment_in(
-        tmp_path, MINIMAL.replace("server-cores = 1", "server-cores = [1, 2]"), names=("a",)
+        tmp_path, MINIMAL.replace("server-cpus = 1", "server-cpus = [1, 2]"), names=("a",)
     )
     the_plan = sweep.plan(exp, [0, 1], set())
     assert [p.server_cores for p in the_plan.too_big] == [2, 2, 2, 2]
@@ -208,8 +231,8 @@ def test_plan_skips_points_too_big_and_servers_not_built(tmp_path):
     lines = sweep.skip_lines(the_plan, exp)
     assert len(lines) == 2  # grouped: the points that do not fit, the servers not built
     assert lines[0] == (
-        "skip 4 points that need more CPUs than the 2 this process may use (0-1): "
-        "2 server + 1 client cores (4 points)"
+        "skip 4 points that do not fit the CPUs this process may use (0-1: 2 physical cores, "
+        "a count of CPUs takes one CPU a core): 2 server cores + 1 client core (4 points)"
     )
     assert lines[1].startswith("not built: b (") and "its 2 points are skipped" in lines[1]
 
@@ -218,7 +241,8 @@ def test_bench_command_pins_and_passes_the_options(tmp_path):
     exp = experiment_in(
         tmp_path, MINIMAL + '\n[bench]\nmax-time = "2s"\nargs = ["-t", "{server_cores}"]\n'
     )
-    command = sweep.bench_command(exp, Point("b", 4, 1, 1), [3, 5])
+    the_plan = sweep.plan(exp, [3, 5], set())
+    command = sweep.bench_command(exp, the_plan, Point("b", 4, 1, 1))
     assert command[:4] == [sys.executable, "-m", "volley", "bench"]
     text = " ".join(command)
     assert "--server-cores 3 --cores 5 --clients 4 --max-time 2s" in text
@@ -474,6 +498,109 @@ def test_every_line_of_the_committed_sweep_loads_typed():
     assert all(r.result is not None and r.result.latency_ns for r in records)
 
 
+def test_an_older_sweep_reads_as_points_placed_by_count():
+    # bench/results/local was written when server_cores and client_cores were all a point had.
+    path = BENCH_DIR / "results" / "local" / "results.jsonl"
+    first = json.loads(path.read_text().splitlines()[0])
+    assert set(first["point"]) == {"server", "clients", "server_cores", "client_cores"}
+    records, _ = store.load(path)
+    point = records[0].point
+    assert (point.server_cores, point.client_cores) == (1, 1)
+    assert (point.server_cpu_list, point.client_cpu_list) == (None, None)
+    assert point.side("server") == 1 and point.key() == (point.server, point.clients, 1, 1)
+    # A point the file gave CPU lists keeps them, as strings, beside the counts.
+    listed = Point("a", 4, 2, 3, None, "0-1", "2,4-5")
+    assert listed.to_json() == {
+        "server": "a",
+        "clients": 4,
+        "server_cores": 2,
+        "client_cores": 3,
+        "server_cpu_list": "0-1",
+        "client_cpu_list": "2,4-5",
+    }
+    assert Point.from_json(json.loads(json.dumps(listed.to_json()))) == listed
+    assert listed.key() != Point("a", 4, 2, 3).key() and listed.side("client") == "2,4-5"
+
+
+# --- placement on a topology ---------------------------------------------------------------
+
+TOPOLOGIES = ROOT / "bench" / "topologies"
+
+
+def lab_plan(text: str) -> tuple[Experiment, sweep.Plan, Topology]:
+    lab = topology.load(TOPOLOGIES / "2s-20c-2t.lscpu")
+    # Any executable will do for a server that is not run.
+    exp = parse(f'servers = [{{ name = "a", path = "{sys.executable}" }}]\nclients = 8\n' + text)
+    return exp, sweep.plan(exp, lab.cpus, set(), lab, "lab.lscpu"), lab
+
+
+def test_counts_are_placed_on_one_socket_of_the_lab_with_siblings_idle():
+    exp, the_plan, lab = lab_plan("server-cpus = 2\nclient-cpus = 4\n")
+    placement = the_plan.placements[exp.points()[0]]
+    server, clients = placement.server_cpus, placement.client_cpus
+    assert (len(server), len(clients)) == (2, 4)
+    used = server + clients
+    # One CPU per physical core: no client on a server CPU's core, no two on one core.
+    assert len({lab.core_of(c) for c in used}) == 6
+    assert not any(c in lab.siblings(s) for s in server for c in clients)
+    assert len({lab.site(c).socket for c in used}) == 1
+    assert placement.idle_siblings == sorted(s for c in used for s in lab.siblings(c))
+    assert placement.warnings == () and sweep.placement_warnings(the_plan) == []
+    command = sweep.bench_command(exp, the_plan, exp.points()[0])
+    assert command[command.index("--server-cores") + 1] == cpus.format_cpu_list(server)
+    assert command[command.index("--cores") + 1] == cpus.format_cpu_list(clients)
+    assert command[command.index("--topology") + 1] == "lab.lscpu"
+
+
+def test_counts_cross_sockets_only_past_one_and_fit_physical_cores_not_cpus():
+    exp, the_plan, lab = lab_plan("server-cpus = [10, 20]\nclient-cpus = [16, 21]\n")
+    wide = the_plan.placements[Point("a", 8, 10, 16)]
+    assert len({lab.site(c).socket for c in wide.server_cpus + wide.client_cpus}) == 2
+    assert any("every request and reply crosses" in w for w in wide.warnings)
+    # 41 physical cores of the lab's 40 do not fit, however many CPUs (80) it has.
+    assert the_plan.too_big == [Point("a", 8, 20, 21)]
+
+
+def test_lists_from_the_file_are_used_as_given_with_volley_benchs_warnings():
+    exp, the_plan, lab = lab_plan('server-cores = "0"\nclient-cores = "40"\n')
+    placement = the_plan.placements[exp.points()[0]]
+    assert (placement.server_cpus, placement.client_cpus) == ([0], [40])  # siblings
+    warnings = cpus.place("40", "0", lab.cpus, lab).warnings  # what volley-bench says
+    assert placement.warnings == warnings and warnings
+    lines = sweep.dry_run_lines(the_plan, exp)
+    assert f"warning: {warnings[0]} (1 point)" in lines
+    # A count beside a list takes cores of the list's socket that the list leaves free.
+    exp, the_plan, lab = lab_plan('server-cores = "20-21"\nclient-cpus = 4\n')
+    beside = the_plan.placements[exp.points()[0]]
+    assert {lab.site(c).socket for c in beside.client_cpus} == {1}
+    assert not set(beside.client_cpus) & {20, 21, 60, 61}
+
+
+def test_the_lab_experiments_fit_one_socket_of_the_lab_machine():
+    lab = topology.load(TOPOLOGIES / "2s-20c-2t.lscpu")
+    for name in ("cores.toml", "clients.toml"):
+        path = BENCH_DIR / name
+        exp = experiment.parse(path.read_text(), path)
+        the_plan = sweep.plan(exp, lab.cpus, set(), lab)
+        assert the_plan.too_big == [] and sweep.placement_warnings(the_plan) == [], name
+
+
+def test_dry_run_plans_for_the_topology_file(tmp_path):
+    built(tmp_path, "a")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(
+        'servers-dir = "servers"\nservers = ["a"]\nclients = 4\n'
+        "server-cpus = 2\nclient-cpus = [4, 40]\n"
+    )
+    done = volley(
+        "sweep", exp, "--dry-run", "--topology", TOPOLOGIES / "2s-20c-2t.lscpu", timeout=120
+    )
+    assert done.status == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "  server on CPU 0-1, clients on CPU 2-5: 1 point; 1 server (a), clients 4" in lines
+    assert any(line.startswith("skip 1 point that do") for line in lines), lines
+
+
 def test_a_record_reads_back_as_written(tmp_path):
     path = tmp_path / "results.jsonl"
     point = Point("a", 4, 1, 1)
@@ -575,7 +702,7 @@ def test_dry_run_prints_a_summary_not_a_line_per_point(tmp_path):
     exp.write_text(
         f'servers-dir = "{ROOT}/target/servers"\n'
         'servers = ["c-threaded", "c-epoll", "not-built-yet", "nor-this"]\n'
-        'clients = [1, 4]\nserver-cores = [1, 2, 4096]\nclient-cores = 1\nrates = ["5k", "10k"]\n'
+        'clients = [1, 4]\nserver-cpus = [1, 2, 4096]\nclient-cpus = 1\nrates = ["5k", "10k"]\n'
         '[bench]\nmax-time = "10s"\nwarmup = "0.5s"\n'
     )
     done = volley("sweep", exp, "--dry-run", "-q")
@@ -589,8 +716,9 @@ def test_dry_run_prints_a_summary_not_a_line_per_point(tmp_path):
         "clients 1, 4, rates 5000, 10000 ops/s"
     )
     assert lines[2] == (
-        "skip 32 points that need more CPUs than the 2 this process may use (0-1): "
-        "2 server + 1 client cores (16 points), 4096 server + 1 client cores (16 points)"
+        "skip 32 points that do not fit the CPUs this process may use (0-1: 2 physical "
+        "cores, a count of CPUs takes one CPU a core): 2 server cores + 1 client core "
+        "(16 points), 4096 server cores + 1 client core (16 points)"
     )
     assert lines[3].startswith("not built: not-built-yet (") and ", nor-this (" in lines[3]
     assert lines[3].endswith("their 8 points are skipped (build with make servers)")
@@ -603,13 +731,13 @@ def test_cli_says_why_points_are_skipped_even_when_quiet(tmp_path):
     exp = tmp_path / "big.toml"
     exp.write_text(
         f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "not-built-yet"]\n'
-        "clients = 4\nserver-cores = [1, 4096]\nclient-cores = 1\n"
+        "clients = 4\nserver-cpus = [1, 4096]\nclient-cpus = 1\n"
     )
     nothing = tmp_path / "nothing.toml"
     nothing.write_text(exp.read_text().replace("[1, 4096]", "4096"))
     done = volley("sweep", nothing, "-o", tmp_path / "out", "-q")
     assert done.status == 2 and "nothing to run" in done.stderr
-    assert "skip 2 points that need more CPUs" in done.stderr
+    assert "skip 2 points that do not fit the CPUs" in done.stderr
     assert "not built: not-built-yet" in done.stderr
 
 
@@ -631,7 +759,7 @@ def tiny_experiment(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
         f'servers-dir = "{ROOT}/target/servers"\nservers = ["c-threaded", "c-epoll"]\n'
-        'clients = [1, 4]\nserver-cores = 1\nclient-cores = 1\norder = "sequential"\n\n'
+        'clients = [1, 4]\nserver-cpus = 1\nclient-cpus = 1\norder = "sequential"\n\n'
         '[bench]\nprecision = "5%"\nmax-time = "2s"\nwarmup = "0.2s"\nround-time = "0.3s"\n'
     )
     return path

@@ -33,8 +33,8 @@ def experiment(order: str, args: argparse.Namespace) -> str:
 servers-dir = "{ROOT / "target" / "servers"}"
 servers = [{servers}]
 clients = {args.clients}
-server-cores = 1
-client-cores = 1
+server-cpus = 1
+client-cpus = 1
 order = "{order}"
 
 [bench]

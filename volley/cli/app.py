@@ -48,7 +48,7 @@ from volley.numbers.units import (
 from volley.present import tables
 from volley.present.report import comparison_markdown, comparison_table
 from volley.records import results
-from volley.system import cpus
+from volley.system import cpus, topology
 
 if TYPE_CHECKING:  # the commands import what they use when they run
     from volley.records.experiment import Experiment
@@ -64,8 +64,9 @@ def sweep_command(
         Path,
         typer.Argument(
             metavar="EXPERIMENT",
-            help="Experiment file (TOML): servers, clients, server-cores, "
-            "client-cores and [bench] options; see bench/local.toml.",
+            help="Experiment file (TOML): servers, clients, server-cpus and client-cpus "
+            "(counts) or server-cores and client-cores (CPU lists), and [bench] options; "
+            "see bench/local.toml.",
         ),
     ],
     out_dir: Annotated[
@@ -102,6 +103,16 @@ def sweep_command(
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    topology_file: Annotated[
+        str | None,
+        typer.Option(
+            "--topology",
+            metavar="FILE",
+            help="Place counts of CPUs as if this machine were the one whose lscpu "
+            "-p=CPU,CORE,SOCKET,NODE output this is (passed on to volley-bench); with "
+            "--dry-run, plan for that machine (all its CPUs usable). Default: this machine.",
+        ),
+    ] = None,
 ) -> None:
     """Run volley-bench for every point of an experiment's grid, one JSON line per point.
 
@@ -119,16 +130,18 @@ def sweep_command(
     try:
         experiment = experiments.load(experiment_path)
         formats = exports.check_exports(export or [])
-        usable = cpus.usable_cpus()
+        usable, placed_by, differs = _sweep_machine(topology_file, dry_run)
         if dry_run:
-            say("\n".join(sweeps.dry_run_lines(sweeps.plan(experiment, usable, set()), experiment)))
+            the_plan = sweeps.plan(experiment, usable, set(), placed_by, topology_file)
+            say("\n".join(sweeps.dry_run_lines(the_plan, experiment)))
             raise typer.Exit(0)
         out = out_dir if out_dir is not None else Path("out") / experiment_path.stem
         results_path, done, notes = sweeps.open_results(out, experiment, resume)
     except (experiments.ExperimentError, sweeps.SweepError, ValueError) as e:
         fail(str(e), EXIT_USAGE)
-    the_plan = sweeps.plan(experiment, usable, done)
-    for line in [*notes, *sweeps.skip_lines(the_plan, experiment)]:
+    the_plan = sweeps.plan(experiment, usable, done, placed_by, topology_file)
+    warnings = [f"warning: {warning}" for warning in differs]
+    for line in [*warnings, *notes, *sweeps.skip_lines(the_plan, experiment)]:
         say(line, sys.stderr)
     if not the_plan.total:
         fail(
@@ -155,6 +168,19 @@ def sweep_command(
         say(f"wrote {path}")
     if outcome.interrupted:
         fail("interrupted; add --resume to run the remaining points", EXIT_INTERRUPTED)
+
+
+def _sweep_machine(
+    topology_file: str | None, dry_run: bool
+) -> tuple[list[int], topology.Topology | None, tuple[str, ...]]:
+    """The CPUs a sweep may use, the topology it places counts on, and why that topology
+    is not this machine's. A dry run with --topology plans for that machine, as volley plan
+    does; a sweep places on it as volley-bench --topology does (this process's CPUs)."""
+    if dry_run and topology_file:
+        found = topology.load(topology_file)
+        return found.cpus, found, ()
+    placed_by, differs = topology.for_placement(topology_file)
+    return cpus.usable_cpus(), placed_by, differs
 
 
 def _say_sweep_start(experiment: Experiment, the_plan: Plan, results_path: Path) -> None:
@@ -662,7 +688,6 @@ def plan_command(
     Exit status: 0 planned (warnings or not), 1 the JSON could not be written, 2 bad input.
     """
     from volley.present import layout
-    from volley.system import topology
 
     try:
         if topology_file:

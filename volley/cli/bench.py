@@ -109,7 +109,8 @@ def bench(
     args: list[str] | None = typer.Argument(
         None,
         metavar="[-- ARGS...]",
-        help="Extra server arguments; {server_cores} and {client_cores} become the counts.",
+        help="Extra server arguments; {server_cpus} and {client_cpus} (or {server_cores},"
+        " {client_cores}) become the numbers of server and client CPUs.",
     ),
     cores: str | None = typer.Option(
         None,

@@ -97,11 +97,13 @@ def choose_port(host: str = LOOPBACK) -> int:
 
 
 def substitute(args: list[str], server_cores: int, client_cores: int) -> list[str]:
-    """Fill in the seed's SCORES/CCORES as {server_cores} and {client_cores}."""
-    return [
-        a.replace("{server_cores}", str(server_cores)).replace("{client_cores}", str(client_cores))
-        for a in args
-    ]
+    """Fill in the seed's SCORES/CCORES: {server_cpus} and {client_cpus} (or the older
+    {server_cores}, {client_cores}) become the NUMBER of server and client CPUs."""
+    counts = {"server": str(server_cores), "client": str(client_cores)}
+    for side, count in counts.items():
+        args = [a.replace(f"{{{side}_cpus}}", count) for a in args]
+        args = [a.replace(f"{{{side}_cores}}", count) for a in args]
+    return args
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
 """Experiment files: the TOML that names a sweep's grid, parsed and checked with errors that
 name the line at fault.
 
-An experiment file names the servers and the counts to vary; every combination of
-server x clients x server cores x client cores (x rate, if ``rates`` is given) is a point::
+An experiment file names the servers and what to vary; every combination of
+server x clients x server CPUs x client CPUs (x rate, if ``rates`` is given) is a point::
 
     name = "Vary cores"
     servers-dir = "../target/servers"       # relative paths are relative to this file
-    servers = ["c-threaded", "rust", { name = "go", args = ["-procs", "{server_cores}"] }]
+    servers = ["c-threaded", "rust", { name = "go", args = ["-procs", "{server_cpus}"] }]
     clients = [40, 80, 200]                 # a count, a list, or a range "1..40" / "2..40 step 2"
-    server-cores = ["1..40"]
-    client-cores = 40
+    server-cpus = ["1..40"]                 # counts of CPUs, which Volley places
+    client-cpus = 40
     rates = ["10k..200k step 10k"]          # optional: open loop at each offered rate (ops/s)
     order = "sequential"                    # optional, default "interleaved": see SweepOrder
 
@@ -21,6 +21,7 @@ server x clients x server cores x client cores (x rate, if ``rates`` is given) i
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from volley.numbers.units import (
     parse_rate,
     parse_target,
 )
+from volley.system.topology import CpuError, format_cpu_list, parse_cpu_list
 
 DEFAULT_SERVERS_DIR = "target/servers"
 POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last round
@@ -48,7 +50,12 @@ POINT_OVERHEAD_S = 2.5  # starting and stopping the server and workers, the last
 # (bench/README.md, "Sequential or interleaved"), for about 1.5 times the wall time: every run of
 # an interleaved point is its own volley-bench process.
 
-GRID_KEYS = ("clients", "server-cores", "client-cores")
+# Each side's CPUs, by one of two keys: ``server-cores`` a CPU list (or a grid of them),
+# exactly as volley-bench's --server-cores takes it, used as given; ``server-cpus`` a count
+# (or counts, ranges), placed by Volley on the topology (``cpus.place_point``).
+SIDES = ("server", "client")
+LIST_FLAGS = {"server": "--server-cores", "client": "--cores"}
+GRID_KEYS = ("clients", "server-cores", "server-cpus", "client-cores", "client-cpus")
 TOP_KEYS = (
     "name",
     "description",
@@ -65,12 +72,15 @@ SERVER_KEYS = ("name", "path", "args")
 _RANGE = re.compile(r"\s*(\d+)\s*\.\.\s*(\d+)\s*(?:step\s+(\d+)\s*)?")
 _RATE_RANGE = re.compile(r"\s*(\S+?)\s*\.\.\s*(\S+?)\s+step\s+(\S+)\s*")
 # How volley-bench's --cores and --server-cores name CPUs (taskset syntax: "0-3", "0,2,4-7"),
-# which a count here must not be mistaken for.
+# which a count must not be mistaken for.
 _CPU_LIST = re.compile(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*")
 # The most values one range may give: a sweep of more points could not finish anyway, and a
 # range like "1..1000000000" must not fill the memory before it is refused.
 MAX_RANGE_VALUES = 10_000
 PointKey = tuple[Any, ...]
+# One side's CPUs in the grid: a count (int), placed when the point runs, or a CPU list
+# (str, in format_cpu_list's spelling), used as given.
+CpuChoice = int | str
 
 
 class ExperimentError(BadInput):
@@ -81,23 +91,51 @@ class ExperimentError(BadInput):
 class ServerSpec:
     name: str  # the label in results and plots
     path: str  # as resolved against the experiment file
-    args: tuple[str, ...] = ()  # {server_cores} and {client_cores} become the counts
+    # {server_cpus} and {client_cpus} (or {server_cores}, {client_cores}, the older names)
+    # become the NUMBER of CPUs of each side, however they were chosen (volley-bench fills
+    # them in from its placement).
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, order=True)
 class Point:
-    """One run of the grid. Core counts are counts; the CPUs are chosen when it runs."""
+    """One run of the grid.
+
+    How a point is stored (its ``point`` in results.jsonl): ``server_cores`` and
+    ``client_cores`` are the NUMBER of each side's CPUs, as every result has stored them
+    (plots, exports and older results read them so); a side the experiment gave as a CPU
+    list also stores that list, as a string ("0-3"), under ``server_cpu_list`` or
+    ``client_cpu_list``. A side placed by count has no list key, so an older result reads as
+    a point placed by count. The CPUs a point ran on are in its volley-bench keys.
+    """
 
     server: str
     clients: int
-    server_cores: int
+    server_cores: int  # how many CPUs, whichever way they were chosen
     client_cores: int
     rate_ops_s: float | None = None  # open loop at this offered rate; None: closed loop
+    server_cpu_list: str | None = None  # the CPUs the experiment named; None: placed by count
+    client_cpu_list: str | None = None
 
     def key(self) -> PointKey:
-        # A closed-loop point keeps the key it had before rates existed (for --resume).
+        # A closed-loop point placed by count keeps the key it had before rates and CPU
+        # lists existed (for --resume).
         rate = () if self.rate_ops_s is None else (self.rate_ops_s,)
-        return (self.server, self.clients, self.server_cores, self.client_cores, *rate)
+        lists = (
+            ()
+            if self.server_cpu_list is None and self.client_cpu_list is None
+            else (
+                self.server_cpu_list,
+                self.client_cpu_list,
+            )
+        )
+        return (self.server, self.clients, self.server_cores, self.client_cores, *rate, *lists)
+
+    def side(self, side: str) -> CpuChoice:
+        """The experiment's choice for ``side`` ("server" or "client"): its list, or its count."""
+        listed = self.server_cpu_list if side == "server" else self.client_cpu_list
+        count = self.server_cores if side == "server" else self.client_cores
+        return count if listed is None else listed
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -108,27 +146,37 @@ class Point:
         }
         if self.rate_ops_s is not None:
             data["rate_ops_s"] = self.rate_ops_s
+        for name, listed in (
+            ("server_cpu_list", self.server_cpu_list),
+            ("client_cpu_list", self.client_cpu_list),
+        ):
+            if listed is not None:
+                data[name] = listed
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Point:
         rate = data.get("rate_ops_s")
+        server_list, client_list = data.get("server_cpu_list"), data.get("client_cpu_list")
         return cls(
             str(data["server"]),
             int(data["clients"]),
             int(data["server_cores"]),
             int(data["client_cores"]),
             None if rate is None else float(rate),
+            None if server_list is None else str(server_list),
+            None if client_list is None else str(client_list),
         )
 
     def __str__(self) -> str:
-        def cores(n: int) -> str:
-            return f"{n} core{'s' if n != 1 else ''}"
+        def cpus(n: int, listed: str | None) -> str:
+            return f"CPU {listed}" if listed is not None else f"{n} core{'s' if n != 1 else ''}"
 
         rate = "" if self.rate_ops_s is None else f" at {self.rate_ops_s:,.0f} ops/s"
         return (
             f"{self.server}, {self.clients} client{'s' if self.clients != 1 else ''} on "
-            f"{cores(self.client_cores)}, server on {cores(self.server_cores)}{rate}"
+            f"{cpus(self.client_cores, self.client_cpu_list)}, server on "
+            f"{cpus(self.server_cores, self.server_cpu_list)}{rate}"
         )
 
 
@@ -138,8 +186,8 @@ class Experiment:
     name: str
     servers: tuple[ServerSpec, ...]
     clients: tuple[int, ...]
-    server_cores: tuple[int, ...]
-    client_cores: tuple[int, ...]
+    server_cpus: tuple[CpuChoice, ...]  # counts (server-cpus) or CPU lists (server-cores)
+    client_cpus: tuple[CpuChoice, ...]
     options: dict[str, str] = field(default_factory=dict)  # volley-bench option -> value
     rates: tuple[float | None, ...] = (None,)  # offered rates (ops/s); None: closed loop
     order: SweepOrder = SweepOrder.IN_PASSES
@@ -149,9 +197,9 @@ class Experiment:
         """The grid in run order. Servers vary fastest, so that whatever drifts during a long
         sweep (temperature, background load) touches every server alike."""
         return [
-            Point(spec.name, clients, s, c, rate)
-            for s in self.server_cores
-            for c in self.client_cores
+            Point(spec.name, clients, _count(s), _count(c), rate, _listed(s), _listed(c))
+            for s in self.server_cpus
+            for c in self.client_cpus
             for clients in self.clients
             for rate in self.rates
             for spec in self.servers
@@ -174,6 +222,14 @@ class Experiment:
     def timeouts_s(self) -> float:
         """How long a point may wait on its server beyond its own limits."""
         return self.seconds("startup-timeout") + self.seconds("op-timeout")
+
+
+def _count(choice: CpuChoice) -> int:
+    return choice if isinstance(choice, int) else len(parse_cpu_list(choice))
+
+
+def _listed(choice: CpuChoice) -> str | None:
+    return choice if isinstance(choice, str) else None
 
 
 # --- experiment files ----------------------------------------------------------------------
@@ -229,7 +285,7 @@ def parse(text: str, path: Path) -> Experiment:
         raise ExperimentError(f"{place}: not valid TOML: {e}") from None
     where = _Locator(text, path)
     data = _normalized(data, where, "", TOP_KEYS)
-    for key in ("servers", *GRID_KEYS):
+    for key in ("servers", "clients"):
         if key not in data:
             raise ExperimentError(
                 f"{path}: missing {key} = ... (the experiment must name "
@@ -257,8 +313,8 @@ def parse(text: str, path: Path) -> Experiment:
         name=name,
         servers=servers,
         clients=_counts(data["clients"], where, "clients"),
-        server_cores=_counts(data["server-cores"], where, "server-cores"),
-        client_cores=_counts(data["client-cores"], where, "client-cores"),
+        server_cpus=_side(data, where, "server"),
+        client_cpus=_side(data, where, "client"),
         options=options,
         rates=_rates(data["rates"], where) if "rates" in data else (None,),
         order=_order(data.get("order", SweepOrder.IN_PASSES), where),
@@ -327,6 +383,68 @@ def _unknown_key_hint(name: str, table: str, known: tuple[str, ...]) -> str:
     return f"{mean} (known: {', '.join(known)})"
 
 
+def _side(data: dict[str, Any], where: _Locator, side: str) -> tuple[CpuChoice, ...]:
+    """One side's CPUs: ``{side}-cores``, CPU lists used as given, or ``{side}-cpus``,
+    counts Volley places; one of them, not both."""
+    list_key, count_key = f"{side}-cores", f"{side}-cpus"
+    if list_key in data and count_key in data:
+        raise where.error(
+            "",
+            count_key,
+            f'and {list_key} are both given; give {list_key}, a CPU list like "0-3" '
+            f"used as given, or {count_key}, a count of CPUs Volley places, not both",
+        )
+    if count_key in data:
+        return tuple(_counts(data[count_key], where, count_key))
+    if list_key in data:
+        return tuple(_cpu_lists(data[list_key], where, side))
+    raise ExperimentError(
+        f"{where.path}: missing {count_key} = 1 (a count of {side} CPUs, placed by Volley) "
+        f'or {list_key} = "0-3" (a CPU list, as volley-bench {LIST_FLAGS[side]} takes)'
+    )
+
+
+def _cpu_lists(value: Any, where: _Locator, side: str) -> tuple[str, ...]:
+    """``"0-3"`` or ``["0", "0-1", "0-3"]`` -> the CPU lists, spelled alike, once each. A
+    count or a range of counts (an older file's ``server-cores = 2``) says what to write."""
+    key, items = f"{side}-cores", value if isinstance(value, list) else [value]
+    if not items:
+        raise where.error("", key, 'is an empty list; give at least one CPU list, like "0-3"')
+    if any(_is_count(item) for item in items):
+        counts = (
+            value
+            if all(_is_count(item) for item in items)
+            else next(item for item in items if _is_count(item))
+        )
+        raise where.error(
+            "",
+            key,
+            f'is a CPU list like "0-3" (as {LIST_FLAGS[side]} takes), not {_toml(counts)}; '
+            f"for a count of CPUs write {side}-cpus = {_toml(counts)}",
+        )
+    lists: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise where.error("", key, f'has {item!r}; write CPU lists like "0-3" or "0,2,4-7"')
+        try:
+            lists.append(format_cpu_list(parse_cpu_list(item)))
+        except CpuError as e:
+            raise where.error("", key, f"has {item!r}: {e}") from None
+    return tuple(dict.fromkeys(lists))
+
+
+def _is_count(item: Any) -> bool:
+    """A count or a range of counts, which a CPU-list key must not take for CPUs."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return True
+    return isinstance(item, str) and _RANGE.fullmatch(item) is not None
+
+
+def _toml(value: Any) -> str:
+    """A value as it would be written in the file (lists of counts and ranges)."""
+    return json.dumps(value, separators=(", ", " = "))
+
+
 def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
     """``4``, ``[1, 2, "4..40 step 4"]`` or ``"1..40"`` -> the counts, in order, once each."""
     items = value if isinstance(value, list) else [value]
@@ -343,12 +461,13 @@ def _counts(value: Any, where: _Locator, key: str) -> tuple[int, ...]:
         elif isinstance(item, str):
             match = _RANGE.fullmatch(item)
             if not match and key != "clients" and _CPU_LIST.fullmatch(item):
+                listed = key.replace("-cpus", "-cores")
                 raise where.error(
                     "",
                     key,
-                    f"has {item!r}, a CPU list (as volley-bench --cores takes); here {key} "
-                    "is a count of CPUs, and the sweep picks which: write a count (4), "
-                    'counts [1, 2, 4] or a range of counts ("1..4")',
+                    f"has {item!r}, a CPU list; {key} is a count of CPUs that Volley places: "
+                    'write a count (4), counts [1, 2, 4] or a range of counts ("1..4"), or '
+                    f"give the CPUs themselves as {listed} = {_toml(item)}",
                 )
             if not match:
                 raise where.error(
@@ -401,7 +520,7 @@ def _rates(value: Any, where: _Locator) -> tuple[float | None, ...]:
 
 def _strings(value: Any, where: _Locator, table: str, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise where.error(table, key, 'must be a list of strings, like ["-t", "{server_cores}"]')
+        raise where.error(table, key, 'must be a list of strings, like ["-t", "{server_cpus}"]')
     return tuple(value)
 
 

@@ -2,9 +2,11 @@
 writer for it.
 
 A line is the point's volley-bench JSON (``volley.records.results.BenchResult``) plus
-  ``point``        {server, clients, server_cores, client_cores[, rate_ops_s]}: the name
-                   and the counts, and the offered rate of an open-loop point
-                   (the volley-bench keys ``server_cores``/``client_cores`` are CPU lists);
+  ``point``        {server, clients, server_cores, client_cores[, rate_ops_s]
+                   [, server_cpu_list, client_cpu_list]}: the name, the numbers of CPUs,
+                   the offered rate of an open-loop point, and the CPU lists the
+                   experiment named (``Point``; the volley-bench keys
+                   ``server_cores``/``client_cores`` are the CPU lists that ran);
   ``exit_status``  volley-bench's exit status (0 significant, 3 not significant, 1 failed);
   ``sweep``        {experiment, file, options[, order, seed, pass]}: where the point came
                    from; an interleaved sweep adds its order and the seed of its shuffles,

@@ -296,7 +296,7 @@ class _Passes:
         progress.starting(point)
         started_at, began = now(), time.monotonic()
         command = bench_command(
-            self.experiment, point, self.the_plan.usable, max_time=f"{self.one_run_s:.6g}s"
+            self.experiment, self.the_plan, point, max_time=f"{self.one_run_s:.6g}s"
         )
         outcome = self.runner.run(point, command, self.timeout_s)
         progress.warn(outcome)

@@ -1,10 +1,12 @@
 """Sweeps: an experiment (``volley.records.experiment``) names a grid of points, and each point is
 measured by volley-bench; this module plans the points and plays them.
 
-A point's server runs on the first S usable CPUs and its clients on the next C, so points
-never share a CPU between server and clients; a point that needs more CPUs than this process
-may use is skipped. volley-bench runs as its own process, so a crashing point cannot take
-the sweep down with it.
+A side the experiment gives as a count of CPUs is placed on the machine's topology as
+volley-bench places its default (``cpus.place_point``): server and clients on physical
+cores of their own, on one socket and NUMA node, SMT siblings left idle; a side given as a
+CPU list runs there, as given. A point that does not fit the CPUs this process may use is
+skipped. volley-bench runs as its own process, so a crashing point cannot take the sweep
+down with it.
 
 Each finished point is appended to ``results.jsonl`` (``volley.records.store``) and fsynced as soon
 as it is done. A failed point is recorded too, with its error; an interrupted point is not
@@ -46,6 +48,8 @@ from volley.records.results import (
 )
 from volley.records.store import RESULTS_NAME, RUNS_NAME, SweepInfo, SweepRecord
 from volley.system import cpus
+from volley.system.cpus import Placement
+from volley.system.topology import Topology, parse_cpu_list
 
 # volley-bench's exit statuses for a complete run (significant or not)
 FINISHED = (EXIT_CODES[SIGNIFICANT], EXIT_CODES[NOT_SIGNIFICANT])
@@ -68,21 +72,26 @@ class Plan:
 
     todo: list[Point]
     done: list[Point]  # already in the results file (--resume)
-    too_big: list[Point]  # need more CPUs than this process may use
+    too_big: list[Point]  # do not fit the CPUs this process may use
     missing: list[ServerSpec]  # not built: no executable at the path
     usable: list[int]
+    placements: dict[Point, Placement] = field(default_factory=dict)  # of every point that fits
+    topology: Topology | None = None  # what counts were placed on; None: every CPU a core
+    topology_file: str | None = None  # --topology FILE, passed on to volley-bench
 
     @property
     def total(self) -> int:
         return len(self.todo) + len(self.done)
 
 
-def assign_cpus(point: Point, usable: list[int]) -> tuple[list[int], list[int]]:
-    """The server gets the first S usable CPUs and the clients the next C."""
-    if point.server_cores + point.client_cores > len(usable):
-        raise ValueError(f"{point} needs {point.server_cores + point.client_cores} CPUs")
-    server = usable[: point.server_cores]
-    return server, usable[point.server_cores : point.server_cores + point.client_cores]
+def placement_of(point: Point, usable: list[int], topology: Topology | None) -> Placement | None:
+    """Where the point runs (None: it does not fit): its CPU lists, its counts placed."""
+
+    def choice(side: str) -> list[int] | int:
+        chosen = point.side(side)
+        return parse_cpu_list(chosen) if isinstance(chosen, str) else chosen
+
+    return cpus.place_point(choice("server"), choice("client"), usable, topology)
 
 
 def server_missing(spec: ServerSpec) -> str | None:
@@ -94,27 +103,38 @@ def server_missing(spec: ServerSpec) -> str | None:
     return None
 
 
-def plan(experiment: Experiment, usable: list[int], done: set[Point]) -> Plan:
+def plan(
+    experiment: Experiment,
+    usable: list[int],
+    done: set[Point],
+    topology: Topology | None = None,
+    topology_file: str | None = None,
+) -> Plan:
     missing = [spec for spec in experiment.servers if server_missing(spec)]
     absent = {spec.name for spec in missing}
     todo, finished, too_big = [], [], []
+    placements: dict[Point, Placement] = {}
     for point in experiment.points():
-        if point.server_cores + point.client_cores > len(usable):
+        placement = placement_of(point, usable, topology)
+        if placement is None:
             too_big.append(point)
-        elif point in done:
+            continue
+        placements[point] = placement
+        if point in done:
             finished.append(point)
         elif point.server not in absent:
             todo.append(point)
-    return Plan(todo, finished, too_big, missing, usable)
+    return Plan(todo, finished, too_big, missing, usable, placements, topology, topology_file)
 
 
 def bench_command(
-    experiment: Experiment, point: Point, usable: list[int], **overrides: str
+    experiment: Experiment, the_plan: Plan, point: Point, **overrides: str
 ) -> list[str]:
     """The volley-bench command line for one point, with ``overrides`` of the experiment's
     options (``max_time="1s"``). Its JSON comes on stdout, not in a file: a sweep killed
     mid-point leaves no temporary file behind."""
-    server_cpus, client_cpus = assign_cpus(point, usable)
+    placement = the_plan.placements[point]
+    server_cpus, client_cpus = placement.server_cpus, placement.client_cpus
     spec = experiment.server(point.server)
     command = [
         sys.executable,
@@ -133,6 +153,8 @@ def bench_command(
         command += [f"--{key}", value]
     if point.rate_ops_s is not None:
         command += ["--rate", f"{point.rate_ops_s:.12g}"]
+    if the_plan.topology_file is not None:  # its warnings then judge the CPUs as placed
+        command += ["--topology", the_plan.topology_file]
     # Exit 3 for a point that missed its targets, as its record has always said.
     command += ["--require-precision", "--json", "-", "--quiet", spec.path]
     if spec.args:
@@ -423,9 +445,7 @@ def run_sequential(
                 break
             progress.starting(point)
             started_at, began = now(), time.monotonic()
-            outcome = runner.run(
-                point, bench_command(experiment, point, the_plan.usable), timeout_s
-            )
+            outcome = runner.run(point, bench_command(experiment, the_plan, point), timeout_s)
             progress.warn(outcome)
             if stopper.stopped_by(outcome):
                 progress.finished(point, None, time.monotonic() - began)
@@ -446,26 +466,31 @@ def _points(count: int) -> str:
     return f"{count} point{'' if count == 1 else 's'}"
 
 
+def _wants(point: Point, side: str) -> str:
+    chosen = point.side(side)
+    if isinstance(chosen, str):
+        return f"{side} CPU {chosen}"
+    return f"{chosen} {side} core{'' if chosen == 1 else 's'}"
+
+
 def skip_lines(the_plan: Plan, experiment: Experiment) -> list[str]:
     """Why points are skipped, grouped: one line for the points that do not fit this
-    machine (by their CPU counts), one for the servers that are not built."""
+    machine (by their CPUs), one for the servers that are not built."""
     lines = []
     usable = the_plan.usable
     if the_plan.too_big:
-        shapes = Counter((p.server_cores, p.client_cores) for p in the_plan.too_big)
-        needs = ", ".join(
-            f"{s} server + {c} client cores ({_points(n)})" for (s, c), n in sorted(shapes.items())
-        )
+        shapes = Counter(f"{_wants(p, 'server')} + {_wants(p, 'client')}" for p in the_plan.too_big)
+        needs = ", ".join(f"{shape} ({_points(n)})" for shape, n in shapes.items())
+        topology = the_plan.topology or Topology.flat(usable)
         lines.append(
-            f"skip {_points(len(the_plan.too_big))} that need more CPUs than the {len(usable)} "
-            f"this process may use ({cpus.format_cpu_list(usable)}): {needs}"
+            f"skip {_points(len(the_plan.too_big))} that do not fit the CPUs this process may "
+            f"use ({cpus.format_cpu_list(usable)}: {len(topology.cores(usable))} physical "
+            f"cores, a count of CPUs takes one CPU a core): {needs}"
         )
     if the_plan.missing:
         names = {spec.name for spec in the_plan.missing}
         count = sum(
-            1
-            for p in experiment.points()
-            if p.server in names and p.server_cores + p.client_cores <= len(usable)
+            1 for p in experiment.points() if p.server in names and p in the_plan.placements
         )
         lines.append(
             "not built: "
@@ -487,22 +512,35 @@ def dry_run_lines(the_plan: Plan, experiment: Experiment) -> list[str]:
         f"{format_duration(estimate_s(experiment, len(todo)))} "
         f"(at most {format_duration(limit_s)} a point: warm-up, max-time, the server's start)"
     ]
-    shapes: dict[tuple[int, int], list[Point]] = {}
+    shapes: dict[tuple[str, str], list[Point]] = {}
     for point in todo:
-        shapes.setdefault((point.server_cores, point.client_cores), []).append(point)
-    for points in shapes.values():
-        server_cpus, client_cpus = assign_cpus(points[0], the_plan.usable)
+        placement = the_plan.placements[point]
+        where = (
+            cpus.format_cpu_list(placement.server_cpus),
+            cpus.format_cpu_list(placement.client_cpus),
+        )
+        shapes.setdefault(where, []).append(point)
+    for (server_cpus, client_cpus), points in shapes.items():
         servers = sorted({p.server for p in points})
         clients = sorted({p.clients for p in points})
         rates = sorted({p.rate_ops_s for p in points if p.rate_ops_s is not None})
         lines.append(
-            f"  server on CPU {cpus.format_cpu_list(server_cpus)}, clients on CPU "
-            f"{cpus.format_cpu_list(client_cpus)}: {_points(len(points))}; "
+            f"  server on CPU {server_cpus}, clients on CPU {client_cpus}: "
+            f"{_points(len(points))}; "
             f"{len(servers)} server{'' if len(servers) == 1 else 's'} ({', '.join(servers)}), "
             f"clients {', '.join(map(str, clients))}"
             + (f", rates {', '.join(f'{r:g}' for r in rates)} ops/s" if rates else "")
         )
-    return lines + skip_lines(the_plan, experiment)
+    return lines + placement_warnings(the_plan) + skip_lines(the_plan, experiment)
+
+
+def placement_warnings(the_plan: Plan) -> list[str]:
+    """What the placements of the points to run cost the measurement (CPU lists sharing
+    cores, sides on two nodes), each warning once: volley-bench warns of them as it runs."""
+    counted = Counter(
+        warning for point in the_plan.todo for warning in the_plan.placements[point].warnings
+    )
+    return [f"warning: {warning} ({_points(n)})" for warning, n in counted.items()]
 
 
 def of_plan(records: list[SweepRecord], the_plan: Plan) -> list[SweepRecord]:

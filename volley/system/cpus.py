@@ -62,6 +62,54 @@ def place(
     return Placement(server, clients, warnings, idle)
 
 
+def place_point(
+    server: list[int] | int,
+    clients: list[int] | int,
+    usable: list[int],
+    topology: Topology | None = None,
+) -> Placement | None:
+    """Where one sweep point runs: each side a CPU list, used as given, or a count of CPUs.
+
+    Counts are placed as volley-bench places its default: one CPU per physical core, the
+    server's cores and the clients' apart, on one socket and NUMA node (that of a side given
+    as a list, else the largest that holds both counts), their SMT siblings left idle; only
+    counts that fit no one socket-and-node cross to another. None when the point does not
+    fit: fewer free physical cores than the counts, or a list naming a CPU not usable here.
+    """
+    topology = topology if topology is not None else Topology.flat(usable)
+    given = [side for side in (server, clients) if isinstance(side, list)]
+    if any(cpu not in usable for side in given for cpu in side):
+        return None
+    taken = {topology.core_of(cpu) for side in given for cpu in side}
+    free = [core for core in topology.cores(usable) if topology.core_of(core[0]) not in taken]
+    wanted = sum(side for side in (server, clients) if isinstance(side, int))
+    if wanted > len(free):
+        return None
+    pool = [core[0] for core in _nearest_first(free, wanted, given, topology)]
+    server_cpus = server if isinstance(server, list) else pool[:server]
+    taken_first = 0 if isinstance(server, list) else server
+    client_cpus = clients if isinstance(clients, list) else pool[taken_first:][:clients]
+    used = set(server_cpus) | set(client_cpus)
+    idle = sorted({s for c in used for s in topology.siblings(c)} - used)
+    return Placement(server_cpus, client_cpus, _costs(server_cpus, client_cpus, topology), idle)
+
+
+def _nearest_first(
+    free: list[list[int]], wanted: int, given: list[list[int]], topology: Topology
+) -> list[list[int]]:
+    """The free cores in the order counts take them: those of the given lists' domains
+    first, else those of the largest domain holding ``wanted`` cores (the first of equals)."""
+    domains: dict[tuple[int, int | None], list[list[int]]] = {}
+    for core in free:
+        site = topology.site(core[0])
+        domains.setdefault((site.socket, site.node), []).append(core)
+    near = {(topology.site(c).socket, topology.site(c).node) for side in given for c in side}
+    ranked = sorted(
+        domains, key=lambda d: (d not in near, len(domains[d]) < wanted, -len(domains[d]))
+    )
+    return [core for domain in ranked for core in domains[domain]]
+
+
 def _split(usable: list[int], topology: Topology) -> tuple[list[int], list[int]]:
     """Server and clients on disjoint halves of the cores of the largest socket-and-node."""
     cores = topology.cores(usable)

@@ -20,6 +20,10 @@ _NODE_DIR = re.compile(r"node(\d+)")
 _COLUMN = re.compile(r"[A-Z0-9:_-]*")  # lscpu's column names; its prose has spaces
 
 
+# Above any CPU number Linux gives (its NR_CPUS is at most 8192).
+MAX_CPU = 65_535
+
+
 class CpuError(ValueError):
     """A CPU list that is malformed or names CPUs this process may not use."""
 
@@ -39,6 +43,8 @@ def parse_cpu_list(text: str) -> list[int]:
             raise CpuError(f"bad CPU list {text!r}: {part!r} is not N or N-M") from None
         if first < 0 or last < first:
             raise CpuError(f"bad CPU list {text!r}: range {part!r} is empty or negative")
+        if last > MAX_CPU:  # before a range like 0-99999999999 fills the memory
+            raise CpuError(f"bad CPU list {text!r}: no machine has CPU {last}")
         cpus.update(range(first, last + 1))
     return sorted(cpus)
 
