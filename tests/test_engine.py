@@ -6,12 +6,19 @@ run is marked real."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import signal
 import socket
+import subprocess
+import sys
+import time
 from multiprocessing import resource_tracker
 
 import numpy as np
 import psutil
 import pytest
+from helpers import FAULTY
 from helpers import server as built_server
 
 from volley import _core
@@ -119,6 +126,69 @@ def test_a_missing_server_is_refused_before_anything_starts():
         server.resolve("/no/such/server")
 
 
+def test_the_common_start_is_never_before_the_slowest_recent_readiness():
+    floor = coordinator.START_FLOOR_NS
+    # No run yet: the floor, and the wake-up of the client threads sharing a CPU.
+    assert coordinator.start_slack_ns(1) == floor + coordinator.THREAD_START_NS
+    assert coordinator.start_slack_ns(320) == floor + 320 * coordinator.THREAD_START_NS
+    # Recent runs were ready sooner than that: it stays as planned.
+    assert coordinator.start_slack_ns(2, [1_000_000, 200_000]) == coordinator.start_slack_ns(2)
+    # One was ready only later: the start moves out to twice that, wherever the threads are.
+    for threads in (1, 8, 80):
+        slack = coordinator.start_slack_ns(threads, [300_000, 9_000_000, 1_000_000])
+        assert slack >= 2 * 9_000_000 and slack >= coordinator.start_slack_ns(threads)
+
+
+def test_the_coordinator_remembers_how_soon_recent_runs_were_ready():
+    found = Coordinator(config())
+    found.ready_ns.extend(range(1, 2 * coordinator.READY_RUNS + 1))
+    assert list(found.ready_ns) == list(
+        range(coordinator.READY_RUNS + 1, 2 * coordinator.READY_RUNS + 1)
+    )
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_a_process_that_exits_is_seen_exited_with_its_status(monkeypatch, pidfd):
+    if not pidfd:  # a kernel without pidfd_open (before 5.3)
+        monkeypatch.setattr(server.os, "pidfd_open", fail_with_enosys, raising=False)
+    quick = subprocess.Popen(["sh", "-c", "exit 3"])
+    assert server.exited_within(quick, 30.0) and quick.returncode == 3
+    lasting = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not server.exited_within(lasting, 0.05) and lasting.returncode is None
+        assert not server.exited_within(lasting, 0) and lasting.poll() is None
+    finally:
+        lasting.kill()
+    assert server.exited_within(lasting, 30.0) and lasting.returncode == -signal.SIGKILL
+
+
+def fail_with_enosys(pid: int) -> int:
+    raise OSError(errno.ENOSYS, "Function not implemented")
+
+
+@pytest.mark.parametrize("child_lists", [True, False], ids=["proc-children", "psutil"])
+def test_the_descendants_of_a_process_are_found_at_every_depth(monkeypatch, child_lists):
+    monkeypatch.setattr(server, "_CHILD_LISTS", child_lists and server._CHILD_LISTS)
+    # A child that starts a grandchild, and a second child; sh waits for them all.
+    tree = subprocess.Popen(["sh", "-c", "sh -c 'sleep 30 & wait' & sleep 30 & wait"])
+    try:
+        expected: set[int] = set()
+        for _ in range(500):  # until sh has started all three (bounded)
+            expected = {p.pid for p in psutil.Process(tree.pid).children(recursive=True)}
+            if len(expected) == 3:
+                break
+            time.sleep(0.01)
+        assert len(expected) == 3
+        assert {p.pid for p in server.descendants(tree.pid)} == expected
+    finally:
+        with contextlib.suppress(psutil.Error):
+            for p in psutil.Process(tree.pid).children(recursive=True):
+                p.kill()
+        tree.kill()
+        tree.wait()
+    assert server.descendants(tree.pid) == []  # gone
+
+
 # --- real: c-epoll, the workers and one run ---
 
 
@@ -137,6 +207,23 @@ def test_a_server_is_started_pinned_listens_and_ends_with_a_zero():
         ended = process.stop()
     assert ended.how == "zero" and ended.exit_status == 0 and not ended.leftovers
     assert not psutil.pid_exists(process.pid) or psutil.Process(process.pid).status() == "zombie"
+
+
+@pytest.mark.real
+def test_a_server_that_ignores_sigterm_is_killed_and_reaped_and_its_watchdog_leaves(tmp_path):
+    script = tmp_path / "stubborn"
+    script.write_text(
+        f"#!/bin/sh\ntrap '' TERM\nexec {sys.executable} {FAULTY} --fault ignore-zero \"$@\"\n"
+    )
+    script.chmod(0o755)
+    process = server.start(str(script), [], server.choose_port(), usable_cpus()[:1])
+    process.wait_listening(10.0)
+    assert process.watchdog is not None
+    ended = process.stop()
+    assert ended.how == "sigkill" and ended.exit_status == -signal.SIGKILL
+    assert not psutil.pid_exists(process.pid)  # reaped, not a zombie
+    # Dismissed, the watchdog has left by itself (and been reaped) without killing.
+    assert process.watchdog.process.returncode == 0
 
 
 @pytest.mark.real
@@ -164,6 +251,7 @@ def test_the_coordinator_pins_its_workers_and_plays_one_run_against_c_epoll():
         assert len(played.latencies) == 3 and all(len(lat) > 0 for lat in played.latencies)
         assert all(np.all(lat > 0) for lat in played.latencies)
         assert played.server_pid is not None and engine.server_pids == [played.server_pid]
+        assert len(engine.ready_ns) == 1  # the next run's start adapts to this one
         assert not engine.interrupted
     assert all(not w.process.is_alive() for w in engine.workers)
 

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
@@ -40,9 +40,18 @@ from volley.system.cpus import Placement, spread
 # (pages are only backed once written, so the cap is address space, not memory).
 MAX_CAPACITY = 1 << 20
 MAPPING_BUDGET_SAMPLES = 1 << 29
-# Time for every worker to receive a run and start its threads before the common start.
-START_SLACK_NS = 20_000_000
-THREAD_START_NS = 200_000  # waking one client thread takes ~65 us on a busy CPU
+# How far ahead the common start of a run is fixed: time for every worker to receive the
+# run and wake its client threads (start_slack_ns). Measured on the loaded 2-CPU VM of
+# bench/scale (load average 15-36), the last client entered its loop 0.2-3 ms after the
+# start was fixed with 2-32 clients, 7 ms with 80 and 11 ms with 320 sharing one CPU, where
+# a fixed 20 ms floor left 18-24 ms unused in every run. The floor covers a worker woken a
+# few ms late on a busy CPU; waking one client thread takes ~65 us there, 0.2 ms is the
+# margin; and the slack grows to twice the slowest readiness of the last READY_RUNS runs
+# when the machine is slower than that.
+START_FLOOR_NS = 5_000_000
+THREAD_START_NS = 200_000
+READY_FACTOR = 2
+READY_RUNS = 8
 WORKER_CLOSE_S = 2.0
 WORKER_START_S = 30.0  # for the workers to start, plus a second per worker
 # Worse failures first: a wrong reply or a stall explains the others, not the other way round.
@@ -243,6 +252,10 @@ class Coordinator:
     # Called once every client is connected, before the start instant is fixed: where the
     # hosts of a run on many hosts wait for each other (volley.measure.hosts).
     rendezvous: Callable[[RunRequest], None] | None = None
+    # For each recent run, how long after its start was fixed its last client was ready.
+    ready_ns: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=READY_RUNS)
+    )
 
     @property
     def interrupted(self) -> bool:
@@ -423,7 +436,11 @@ class Coordinator:
         per_cpu: collections.Counter[int] = collections.Counter()
         for w in self.workers:
             per_cpu[w.plan.cpu] += len(w.plan.client_ids)
-        start_ns = _core.monotonic_ns() + START_SLACK_NS + max(per_cpu.values()) * THREAD_START_NS
+        # Hosts each fix the start in their own clock from one word to go (the rendezvous),
+        # so they keep to the planned slack, the same on every host, rather than adapt.
+        recent = self.ready_ns if self.rendezvous is None else ()
+        fixed_ns = _core.monotonic_ns()
+        start_ns = fixed_ns + start_slack_ns(max(per_cpu.values()), recent)
         measure_from_ns = start_ns + int(request.warmup_s * 1e9)
         deadline_ns = measure_from_ns + int(request.measure_s * 1e9)
         run: tuple = ("run", start_ns, measure_from_ns, deadline_ns)
@@ -441,6 +458,7 @@ class Coordinator:
         # A worker whose clients all entered their loops before the start instant started
         # at it (the wake-up inside the loop is not seen: it reads no clock for us).
         entered = [d[4] for d in done]
+        self.ready_ns.append(max(entered) - fixed_ns)
         starts = [max(e, start_ns) for e in entered]
         watch.add("start_skew", max(starts) - min(starts))
         watch.add("start_late", max(starts) - start_ns)
@@ -474,6 +492,15 @@ class Coordinator:
         for w in self.workers:
             w.pipe.send(("disconnect",))
         collect(self.workers, 10.0, "disconnecting its clients")
+
+
+def start_slack_ns(threads_on_cpu: int, ready_ns: Iterable[int] = ()) -> int:
+    """How long after now a run's clients start together: the floor and the wake-up of the
+    most client threads sharing a CPU (a worker's, or in a rehearsal every worker's folded
+    onto one), or twice the longest any recent run's clients took to be ready after the
+    start was fixed (``ready_ns``), whichever is later."""
+    planned = START_FLOOR_NS + threads_on_cpu * THREAD_START_NS
+    return max(planned, READY_FACTOR * max(ready_ns, default=0))
 
 
 def collect(workers: list[Worker], timeout_s: float, doing: str) -> list[tuple]:
