@@ -13,27 +13,36 @@ run's raw numbers.
 This is a measurement, not a test: nothing here judges or asserts a timing.
 
     python bench/overhead/run.py [--server target/servers/c-threaded] [--reps 5] [--seconds 5]
-                                 [--idle-states shallow,any] [--clients 1,8]
+                                 [--idle-states shallow,any] [--clients 1,8] [--with-core]
+                                 [--out RUNS.jsonl]
+    python bench/overhead/run.py --from RUNS.jsonl [RUNS.jsonl ...]
+
+--out appends every run as a JSON line; --from measures nothing and pools the runs of
+every sitting in the files: each run's mean over the C runs around it, their median per
+server, idle-state setting, client count and client, with a bootstrap 95% interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 
 from volley.engine import server
 from volley.numbers.units import IdleStates
-from volley.system import cpus, machine, topology
+from volley.system import cpus, machine, noise, topology
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -43,6 +52,7 @@ IDLE_SETTINGS = "shallow,any"
 # A precision no run reaches, so volley-bench plays until --max-time.
 UNREACHABLE_PRECISION = "0.0001%"
 TARGET = 0.03
+BOOTSTRAP = 4000  # resamples for the pooled median's interval
 CHILD_GRACE_S = 5.0
 
 
@@ -57,6 +67,9 @@ class Run:
     mean_ns: float
     throughput_ops_s: float
     measured_s: float
+    # The CPU-to-CPU probe between the client and the server CPU just before and just after
+    # the run (volley.system.noise.cpu_hop_ns): where the host had put the two vCPUs.
+    hops_ns: tuple[float | None, float | None] = (None, None)
 
 
 class Interrupted(Exception):
@@ -97,6 +110,7 @@ class Setting:
 
     port: int
     cpu: int
+    server_cpu: int
     idle_states: str
     warmup_s: float
     seconds: float
@@ -178,6 +192,52 @@ def ratio(volley: float, c: float) -> str:
     return f"{value:.3f} ({verdict} {TARGET:.0%})"
 
 
+def bracketed(c: list[Run], mine: list[Run]) -> list[float]:
+    """Each run's mean over the C runs just before and after it (the geometric mean of the
+    two; the one before for the last round): the host's latency drifts by 10-30% within a
+    minute here, and a run bracketed by two C runs cancels a drift that is slow against a
+    round, where a ratio to the C run before it would not."""
+    ratios = []
+    for i, run in enumerate(mine):
+        before = c[i].mean_ns
+        after = c[i + 1].mean_ns if i + 1 < len(c) else before
+        ratios.append(run.mean_ns / math.sqrt(before * after))
+    return ratios
+
+
+def placement_of(run: Run, threshold: float) -> str:
+    """near or far when the probes before and after the run agree, else moved."""
+    if None in run.hops_ns:
+        return "moved"
+    sides = {"far" if h >= threshold else "near" for h in run.hops_ns if h is not None}
+    return sides.pop() if len(sides) == 1 else "moved"
+
+
+def by_placement(by_client: dict[str, list[Run]]) -> None:
+    """Medians within each placement of the vCPUs: when the host moves them between SMT
+    siblings and separate cores, one loopback round trip changes by 30-50%, far more than
+    the difference looked for, and which client's runs fall on which placement is luck."""
+    everything = [r for runs in by_client.values() for r in runs]
+    threshold = noise.placement_threshold(h for r in everything for h in r.hops_ns)
+    if threshold is None:
+        print("  one placement throughout (the CPU probes stayed within 2x)")
+        return
+    print(f"  by placement (probe threshold {threshold:.0f} ns): median mean ns (runs), /C")
+    for placement in ("near", "far", "moved"):
+        cells = []
+        c_runs = [r for r in by_client["C"] if placement_of(r, threshold) == placement]
+        c_mean = statistics.median(r.mean_ns for r in c_runs) if c_runs else None
+        for name, runs in by_client.items():
+            mine = [r.mean_ns for r in runs if placement_of(r, threshold) == placement]
+            if not mine:
+                continue
+            mean = statistics.median(mine)
+            versus = f" {mean / c_mean:.3f}" if c_mean and name != "C" else ""
+            cells.append(f"{name} {mean:.0f} ({len(mine)}){versus}")
+        if cells:
+            print(f"    {placement:<6} " + ", ".join(cells))
+
+
 def report(idle_states: str, clients: int, runs: list[Run]) -> None:
     by_client = {name: [r for r in runs if r.client == name] for name in ("C", "core", "volley")}
     c = by_client["C"]
@@ -185,34 +245,43 @@ def report(idle_states: str, clients: int, runs: list[Run]) -> None:
         f"\nidle states {idle_states}, {clients} client{'s' if clients > 1 else ''}, "
         f"medians of {len(c)} runs each"
     )
-    print(f"  {'':<22}{'mean latency ns':>16}{'ops/s':>10}  {'mean/C':<20}{'paired mean/C':>14}")
+    print(f"  {'':<22}{'mean latency ns':>16}{'ops/s':>10}  {'mean/C':<20}{'bracketed mean/C':>17}")
     c_mean = statistics.median(r.mean_ns for r in c)
     for name, mine in by_client.items():
         if not mine:
             continue
         mean = statistics.median(r.mean_ns for r in mine)
         ops = statistics.median(r.throughput_ops_s for r in mine)
-        # Each run against the C run of its round: slow drifts in load cancel out.
-        paired = statistics.median(b.mean_ns / a.mean_ns for a, b in zip(c, mine, strict=True))
-        print(f"  {name:<22}{mean:>16.0f}{ops:>10.0f}  {ratio(mean, c_mean):<20}{paired:>14.3f}")
-    print(f"  raw: {'run':<8}{'n':>10}{'mean_ns':>12}{'ops/s':>12}{'measured_s':>12}")
+        paired = "-" if mine is c else f"{statistics.median(bracketed(c, mine)):.3f}"
+        print(f"  {name:<22}{mean:>16.0f}{ops:>10.0f}  {ratio(mean, c_mean):<20}{paired:>17}")
+    by_placement(by_client)
+    print(
+        f"  raw: {'run':<8}{'n':>10}{'mean_ns':>12}{'ops/s':>12}{'measured_s':>12}"
+        f"{'hop before/after ns':>22}"
+    )
     for r in runs:
+        hops = "/".join("-" if h is None else f"{h:.0f}" for h in r.hops_ns)
         print(
             f"       {r.client:<8}{r.n:>10}{r.mean_ns:>12.0f}{r.throughput_ops_s:>12.0f}"
-            f"{r.measured_s:>12.3f}"
+            f"{r.measured_s:>12.3f}{hops:>22}"
         )
     sys.stdout.flush()
 
 
-def compare(port: int, cpu: int, args: argparse.Namespace) -> None:
+def compare(port: int, cpu: int, server_cpu: int, args: argparse.Namespace) -> None:
+    sitting = {"sitting": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "server": args.server}
     for idle_states in args.idle_states:
-        setting = Setting(port, cpu, idle_states, args.warmup, args.seconds)
+        setting = Setting(port, cpu, server_cpu, idle_states, args.warmup, args.seconds)
         for clients in args.clients:
             runs: list[Run] = []
             for rep in range(args.reps):
                 for play in args.clients_played:
+                    before = noise.cpu_hop_ns(cpu, server_cpu)
                     run = play(setting, clients)
+                    run = replace(run, hops_ns=(before, noise.cpu_hop_ns(cpu, server_cpu)))
                     runs.append(run)
+                    if args.out:
+                        keep(args.out, {**sitting, "round": rep, **asdict(run)})
                     print(
                         f"[{idle_states}, {clients} clients, rep {rep + 1}/{args.reps}] "
                         f"{run.client:<6} mean {run.mean_ns:.0f} ns, "
@@ -221,6 +290,53 @@ def compare(port: int, cpu: int, args: argparse.Namespace) -> None:
                         flush=True,
                     )
             report(idle_states, clients, runs)
+
+
+def keep(path: str, record: dict) -> None:
+    """One run, appended as soon as it is measured: an interrupted sitting keeps its runs."""
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def pooled(paths: list[str]) -> None:
+    """The bracketed ratios of every sitting in ``paths``, pooled per configuration."""
+    sittings: dict[tuple, list[dict]] = {}
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            key = (Path(r["server"]).name, r["idle_states"], r["clients"], r["sitting"])
+            sittings.setdefault(key, []).append(r)
+    ratios: dict[tuple, list[float]] = {}
+    for (name, idle_states, clients, _), records in sittings.items():
+        runs = {
+            who: [Run(**_fields(r)) for r in records if r["client"] == who]
+            for who in ("C", "core", "volley")
+        }
+        for who in ("core", "volley"):
+            if runs[who]:
+                key = (name, idle_states, clients, who)
+                ratios.setdefault(key, []).extend(bracketed(runs["C"], runs[who]))
+    print(
+        f"{'server':<12}{'idle':<9}{'clients':>8}  {'client':<8}{'rounds':>7}  "
+        "mean/C (bracketed), 95%"
+    )
+    rng = random.Random(1)  # the same file gives the same interval
+    for (name, idle_states, clients, who), values in sorted(ratios.items()):
+        medians = sorted(
+            statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP)
+        )
+        low, high = medians[int(0.025 * BOOTSTRAP)], medians[int(0.975 * BOOTSTRAP) - 1]
+        print(
+            f"{name:<12}{idle_states:<9}{clients:>8}  {who:<8}{len(values):>7}  "
+            f"{statistics.median(values):.3f} [{low:.3f}, {high:.3f}]"
+        )
+
+
+def _fields(record: dict) -> dict:
+    names = Run.__dataclass_fields__
+    found = {k: v for k, v in record.items() if k in names}
+    found["hops_ns"] = tuple(found.get("hops_ns", (None, None)))
+    return found
 
 
 def parse_args() -> argparse.Namespace:
@@ -248,6 +364,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--clients", default=CLIENT_COUNTS, help=f"client counts (default {CLIENT_COUNTS})"
     )
+    parser.add_argument("--out", metavar="RUNS.jsonl", help="append every run to this file")
+    parser.add_argument(
+        "--from",
+        dest="pool",
+        nargs="+",
+        metavar="RUNS.jsonl",
+        help="measure nothing: pool the runs kept in these files (--out)",
+    )
     parser.add_argument(
         "--with-core",
         action="store_true",
@@ -271,6 +395,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.pool:
+        pooled(args.pool)
+        return
     subprocess.run(["make", "-s", "-C", str(HERE)], check=True)
     placement = cpus.place(None, None, None, topology.for_placement(None)[0])
     client_cpu = placement.client_cpus[0]
@@ -290,7 +417,7 @@ def main() -> None:
             f"({args.warmup:g} s warm-up + {args.seconds:g} s) per client per count; "
             f"host: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
         )
-        compare(port, client_cpu, args)
+        compare(port, client_cpu, placement.server_cpus[0], args)
     except (KeyboardInterrupt, Interrupted):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
