@@ -20,6 +20,7 @@ from volley.numbers import stats
 from volley.present.report import sittings_summary
 from volley.records.experiment import Point
 from volley.records.results import FAILED
+from volley.system.noise import Noise
 
 BRIEF_RUNS = ["--max-time", "2s", "--precision", "50%", *QUICK]
 
@@ -273,3 +274,34 @@ def test_a_history_that_cannot_be_used_is_a_warning_not_a_lost_result(c_threaded
     assert done.status == 0, done.stderr
     assert "warning: cannot read earlier sittings" in done.stderr
     assert strict_loads(out.read_text())["earlier_sittings"] is None  # measured without
+
+
+def _with_noise(result, disturbed: list[bool]):
+    """``result`` with one run per flag, each with the noise meter's verdict."""
+    (run,) = result.runs[:1]
+    runs = [
+        replace(run, noise=Noise(0.5, [], None, None, None, flag), mean_ns=run.mean_ns + i)
+        for i, flag in enumerate(disturbed)
+    ]
+    return replace(result, runs=runs)
+
+
+def test_a_sitting_other_work_disturbed_is_not_kept_and_says_so(tmp_path, capsys):
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    result = bench_result(Point("a", 1, 1, 1), "significant", 1000.0)
+    calm = _with_noise(result, [False] * 9 + [True])  # one run in ten: bad luck, kept
+    busy = _with_noise(result, [False] * 8 + [True] * 2)
+    assert history.too_disturbed(calm) is None
+    assert history.too_disturbed(busy) == (
+        "2 of its 10 runs were disturbed by other work on the pinned CPUs"
+    )
+    # Runs dropped for noise (--noisy drop) count as disturbed too.
+    dropped = replace(calm, dropped_runs=list(busy.runs[:2]))
+    assert history.too_disturbed(dropped) is not None
+
+    found = history.History(tmp_path, {"server": "x"})
+    for value in (calm, busy):
+        found_now = replace(value, started_at=now)
+        cli._keep_sitting(found_now, found)
+    assert len(history.History(tmp_path, {"server": "x"}).sittings) == 1
+    assert "not kept in the history: 2 of its 10 runs were disturbed" in capsys.readouterr().err

@@ -403,6 +403,10 @@ def _keep_sitting(
         result = replace(result, history=check.to_json())
     if not check.consistent:
         return result  # a sitting from another state of the machine would poison tau2
+    disturbed = history.too_disturbed(result)
+    if disturbed:
+        say(f"warning: this sitting is not kept in the history: {disturbed}", sys.stderr)
+        return result
     try:
         sittings.add(sitting)
     except OSError as e:

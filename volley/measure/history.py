@@ -62,6 +62,13 @@ OFF = "off"
 # that changed (a kernel update, another host) stops counting after a day of use.
 KEPT = 20
 MAX_AGE_DAYS = 14
+# A sitting more of whose runs than this were disturbed by other work on the pinned CPUs
+# (volley.system.noise) is not kept. With fewer than four earlier sittings no outlier can be
+# told from the rest (stats._not_outliers), so one sitting taken while other work ran (one
+# here: p50 46 us where calm sittings gave 14-19 us) set tau2 for every later sitting:
+# "mean 16.8 us ± 366 us". A tenth: one run in a short sitting is bad luck, more is a
+# machine in another state.
+DISTURBED_SHARE_LIMIT = 0.10
 # Each statistic is tested at 1 - 0.05 / 5, so that a consistent sitting is called
 # differing in at most about 5% of sittings, whichever of the five statistics it is.
 CONSISTENCY_CONFIDENCE = 1 - 0.05 / len(STATISTICS)
@@ -140,6 +147,17 @@ class Sitting:
             values[name] = result.latency_ns.value(name)
             within[name] = variance
         return cls(result.started_at, values, within)
+
+
+def too_disturbed(result: BenchResult) -> str | None:
+    """Why a sitting must not be kept because other work disturbed it, or None."""
+    measured = [r for r in result.runs if r.noise is not None]
+    disturbed = sum(1 for r in measured if r.noise is not None and r.noise.disturbed)
+    disturbed += len(result.dropped_runs)
+    total = len(measured) + len(result.dropped_runs)
+    if total == 0 or disturbed <= DISTURBED_SHARE_LIMIT * total:
+        return None
+    return f"{disturbed} of its {total} runs were disturbed by other work on the pinned CPUs"
 
 
 def is_recent(started_at: str, now: datetime | None = None) -> bool:
