@@ -12,6 +12,7 @@ from volley.numbers.stats import (
     SUB_BITS,
     Histogram,
     LatencyRecord,
+    long_run,
     long_run_variance,
     planned_runs,
     run_interval,
@@ -78,6 +79,22 @@ def test_independent_runs_both_cover():
     assert 0.93 <= ours <= 0.99 and 0.92 <= plain <= 0.98
 
 
+def test_strongly_correlated_runs_still_cover():
+    # Kendall's correction of the lag-1 correlation and the df of the effective runs: without
+    # them this held the mean 87% of the time at phi 0.7 and 40 runs (bench: 2,000 trials).
+    ours, _ = coverage(phi=0.7)
+    assert ours >= 0.91
+
+
+def test_correlated_runs_have_fewer_degrees_of_freedom():
+    rng = np.random.default_rng(8)
+    independent = [long_run(rng.normal(size=40))[1] for _ in range(200)]
+    correlated = [long_run(ar1(rng, 40, 0.7))[1] for _ in range(200)]
+    assert max(independent) <= 39 and np.median(independent) > 25
+    assert np.median(correlated) < 15
+    assert long_run([1.0])[1] == 0 and long_run([2.0, 2.0, 2.0])[1] == 2
+
+
 def test_long_run_variance_is_never_below_the_sample_variance():
     rng = np.random.default_rng(5)
     for _ in range(50):
@@ -103,7 +120,8 @@ def test_planned_runs_follow_the_pilot_spread():
     rng = np.random.default_rng(6)
     pilot = 100 + rng.normal(0, 3, 10)
     wanted = planned_runs(pilot, 1.0, 0.95)
-    expected = (t_quantile(0.95, 9) * math.sqrt(long_run_variance(pilot)) / 1.0) ** 2
+    variance, df = long_run(pilot)
+    expected = (t_quantile(0.95, df) * math.sqrt(variance) / 1.0) ** 2
     assert wanted == max(10, math.ceil(expected))
     assert planned_runs(pilot, 100.0, 0.95) == 10  # the pilot alone is enough
 

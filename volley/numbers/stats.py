@@ -10,7 +10,8 @@ over run-level values. Each interval is centred on the statistic over all measur
 is as wide as the spread of the per-run values says, inflated for any serial correlation
 between runs (a machine that drifts): the long-run variance is the larger of an AR(1) and
 a Newey-West (Bartlett, sqrt(n) lags) estimate, so neither a smooth drift nor a lumpy
-one passes as independent runs.
+one passes as independent runs, and its degrees of freedom are those of the runs' effective
+number (``long_run``).
 """
 
 from __future__ import annotations
@@ -117,27 +118,55 @@ class Interval:
         return self.centre + self.half_width
 
 
+# Fewer runs than this and the lag-1 correlation's own noise (about 1/sqrt(n)) swamps its
+# bias: corrected, with the df of the effective runs, independent runs of 10 had intervals
+# 2.5 times the plain ones on average (at 20, 1.2 times; at 40, 1.1), a pilot that plans
+# several times the runs it needs, and a comparison of 5 runs a side that finds nothing.
+CORRELATION_FROM = 20
+
+
 def long_run_variance(values: npt.ArrayLike) -> float:
     """Variance of one value of a series, counting its serial correlation: the variance of
-    the series' mean is this over n. The larger of the AR(1) estimate (a smooth drift) and
-    the Bartlett-kernel Newey-West estimate with sqrt(n) lags (any short-range pattern);
-    never below the plain sample variance. Infinite for fewer than two values."""
+    the series' mean is this over n (``long_run``)."""
+    return long_run(values)[0]
+
+
+def long_run(values: npt.ArrayLike) -> tuple[float, float]:
+    """The long-run variance of a series and its degrees of freedom.
+
+    The variance is the larger of the AR(1) estimate (a smooth drift) and the
+    Bartlett-kernel Newey-West estimate with sqrt(n) lags (any short-range pattern), never
+    below the plain sample variance. All n runs together never count for less than one.
+
+    From CORRELATION_FROM runs on, the correlation is counted in full: the lag-1
+    correlation is taken with Kendall's correction for its bias, r + (1 + 4r)/n (the plain
+    estimate sits low by about that much), and the df are those of n_eff = n * plain /
+    long-run independent runs (n - 1 when the runs are independent): runs that hang
+    together tell less about their own spread, as well as about their mean. At 40 runs with
+    a true correlation of 0.7 the interval held the mean 88% of the time without the two,
+    93% with them. Below, df n - 1. Infinite variance and no df for fewer than two values."""
     x = np.asarray(values, dtype=np.float64)
     n = len(x)
     if n < 2:
-        return math.inf
+        return math.inf, 0.0
     d = x - x.mean()
     gamma0 = float(np.dot(d, d)) / n
     plain = gamma0 * n / (n - 1)
     if gamma0 == 0:
-        return 0.0
+        return 0.0, n - 1.0
     r = float(np.dot(d[:-1], d[1:])) / n / gamma0
-    ar1 = plain * (1 + r) / (1 - r) if r < 1 else math.inf
+    counted = n >= CORRELATION_FROM
+    if counted:
+        r = (n * r + 1) / (n - 4)
+    ar1 = plain * min(n, (1 + r) / (1 - r)) if r < 1 else plain * n
     lags = math.ceil(math.sqrt(n))
     bartlett = gamma0
     for k in range(1, min(lags, n - 1) + 1):
         bartlett += 2 * (1 - k / (lags + 1)) * float(np.dot(d[:-k], d[k:])) / n
-    return max(plain, ar1, bartlett * n / (n - 1))
+    variance = max(plain, ar1, bartlett * n / (n - 1))
+    if not counted:
+        return variance, n - 1.0
+    return variance, min(n - 1.0, max(1.0, n * plain / variance - 1))
 
 
 def run_interval(
@@ -146,16 +175,18 @@ def run_interval(
     confidence: float,
     between: Between | None = None,
 ) -> Interval:
-    """CI for a statistic from its per-run values: t (df = runs - 1) over the long-run
+    """CI for a statistic from its per-run values: t (the runs' df, ``long_run``) over the long-run
     variance, centred on the statistic over all ops. With ``between``, widened by how much
     sittings differ: its tau2 is added, at ``sitting_df`` degrees of freedom. Never narrower
     than half the histogram bucket that holds the centre (``resolution_ns``): runs whose
     percentile falls in one bucket agree only to that resolution."""
-    within, k = run_variance(run_values)
-    if k < 2 or not math.isfinite(within):
+    x = finite(run_values)
+    k = len(x)
+    if k < 2:
         return Interval(centre, math.inf, k)
-    side = RunMean(centre, within, k, between)
-    half = t_quantile(confidence, sitting_df(k, between)) * math.sqrt(side.variance)
+    variance, df = long_run(x)
+    side = RunMean(centre, variance / k, k, between, df)
+    half = t_quantile(confidence, sitting_df(df, between)) * math.sqrt(side.variance)
     return Interval(centre, max(half, resolution_ns(centre) / 2), k)
 
 
@@ -167,15 +198,15 @@ def resolution_ns(value_ns: float) -> float:
     return float(1 << (int(value_ns).bit_length() - 1 - SUB_BITS))
 
 
-def sitting_df(runs: int, between: Between | None) -> float:
+def sitting_df(runs_df: float, between: Between | None) -> float:
     """The one df rule for a sitting's interval, its planned runs and its out-of-reach test:
-    the runs' df, or, with a between-sittings part, the smaller of the runs' and the
-    sittings'. Satterthwaite's df can exceed both parts' and so make an interval with few
+    the runs' df (``long_run``), or, with a between-sittings part, the smaller of the runs'
+    and the sittings'. Satterthwaite's df can exceed both parts' and so make an interval with few
     runs narrower than the one with infinitely many (t(k - 1) sqrt(tau2)); with the smaller
     df the half-width only shrinks as runs are added, towards exactly ``between_alone``."""
     if between is None or between.tau2 <= 0:
-        return runs - 1
-    return min(runs - 1, between.df)
+        return runs_df
+    return min(runs_df, between.df)
 
 
 # Fewer earlier sittings than this and Paule-Mandel's tau2 (often 0 from two or three
@@ -290,11 +321,16 @@ def _not_outliers(
     return kept
 
 
+def finite(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The finite ones of ``values`` (a run whose statistic is not known counts for none)."""
+    x = np.asarray(values, dtype=np.float64)
+    return x[np.isfinite(x)]
+
+
 def run_variance(run_values: npt.ArrayLike) -> tuple[float, int]:
     """The variance of the mean of per-run values (serial correlation counted), and how
     many finite values it rests on."""
-    x = np.asarray(run_values, dtype=np.float64)
-    x = x[np.isfinite(x)]
+    x = finite(run_values)
     return (long_run_variance(x) / len(x) if len(x) else math.inf), len(x)
 
 
@@ -319,11 +355,12 @@ def planned_runs(
     k = len(x)
     if k < 2 or target_ns <= 0:
         return k
-    quantile = t_quantile(confidence, sitting_df(k, between))
+    variance, df = long_run(x)
+    quantile = t_quantile(confidence, sitting_df(df, between))
     left = (target_ns / quantile) ** 2 - (between.tau2 if between else 0.0)
     if left <= 0:
         return k
-    return max(k, math.ceil(long_run_variance(x) / left))
+    return max(k, math.ceil(variance / left))
 
 
 def reachable_half_width(
@@ -339,8 +376,9 @@ def reachable_half_width(
     k = len(x)
     if k < 2 or runs < 2:
         return math.inf
-    quantile = t_quantile(confidence, sitting_df(k, between))
-    return quantile * math.sqrt(long_run_variance(x) / runs + (between.tau2 if between else 0.0))
+    variance, df = long_run(x)
+    quantile = t_quantile(confidence, sitting_df(df, between))
+    return quantile * math.sqrt(variance / runs + (between.tau2 if between else 0.0))
 
 
 class Histogram:
@@ -572,6 +610,7 @@ class RunMean:
     runs_variance: float  # of the value: the runs' long-run variance / runs
     runs: int
     between: Between | None = None
+    runs_df: float = math.nan  # of runs_variance (long_run); runs - 1 when not given
 
     @property
     def variance(self) -> float:
@@ -579,7 +618,8 @@ class RunMean:
 
     def parts(self) -> list[tuple[float, float]]:
         """(variance, degrees of freedom) of each part of ``variance``."""
-        found: list[tuple[float, float]] = [(self.runs_variance, self.runs - 1)]
+        df = self.runs_df if math.isfinite(self.runs_df) else self.runs - 1
+        found: list[tuple[float, float]] = [(self.runs_variance, df)]
         if self.between and self.between.tau2 > 0:
             found.append((self.between.tau2, self.between.df))
         return found
@@ -592,8 +632,10 @@ class RunMean:
         x = np.asarray(values, dtype=np.float64)
         if not math.isfinite(centre):
             centre = float(x.mean()) if len(x) else math.nan
-        variance = long_run_variance(x) / len(x) if len(x) > 1 else math.nan
-        return cls(centre, variance, len(x))
+        if len(x) < 2:
+            return cls(centre, math.nan, len(x))
+        variance, df = long_run(x)
+        return cls(centre, variance / len(x), len(x), runs_df=df)
 
 
 def satterthwaite_df(parts: Sequence[tuple[float, float]]) -> float:
@@ -647,7 +689,7 @@ def paired(
     a_runs = np.asarray(a_values, dtype=np.float64)
     b_runs = np.asarray(b_values, dtype=np.float64)
     n = len(a_runs)
-    df = float(n - 1)
+    df = long_run(b_runs - a_runs)[1]
     t = t_quantile(confidence, df)
 
     def spread(rho: float) -> float:  # variance of the mean over rounds of b_i - rho a_i
