@@ -259,3 +259,26 @@ def test_the_relative_figure(tmp_path):
     bad = volley("plot", path, "--baseline", "nginx", "-o", tmp_path / "other.png")
     assert bad.status == 2 and "--baseline 'nginx'" in bad.stderr
     assert not (tmp_path / "other.png").exists()  # refused before drawing anything
+
+
+def test_points_that_differ_only_in_their_cpus_are_series_of_their_own(tmp_path):
+    # Same server, clients and CPU counts; one server on CPU 1, one on CPU 3 (a client's
+    # sibling, say): on one x in one series they would hide each other.
+    first = next(r for r in records() if r.status != "failed")
+    point = first.point
+    placed = [
+        replace(first, point=replace(point, server_cpu_list=cpus, server_cores=1))
+        for cpus in ("1", "3")
+    ]
+    found = plot.load(write_records(tmp_path / "r.jsonl", placed))
+    assert sorted(m.server for m in found.measurements) == [
+        f"{point.server} (server CPU 1)",
+        f"{point.server} (server CPU 3)",
+    ]
+    # Lists that give different counts are points of one series, as counts are.
+    spread = [
+        placed[0],
+        replace(first, point=replace(point, server_cpu_list="1-2", server_cores=2)),
+    ]
+    found = plot.load(write_records(tmp_path / "s.jsonl", spread))
+    assert {m.server for m in found.measurements} == {point.server}

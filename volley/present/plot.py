@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,8 @@ class Measurement:
     achieved_ops_s: float = math.nan
     p50_ns: float = math.nan
     saturated: bool = False
+    # The CPU lists the experiment named ("server CPU 0-1, clients CPU 2-3"); "" by count.
+    cpus: str = ""
 
     @property
     def significant(self) -> bool:
@@ -177,6 +179,7 @@ def load(
         _add(results.precisions, result.precision)
         _add(results.versions, result.volley_version)
         _add(results.dates, result.started_at[:10])
+    results.measurements = tell_apart(results.measurements)
     results.failed = len(failed)
     if failed:
         results.notes.append(
@@ -191,12 +194,39 @@ def load(
     return results
 
 
+def named_cpus(point: Point) -> str:
+    """The CPU lists ``point`` names ("server CPU 0-1, clients CPU 2-3"); "" by count."""
+    sides = [
+        f"{who} CPU {listed}"
+        for who, listed in (("server", point.server_cpu_list), ("clients", point.client_cpu_list))
+        if listed is not None
+    ]
+    return ", ".join(sides)
+
+
+def tell_apart(measurements: list[Measurement]) -> list[Measurement]:
+    """Points that differ only in the CPUs they were given (a server on a core of its own
+    against one on a client's sibling, both 1 CPU) would share an x in their server's
+    series: each becomes a series of its own, named with its CPUs."""
+    lists: dict[tuple, set[str]] = {}
+    for m in measurements:
+        lists.setdefault((m.server, m.clients, m.server_cores, m.client_cores), set()).add(m.cpus)
+    clashing = {key for key, found in lists.items() if len(found) > 1}
+    return [
+        replace(m, server=f"{m.server} ({m.cpus or 'placed by count'})")
+        if (m.server, m.clients, m.server_cores, m.client_cores) in clashing
+        else m
+        for m in measurements
+    ]
+
+
 def measurement(point: Point, result: BenchResult, latency: LatencySummary) -> Measurement:
     """A finished point's plotted numbers."""
     p99_low, p99_high = latency.interval("p99")
     load = result.load
     opened = load.model == OPEN
     return Measurement(
+        cpus=named_cpus(point),
         server=point.server,
         clients=point.clients,
         server_cores=point.server_cores,
