@@ -143,8 +143,9 @@ def long_run(values: npt.ArrayLike) -> tuple[float, float]:
     estimate sits low by about that much), and the df are those of n_eff = n * plain /
     long-run independent runs (n - 1 when the runs are independent): runs that hang
     together tell less about their own spread, as well as about their mean. At 40 runs with
-    a true correlation of 0.7 the interval held the mean 88% of the time without the two,
-    93% with them. Below, df n - 1. Infinite variance and no df for fewer than two values."""
+    a true correlation of 0.7 the interval held the mean 86.6% of the time without the two,
+    92.9% with them (bench/calibration/correlated_runs.py). Below, df n - 1. Infinite
+    variance and no df for fewer than two values."""
     x = np.asarray(values, dtype=np.float64)
     n = len(x)
     if n < 2:
@@ -175,8 +176,8 @@ def run_interval(
     confidence: float,
     between: Between | None = None,
 ) -> Interval:
-    """CI for a statistic from its per-run values: t (the runs' df, ``long_run``) over the long-run
-    variance, centred on the statistic over all ops. With ``between``, widened by how much
+    """CI for a statistic from its per-run values: t (the runs' df, ``long_run``) over the
+    long-run variance, centred on the statistic over all ops. With ``between``, widened by how much
     sittings differ: its tau2 is added, at ``sitting_df`` degrees of freedom. Never narrower
     than half the histogram bucket that holds the centre (``resolution_ns``): runs whose
     percentile falls in one bucket agree only to that resolution."""
@@ -185,7 +186,7 @@ def run_interval(
     if k < 2:
         return Interval(centre, math.inf, k)
     variance, df = long_run(x)
-    side = RunMean(centre, variance / k, k, between, df)
+    side = RunMean(centre, variance / k, k, df, between)
     half = t_quantile(confidence, sitting_df(df, between)) * math.sqrt(side.variance)
     return Interval(centre, max(half, resolution_ns(centre) / 2), k)
 
@@ -201,8 +202,8 @@ def resolution_ns(value_ns: float) -> float:
 def sitting_df(runs_df: float, between: Between | None) -> float:
     """The one df rule for a sitting's interval, its planned runs and its out-of-reach test:
     the runs' df (``long_run``), or, with a between-sittings part, the smaller of the runs'
-    and the sittings'. Satterthwaite's df can exceed both parts' and so make an interval with few
-    runs narrower than the one with infinitely many (t(k - 1) sqrt(tau2)); with the smaller
+    and the sittings'. Satterthwaite's df can exceed both parts' and so make an interval with
+    few runs narrower than the one with infinitely many (t(df) sqrt(tau2)); with the smaller
     df the half-width only shrinks as runs are added, towards exactly ``between_alone``."""
     if between is None or between.tau2 <= 0:
         return runs_df
@@ -609,8 +610,8 @@ class RunMean:
     mean: float
     runs_variance: float  # of the value: the runs' long-run variance / runs
     runs: int
+    runs_df: float  # of runs_variance (long_run)
     between: Between | None = None
-    runs_df: float = math.nan  # of runs_variance (long_run); runs - 1 when not given
 
     @property
     def variance(self) -> float:
@@ -618,8 +619,7 @@ class RunMean:
 
     def parts(self) -> list[tuple[float, float]]:
         """(variance, degrees of freedom) of each part of ``variance``."""
-        df = self.runs_df if math.isfinite(self.runs_df) else self.runs - 1
-        found: list[tuple[float, float]] = [(self.runs_variance, df)]
+        found: list[tuple[float, float]] = [(self.runs_variance, self.runs_df)]
         if self.between and self.between.tau2 > 0:
             found.append((self.between.tau2, self.between.df))
         return found
@@ -633,9 +633,9 @@ class RunMean:
         if not math.isfinite(centre):
             centre = float(x.mean()) if len(x) else math.nan
         if len(x) < 2:
-            return cls(centre, math.nan, len(x))
+            return cls(centre, math.nan, len(x), 0.0)
         variance, df = long_run(x)
-        return cls(centre, variance / len(x), len(x), runs_df=df)
+        return cls(centre, variance / len(x), len(x), df)
 
 
 def satterthwaite_df(parts: Sequence[tuple[float, float]]) -> float:

@@ -208,13 +208,16 @@ def tell_apart(measurements: list[Measurement]) -> list[Measurement]:
     """Points that differ only in the CPUs they were given (a server on a core of its own
     against one on a client's sibling, both 1 CPU) would share an x in their server's
     series: each becomes a series of its own, named with its CPUs."""
-    lists: dict[tuple, set[str]] = {}
+
+    def counts(m: Measurement) -> tuple[str, int, int, int]:
+        return m.server, m.clients, m.server_cores, m.client_cores
+
+    lists: dict[tuple[str, int, int, int], set[str]] = {}
     for m in measurements:
-        lists.setdefault((m.server, m.clients, m.server_cores, m.client_cores), set()).add(m.cpus)
-    clashing = {key for key, found in lists.items() if len(found) > 1}
+        lists.setdefault(counts(m), set()).add(m.cpus)
     return [
         replace(m, server=f"{m.server} ({m.cpus or 'placed by count'})")
-        if (m.server, m.clients, m.server_cores, m.client_cores) in clashing
+        if len(lists[counts(m)]) > 1
         else m
         for m in measurements
     ]
