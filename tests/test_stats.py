@@ -81,7 +81,8 @@ def test_independent_runs_both_cover():
 
 def test_strongly_correlated_runs_still_cover():
     # Kendall's correction of the lag-1 correlation and the df of the effective runs: without
-    # them this held the mean 87% of the time at phi 0.7 and 40 runs (bench: 2,000 trials).
+    # them this held the mean 87% of the time at phi 0.7 and 40 runs (2,000 trials:
+    # bench/calibration/correlated_runs.py).
     ours, _ = coverage(phi=0.7)
     assert ours >= 0.91
 
